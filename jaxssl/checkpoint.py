@@ -1,0 +1,110 @@
+"""Orbax checkpoints: save, automatic resume, and a fit check before resuming.
+
+Each checkpoint `workdir/checkpoints/<step>/` holds three items:
+  state   the TrainState (params, optimizer state, method state, step, rng),
+          written sharded by every process and restored straight onto the mesh;
+  data    the grain iterator state, one JSON file per process;
+  config  the resolved config as JSON, so a checkpoint explains itself.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import grain.python as grain
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint in the workdir does not fit the model being built."""
+
+
+def _path_names(path) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def shapes_by_path(tree: Any) -> dict[str, tuple]:
+    """{'params/backbone/conv/kernel': shape} for every array leaf of `tree`."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {_path_names(p): tuple(x.shape) for p, x in leaves if hasattr(x, "shape")}
+
+
+def describe_mismatch(expected: dict[str, tuple], found: dict[str, tuple], limit: int = 5) -> str:
+    """Human-readable list of missing, unexpected and reshaped paths ('' if they fit)."""
+    problems = [f"missing {p}" for p in sorted(set(expected) - set(found))]
+    problems += [f"unexpected {p}" for p in sorted(set(found) - set(expected))]
+    problems += [f"{p}: checkpoint {found[p]} vs model {expected[p]}"
+                 for p in sorted(set(expected) & set(found)) if expected[p] != found[p]]
+    if not problems:
+        return ""
+    more = f" (+{len(problems) - limit} more)" if len(problems) > limit else ""
+    return "; ".join(problems[:limit]) + more
+
+
+class Checkpointer:
+    """Saves every `every_steps` steps (and when forced), keeps the last `keep`."""
+
+    def __init__(self, workdir: str, every_steps: int, keep: int, async_save: bool):
+        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self.every_steps = every_steps
+        self._options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, enable_async_checkpointing=async_save, create=False)
+        self._manager: ocp.CheckpointManager | None = None
+
+    @property
+    def manager(self) -> ocp.CheckpointManager:
+        if self._manager is None:
+            os.makedirs(self.directory, exist_ok=True)
+            self._manager = ocp.CheckpointManager(
+                self.directory, options=self._options,
+                item_handlers={"state": ocp.StandardCheckpointHandler(),
+                               "data": grain.PyGrainCheckpointHandler(),
+                               "config": ocp.JsonCheckpointHandler()})
+        return self._manager
+
+    def latest_step(self) -> int | None:
+        """Newest finished checkpoint, without creating anything in the workdir."""
+        if not os.path.isdir(self.directory):
+            return None
+        return self.manager.latest_step()
+
+    def check_fits(self, step: int, abstract_state: Any, subtrees=("params", "method_state")) -> None:
+        """Raises CheckpointMismatchError naming paths whose shapes differ."""
+        saved = self.manager.item_metadata(step)["state"]
+        for name in subtrees:
+            expected = shapes_by_path(getattr(abstract_state, name))
+            found = shapes_by_path(saved.get(name, {}) if hasattr(saved, "get") else {})
+            mismatch = describe_mismatch(expected, found)
+            if mismatch:
+                raise CheckpointMismatchError(
+                    f"the checkpoint at {self.directory}/{step} does not fit this model "
+                    f"({name}): {mismatch}. Use a new --workdir, or the config it was made with.")
+
+    def should_save(self, step: int) -> bool:
+        return self.every_steps > 0 and step % self.every_steps == 0
+
+    def save(self, step: int, state: Any, data_iterator: Any,
+             config: ml_collections.ConfigDict) -> None:
+        """Starts writing checkpoint `step` (asynchronously when configured)."""
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=grain.PyGrainCheckpointSave(data_iterator),
+            config=ocp.args.JsonSave(config.to_dict())), force=True)
+
+    def restore(self, step: int, abstract_state: Any, data_iterator: Any) -> Any:
+        """Restores `state` onto the shardings in `abstract_state` and the iterator in place."""
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=grain.PyGrainCheckpointRestore(data_iterator)))
+        return restored["state"]
+
+    def wait(self) -> None:
+        if self._manager is not None:
+            self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        if self._manager is not None:
+            self._manager.close()

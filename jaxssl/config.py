@@ -1,0 +1,229 @@
+"""Config loading, defaults, validation and saving.
+
+A config file `configs/NAME.py` defines `get_config(arg=None)` returning an
+`ml_collections.ConfigDict` that sets only what differs from `base_config()`
+(plus the chosen method's own section). `resolve` merges it onto the
+defaults; any key the defaults do not know is an error naming the nearest
+valid key, so a typo never silently runs the wrong experiment.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import json
+import os
+from typing import Any, Iterable, Mapping
+
+import ml_collections
+
+from jaxssl.data.augment import default_recipe_config
+from jaxssl.models import default_model_config
+
+
+class ConfigError(ValueError):
+    """The config is not valid: unknown key, wrong type, bad value."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every key a config may set, with its default."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.method = "simclr"
+    c.total_steps = 1000
+    c.grad_accum_steps = 1
+    c.compute_dtype = "float32"  # activations; params, optimizer and loss stay float32
+
+    c.mesh = dict(data=-1, fsdp=1, tensor=1)
+    # 'auto': initialise when JAX_COORDINATOR_ADDRESS / JAXSSL_DISTRIBUTED is set.
+    c.distributed = dict(initialize="auto", coordinator_address="", num_processes=0, process_id=-1)
+
+    c.data = dict(
+        name="digits",        # digits | mnist | fashion_mnist | cifar10_jpeg | npz | tfds:NAME
+        data_dir="",
+        train_split="train",
+        eval_split="test",
+        batch_size=256,       # global batch, all processes together
+        image_size=0,         # side of the training views; 0 = the data's own size
+        num_workers=0,        # grain worker processes per host
+    )
+    c.augment = default_recipe_config()
+    c.model = default_model_config()
+
+    c.optim = dict(
+        name="lars",          # adamw | sgd | lars
+        base_lr=0.3,          # learning rate = base_lr * lr scaling(batch)
+        lr_scaling="linear",  # linear: * batch/256 | sqrt: * sqrt(batch) | none
+        schedule="cosine",    # cosine | constant
+        warmup_steps=0,
+        end_lr_ratio=0.0,     # final lr as a fraction of the peak
+        weight_decay=1e-6,
+        momentum=0.9,
+        b1=0.9,
+        b2=0.999,
+        eps=1e-8,
+        lars_trust_coefficient=0.001,
+        clip_grad_norm=0.0,   # 0 = off
+    )
+
+    c.eval = dict(
+        every_steps=0,         # 0 = only at the end
+        batch_size=512,
+        knn_k=20,
+        knn_temperature=0.07,
+        probe_epochs=100,
+        probe_lr=3e-2,
+        probe_weight_decay=1e-4,
+        probe_batch_size=128,
+        max_train_examples=0,  # 0 = the whole labelled train split
+        max_test_examples=0,   # 0 = the whole eval split
+        compare_random_init=False,  # also evaluate the encoder at step 0, print both
+    )
+    c.checkpoint = dict(every_steps=0, keep=3, async_save=True)  # every_steps 0 = at the end only
+    c.log = dict(every_steps=10, tensorboard=True, progress_bar=True, peak_flops_per_device=0.0)
+    return c
+
+
+def method_defaults(method: str) -> ml_collections.ConfigDict:
+    """The chosen method's own config section (e.g. `config.simclr`)."""
+    from jaxssl import methods
+    return methods.get(method).default_config()
+
+
+def _nearest(key: str, candidates: Iterable[str], prefix: str) -> str:
+    match = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.0)
+    return f" (did you mean '{prefix}{match[0]}'?)" if match else ""
+
+
+def _merge(defaults: ml_collections.ConfigDict, user: Mapping[str, Any], prefix: str) -> None:
+    """Writes `user` onto `defaults` in place; unknown keys raise ConfigError."""
+    for key, value in user.items():
+        path = f"{prefix}{key}"
+        if key not in defaults:
+            raise ConfigError(f"unknown config key '{path}'{_nearest(key, defaults.keys(), prefix)}")
+        if isinstance(defaults[key], ml_collections.ConfigDict):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config key '{path}' is a section, got {value!r}")
+            _merge(defaults[key], value, path + ".")
+        else:
+            defaults[key] = _coerce(value, defaults[key], path)
+
+
+def _coerce(value: Any, default: Any, path: str) -> Any:
+    """Checks `value` against the default's type (ints may stand for floats)."""
+    if default is None or isinstance(value, type(default)) and not (
+            isinstance(value, bool) and not isinstance(default, bool)):
+        return value
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, (tuple, list)) and isinstance(value, (tuple, list)):
+        return type(default)(value)
+    raise ConfigError(f"config key '{path}' expects {type(default).__name__}, "
+                      f"got {type(value).__name__} {value!r}")
+
+
+def _to_dict(config: Any) -> Any:
+    return config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
+
+
+def resolve(user_config: Mapping[str, Any]) -> ml_collections.ConfigDict:
+    """Merges a user config onto the defaults of its method; validates values."""
+    user = _to_dict(user_config)
+    config = base_config()
+    method = user.get("method", config.method)
+    try:
+        config[method] = method_defaults(method)
+    except KeyError as e:
+        raise ConfigError(str(e.args[0])) from None
+    _merge(config, user, "")
+    _check_values(config)
+    return config
+
+
+def _check_values(config: ml_collections.ConfigDict) -> None:
+    choices = {
+        "compute_dtype": ("float32", "bfloat16", "float16"),
+        "optim.name": ("adamw", "sgd", "lars"),
+        "optim.schedule": ("cosine", "constant"),
+        "optim.lr_scaling": ("linear", "sqrt", "none"),
+        "distributed.initialize": ("auto", "yes", "no"),
+    }
+    for path, allowed in choices.items():
+        value = config
+        for part in path.split("."):
+            value = value[part]
+        if value not in allowed:
+            raise ConfigError(f"config key '{path}' must be one of {allowed}, got {value!r}")
+    for path in ("total_steps", "grad_accum_steps", "data.batch_size"):
+        section, _, key = path.rpartition(".")
+        value = (config[section] if section else config)[key]
+        if value < 1:
+            raise ConfigError(f"config key '{path}' must be >= 1, got {value}")
+    if config.data.batch_size % config.grad_accum_steps:
+        raise ConfigError(f"data.batch_size={config.data.batch_size} is not divisible by "
+                          f"grad_accum_steps={config.grad_accum_steps}")
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """Runs `get_config(arg)` of 'path/to/config.py[:arg]'."""
+    path, _, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    module_spec = importlib.util.spec_from_file_location("jaxssl_user_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {path} defines no get_config(arg=None)")
+    return module.get_config(arg) if arg else module.get_config()
+
+
+def parse_override(text: str) -> Any:
+    """'0.1' -> 0.1, 'true' -> True, '(1, 2)' -> (1, 2); anything else stays a string."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def overrides_to_tree(overrides: Mapping[str, str]) -> dict:
+    """{'optim.base_lr': '0.1'} -> {'optim': {'base_lr': 0.1}}."""
+    tree: dict = {}
+    for dotted, text in overrides.items():
+        node = tree
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = parse_override(text)
+    return tree
+
+
+def _deep_update(base: dict, update: Mapping[str, Any]) -> dict:
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def load(spec: str, overrides: Mapping[str, str] | None = None) -> ml_collections.ConfigDict:
+    """Config file + command-line overrides -> validated, complete config."""
+    user = _to_dict(load_config_file(spec))
+    return resolve(_deep_update(user, overrides_to_tree(overrides or {})))
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True)
+
+
+def save(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """Writes the resolved config as `workdir/config.json`; returns the path."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "config.json")
+    with open(path, "w") as f:
+        f.write(to_json(config) + "\n")
+    return path

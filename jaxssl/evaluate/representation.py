@@ -1,0 +1,62 @@
+"""Frozen-encoder evaluation: features over a split, then kNN and linear probe."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+
+from jaxssl import parallel
+from jaxssl.data import pipeline
+from jaxssl.evaluate.knn import knn_accuracy
+from jaxssl.evaluate.linear_probe import linear_probe_accuracy
+
+
+def eval_batch_size(requested: int, mesh: Mesh) -> int:
+    """`requested` rounded up to a multiple of the batch shards and processes."""
+    multiple = int(np.lcm(parallel.batch_shards(mesh), jax.process_count()))
+    return -(-requested // multiple) * multiple
+
+
+def extract_features(features_fn: Callable[[Any, jax.Array], jax.Array], variables: Any,
+                     source, mesh: Mesh, batch_size: int, limit: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Encoder features of the first `limit` records of `source` (0 = all), on every host.
+
+    `features_fn(variables, images uint8 [B, H, W, C]) -> [B, D]` is jitted.
+    Returns (features float32 [N, D], labels int [N]).
+    """
+    batch_size = eval_batch_size(batch_size, mesh)
+    features, labels = [], []
+    for local, valid in pipeline.eval_batches(source, batch_size, jax.process_index(),
+                                              jax.process_count(), limit):
+        batch = parallel.host_batch_to_global(
+            {"image": local["image"], "label": local["label"], "valid": valid}, mesh)
+        gathered = multihost_utils.process_allgather(
+            {"features": features_fn(variables, batch["image"]),
+             "label": batch["label"], "valid": batch["valid"]}, tiled=True)
+        keep = np.asarray(gathered["valid"])
+        features.append(np.asarray(gathered["features"])[keep])
+        labels.append(np.asarray(gathered["label"])[keep])
+    return np.concatenate(features), np.concatenate(labels)
+
+
+def evaluate_encoder(features_fn, variables, train_source, test_source, mesh: Mesh,
+                     eval_config: Mapping[str, Any], num_classes: int) -> dict[str, float]:
+    """{'knn_top1': ..., 'linear_probe_top1': ...} on the test split, fractions in [0, 1]."""
+    train_x, train_y = extract_features(features_fn, variables, train_source, mesh,
+                                        eval_config["batch_size"],
+                                        eval_config["max_train_examples"])
+    test_x, test_y = extract_features(features_fn, variables, test_source, mesh,
+                                      eval_config["batch_size"], eval_config["max_test_examples"])
+    knn = knn_accuracy(train_x, train_y, test_x, test_y, num_classes,
+                       k=eval_config["knn_k"], temperature=eval_config["knn_temperature"])
+    probe = linear_probe_accuracy(train_x, train_y, test_x, test_y, num_classes,
+                                  epochs=eval_config["probe_epochs"],
+                                  batch_size=eval_config["probe_batch_size"],
+                                  lr=eval_config["probe_lr"],
+                                  weight_decay=eval_config["probe_weight_decay"], seed=0)
+    return {"knn_top1": float(knn), "linear_probe_top1": float(probe)}

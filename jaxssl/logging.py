@@ -1,0 +1,123 @@
+"""Metrics to JSON lines, TensorBoard and a progress bar; throughput and MFU.
+
+MFU = (FLOPs of one compiled train step, from XLA's cost analysis) / (step
+time in seconds) / (peak FLOP/s of one device x number of devices). XLA's
+cost analysis counts the FLOPs of the per-device SPMD program, so the
+per-step FLOPs are multiplied back by the device count. The peak comes from
+`log.peak_flops_per_device` when set, else from `PEAK_FLOPS` by device kind,
+else (CPUs) from a measured float32 matmul, labelled as such.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Dense peak FLOP/s per device for bfloat16 matmuls (vendor data sheets).
+PEAK_FLOPS = {
+    "NVIDIA H100": 989e12,
+    "NVIDIA H200": 989e12,
+    "NVIDIA A100": 312e12,
+    "NVIDIA L4": 121e12,
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5": 459e12,
+    "TPU v6 lite": 918e12,
+}
+
+
+def compiled_flops(compiled: Any) -> float:
+    """FLOPs of one call of a compiled (per-device) XLA program; 0 if unknown."""
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else {}
+    return float((analysis or {}).get("flops", 0.0))
+
+
+def measured_matmul_flops(device: jax.Device, size: int = 1024, repeats: int = 5) -> float:
+    """Achieved float32 matmul FLOP/s on `device`: the ceiling used for CPUs."""
+    a = jax.device_put(jnp.ones((size, size), jnp.float32), device)
+    matmul = jax.jit(lambda x: x @ x)
+    matmul(a).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a).block_until_ready()
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / float(np.median(times))
+
+
+def device_peak_flops(device: jax.Device, override: float = 0.0) -> tuple[float, str]:
+    """(peak FLOP/s of one device, where the number comes from)."""
+    if override > 0:
+        return override, "config"
+    for kind, flops in sorted(PEAK_FLOPS.items(), key=lambda kv: -len(kv[0])):
+        if device.device_kind.startswith(kind):
+            return flops, f"table ({kind})"
+    return measured_matmul_flops(device), "measured float32 matmul"
+
+
+class MetricsLogger:
+    """Writes `metrics.jsonl` (one JSON object per logged step) and TensorBoard events.
+
+    Only process 0 writes; every process may call it.
+    """
+
+    def __init__(self, workdir: str, tensorboard: bool):
+        self.active = jax.process_index() == 0
+        self._jsonl = None
+        self._tb = None
+        if self.active:
+            os.makedirs(workdir, exist_ok=True)
+            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+            if tensorboard:
+                from tensorboardX import SummaryWriter
+                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, step: int, metrics: Mapping[str, float]) -> None:
+        if not self.active:
+            return
+        scalars = {k: float(v) for k, v in metrics.items()}
+        self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
+        self._jsonl.flush()
+        if self._tb is not None:
+            for key, value in scalars.items():
+                self._tb.add_scalar(key, value, step)
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    """All rows of `workdir/metrics.jsonl`, in order."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class ProgressBar:
+    """tqdm bar showing step, loss and examples/s (process 0 only)."""
+
+    def __init__(self, total: int, initial: int, enabled: bool):
+        self._bar = None
+        if enabled and jax.process_index() == 0:
+            from tqdm import tqdm
+            self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+    def update(self, steps: int, loss: float, examples_per_s: float) -> None:
+        if self._bar is not None:
+            self._bar.update(steps)
+            self._bar.set_postfix(loss=f"{loss:.4f}", ex_per_s=f"{examples_per_s:.0f}")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

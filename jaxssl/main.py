@@ -1,0 +1,68 @@
+"""Command line: train any config.
+
+  python -m jaxssl.main --config=configs/NAME.py[:ARG] --workdir=DIR [--config.a.b=VALUE ...]
+
+Prints the resolved config, saves it as DIR/config.json, resumes from the
+newest checkpoint in DIR if there is one, trains, and prints the final
+evaluation. Bad input (config, data, batch size, mesh, a checkpoint that
+does not fit) ends with one line on stderr and exit status 2, before
+anything in DIR is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jaxssl.checkpoint import CheckpointMismatchError
+
+# Errors that mean "the input is wrong", reported as one line, not a traceback.
+INPUT_ERRORS = (ValueError, KeyError, FileNotFoundError, CheckpointMismatchError)
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
+    """Splits argv into --config/--workdir and the --config.a.b=VALUE overrides."""
+    parser = argparse.ArgumentParser(prog="python -m jaxssl.main", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="configs/NAME.py[:ARG]")
+    parser.add_argument("--workdir", required=True, help="checkpoints, logs and config.json")
+    args, rest = parser.parse_known_args(argv)
+    overrides = {}
+    for item in rest:
+        key, eq, value = item.partition("=")
+        if not (key.startswith("--config.") and eq):
+            parser.error(f"unrecognised argument '{item}' (overrides look like --config.a.b=VALUE)")
+        overrides[key[len("--config."):]] = value
+    return args, overrides
+
+
+def format_results(results: dict[str, dict[str, float]]) -> str:
+    """{'pretrained': {'knn_top1': .9}, ...} -> aligned text table in percent."""
+    metrics = sorted({m for row in results.values() for m in row})
+    width = max(len(name) for name in results) + 2
+    lines = ["encoder".ljust(width) + "".join(m.rjust(20) for m in metrics)]
+    for name, row in results.items():
+        lines.append(name.ljust(width) + "".join(f"{100 * row[m]:19.2f}%" for m in metrics))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    from jaxssl import config as config_lib, train  # after argument errors, before jax starts
+    try:
+        config, trainer = train.load_and_validate(args.config, overrides, args.workdir)
+    except INPUT_ERRORS as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"jaxssl: error: {message}", file=sys.stderr)
+        return 2
+    print(config_lib.to_json(config))
+    results = {"pretrained": trainer.run()}
+    if config.eval.compare_random_init:
+        results["random init"] = trainer.evaluate_random_init()
+    if results["pretrained"]:
+        print(format_results(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""What every method shares: the interface and image preprocessing.
+
+A method wires a model and an objective. The train loop only calls:
+
+  method.init(rng, batch) -> variables         # {'params': ..., other collections}
+  method.loss_fn(params, state, batch, rng, step) -> (loss, (metrics, new_state))
+  method.features(variables, images) -> [B, D] float32 encoder features (evaluation)
+
+`state` holds the non-gradient collections (batch statistics, EMA encoders).
+`batch` is a dict of global arrays: 'image' uint8 [B, H, W, C], 'label' int32 [B].
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def view_size(config: ml_collections.ConfigDict, images: jax.Array) -> int:
+    """Side of the model input: data.image_size, or the images' own height."""
+    return config.data.image_size or images.shape[1]
+
+
+def prepare_images(images: jax.Array, size: int) -> jax.Array:
+    """uint8 [B, H, W, C] -> float32 [B, size, size, C] in [-1, 1], without augmentation."""
+    x = images.astype(jnp.float32) / 255.0
+    if x.shape[1:3] != (size, size):
+        x = jax.image.resize(x, (x.shape[0], size, size, x.shape[3]), method="bilinear")
+    return to_model_range(x)
+
+
+def to_model_range(x: jax.Array) -> jax.Array:
+    """[0, 1] pixels -> [-1, 1], the range every backbone sees."""
+    return x * 2.0 - 1.0
+
+
+def split_variables(variables) -> tuple[dict, dict]:
+    """{'params': p, **rest} -> (p, rest)."""
+    rest = {k: v for k, v in variables.items() if k != "params"}
+    return variables["params"], rest

@@ -1,0 +1,259 @@
+"""The one training loop, for every method and stage.
+
+`Trainer(config, workdir)` does everything that can fail on bad input
+(config, data, batch size, mesh, an existing checkpoint that does not fit)
+before it writes anything to the workdir. `Trainer.run()` then initialises
+or resumes the sharded state and trains, logging, evaluating and
+checkpointing on the way. SIGTERM makes it save a checkpoint and return.
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+import time
+from typing import Any, Sequence
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jaxssl import checkpoint, config as config_lib, logging as log_lib, methods, optim, parallel
+from jaxssl.data import pipeline
+from jaxssl.data.sources import get_source
+from jaxssl.evaluate.representation import evaluate_encoder
+from jaxssl.methods.base import split_variables
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array          # int32 scalar: optimizer steps taken
+    params: Any
+    opt_state: Any
+    method_state: Any        # non-gradient collections (batch stats, EMA encoders)
+    rng: jax.Array           # base key; step s uses fold_in(rng, s)
+
+
+def _mean_over_microbatches(tree: Any) -> Any:
+    return jax.tree.map(lambda x: jnp.mean(x, axis=0), tree)
+
+
+def make_train_step(method, tx: optax.GradientTransformation, grad_accum_steps: int,
+                    schedule: optax.Schedule):
+    """Returns train_step(state, batch) -> (state, metrics), not yet jitted.
+
+    With `grad_accum_steps` = A > 1 the global batch of B is split into A
+    micro-batches of B/A (example j goes to micro-batch j mod A, so every
+    device holds an equal share of each), gradients and metrics are averaged
+    and the method state is threaded through the micro-batches in order.
+    Contrastive negatives then come from within each micro-batch.
+    """
+    grad_fn = jax.value_and_grad(method.loss_fn, has_aux=True)
+
+    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        rng = jax.random.fold_in(state.rng, state.step)
+        if grad_accum_steps == 1:
+            (_, (metrics, method_state)), grads = grad_fn(
+                state.params, state.method_state, batch, rng, state.step)
+        else:
+            micro = jax.tree.map(
+                lambda x: jnp.swapaxes(
+                    x.reshape((x.shape[0] // grad_accum_steps, grad_accum_steps) + x.shape[1:]),
+                    0, 1), batch)
+
+            def accumulate(method_state, inputs):
+                index, micro_batch = inputs
+                (_, (m, new_state)), g = grad_fn(state.params, method_state, micro_batch,
+                                                 jax.random.fold_in(rng, index), state.step)
+                return new_state, (g, m)
+
+            method_state, (grads, metrics) = jax.lax.scan(
+                accumulate, state.method_state, (jnp.arange(grad_accum_steps), micro))
+            grads, metrics = _mean_over_microbatches(grads), _mean_over_microbatches(metrics)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                                  opt_state=opt_state, method_state=method_state)
+        metrics = {**metrics, "grad_norm": optax.global_norm(grads), "lr": schedule(state.step)}
+        return new_state, metrics
+
+    return train_step
+
+
+class Preemption:
+    """Records SIGTERM so the loop can save and stop at the next step boundary."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.requested = True
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+class Trainer:
+    """Validated, ready-to-run training job. Constructing it writes nothing."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str,
+                 devices: Sequence[jax.Device] | None = None):
+        self.config, self.workdir = config, workdir
+        self.mesh = parallel.make_mesh(config.mesh, devices)
+        self.method = methods.get(config.method)(config)
+        data = config.data
+        self.train_source = get_source(data.name, data.train_split, data.data_dir)
+        self.eval_source = get_source(data.name, data.eval_split, data.data_dir)
+        self.local_batch = pipeline.per_process_batch_size(
+            data.batch_size, parallel.batch_shards(self.mesh), len(self.train_source),
+            jax.process_count())
+        self.schedule = optim.learning_rate_schedule(config.optim, config.total_steps,
+                                                     data.batch_size)
+        self.tx = optim.build_optimizer(config.optim, config.total_steps, data.batch_size)
+        self._example = pipeline.example_batch(self.train_source, 2)
+
+        boxed = jax.eval_shape(self._init_state, jax.random.key(config.seed))
+        self.abstract_state = parallel.unboxed_abstract(boxed)
+        self.state_shardings = self._state_shardings(boxed)
+        self.checkpointer = checkpoint.Checkpointer(
+            workdir, config.checkpoint.every_steps, config.checkpoint.keep,
+            config.checkpoint.async_save)
+        self.resume_step = self.checkpointer.latest_step()
+        if self.resume_step is not None:
+            self.checkpointer.check_fits(self.resume_step, self.abstract_state)
+
+    # ----------------------------------------------------------------- state
+    def _init_variables(self, rng: jax.Array) -> dict:
+        return self.method.init(rng, self._example)
+
+    def _init_state(self, rng: jax.Array) -> TrainState:
+        """Boxed (logically annotated) initial state; optimizer state from unboxed params."""
+        init_rng, train_rng = jax.random.split(rng)
+        params, method_state = split_variables(self._init_variables(init_rng))
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                          opt_state=self.tx.init(nn.meta.unbox(params)),
+                          method_state=method_state, rng=train_rng)
+
+    def _state_shardings(self, boxed: TrainState) -> TrainState:
+        shardings = parallel.tree_shardings(boxed, self.mesh)
+        fallback = lambda x: jax.sharding.NamedSharding(
+            self.mesh, parallel.fsdp_fallback_spec(x.shape, self.mesh))
+        opt_shardings = optax.tree_map_params(
+            self.tx, lambda _, sharding: sharding, self.abstract_state.opt_state,
+            shardings.params, transform_non_params=fallback)
+        return shardings.replace(opt_state=opt_shardings)
+
+    def initial_state(self) -> TrainState:
+        """Fresh state, created sharded by jit (never whole on one host)."""
+        init = jax.jit(lambda rng: nn.meta.unbox(self._init_state(rng)),
+                       out_shardings=self.state_shardings)
+        return init(jax.random.key(self.config.seed))
+
+    # ------------------------------------------------------------ functions
+    def compile_train_step(self):
+        step_fn = make_train_step(self.method, self.tx, self.config.grad_accum_steps,
+                                  self.schedule)
+        batch_sharding = parallel.batch_sharding(self.mesh)
+        jitted = jax.jit(step_fn, in_shardings=(self.state_shardings, batch_sharding),
+                         out_shardings=(self.state_shardings, parallel.replicated(self.mesh)),
+                         donate_argnums=0)
+        abstract_batch = {
+            k: jax.ShapeDtypeStruct((self.config.data.batch_size,) + v.shape[1:], v.dtype,
+                                    sharding=batch_sharding)
+            for k, v in self._example.items()}
+        abstract_state = parallel.abstract_with_shardings(self.abstract_state,
+                                                          self.state_shardings)
+        return jitted.lower(abstract_state, abstract_batch).compile()
+
+    @functools.cached_property
+    def features_fn(self):
+        return jax.jit(self.method.features, out_shardings=parallel.batch_sharding(self.mesh))
+
+    def evaluate(self, state: TrainState) -> dict[str, float]:
+        variables = {"params": state.params, **state.method_state}
+        return evaluate_encoder(self.features_fn, variables, self.train_source, self.eval_source,
+                                self.mesh, self.config.eval, self.train_source.num_classes)
+
+    def evaluate_random_init(self) -> dict[str, float]:
+        """The same evaluation for the encoder at initialisation (step 0)."""
+        return self.evaluate(self.initial_state())
+
+    # ------------------------------------------------------------------ loop
+    def run(self, stop_at: int | None = None) -> dict[str, float]:
+        """Trains to `total_steps`; returns the final evaluation ({} if stopped early).
+
+        SIGTERM, or reaching step `stop_at`, saves a checkpoint and returns
+        early, as a preempted job would; the schedule still spans total_steps.
+        """
+        config = self.config
+        stop_at = config.total_steps if stop_at is None else min(stop_at, config.total_steps)
+        if jax.process_index() == 0:
+            config_lib.save(config, self.workdir)
+        loader = pipeline.train_loader(self.train_source, self.local_batch, config.seed,
+                                       jax.process_index(), jax.process_count(),
+                                       config.data.num_workers)
+        iterator = iter(loader)
+        if self.resume_step is not None:
+            abstract = parallel.abstract_with_shardings(self.abstract_state, self.state_shardings)
+            state = self.checkpointer.restore(self.resume_step, abstract, iterator)
+        else:
+            state = self.initial_state()
+        step = int(jax.device_get(state.step))
+        train_step = self.compile_train_step()
+        flops = log_lib.compiled_flops(train_step)
+        peak, peak_source = log_lib.device_peak_flops(jax.devices()[0],
+                                                      config.log.peak_flops_per_device)
+        logger = log_lib.MetricsLogger(self.workdir, config.log.tensorboard)
+        progress = log_lib.ProgressBar(config.total_steps, step, config.log.progress_bar)
+        preemption = Preemption()
+        results: dict[str, float] = {}
+        last_time, last_step = time.perf_counter(), step
+        try:
+            while step < stop_at and not preemption.requested:
+                batch = parallel.host_batch_to_global(next(iterator), self.mesh)
+                state, metrics = train_step(state, batch)
+                step += 1
+                if step % config.log.every_steps == 0 or step == stop_at:
+                    metrics = jax.device_get(metrics)
+                    seconds = (time.perf_counter() - last_time) / (step - last_step)
+                    throughput = {
+                        "step_time_s": seconds,
+                        "examples_per_s": config.data.batch_size / seconds,
+                        "mfu": flops / seconds / peak if flops else 0.0,
+                    }
+                    logger.write(step, {**metrics, **throughput})
+                    progress.update(step - last_step, float(metrics["loss"]),
+                                    throughput["examples_per_s"])
+                    last_time, last_step = time.perf_counter(), step
+                if config.eval.every_steps and step % config.eval.every_steps == 0:
+                    results = self.evaluate(state)
+                    logger.write(step, {f"eval/{k}": v for k, v in results.items()})
+                    last_time = time.perf_counter()
+                if self.checkpointer.should_save(step) or step == stop_at or preemption.requested:
+                    self.checkpointer.save(step, state, iterator, config)
+            if step == config.total_steps and not (
+                    config.eval.every_steps and step % config.eval.every_steps == 0):
+                results = self.evaluate(state)
+                logger.write(step, {f"eval/{k}": v for k, v in results.items()})
+        finally:
+            self.checkpointer.wait()
+            self.checkpointer.close()
+            progress.close()
+            logger.close()
+            preemption.restore()
+        self.final_state = state
+        self.mfu_info = {"flops_per_step_per_device": flops, "peak_flops_per_device": peak,
+                         "peak_source": peak_source}
+        return results
+
+
+def load_and_validate(config_spec: str, overrides: dict[str, str], workdir: str
+                      ) -> tuple[ml_collections.ConfigDict, Trainer]:
+    """Config -> (resolved config, Trainer); raises ValueError/FileNotFoundError on bad input."""
+    config = config_lib.load(config_spec, overrides)
+    parallel.maybe_initialize_distributed(config.distributed)
+    return config, Trainer(config, workdir)

@@ -1,0 +1,70 @@
+"""Config resolution: defaults, overrides, and clear errors for bad keys and values."""
+
+import json
+
+import pytest
+
+from jaxssl import config as config_lib
+
+
+def test_resolve_fills_defaults_and_method_section():
+    config = config_lib.resolve({"method": "simclr", "optim": {"base_lr": 2}})
+    assert config.optim.base_lr == 2.0 and isinstance(config.optim.base_lr, float)
+    assert config.optim.name == "lars"
+    assert config.simclr.temperature == 0.5
+
+
+@pytest.mark.parametrize("user, message", [
+    ({"optim": {"base_lrr": 0.1}}, "unknown config key 'optim.base_lrr' (did you mean 'optim.base_lr'?)"),
+    ({"totl_steps": 3}, "unknown config key 'totl_steps' (did you mean 'total_steps'?)"),
+    ({"simclr": {"temprature": 0.1}}, "did you mean 'simclr.temperature'?"),
+])
+def test_unknown_key_names_the_nearest_valid_one(user, message):
+    with pytest.raises(config_lib.ConfigError) as info:
+        config_lib.resolve(user)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("user, message", [
+    ({"total_steps": "ten"}, "'total_steps' expects int"),
+    ({"optim": {"name": "adam"}}, "'optim.name' must be one of"),
+    ({"data": {"batch_size": 0}}, "'data.batch_size' must be >= 1"),
+    ({"data": {"batch_size": 10}, "grad_accum_steps": 4}, "not divisible by grad_accum_steps"),
+    ({"optim": 3}, "'optim' is a section"),
+])
+def test_bad_values_are_rejected(user, message):
+    with pytest.raises(config_lib.ConfigError, match=message.replace("(", r"\(")):
+        config_lib.resolve(user)
+
+
+def test_unknown_method_lists_valid_ones():
+    with pytest.raises(config_lib.ConfigError, match="unknown method 'simclrr'.*simclr"):
+        config_lib.resolve({"method": "simclrr"})
+
+
+def test_overrides_parse_types_and_nest():
+    tree = config_lib.overrides_to_tree(
+        {"optim.base_lr": "0.5", "log.tensorboard": "false", "augment.crop_scale": "(0.2, 1.0)",
+         "data.name": "mnist"})
+    assert tree == {"optim": {"base_lr": 0.5}, "log": {"tensorboard": False},
+                    "augment": {"crop_scale": (0.2, 1.0)}, "data": {"name": "mnist"}}
+
+
+def test_load_file_with_arg_and_overrides(tmp_path):
+    path = tmp_path / "exp.py"
+    path.write_text(
+        "import ml_collections\n"
+        "def get_config(arg=None):\n"
+        "    return ml_collections.ConfigDict({'total_steps': int(arg or 5)})\n")
+    config = config_lib.load(f"{path}:7", {"data.batch_size": "64"})
+    assert config.total_steps == 7 and config.data.batch_size == 64
+    with pytest.raises(config_lib.ConfigError, match="unknown config key 'data.batchsize'"):
+        config_lib.load(str(path), {"data.batchsize": "64"})
+    with pytest.raises(config_lib.ConfigError, match="config file not found"):
+        config_lib.load(str(tmp_path / "missing.py"))
+
+
+def test_save_writes_resolved_json(tmp_path):
+    config = config_lib.resolve({"total_steps": 3})
+    path = config_lib.save(config, str(tmp_path))
+    assert json.loads(open(path).read())["total_steps"] == 3

@@ -1,0 +1,68 @@
+"""Grain pipeline: per-process shards, per-epoch reshuffle, checkpointable iterator."""
+
+import numpy as np
+import pytest
+
+from jaxssl.data import pipeline
+from jaxssl.data.sources import ArraySource
+
+
+def _source(n=40):
+    images = np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1)
+    return ArraySource(images, np.arange(n) % 10, num_classes=10)
+
+
+def _ids(batch):
+    return batch["image"].reshape(-1).tolist()
+
+
+def test_process_shards_are_disjoint_and_cover_the_data():
+    source = _source()
+    seen = []
+    for process in range(2):
+        it = iter(pipeline.train_loader(source, 5, seed=1, process_index=process, process_count=2))
+        seen.append([i for _ in range(4) for i in _ids(next(it))])  # one epoch of the shard
+    assert not set(seen[0]) & set(seen[1])
+    assert sorted(seen[0] + seen[1]) == list(range(40))
+
+
+def test_every_epoch_is_a_different_permutation():
+    it = iter(pipeline.train_loader(_source(), 10, seed=3, process_index=0, process_count=1))
+    epochs = [[i for _ in range(4) for i in _ids(next(it))] for _ in range(3)]
+    for epoch in epochs:
+        assert sorted(epoch) == list(range(40))
+    assert epochs[0] != epochs[1] != epochs[2]
+
+
+def test_iterator_state_restores_the_continuation():
+    loader = pipeline.train_loader(_source(), 8, seed=0, process_index=0, process_count=1)
+    it = iter(loader)
+    for _ in range(3):
+        next(it)
+    state = it.get_state()
+    expected = [_ids(next(it)) for _ in range(4)]
+    resumed = iter(loader)
+    resumed.set_state(state)
+    assert [_ids(next(resumed)) for _ in range(4)] == expected
+
+
+def test_eval_batches_cover_each_record_once_in_order():
+    source = _source(23)
+    ids, valid = [], []
+    for process in range(2):
+        for batch, mask in pipeline.eval_batches(source, 8, process, 2):
+            assert batch["image"].shape[0] == 4
+            ids.append(_ids(batch))
+            valid.append(mask)
+    ids, valid = np.concatenate(ids), np.concatenate(valid)
+    assert sorted(ids[valid].tolist()) == list(range(23))
+
+
+@pytest.mark.parametrize("batch, shards, processes, message", [
+    (30, 8, 1, "not divisible by the 8 batch shards"),
+    (32, 8, 3, "not divisible by the 3 processes"),
+    (64, 8, 1, "larger than the training split"),
+])
+def test_batch_size_errors(batch, shards, processes, message):
+    with pytest.raises(pipeline.BatchSizeError, match=message):
+        pipeline.per_process_batch_size(batch, shards, 40, processes)
