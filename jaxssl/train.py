@@ -10,6 +10,7 @@ checkpointing on the way. SIGTERM makes it save a checkpoint and return.
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import time
 from typing import Any, Sequence
@@ -174,9 +175,28 @@ class Trainer:
         return jax.jit(self.method.features, out_shardings=parallel.batch_sharding(self.mesh))
 
     def evaluate(self, state: TrainState) -> dict[str, float]:
+        """The method's own evaluation if it has one, else kNN + linear probe on features.
+
+        A method may also define `write_pictures(variables, images, path)`;
+        process 0 then writes `workdir/pictures/step_<step>.png` for the first
+        `eval.num_pictures` eval images.
+        """
         variables = {"params": state.params, **state.method_state}
-        return evaluate_encoder(self.features_fn, variables, self.train_source, self.eval_source,
-                                self.mesh, self.config.eval, self.train_source.num_classes)
+        if hasattr(self.method, "evaluate"):
+            results = self.method.evaluate(variables, self.train_source, self.eval_source,
+                                           self.mesh, self.config.eval)
+        else:
+            results = evaluate_encoder(self.features_fn, variables, self.train_source,
+                                       self.eval_source, self.mesh, self.config.eval,
+                                       self.train_source.num_classes)
+        if hasattr(self.method, "write_pictures") and jax.process_index() == 0:
+            images = pipeline.example_batch(self.eval_source, self.config.eval.num_pictures)
+            directory = os.path.join(self.workdir, "pictures")
+            os.makedirs(directory, exist_ok=True)
+            self.method.write_pictures(
+                jax.device_get(variables), images["image"],
+                os.path.join(directory, f"step_{int(jax.device_get(state.step)):07d}.png"))
+        return results
 
     def evaluate_random_init(self) -> dict[str, float]:
         """The same evaluation for the encoder at initialisation (step 0)."""

@@ -7,7 +7,15 @@ A method wires a model and an objective. The train loop only calls:
   method.features(variables, images) -> [B, D] float32 encoder features (evaluation)
 
 `state` holds the non-gradient collections (batch statistics, EMA encoders).
-`batch` is a dict of global arrays: 'image' uint8 [B, H, W, C], 'label' int32 [B].
+`batch` is a dict of global arrays: 'image' uint8 [B, H, W, C], 'label' int32 [B]
+(or whatever the data source's records hold, e.g. tokens for text methods).
+
+Optional hooks the train loop uses when a method defines them:
+
+  method.evaluate(variables, train_source, eval_source, mesh, eval_config) -> {name: float}
+      replaces the default kNN + linear-probe evaluation (e.g. perplexity);
+  method.write_pictures(variables, images uint8 [n, H, W, C], path) -> None
+      draws a PNG at each evaluation (e.g. MAE reconstructions).
 """
 
 from __future__ import annotations
