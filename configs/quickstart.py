@@ -19,7 +19,7 @@ def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.method = "simclr"
     c.seed = 0
-    c.total_steps = 400
+    c.total_steps = 300
     c.data = dict(name="digits", batch_size=256)
     c.model = dict(name="resnet18", cifar_stem=True, width=16)
     c.simclr = dict(temperature=0.2, proj_hidden_dims=(256,), proj_dim=64)
@@ -28,7 +28,7 @@ def get_config(arg=None):
                      saturation=0.0, hue=0.0, jitter_prob=0.8, grayscale_prob=0.0,
                      blur_prob=0.0, solarize_prob=0.0)
     c.optim = dict(name="lars", base_lr=1.0, warmup_steps=40, weight_decay=1e-6)
-    c.eval = dict(every_steps=200, knn_k=20, knn_temperature=0.07, compare_random_init=True)
-    c.checkpoint = dict(every_steps=200)
+    c.eval = dict(knn_k=20, knn_temperature=0.07, compare_random_init=True)
+    c.checkpoint = dict(every_steps=100)
     c.log = dict(every_steps=20)
     return c
