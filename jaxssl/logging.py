@@ -5,7 +5,8 @@ time in seconds) / (peak FLOP/s of one device x number of devices). XLA's
 cost analysis counts the FLOPs of the per-device SPMD program, so the
 per-step FLOPs are multiplied back by the device count. The peak comes from
 `log.peak_flops_per_device` when set, else from `PEAK_FLOPS` by device kind,
-else (CPUs) from a measured float32 matmul, labelled as such.
+else (CPUs) from a measured float32 matmul shared among the process's CPU
+devices (virtual CPU devices split one machine), labelled as such.
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ def device_peak_flops(device: jax.Device, override: float = 0.0) -> tuple[float,
     for kind, flops in sorted(PEAK_FLOPS.items(), key=lambda kv: -len(kv[0])):
         if device.device_kind.startswith(kind):
             return flops, f"table ({kind})"
-    return measured_matmul_flops(device), "measured float32 matmul"
+    shared_by = len(jax.local_devices(backend=device.platform))
+    return (measured_matmul_flops(device) / shared_by,
+            f"measured float32 matmul / {shared_by} local devices")
 
 
 class MetricsLogger:

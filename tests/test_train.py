@@ -7,13 +7,15 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jaxssl import config as config_lib, parallel
 from jaxssl.data import pipeline
 from jaxssl.logging import read_metrics
-from jaxssl.train import Trainer
+from jaxssl.train import Trainer, TrainState, make_train_step
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -93,3 +95,43 @@ def test_sigterm_saves_and_exits_zero(tmp_path):
     assert proc.wait(timeout=120) == 0
     steps = [int(name) for name in os.listdir(workdir / "checkpoints") if name.isdigit()]
     assert steps and max(steps) >= 2
+
+
+class MeanSquaredError:
+    """A stand-in method whose loss is a mean over examples, so micro-batches add up exactly."""
+
+    def loss_fn(self, params, state, batch, rng, step):
+        del rng, step
+        error = batch["x"] @ params["w"] - batch["y"]
+        loss = jnp.mean(error**2)
+        return loss, ({"loss": loss}, {"count": state["count"] + 1})
+
+
+def test_gradient_accumulation_equals_the_full_batch():
+    rng = np.random.default_rng(0)
+    batch = {"x": jnp.asarray(rng.normal(size=(8, 3)), jnp.float32),
+             "y": jnp.asarray(rng.normal(size=(8,)), jnp.float32)}
+    tx = optax.sgd(0.1)
+    params = {"w": jnp.asarray(rng.normal(size=(3,)), jnp.float32)}
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                       method_state={"count": jnp.zeros((), jnp.int32)}, rng=jax.random.key(0))
+    results = {}
+    for accum in (1, 2, 4):
+        step = jax.jit(make_train_step(MeanSquaredError(), tx, accum, optax.constant_schedule(0.1)))
+        new_state, metrics = step(state, batch)
+        results[accum] = (new_state.params["w"], metrics["loss"], new_state.method_state["count"])
+    for accum in (2, 4):
+        np.testing.assert_allclose(results[accum][0], results[1][0], rtol=1e-6)
+        np.testing.assert_allclose(results[accum][1], results[1][1], rtol=1e-6)
+        assert int(results[accum][2]) == accum  # state threaded through every micro-batch
+
+
+def test_bfloat16_compute_keeps_float32_params_and_loss(tmp_path):
+    config = tiny_config(compute_dtype="bfloat16")
+    trainer = Trainer(config, str(tmp_path))
+    state = trainer.initial_state()
+    loader = pipeline.train_loader(trainer.train_source, config.data.batch_size, 0, 0, 1)
+    batch = parallel.host_batch_to_global(next(iter(loader)), trainer.mesh)
+    state, metrics = trainer.compile_train_step()(state, batch)
+    assert metrics["loss"].dtype == jnp.float32 and np.isfinite(float(metrics["loss"]))
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state.params))

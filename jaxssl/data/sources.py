@@ -11,6 +11,7 @@ is an int32 scalar, and exposes ``num_classes`` and ``image_shape`` (H, W, C).
 - ``'cifar10_jpeg'``: ``{split}.npz`` of JPEG bytes + offsets + labels.
 - ``'npz'``: ``{split}.npz`` holding arrays ``image`` and ``label``.
 - ``'tfds:NAME'``: a TFDS dataset already prepared as array_record in data_dir.
+- ``'text:CORPUS?...'``, ``'tfds_text:NAME?...'``: token rows, see ``jaxssl.data.text``.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
+
+from jaxssl.data import text
 
 # IDX type codes (third magic byte) -> element dtype; the data is big-endian.
 _IDX_DTYPES = {
@@ -343,6 +346,8 @@ def get_source(name: str, split: str, data_dir: str | os.PathLike | None = None)
         are not in data_dir; the message names the dataset and the paths.
     """
     data_dir = data_dir or None  # configs spell "no data_dir" as "".
+    if text.is_text_dataset(name):
+        return text.get_text_source(name, split, data_dir)
     if name.startswith(_TFDS_PREFIX):
         return TfdsSource(name[len(_TFDS_PREFIX) :], split, data_dir)
     if name.startswith(_SYNTHETIC_PREFIX):

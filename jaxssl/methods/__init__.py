@@ -8,6 +8,10 @@ import importlib
 # name -> module defining `Method` (a class with default_config, init, loss_fn, features).
 _REGISTRY = {
     "simclr": "jaxssl.methods.simclr",
+    "lm": "jaxssl.methods.lm",
+    "moco": "jaxssl.methods.moco",
+    "mae": "jaxssl.methods.mae",
+    "simmim": "jaxssl.methods.simmim",
 }
 
 

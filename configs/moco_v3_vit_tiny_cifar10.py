@@ -1,0 +1,111 @@
+"""MoCo v3, ViT-Tiny (patch 4) on CIFAR-10: the MoCo v3 ViT recipe of the authors' code.
+
+Source (one, used field by field): facebookresearch/moco-v3,
+https://github.com/facebookresearch/moco-v3
+  - CONFIG.md, "ViT-Small, 1-node (8-GPU), 1024-batch pre-training":
+      python main_moco.py -a vit_small -b 1024 --optimizer=adamw --lr=1.5e-4
+        --weight-decay=.1 --epochs=300 --warmup-epochs=40 --stop-grad-conv1
+        --moco-m-cos --moco-t=.2 ...
+  - main_moco.py: defaults --moco-dim=256, --moco-mlp-dim=4096, --moco-m=0.99,
+    --crop-min=0.08; lr = lr * batch / 256; linear warm-up from 0 then
+    half-cycle cosine to 0; momentum 1 - (1 - m) * (cos(pi * epoch / epochs) + 1) / 2;
+    torch.optim.AdamW (betas 0.9, 0.999, eps 1e-8); BYOL's two augmentations
+    (ColorJitter(0.4, 0.4, 0.2, 0.1) p=0.8, grayscale p=0.2, flip, blur
+    sigma (0.1, 2) with p=1.0 / 0.1, solarize p=0 / 0.2);
+  - moco/builder.py MoCo_ViT: 3-layer projector, 2-layer predictor, both
+    ending in a BN without affine; contrastive loss scaled by 2 * T;
+  - vits.py: fixed 2-D sin-cos position embedding, class token, LN eps 1e-6.
+`CITED` maps every config key taken from the source to (value, where);
+tests/test_recipes.py checks the resolved config against it.
+
+Adapted to CIFAR, not from the source: ViT-Tiny width/depth/heads
+(192/12/3, DeiT-Tiny; MoCo v3 has no Tiny) with patch 4 on 32x32 images (an
+8x8 token grid, where the source uses patch 16 on 224x224); data = the JPEG
+(q75) copy of CIFAR-10 in ../shared/data/cifar10-jpeg; total_steps and
+warmup_steps = epochs * 50000 // batch (the source steps per iteration with
+drop_last: 48 iterations per epoch, 14400 and 1920).
+
+Not reproduced (differences in shared code, see the issue report):
+  - weight decay: the source's AdamW decays every trainable tensor (biases and
+    LayerNorm too) and skips the frozen patch projection (requires_grad=False);
+    optim.decay_mask here skips 1-D tensors and does decay the frozen patch
+    kernel (its gradient is zero, the decoupled decay still shrinks it);
+  - blur: PIL GaussianBlur(radius=sigma) there, a 3-tap kernel at 32 px here;
+  - the class token is initialised N(0, 0.02) here, N(0, 1e-6) there;
+  - mixed precision (torch.cuda.amp) there, float32 here.
+
+Command (from the repository root):
+  python -m jaxssl.main --config=configs/moco_v3_vit_tiny_cifar10.py --workdir=/tmp/moco_v3_cifar10
+
+Expected result: not measured here (300 epochs of ViT-Tiny is far beyond
+the CPU budget; experiments/contrastive/ has short runs), and the source
+reports no CIFAR-10 pre-training number.
+"""
+
+import ml_collections
+
+TRAIN_EXAMPLES = 50_000
+EPOCHS = 300
+BATCH = 1024
+_COMMAND = "CONFIG.md ViT-Small 1-node command"
+
+CITED = {
+    "method": ("moco", "main_moco.py: MoCo v3"),
+    "model.frozen_patch_embed": (True, f"{_COMMAND}: --stop-grad-conv1"),
+    "model.posemb": ("sincos2d", "vits.py: build_2d_sincos_position_embedding, requires_grad=False"),
+    "model.pool": ("cls", "vits.py: timm VisionTransformer class-token output"),
+    "model.mlp_ratio": (4.0, "vits.py: mlp_ratio=4"),
+    "moco.temperature": (0.2, f"{_COMMAND}: --moco-t=.2"),
+    "moco.momentum": (0.99, f"main_moco.py: --moco-m=0.99 with {_COMMAND} --moco-m-cos"),
+    "moco.proj_hidden_dims": ((4096, 4096), "moco/builder.py MoCo_ViT: 3-layer projector, --moco-mlp-dim=4096"),
+    "moco.proj_dim": (256, "main_moco.py: --moco-dim=256"),
+    "moco.pred_hidden_dims": ((4096,), "moco/builder.py MoCo_ViT: 2-layer predictor, --moco-mlp-dim=4096"),
+    "moco.pred_last_bn": (True, "moco/builder.py: _build_mlp(2, dim, mlp_dim, dim) last_bn=True"),
+    "moco.view_blur_probs": ((1.0, 0.1), "main_moco.py: augmentation1 blur p=1.0, augmentation2 p=0.1"),
+    "moco.view_solarize_probs": ((0.0, 0.2), "main_moco.py: augmentation2 Solarize p=0.2"),
+    "data.batch_size": (BATCH, f"{_COMMAND}: -b 1024"),
+    "total_steps": (EPOCHS * TRAIN_EXAMPLES // BATCH, f"{_COMMAND}: --epochs=300"),
+    "optim.name": ("adamw", f"{_COMMAND}: --optimizer=adamw"),
+    "optim.base_lr": (1.5e-4, f"{_COMMAND}: --lr=1.5e-4"),
+    "optim.lr_scaling": ("linear", "main_moco.py: args.lr = args.lr * args.batch_size / 256"),
+    "optim.schedule": ("cosine", "main_moco.py adjust_learning_rate: half-cycle cosine"),
+    "optim.warmup_steps": (40 * TRAIN_EXAMPLES // BATCH, f"{_COMMAND}: --warmup-epochs=40"),
+    "optim.end_lr_ratio": (0.0, "main_moco.py adjust_learning_rate: cosine to 0"),
+    "optim.weight_decay": (0.1, f"{_COMMAND}: --weight-decay=.1"),
+    "optim.b1": (0.9, "torch.optim.AdamW default betas[0]"),
+    "optim.b2": (0.999, "torch.optim.AdamW default betas[1]"),
+    "optim.eps": (1e-8, "torch.optim.AdamW default eps"),
+    "optim.clip_grad_norm": (0.0, "main_moco.py: no gradient clipping"),
+    "augment.crop_scale": ((0.08, 1.0), "main_moco.py: RandomResizedCrop scale=(--crop-min=0.08, 1)"),
+    "augment.crop_ratio": ((3 / 4, 4 / 3), "torchvision RandomResizedCrop default ratio"),
+    "augment.flip_prob": (0.5, "main_moco.py: RandomHorizontalFlip()"),
+    "augment.brightness": (0.4, "main_moco.py: ColorJitter(0.4, 0.4, 0.2, 0.1)"),
+    "augment.contrast": (0.4, "main_moco.py: ColorJitter(0.4, 0.4, 0.2, 0.1)"),
+    "augment.saturation": (0.2, "main_moco.py: ColorJitter(0.4, 0.4, 0.2, 0.1)"),
+    "augment.hue": (0.1, "main_moco.py: ColorJitter(0.4, 0.4, 0.2, 0.1)"),
+    "augment.jitter_prob": (0.8, "main_moco.py: RandomApply([ColorJitter], p=0.8)"),
+    "augment.grayscale_prob": (0.2, "main_moco.py: RandomGrayscale(p=0.2)"),
+    "augment.blur_sigma": ((0.1, 2.0), "main_moco.py: GaussianBlur([.1, 2.])"),
+}
+
+
+def get_config(arg=None):
+    del arg
+    c = ml_collections.ConfigDict()
+    c.method = "moco"
+    c.total_steps = EPOCHS * TRAIN_EXAMPLES // BATCH
+    c.data = dict(name="cifar10_jpeg", data_dir="../shared/data/cifar10-jpeg", batch_size=BATCH)
+    c.model = dict(name="vit_tiny", patch=4, posemb="sincos2d", pool="cls", mlp_ratio=4.0,
+                   frozen_patch_embed=True)
+    c.moco = dict(temperature=0.2, momentum=0.99, proj_hidden_dims=(4096, 4096), proj_dim=256,
+                  pred_hidden_dims=(4096,), pred_last_bn=True, view_blur_probs=(1.0, 0.1),
+                  view_solarize_probs=(0.0, 0.2))
+    c.augment = dict(crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), flip_prob=0.5,
+                     brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, jitter_prob=0.8,
+                     grayscale_prob=0.2, blur_sigma=(0.1, 2.0))
+    c.optim = dict(name="adamw", base_lr=1.5e-4, lr_scaling="linear", schedule="cosine",
+                   warmup_steps=40 * TRAIN_EXAMPLES // BATCH, end_lr_ratio=0.0,
+                   weight_decay=0.1, b1=0.9, b2=0.999, eps=1e-8, clip_grad_norm=0.0)
+    c.checkpoint = dict(every_steps=10 * TRAIN_EXAMPLES // BATCH)
+    c.log = dict(every_steps=50)
+    return c

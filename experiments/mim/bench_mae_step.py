@@ -1,0 +1,71 @@
+"""MAE train-step time at mask ratio 0.75 vs 0.0, side by side in one process.
+
+  python experiments/mim/bench_mae_step.py [--config configs/mae_fashion_mnist.py] [--steps 20]
+
+Both steps are the full jitted train step of `jaxssl.train` (augmentation,
+masking, encoder, decoder, loss, gradients, AdamW) on one device and one
+fixed batch of the config's data. After `--warmup` steps each, the two are
+timed in alternation, so drifting load on a shared machine hits both alike.
+Prints the median step time, the throughput and XLA's FLOP count of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+from jaxssl import config as config_lib, parallel
+from jaxssl.data import pipeline
+from jaxssl.logging import compiled_flops
+from jaxssl.train import Trainer
+
+
+def compiled_step(config_path: str, mask_ratio: float):
+    """(compiled train step, initial state, global batch) of the config at `mask_ratio`, 1 device."""
+    config = config_lib.load(config_path, {"mae.mask_ratio": str(mask_ratio), "mesh.data": "1"})
+    trainer = Trainer(config, tempfile.mkdtemp(prefix="bench_mae_"), devices=jax.devices()[:1])
+    batch = parallel.host_batch_to_global(
+        pipeline.example_batch(trainer.train_source, config.data.batch_size), trainer.mesh)
+    return trainer.compile_train_step(), trainer.initial_state(), batch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/mae_fashion_mnist.py")
+    parser.add_argument("--ratios", type=float, nargs="+", default=[0.75, 0.0])
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+
+    runs = {ratio: list(compiled_step(args.config, ratio)) for ratio in args.ratios}
+    times = {ratio: [] for ratio in args.ratios}
+    for i in range(args.warmup + args.steps):
+        for ratio, run in runs.items():
+            step, state, batch = run
+            start = time.perf_counter()
+            state, metrics = step(state, batch)
+            jax.block_until_ready(metrics)
+            run[1] = state
+            if i >= args.warmup:
+                times[ratio].append(time.perf_counter() - start)
+
+    batch_size = next(iter(runs.values()))[2]["image"].shape[0]
+    print(f"config {args.config}, batch {batch_size}, device {jax.devices()[0].device_kind}, "
+          f"{args.steps} timed steps each after {args.warmup} warm-up steps")
+    print(f"{'mask ratio':>10} {'median step (s)':>16} {'examples/s':>11} {'GFLOP/step':>11}")
+    for ratio, run in runs.items():
+        median = float(np.median(times[ratio]))
+        print(f"{ratio:>10.2f} {median:>16.4f} {batch_size / median:>11.1f} "
+              f"{compiled_flops(run[0]) / 1e9:>11.2f}")
+    if len(args.ratios) == 2:
+        slow, fast = (float(np.median(times[r])) for r in (args.ratios[1], args.ratios[0]))
+        print(f"step time ratio {args.ratios[0]:.2f} / {args.ratios[1]:.2f}: {fast / slow:.3f} "
+              f"(speed-up {slow / fast:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()

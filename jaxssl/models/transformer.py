@@ -1,0 +1,260 @@
+"""Text Transformers: decoder-only, encoder-only and encoder-decoder from one block.
+
+Shapes: tokens, segment ids and positions int32 [B, T]; activations [B, T, D]
+in `dtype`; logits float32 [B, T, vocab_size]. Parameters are float32 with
+logical axis names ('vocab', 'embed', 'heads', 'kv', 'mlp', 'pos') for
+fsdp/tensor sharding.
+
+Which token may attend to which is decided in one place, `attention_mask`,
+from segment ids and per-token "autoregressive" flags:
+
+- all flags True: causal (decoder-only language model);
+- all flags False: bidirectional (encoder, BERT);
+- False on a prefix and True after it: prefix-LM, full attention within the
+  prefix, causal after it;
+
+and never across segments (packed documents), padding (segment 0) apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxssl.models.vit import MlpBlock, _dense, _layer_norm
+
+POSEMB_KINDS = ("learned", "rotary")
+ROTARY_BASE = 10000.0
+_embedding_init = nn.initializers.normal(stddev=0.02)
+
+
+def attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array,
+                   autoregressive: Optional[jax.Array] = None) -> jax.Array:
+    """bool [B, 1, Tq, Tk]: True where query i may attend to key j.
+
+    Args:
+      q_segment_ids: int [B, Tq]; kv_segment_ids: int [B, Tk]. Tokens attend
+        only within their own segment (padding, segment 0, only to padding).
+      autoregressive: bool [B, T] for self-attention (Tq = Tk = T), or None
+        (bidirectional, also used for cross-attention). Query i may attend to
+        key j when j <= i, or when neither i nor j is autoregressive.
+    """
+    allowed = q_segment_ids[:, :, None] == kv_segment_ids[:, None, :]
+    if autoregressive is not None:
+        steps = jnp.arange(q_segment_ids.shape[1])
+        causal = steps[None, :, None] >= steps[None, None, :]
+        bidirectional = ~autoregressive[:, :, None] & ~autoregressive[:, None, :]
+        allowed &= causal | bidirectional
+    return allowed[:, None]
+
+
+def apply_rotary(x: jax.Array, positions: jax.Array) -> jax.Array:
+    """Rotary position embedding (RoFormer, GPT-NeoX half-split layout).
+
+    x [B, T, H, Dh] (Dh even), positions int [B, T] -> [B, T, H, Dh] in x.dtype:
+    channel pairs (k, k + Dh/2) are rotated by positions * ROTARY_BASE^(-2k/Dh).
+    """
+    half = x.shape[-1] // 2
+    frequencies = ROTARY_BASE ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angles = positions[:, :, None, None].astype(jnp.float32) * frequencies
+    cos, sin = jnp.cos(angles), jnp.sin(angles)
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+class Attention(nn.Module):
+    """Multi-head attention of queries from x [B, Tq, D] over context [B, Tk, D].
+
+    mask: bool [B, 1, Tq, Tk] from `attention_mask`. With `rotary`, queries
+    and keys are rotated by q_positions / kv_positions (int [B, T]).
+    """
+    num_heads: int
+    dtype: Any = jnp.float32
+    rotary: bool = False
+    attention_impl: Optional[str] = None
+
+    @nn.compact
+    def __call__(self, x, context, mask, q_positions, kv_positions):
+        hidden = x.shape[-1]
+        if hidden % self.num_heads:
+            raise ValueError(f"hidden size {hidden} not divisible by {self.num_heads} heads")
+        head_shape = (self.num_heads, hidden // self.num_heads)
+        project = lambda name, y: _dense(head_shape, ("embed", "heads", "kv"), self.dtype, name)(y)
+        q, k, v = project("query", x), project("key", context), project("value", context)
+        if self.rotary:
+            q, k = apply_rotary(q, q_positions), apply_rotary(k, kv_positions)
+        y = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.attention_impl)
+        return _dense(hidden, ("heads", "kv", "embed"), self.dtype, "out", axis=(-2, -1))(y)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: self-attention, optional cross-attention, MLP; dropout on each branch.
+
+    x [B, T, D] -> [B, T, D] in `dtype`. `encoded` [B, S, D] and `cross_mask`
+    [B, 1, T, S] are given exactly when the block has cross-attention.
+    """
+    num_heads: int
+    mlp_dim: int
+    dropout: float = 0.0
+    rotary: bool = False
+    dtype: Any = jnp.float32
+    attention_impl: Optional[str] = None
+
+    @nn.compact
+    def __call__(self, x, mask, positions, deterministic: bool, encoded=None, cross_mask=None,
+                 encoded_positions=None):
+        def residual(name, branch):
+            return x + nn.Dropout(self.dropout, name=f"{name}_dropout")(branch, deterministic)
+
+        attention = lambda name, rotary: Attention(
+            self.num_heads, self.dtype, rotary, self.attention_impl, name=name)
+        y = _layer_norm(self.dtype, "self_attention_norm")(x)
+        x = residual("self_attention", attention("self_attention", self.rotary)(
+            y, y, mask, positions, positions))
+        if encoded is not None:
+            y = _layer_norm(self.dtype, "cross_attention_norm")(x)
+            # Relative (rotary) positions mean nothing across two sequences.
+            x = residual("cross_attention", attention("cross_attention", False)(
+                y, encoded, cross_mask, positions, encoded_positions))
+        y = _layer_norm(self.dtype, "mlp_norm")(x)
+        return residual("mlp", MlpBlock(self.mlp_dim, self.dtype, name="mlp")(y))
+
+
+class TransformerStack(nn.Module):
+    """`depth` TransformerBlocks and a final LayerNorm: [B, T, D] -> [B, T, D]."""
+    depth: int
+    num_heads: int
+    mlp_dim: int
+    dropout: float = 0.0
+    rotary: bool = False
+    dtype: Any = jnp.float32
+    attention_impl: Optional[str] = None
+
+    @nn.compact
+    def __call__(self, x, mask, positions, deterministic: bool, encoded=None, cross_mask=None,
+                 encoded_positions=None):
+        for i in range(self.depth):
+            x = TransformerBlock(self.num_heads, self.mlp_dim, self.dropout, self.rotary,
+                                 self.dtype, self.attention_impl, name=f"block{i}")(
+                x, mask, positions, deterministic, encoded, cross_mask, encoded_positions)
+        return _layer_norm(self.dtype, "final_norm")(x)
+
+
+class Embedder(nn.Module):
+    """Token (+ learned position) embedding in, vocabulary logits out.
+
+    `embed(tokens, positions)` -> [B, T, D] in `dtype`; `logits(x)` -> float32
+    [B, T, vocab_size], through the transposed token embedding when `tied`,
+    else through its own 'output_kernel' [D, V] and 'output_bias' [V].
+    """
+    vocab_size: int
+    hidden: int
+    max_length: int
+    posemb: str = "learned"
+    tied: bool = True
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        if self.posemb not in POSEMB_KINDS:
+            raise ValueError(f"unknown posemb {self.posemb!r}; valid: {POSEMB_KINDS}")
+        self.token_embedding = self.param(
+            "token_embedding", nn.with_logical_partitioning(_embedding_init, ("vocab", "embed")),
+            (self.vocab_size, self.hidden), jnp.float32)
+        if self.posemb == "learned":
+            self.position_embedding = self.param(
+                "position_embedding", nn.with_logical_partitioning(_embedding_init, ("pos", "embed")),
+                (self.max_length, self.hidden), jnp.float32)
+        if not self.tied:
+            self.output_kernel = self.param(
+                "output_kernel", nn.with_logical_partitioning(_embedding_init, ("embed", "vocab")),
+                (self.hidden, self.vocab_size), jnp.float32)
+            self.output_bias = self.param(
+                "output_bias", nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
+                (self.vocab_size,), jnp.float32)
+
+    def embed(self, tokens, positions):
+        x = jnp.take(self.token_embedding, tokens, axis=0)
+        if self.posemb == "learned":
+            x = x + jnp.take(self.position_embedding, positions, axis=0)
+        return x.astype(self.dtype)
+
+    def logits(self, x):
+        if self.tied:
+            y = x @ self.token_embedding.astype(self.dtype).T
+        else:
+            y = x @ self.output_kernel.astype(self.dtype) + self.output_bias.astype(self.dtype)
+        return y.astype(jnp.float32)
+
+
+class _Sizes(nn.Module):
+    """Fields shared by the two model classes (a base, never instantiated itself)."""
+    vocab_size: int
+    max_length: int
+    hidden: int = 128
+    depth: int = 4
+    num_heads: int = 4
+    mlp_dim: int = 512
+    dropout: float = 0.0
+    posemb: str = "learned"
+    tied_embeddings: bool = True
+    dtype: Any = jnp.float32
+    attention_impl: Optional[str] = None
+
+    def _embedder(self) -> Embedder:
+        return Embedder(self.vocab_size, self.hidden, self.max_length, self.posemb,
+                        self.tied_embeddings, self.dtype, name="embedder")
+
+    def _stack(self, name: str, depth: int) -> TransformerStack:
+        return TransformerStack(depth, self.num_heads, self.mlp_dim, self.dropout,
+                                self.posemb == "rotary", self.dtype, self.attention_impl, name=name)
+
+    def _embed(self, embedder, tokens, positions, train: bool):
+        return nn.Dropout(self.dropout)(embedder.embed(tokens, positions), deterministic=not train)
+
+
+class LanguageModel(_Sizes):
+    """Decoder-only (autoregressive flags True), encoder-only (False) or prefix-LM Transformer.
+
+    __call__(tokens, segment_ids, positions, autoregressive bool [B, T], train)
+    -> logits float32 [B, T, vocab_size].
+    """
+
+    @nn.compact
+    def __call__(self, tokens, segment_ids, positions, autoregressive, train: bool):
+        embedder = self._embedder()
+        x = self._embed(embedder, tokens, positions, train)
+        mask = attention_mask(segment_ids, segment_ids, autoregressive)
+        x = self._stack("stack", self.depth)(x, mask, positions, not train)
+        return embedder.logits(x)
+
+
+class EncoderDecoder(_Sizes):
+    """Bidirectional encoder, causal decoder with cross-attention, one shared embedding.
+
+    `depth` encoder blocks, `decoder_depth` decoder blocks. Decoder segment k
+    attends only to encoder segment k.
+    __call__(encoder_tokens, encoder_segment_ids, encoder_positions,
+             decoder_tokens, decoder_segment_ids, decoder_positions, train)
+    -> decoder logits float32 [B, T_dec, vocab_size].
+    """
+    decoder_depth: int = 4
+
+    @nn.compact
+    def __call__(self, encoder_tokens, encoder_segment_ids, encoder_positions,
+                 decoder_tokens, decoder_segment_ids, decoder_positions, train: bool):
+        embedder = self._embedder()
+        bidirectional = jnp.zeros(encoder_tokens.shape, bool)
+        encoded = self._stack("encoder", self.depth)(
+            self._embed(embedder, encoder_tokens, encoder_positions, train),
+            attention_mask(encoder_segment_ids, encoder_segment_ids, bidirectional),
+            encoder_positions, not train)
+        causal = jnp.ones(decoder_tokens.shape, bool)
+        y = self._stack("decoder", self.decoder_depth)(
+            self._embed(embedder, decoder_tokens, decoder_positions, train),
+            attention_mask(decoder_segment_ids, decoder_segment_ids, causal),
+            decoder_positions, not train, encoded,
+            attention_mask(decoder_segment_ids, encoder_segment_ids), encoder_positions)
+        return embedder.logits(y)

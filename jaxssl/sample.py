@@ -1,0 +1,118 @@
+"""Generate text from a trained decoder-only language model ('lm' method).
+
+  python -m jaxssl.sample --workdir=DIR [--prompt=TEXT] [--max_new_tokens=200]
+                          [--temperature=0.8] [--top_k=0] [--seed=0] [--step=N]
+
+Reads DIR/config.json, rebuilds the Trainer and method on one device,
+restores the parameters of the newest (or --step) checkpoint with Orbax and
+samples token by token: --temperature=0 is greedy, otherwise softmax
+sampling at that temperature, restricted to the --top_k most likely tokens
+when top_k > 0. Each new token recomputes the model over the last `context`
+tokens (no KV cache; fine for small contexts). Prints the prompt and the
+continuation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxssl import config as config_lib, parallel
+from jaxssl.data import text
+from jaxssl.train import Trainer
+
+LogitsFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def choose_token(rng: jax.Array, logits: jax.Array, temperature: float, top_k: int) -> jax.Array:
+    """Next token ids int32 [B] from logits float [B, V]: argmax when temperature == 0,
+    else a sample from softmax(logits / temperature) over the top_k largest (all if 0)."""
+    if temperature == 0:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logits = logits / temperature
+    if top_k > 0:
+        kth_largest = jax.lax.top_k(logits, top_k)[0][:, -1:]
+        logits = jnp.where(logits < kth_largest, -jnp.inf, logits)
+    return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+
+def generate(logits_fn: LogitsFn, prompt: np.ndarray, max_new_tokens: int, context: int,
+             temperature: float, top_k: int, rng: jax.Array) -> np.ndarray:
+    """Appends max_new_tokens tokens to prompt (int [n], n >= 1).
+
+    logits_fn(window int32 [1, context], length int32 scalar) -> logits [1, V]
+    for the token after window[:, :length]; the window holds the last
+    `context` tokens, left-aligned and PAD-filled.
+    """
+    tokens = list(np.asarray(prompt, np.int32))
+    for i in range(max_new_tokens):
+        recent = tokens[-context:]
+        window = np.zeros((1, context), np.int32)
+        window[0, :len(recent)] = recent
+        logits = logits_fn(jnp.asarray(window), jnp.int32(len(recent)))
+        tokens.append(int(choose_token(jax.random.fold_in(rng, i), logits, temperature, top_k)[0]))
+    return np.asarray(tokens, np.int32)
+
+
+def restore_params(trainer: Trainer, step: int | None = None):
+    """Parameters of checkpoint `step` (default: the newest) in `trainer.workdir`."""
+    step = trainer.checkpointer.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {trainer.checkpointer.directory}")
+    abstract = parallel.abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
+    restored = trainer.checkpointer.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract)))
+    return restored["state"].params
+
+
+def load_trainer(workdir: str) -> Trainer:
+    """The Trainer of the run in `workdir`, on one device."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: is {workdir} a jaxssl workdir?")
+    with open(path) as f:
+        config = config_lib.resolve(json.load(f))
+    if config.method != "lm":
+        raise ValueError(f"sampling needs a run of method 'lm', {workdir} holds {config.method!r}")
+    config.mesh = dict(data=1, fsdp=1, tensor=1)
+    return Trainer(config, workdir, devices=jax.devices()[:1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jaxssl.sample", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--prompt", default="\n")
+    parser.add_argument("--max_new_tokens", type=int, default=200)
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--top_k", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--step", type=int, default=None)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        trainer = load_trainer(args.workdir)
+        method = trainer.method
+        params = restore_params(trainer, args.step)
+        prompt = method.tokenizer.encode(args.prompt) if args.prompt else np.array([text.EOS_ID])
+        if not len(prompt):
+            raise ValueError("the prompt encodes to no tokens")
+    except (ValueError, FileNotFoundError, KeyError) as error:
+        print(f"jaxssl.sample: error: {error}", file=sys.stderr)
+        return 2
+    logits_fn = jax.jit(lambda window, length: method.next_token_logits(params, window, length))
+    tokens = generate(logits_fn, prompt, args.max_new_tokens, method.spec.length - 1,
+                      args.temperature, args.top_k, jax.random.key(args.seed))
+    print(method.tokenizer.decode(tokens))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

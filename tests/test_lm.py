@@ -1,0 +1,160 @@
+"""The 'lm' method: sharded == single device, every objective trains, whole-split
+perplexity, and sampling from a checkpoint."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxssl import config as config_lib, parallel, sample
+from jaxssl.data import pipeline
+from jaxssl.evaluate.perplexity import perplexity_metrics
+from jaxssl.train import Trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_CONFIG = os.path.join(REPO, "tests", "configs", "tiny_lm.py")
+
+
+def tiny_config(**sections):
+    """tests/configs/tiny_lm.py with sections updated: tiny_config(lm={...})."""
+    user = config_lib.load_config_file(TINY_CONFIG).to_dict()
+    user.update({"checkpoint": {"async_save": False}})
+    for key, value in sections.items():
+        user[key] = {**user.get(key, {}), **value} if isinstance(value, dict) else value
+    return config_lib.resolve(user)
+
+
+ARCHITECTURES = {
+    "decoder": {"architecture": "decoder", "objective": "causal", "depth": 1},
+    "encoder_decoder": {"architecture": "encoder_decoder", "objective": "span", "depth": 1},
+}
+# Plain SGD: Adam's first step divides by |gradient| and so magnifies rounding noise in
+# gradients that are zero in exact arithmetic (e.g. attention key biases).
+SGD = {"name": "sgd", "base_lr": 0.1, "momentum": 0.0, "lr_scaling": "none"}
+
+
+def one_step(lm, mesh_config, devices, workdir):
+    trainer = Trainer(tiny_config(lm=lm, mesh=mesh_config, optim=SGD), str(workdir),
+                      devices=devices)
+    loader = pipeline.train_loader(trainer.train_source, trainer.config.data.batch_size, 0, 0, 1)
+    batch = parallel.host_batch_to_global(next(iter(loader)), trainer.mesh)
+    state, metrics = trainer.compile_train_step()(trainer.initial_state(), batch)
+    return jax.device_get(state.params), jax.device_get(metrics), state
+
+
+@pytest.fixture(scope="module")
+def single_device_steps(tmp_path_factory):
+    return {name: one_step(lm, {"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1],
+                           tmp_path_factory.mktemp(name))
+            for name, lm in ARCHITECTURES.items()}
+
+
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+@pytest.mark.parametrize("mesh", [{"data": 8, "fsdp": 1, "tensor": 1},
+                                  {"data": 2, "fsdp": 4, "tensor": 1},
+                                  {"data": 2, "fsdp": 2, "tensor": 2}])
+def test_sharded_step_matches_single_device(architecture, mesh, single_device_steps, tmp_path):
+    params_1, metrics_1, _ = single_device_steps[architecture]
+    params_n, metrics_n, state_n = one_step(ARCHITECTURES[architecture], mesh, None, tmp_path)
+    assert set(metrics_n) == set(metrics_1)
+    for key in metrics_1:
+        np.testing.assert_allclose(metrics_n[key], metrics_1[key], rtol=2e-5, atol=1e-6, err_msg=key)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 params_n, params_1)
+    if mesh["fsdp"] > 1 or mesh["tensor"] > 1:
+        stack = state_n.params["stack" if architecture == "decoder" else "decoder"]
+        kernel = stack["block0"]["mlp"]["fc1"]["kernel"]
+        assert kernel.addressable_shards[0].data.size < kernel.size, kernel.sharding
+
+
+@pytest.mark.parametrize("lm", [{"architecture": "encoder", "objective": "mlm"},
+                                {"architecture": "decoder", "objective": "prefix"},
+                                {"architecture": "decoder", "objective": "ul2"},
+                                {"architecture": "encoder_decoder", "objective": "ul2"}])
+def test_other_objectives_give_finite_losses_and_gradients(lm, tmp_path):
+    lm = {**lm, "depth": 1, "decoder_depth": 1}
+    trainer = Trainer(tiny_config(lm=lm), str(tmp_path))
+    params = trainer.initial_state().params
+    batch = pipeline.example_batch(trainer.train_source, 16)
+    grad_fn = jax.jit(jax.value_and_grad(trainer.method.loss_fn, has_aux=True))
+    (loss, (metrics, _)), grads = grad_fn(params, {}, batch, jax.random.key(0), 0)
+    metrics = jax.device_get(metrics)
+    assert 2.0 < float(loss) < 8.0 and metrics["tokens"] > 0  # about ln(vocab) at init
+    assert float(jnp.abs(grads["embedder"]["token_embedding"]).sum()) > 0
+    if lm["objective"] == "ul2":  # each denoiser's loss and tokens; together all of them
+        names = ("R", "X", "S")
+        assert {f"{n}/{k}" for n in names for k in ("loss", "tokens")} <= set(metrics)
+        assert sum(metrics[f"{n}/tokens"] for n in names) == metrics["tokens"]
+        np.testing.assert_allclose(
+            sum(metrics[f"{n}/loss"] * metrics[f"{n}/tokens"] for n in names),
+            float(loss) * metrics["tokens"], rtol=1e-5)
+
+
+def test_unsupported_combinations_and_non_text_data_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="not supported"):
+        Trainer(tiny_config(lm={"architecture": "encoder", "objective": "causal"}), str(tmp_path))
+    with pytest.raises(ValueError, match="text dataset"):
+        Trainer(tiny_config(data={"name": "digits"}), str(tmp_path))
+
+
+def test_evaluate_covers_the_whole_split_and_matches_a_float64_reference(tmp_path):
+    config = tiny_config(eval={"batch_size": 16, "max_test_examples": 37},
+                         mesh={"data": 1, "fsdp": 1, "tensor": 1})
+    trainer = Trainer(config, str(tmp_path), devices=jax.devices()[:1])
+    state = trainer.initial_state()
+    results = trainer.evaluate(state)
+
+    rows = pipeline.example_batch(trainer.eval_source, 37)
+    inputs, targets, mask, _ = trainer.method.model_batch(rows, jax.random.key(0))
+    logits = np.asarray(trainer.method.model.apply({"params": state.params}, **inputs,
+                                                   train=False), np.float64)
+    log_probs = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1,
+                                                                                 keepdims=True)) \
+        - logits.max(-1, keepdims=True)
+    nll = -np.take_along_axis(log_probs, np.asarray(targets)[..., None], -1)[..., 0]
+    mask = np.asarray(mask)
+    assert results["tokens"] == mask.sum() == results["chars"]  # bytes: one character each
+    np.testing.assert_allclose(results["loss"], nll[mask].mean(), rtol=1e-5)
+    np.testing.assert_allclose(results["perplexity"], np.exp(nll[mask].mean()), rtol=1e-5)
+    np.testing.assert_allclose(results["bits_per_char"], nll[mask].sum() / np.log(2) / mask.sum(),
+                               rtol=1e-5)
+
+
+def test_perplexity_metrics_formulas():
+    got = perplexity_metrics(nll_sum=345.6, num_tokens=100, num_chars=400)
+    np.testing.assert_allclose([got["loss"], got["perplexity"], got["bits_per_char"]],
+                               [3.456, np.exp(3.456), 345.6 / np.log(2) / 400])
+
+
+def test_choose_token_greedy_and_top_k():
+    logits = jnp.asarray(np.random.default_rng(0).normal(size=(1, 20)), jnp.float32)
+    top3 = set(np.argsort(-np.asarray(logits[0]))[:3].tolist())
+    assert int(sample.choose_token(jax.random.key(0), logits, 0.0, 0)[0]) == int(jnp.argmax(logits))
+    draws = {int(sample.choose_token(jax.random.key(s), logits, 2.0, 3)[0]) for s in range(200)}
+    assert draws == top3
+
+
+def test_generate_slides_a_window_of_the_last_context_tokens():
+    seen = []
+
+    def next_is_last_plus_one(window, length):  # logits favouring (last token + 1) mod 10
+        seen.append(np.asarray(window[0, :int(length)]).tolist())
+        return jax.nn.one_hot(window[:, int(length) - 1:int(length)][:, 0] % 10 + 1, 11)
+
+    out = sample.generate(next_is_last_plus_one, np.array([3]), 6, context=4,
+                          temperature=0.0, top_k=0, rng=jax.random.key(0))
+    np.testing.assert_array_equal(out, [3, 4, 5, 6, 7, 8, 9])
+    assert seen[-1] == [5, 6, 7, 8]
+
+
+def test_sample_command_restores_the_checkpoint_and_prints_text(tmp_path, capsys):
+    workdir = str(tmp_path / "run")
+    config = tiny_config(total_steps=2, eval={"max_test_examples": 16})
+    Trainer(config, workdir).run()
+    assert sample.main([f"--workdir={workdir}", "--prompt=def ", "--max_new_tokens=5",
+                        "--temperature=0"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("def ") and len(printed) > len("def ")
+    assert sample.main([f"--workdir={tmp_path / 'none'}"]) == 2

@@ -1,0 +1,304 @@
+"""MAE and SimMIM: shapes, what the encoder sees, FLOPs, training, sharding, pictures, configs.
+
+The model tests use tests/configs/tiny_mae.py: 8x8 grey digits in 2x2
+patches (16 patches; MAE keeps 4), a ViT of width 32 and depth 2.
+"""
+
+import ast
+import functools
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxssl import config as config_lib, methods, optim, parallel
+from jaxssl.data import pipeline
+from jaxssl.data.sources import get_source
+from jaxssl.logging import compiled_flops
+from jaxssl.methods import mae, pictures
+from jaxssl.train import Trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_CONFIG = os.path.join(REPO, "tests", "configs", "tiny_mae.py")
+BATCH, PATCHES, PATCH_DIM, HIDDEN = 16, 16, 4, 32  # digits 8x8x1, patch 2
+SINGLE_DEVICE = {"mesh.data": "1", "mesh.fsdp": "1", "mesh.tensor": "1"}
+
+
+def tiny_config(method_name="mae", **overrides):
+    """tests/configs/tiny_mae.py[:simmim] with command-line style overrides {'model.pool': 'cls'}."""
+    return config_lib.load(f"{TINY_CONFIG}:{method_name}", overrides)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """The first BATCH training digits: {'image': uint8 [16, 8, 8, 1], 'label': int32 [16]}."""
+    return pipeline.example_batch(get_source("digits", "train"), BATCH)
+
+
+@functools.lru_cache(maxsize=None)
+def initialised(method_name):
+    """(method, unboxed variables) of the tiny config, initialised once per method."""
+    method = methods.get(method_name)(tiny_config(method_name))
+    batch = pipeline.example_batch(get_source("digits", "train"), BATCH)
+    return method, nn.meta.unbox(jax.jit(method.init)(jax.random.key(0), batch))
+
+
+# ----------------------------------------------------------------------------
+# Shapes
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method_name", ["mae", "simmim"])
+@pytest.mark.parametrize("pool", ["gap", "cls"])
+def test_prediction_mask_and_feature_shapes(method_name, pool, digits):
+    method = methods.get(method_name)(tiny_config(method_name, **{"model.pool": pool}))
+    key = jax.random.key(0)
+    variables = nn.meta.unbox(jax.eval_shape(method.init, key, digits))
+    images = method.model_input(digits["image"])
+    pred, mask = jax.eval_shape(lambda v: method.predict(v, images, key, True, key), variables)
+    assert (pred.shape, pred.dtype) == ((BATCH, PATCHES, PATCH_DIM), jnp.float32)
+    assert (mask.shape, mask.dtype) == ((BATCH, PATCHES), jnp.float32)
+    features = jax.eval_shape(method.features, variables, digits["image"])
+    assert (features.shape, features.dtype) == ((BATCH, HIDDEN), jnp.float32)
+    assert "backbone" in variables["params"] and "mask_token" in variables["params"]
+
+
+@pytest.mark.parametrize("pool, prefix", [("gap", 0), ("cls", 1)])
+def test_mae_encoder_output_has_only_the_visible_tokens(pool, prefix, digits):
+    method = mae.Method(tiny_config("mae", **{"model.pool": pool}))
+    variables = nn.meta.unbox(jax.eval_shape(method.init, jax.random.key(0), digits))
+    images = method.model_input(digits["image"])
+    keep_idx, _, _ = method.masks(jax.random.key(1), images)
+    encoded = jax.eval_shape(
+        lambda v: method.model.apply(v, images, keep_idx, train=True,
+                                     method=mae.MaskedAutoencoder.encode), variables)
+    assert encoded.shape == (BATCH, prefix + PATCHES // 4, HIDDEN)
+
+
+# ----------------------------------------------------------------------------
+# What reaches the model: hidden pixels never do
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method_name", ["mae", "simmim"])
+def test_hidden_pixels_do_not_change_the_prediction(method_name, digits):
+    """MAE drops hidden patches before the encoder; SimMIM replaces them by the mask token.
+
+    Either way, new pixels in hidden patches leave the prediction unchanged,
+    while new pixels in one visible patch change it.
+    """
+    method, variables = initialised(method_name)
+    predict = jax.jit(lambda v, x: method.predict(v, x, jax.random.key(3), train=False))
+    images = np.asarray(method.model_input(digits["image"]))
+    pred, mask = map(np.asarray, predict(variables, images))
+    patch_mask = np.repeat(np.repeat(mask.reshape(BATCH, 4, 4), 2, axis=1), 2, axis=2)[..., None]
+    noise = np.random.default_rng(0).uniform(-1, 1, images.shape).astype(np.float32)
+    hidden_changed = np.where(patch_mask > 0, noise, images)
+    pred_hidden, mask_hidden = map(np.asarray, predict(variables, hidden_changed))
+    np.testing.assert_array_equal(mask_hidden, mask)
+    np.testing.assert_allclose(pred_hidden, pred, rtol=1e-6, atol=1e-6)
+
+    first_visible = np.argmin(mask[0])  # a patch of example 0 the model sees
+    row, col = divmod(int(first_visible), 4)
+    visible_changed = images.copy()
+    visible_changed[0, 2 * row:2 * row + 2, 2 * col:2 * col + 2] = noise[0, :2, :2]
+    pred_visible, _ = predict(variables, visible_changed)
+    assert np.abs(np.asarray(pred_visible)[0] - pred[0]).max() > 1e-4
+
+
+# ----------------------------------------------------------------------------
+# MAE's encoder costs about (1 - mask ratio) of a full pass
+# ----------------------------------------------------------------------------
+
+def test_mae_encoder_flops_at_ratio_075_are_a_quarter_of_ratio_0(digits):
+    method = mae.Method(tiny_config("mae"))
+    variables = nn.meta.unbox(jax.eval_shape(method.init, jax.random.key(0), digits))
+    images = jax.ShapeDtypeStruct((BATCH, 8, 8, 1), jnp.float32)
+    encode = jax.jit(functools.partial(method.model.apply, train=False,
+                                       method=mae.MaskedAutoencoder.encode))
+
+    def encoder_flops(mask_ratio):
+        keep = int(PATCHES * (1 - mask_ratio))
+        keep_idx = jax.ShapeDtypeStruct((BATCH, keep), jnp.int32)
+        return compiled_flops(encode.lower(variables, images, keep_idx).compile())
+
+    ratio = encoder_flops(0.75) / encoder_flops(0.0)
+    assert 0.2 < ratio < 0.35, ratio
+
+
+# ----------------------------------------------------------------------------
+# Training: a few steps on one batch; sharded step == single-device step
+# ----------------------------------------------------------------------------
+
+def trainer_and_batch(method_name, overrides, devices, workdir):
+    trainer = Trainer(tiny_config(method_name, **overrides), str(workdir), devices=devices)
+    batch = parallel.host_batch_to_global(
+        pipeline.example_batch(trainer.train_source, BATCH), trainer.mesh)
+    return trainer, trainer.compile_train_step(), batch
+
+
+@pytest.fixture(scope="module")
+def single_device_mae(tmp_path_factory):
+    """(trainer, compiled step, batch) of tiny MAE on one device."""
+    return trainer_and_batch("mae", SINGLE_DEVICE, jax.devices()[:1],
+                             tmp_path_factory.mktemp("single"))
+
+
+@pytest.fixture(scope="module")
+def single_device_mae_step(single_device_mae):
+    """(params after one step, loss of that step) on one device."""
+    trainer, train_step, batch = single_device_mae
+    state, metrics = train_step(trainer.initial_state(), batch)
+    return jax.device_get(state.params), float(metrics["loss"])
+
+
+def losses_on_one_batch(trainer, train_step, batch, steps):
+    state, losses = trainer.initial_state(), []
+    for _ in range(steps):
+        state, metrics = train_step(state, batch)
+        losses.append(float(metrics["loss"]))
+    return np.array(losses)
+
+
+def test_mae_loss_falls_on_one_batch(single_device_mae):
+    losses = losses_on_one_batch(*single_device_mae, steps=20)
+    assert losses[-5:].mean() < 0.7 * losses[0], losses
+
+
+def test_simmim_loss_falls_on_one_batch(tmp_path):
+    losses = losses_on_one_batch(*trainer_and_batch("simmim", SINGLE_DEVICE, jax.devices()[:1],
+                                                    tmp_path), steps=20)
+    assert losses[-5:].mean() < 0.7 * losses[0], losses
+
+
+@pytest.mark.parametrize("mesh", [{"data": 8, "fsdp": 1}, {"data": 2, "fsdp": 4}])
+def test_sharded_mae_step_matches_single_device(mesh, single_device_mae_step, tmp_path):
+    params_1, loss_1 = single_device_mae_step
+    overrides = {f"mesh.{axis}": str(size) for axis, size in mesh.items()}
+    trainer, train_step, batch = trainer_and_batch("mae", overrides, None, tmp_path)
+    state, metrics = train_step(trainer.initial_state(), batch)
+    np.testing.assert_allclose(float(metrics["loss"]), loss_1, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 jax.device_get(state.params), params_1)
+    if mesh["fsdp"] > 1:
+        kernel = state.params["decoder"]["block0"]["mlp"]["fc1"]["kernel"]
+        assert kernel.addressable_shards[0].data.size < kernel.size, kernel.sharding
+
+
+# ----------------------------------------------------------------------------
+# Pictures
+# ----------------------------------------------------------------------------
+
+def _patch_region(index, grid_w, patch):
+    row, col = divmod(index, grid_w)
+    return slice(row * patch, (row + 1) * patch), slice(col * patch, (col + 1) * patch)
+
+
+@pytest.mark.parametrize("pixels_normalised", [False, True])
+def test_reconstruction_rows_against_numpy_reference(pixels_normalised):
+    patch, grid_h, grid_w, channels = 4, 2, 3, 3
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (2, grid_h * patch, grid_w * patch, channels)).astype(np.float32)
+    mask = np.array([[1, 0, 1, 1, 0, 0], [0, 1, 1, 0, 1, 1]], np.float32)
+    pred = rng.normal(0, 0.5, (2, grid_h * grid_w, patch * patch * channels)).astype(np.float32)
+
+    expected_masked = np.asarray(images, np.float64).copy()
+    expected_recon = expected_masked.copy()
+    for b in range(2):
+        for index in np.flatnonzero(mask[b]):
+            rows, cols = _patch_region(index, grid_w, patch)
+            original = np.asarray(images[b, rows, cols], np.float64)
+            predicted = np.asarray(pred[b, index], np.float64).reshape(patch, patch, channels)
+            if pixels_normalised:
+                predicted = predicted * np.sqrt(original.var(ddof=1) + 1e-6) + original.mean()
+            expected_masked[b, rows, cols] = 0.0
+            expected_recon[b, rows, cols] = predicted
+    to_unit = lambda x: np.clip((x + 1) / 2, 0, 1)
+
+    rows = pictures.reconstruction_rows(images, pred, mask, patch, pixels_normalised)
+    assert rows.shape == (3,) + images.shape and rows.dtype == np.float32
+    np.testing.assert_allclose(rows[0], to_unit(images.astype(np.float64)), atol=1e-6)
+    np.testing.assert_allclose(rows[1], to_unit(expected_masked), atol=1e-6)
+    np.testing.assert_allclose(rows[2], to_unit(expected_recon), atol=1e-5)
+
+
+def test_perfect_normalised_prediction_reconstructs_the_original():
+    rng = np.random.default_rng(1)
+    images = rng.uniform(-1, 1, (2, 8, 8, 1)).astype(np.float32)
+    target = np.asarray(images, np.float64).reshape(2, 4, 2, 4, 2, 1).transpose(0, 1, 3, 2, 4, 5)
+    target = target.reshape(2, 16, 4)  # patch 2, (row, column, channel) order
+    normalised = (target - target.mean(-1, keepdims=True)) / np.sqrt(
+        target.var(-1, ddof=1, keepdims=True) + 1e-6)
+    mask = (rng.uniform(size=(2, 16)) < 0.75).astype(np.float32)
+    rows = pictures.reconstruction_rows(images, normalised.astype(np.float32), mask, 2, True)
+    np.testing.assert_allclose(rows[2], rows[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("method_name", ["mae", "simmim"])
+def test_write_pictures_writes_a_png_grid(method_name, digits, tmp_path):
+    method, variables = initialised(method_name)
+    path = tmp_path / "grid.png"
+    method.write_pictures(jax.device_get(variables), digits["image"][:4], str(path))
+    with Image.open(path) as picture:
+        assert picture.format == "PNG"
+        width, height = picture.size
+        grid = np.asarray(picture.convert("L"), np.float32)
+    tile = 64  # 8-pixel digits are enlarged 8x
+    assert height == 3 * (tile + 2) + 2 and width > 4 * (tile + 2)
+    assert grid.std() > 10  # not a blank canvas
+
+
+# ----------------------------------------------------------------------------
+# Configs
+# ----------------------------------------------------------------------------
+
+IMAGENET_CONFIG = os.path.join(REPO, "configs", "mae_vit_base_imagenet.py")
+STEPS_PER_EPOCH = 1_281_167 // 4096  # ImageNet-1k train images at batch 4096, last batch dropped
+PAPER_RECIPE = {  # He et al. 2021, Appendix A.1 Table 8 and Table 1 defaults
+    "model.name": "vit_base", "model.patch": 16, "data.batch_size": 4096,
+    "optim.name": "adamw", "optim.base_lr": 1.5e-4, "optim.lr_scaling": "linear",
+    "optim.weight_decay": 0.05, "optim.b1": 0.9, "optim.b2": 0.95, "optim.schedule": "cosine",
+    "optim.warmup_steps": 40 * STEPS_PER_EPOCH, "total_steps": 800 * STEPS_PER_EPOCH,
+    "mae.mask_ratio": 0.75, "mae.norm_pix": True, "mae.decoder_hidden": 512,
+    "mae.decoder_depth": 8, "mae.decoder_heads": 16, "augment.crop_scale": (0.2, 1.0),
+}
+
+
+def _get(config, dotted):
+    for part in dotted.split("."):
+        config = config[part]
+    return config
+
+
+def _docstring_values(path):
+    """{'optim.b2': 0.95, ...} from the '  key = value' lines of a config's module docstring."""
+    with open(path) as f:
+        docstring = ast.get_docstring(ast.parse(f.read()))
+    values = {}
+    for line in docstring.splitlines():
+        key, sep, text = line.strip().partition(" = ")
+        if sep and line.startswith("  ") and all(p.isidentifier() for p in key.split(".")):
+            values[key] = ast.literal_eval(text)
+    return values
+
+
+def test_imagenet_config_matches_its_docstring_and_the_paper():
+    config = config_lib.load(IMAGENET_CONFIG)
+    cited = _docstring_values(IMAGENET_CONFIG)
+    assert set(PAPER_RECIPE) <= set(cited), set(PAPER_RECIPE) - set(cited)
+    for key, value in cited.items():
+        assert _get(config, key) == value, key
+    for key, value in PAPER_RECIPE.items():
+        assert _get(config, key) == value, key
+    assert optim.peak_learning_rate(config.optim, config.data.batch_size) == pytest.approx(2.4e-3)
+
+
+@pytest.mark.parametrize("name", ["mae_cifar10", "mae_fashion_mnist", "simmim_fashion_mnist",
+                                  "mae_vit_base_imagenet"])
+def test_mim_configs_resolve_and_build(name):
+    config = config_lib.load(os.path.join(REPO, "configs", f"{name}.py"))
+    assert config.method == name.split("_")[0]
+    assert config.augment.jitter_prob == 0.0 and config.augment.crop_scale == (0.2, 1.0)
+    methods.get(config.method)(config)

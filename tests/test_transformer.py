@@ -1,0 +1,147 @@
+"""Text Transformers: the attention-mask builder, rotary embedding, leakage, sharding names."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxssl.models.transformer import EncoderDecoder, LanguageModel, apply_rotary, attention_mask
+
+VOCAB, LENGTH = 50, 12
+SIZES = dict(vocab_size=VOCAB, max_length=LENGTH, hidden=16, depth=2, num_heads=2, mlp_dim=32)
+
+
+def reference_mask(segments, autoregressive):
+    """Loops over (i, j): same segment, and j <= i or neither i nor j autoregressive."""
+    b, t = segments.shape
+    out = np.zeros((b, 1, t, t), bool)
+    for n in range(b):
+        for i in range(t):
+            for j in range(t):
+                order = j <= i or not (autoregressive[n, i] or autoregressive[n, j])
+                out[n, 0, i, j] = segments[n, i] == segments[n, j] and order
+    return out
+
+
+def test_attention_mask_matches_reference_for_causal_prefix_bidirectional_and_packed():
+    rng = np.random.default_rng(0)
+    segments = np.sort(rng.integers(0, 3, (4, 9)), axis=1)[:, ::-1].copy()  # padding (0) at the end
+    flags = np.stack([np.ones(9, bool), np.zeros(9, bool), np.arange(9) >= 4, rng.random(9) < 0.5])
+    got = attention_mask(jnp.asarray(segments), jnp.asarray(segments), jnp.asarray(flags))
+    np.testing.assert_array_equal(got, reference_mask(segments, flags))
+    cross = attention_mask(jnp.asarray(segments[:, :5]), jnp.asarray(segments))
+    np.testing.assert_array_equal(cross[:, 0], segments[:, :5, None] == segments[:, None, :])
+
+
+def rotate_reference(x, positions):
+    x = np.asarray(x, np.float64)
+    half = x.shape[-1] // 2
+    freq = 10000.0 ** (-np.arange(half) / half)
+    out = np.empty_like(x)
+    for b in range(x.shape[0]):
+        for t in range(x.shape[1]):
+            angle = positions[b, t] * freq
+            x1, x2 = x[b, t, :, :half], x[b, t, :, half:]
+            out[b, t, :, :half] = x1 * np.cos(angle) - x2 * np.sin(angle)
+            out[b, t, :, half:] = x2 * np.cos(angle) + x1 * np.sin(angle)
+    return out
+
+
+def test_rotary_matches_reference_and_depends_on_relative_position_only():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 5, 3, 8)).astype(np.float32)
+    positions = rng.integers(0, 40, (2, 5))
+    np.testing.assert_allclose(apply_rotary(jnp.asarray(x), jnp.asarray(positions)),
+                               rotate_reference(x, positions), rtol=1e-5, atol=1e-5)
+    q, k = x[:1, :1], x[:1, 1:2]
+    dot = lambda pq, pk: float(jnp.sum(apply_rotary(jnp.asarray(q), jnp.full((1, 1), pq))
+                                       * apply_rotary(jnp.asarray(k), jnp.full((1, 1), pk))))
+    np.testing.assert_allclose(dot(7, 3), dot(30, 26), rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def decoder():
+    model = LanguageModel(**SIZES, posemb="rotary")
+    tokens = jnp.ones((1, LENGTH), jnp.int32)
+    params = model.init(jax.random.key(0), tokens, tokens, tokens, tokens > 0, train=False)
+
+    @jax.jit
+    def logits(tokens, segments, flags):
+        positions = jnp.broadcast_to(jnp.arange(LENGTH), tokens.shape)
+        return model.apply(params, tokens, segments, positions, flags, train=False)
+
+    return params, logits
+
+
+def changed_positions(logits_fn, tokens, segments, flags, where):
+    """Positions whose logits change when the token at `where` changes."""
+    other = tokens.copy()
+    other[:, where] = (other[:, where] + 1) % VOCAB
+    a = logits_fn(jnp.asarray(tokens), jnp.asarray(segments), jnp.asarray(flags))
+    b = logits_fn(jnp.asarray(other), jnp.asarray(segments), jnp.asarray(flags))
+    return set(np.flatnonzero(np.abs(np.asarray(a - b)).max(axis=(0, 2)) > 1e-6).tolist())
+
+
+def test_causal_mask_never_leaks_the_future(decoder):
+    _, logits = decoder
+    tokens = np.random.default_rng(2).integers(1, VOCAB, (1, LENGTH))
+    ones, causal = np.ones((1, LENGTH), int), np.ones((1, LENGTH), bool)
+    for where in (0, 5, LENGTH - 1):
+        assert changed_positions(logits, tokens, ones, causal, where) == set(range(where, LENGTH))
+
+
+def test_prefix_lm_sees_the_whole_prefix_and_never_a_later_suffix_token(decoder):
+    _, logits = decoder
+    tokens = np.random.default_rng(3).integers(1, VOCAB, (1, LENGTH))
+    ones, prefix = np.ones((1, LENGTH), int), (np.arange(LENGTH) >= 5)[None]
+    for where in range(5):  # a prefix token reaches every position, earlier prefix ones too
+        assert changed_positions(logits, tokens, ones, prefix, where) == set(range(LENGTH))
+    for where in (5, 8):    # a suffix token reaches only itself and later positions
+        assert changed_positions(logits, tokens, ones, prefix, where) == set(range(where, LENGTH))
+
+
+def test_packed_segments_never_see_each_other(decoder):
+    _, logits = decoder
+    tokens = np.random.default_rng(4).integers(1, VOCAB, (1, LENGTH))
+    segments = np.array([[1] * 4 + [2] * 5 + [3] * 3])
+    for flags in (np.ones((1, LENGTH), bool), np.zeros((1, LENGTH), bool)):
+        assert changed_positions(logits, tokens, segments, flags, 5) <= set(range(4, 9))
+        assert changed_positions(logits, tokens, segments, flags, 0) <= set(range(4))
+
+
+def test_every_parameter_has_logical_axis_names():
+    tokens = jnp.ones((2, LENGTH), jnp.int32)
+    for model, args in (
+            (LanguageModel(**SIZES, tied_embeddings=False), (tokens, tokens, tokens, tokens > 0)),
+            (EncoderDecoder(**SIZES, decoder_depth=1), (tokens,) * 6)):
+        boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), *args, train=False))
+        leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+        assert leaves and all(isinstance(x, nn.LogicallyPartitioned) for x in leaves)
+        names = {n for x in leaves for n in x.names}
+        assert {"vocab", "embed", "heads", "kv", "mlp"} <= names
+    params = nn.meta.unbox(boxed)["params"]
+    assert "cross_attention" in params["decoder"]["block0"]
+    assert "cross_attention" not in params["encoder"]["block0"]
+
+
+def test_encoder_decoder_decoder_is_causal_and_cross_attention_respects_segments():
+    model = EncoderDecoder(**SIZES, decoder_depth=2)
+    rng = np.random.default_rng(5)
+    enc = rng.integers(1, VOCAB, (1, LENGTH))
+    dec = rng.integers(1, VOCAB, (1, 8))
+    enc_seg = np.array([[1] * 6 + [2] * 6])
+    dec_seg = np.array([[1] * 4 + [2] * 4])
+    positions = lambda x: np.broadcast_to(np.arange(x.shape[1]), x.shape)
+    params = model.init(jax.random.key(1), enc, enc_seg, positions(enc), dec, dec_seg,
+                        positions(dec), train=False)
+    run = jax.jit(lambda e, d: model.apply(params, e, enc_seg, positions(enc), d, dec_seg,
+                                           positions(dec), train=False))
+    base = run(enc, dec)
+    changed = lambda a, b: set(np.flatnonzero(np.abs(np.asarray(a - b)).max(axis=(0, 2)) > 1e-6))
+    later = dec.copy()
+    later[0, 6] = (later[0, 6] + 1) % VOCAB
+    assert changed(base, run(enc, later)) == {6, 7}
+    second_encoder_segment = enc.copy()
+    second_encoder_segment[0, 9] = (second_encoder_segment[0, 9] + 1) % VOCAB
+    assert changed(base, run(second_encoder_segment, dec)) == {4, 5, 6, 7}
