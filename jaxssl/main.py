@@ -4,7 +4,7 @@
 
 Prints the resolved config, saves it as DIR/config.json, resumes from the
 newest checkpoint in DIR if there is one, trains, and prints the final
-evaluation. Bad input (config, data, batch size, mesh, a checkpoint that
+evaluation (also saved as DIR/results.json). Bad input (config, data, batch size, mesh, a checkpoint that
 does not fit) ends with one line on stderr and exit status 2, before
 anything in DIR is written.
 """
@@ -12,6 +12,8 @@ anything in DIR is written.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 
 from jaxssl.checkpoint import CheckpointMismatchError
@@ -48,7 +50,9 @@ def format_results(results: dict[str, dict[str, float]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-    from jaxssl import config as config_lib, train  # after argument errors, before jax starts
+    import jax  # after argument errors
+
+    from jaxssl import config as config_lib, train
     try:
         config, trainer = train.load_and_validate(args.config, overrides, args.workdir)
     except INPUT_ERRORS as error:
@@ -61,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         results["random init"] = trainer.evaluate_random_init()
     if results["pretrained"]:
         print(format_results(results))
+        if jax.process_index() == 0:
+            with open(os.path.join(args.workdir, "results.json"), "w") as f:
+                json.dump(results, f, indent=2)
     return 0
 
 

@@ -112,9 +112,12 @@ class Trainer:
         self.local_batch = pipeline.per_process_batch_size(
             data.batch_size, parallel.batch_shards(self.mesh), len(self.train_source),
             jax.process_count())
-        self.schedule = optim.learning_rate_schedule(config.optim, config.total_steps,
-                                                     data.batch_size)
-        self.tx = optim.build_optimizer(config.optim, config.total_steps, data.batch_size)
+        if hasattr(self.method, "optimizer"):
+            self.tx, self.schedule = self.method.optimizer()
+        else:
+            self.schedule = optim.learning_rate_schedule(config.optim, config.total_steps,
+                                                         data.batch_size)
+            self.tx = optim.build_optimizer(config.optim, config.total_steps, data.batch_size)
         self._example = pipeline.example_batch(self.train_source, 2)
 
         boxed = jax.eval_shape(self._init_state, jax.random.key(config.seed))
@@ -148,11 +151,19 @@ class Trainer:
             shardings.params, transform_non_params=fallback)
         return shardings.replace(opt_state=opt_shardings)
 
-    def initial_state(self) -> TrainState:
-        """Fresh state, created sharded by jit (never whole on one host)."""
+    def initial_state(self, load_pretrained: bool = True) -> TrainState:
+        """Fresh state, created sharded by jit (never whole on one host).
+
+        A method with a `load_pretrained(state, shardings) -> state` hook
+        (fine-tuning) then swaps in pretrained weights, unless
+        `load_pretrained` is False (e.g. for the from-initialisation baseline).
+        """
         init = jax.jit(lambda rng: nn.meta.unbox(self._init_state(rng)),
                        out_shardings=self.state_shardings)
-        return init(jax.random.key(self.config.seed))
+        state = init(jax.random.key(self.config.seed))
+        if load_pretrained and hasattr(self.method, "load_pretrained"):
+            state = self.method.load_pretrained(state, self.state_shardings)
+        return state
 
     # ------------------------------------------------------------ functions
     def compile_train_step(self):
@@ -200,7 +211,7 @@ class Trainer:
 
     def evaluate_random_init(self) -> dict[str, float]:
         """The same evaluation for the encoder at initialisation (step 0)."""
-        return self.evaluate(self.initial_state())
+        return self.evaluate(self.initial_state(load_pretrained=False))
 
     # ------------------------------------------------------------------ loop
     def run(self, stop_at: int | None = None) -> dict[str, float]:

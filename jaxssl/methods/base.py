@@ -15,7 +15,12 @@ Optional hooks the train loop uses when a method defines them:
   method.evaluate(variables, train_source, eval_source, mesh, eval_config) -> {name: float}
       replaces the default kNN + linear-probe evaluation (e.g. perplexity);
   method.write_pictures(variables, images uint8 [n, H, W, C], path) -> None
-      draws a PNG at each evaluation (e.g. MAE reconstructions).
+      draws a PNG at each evaluation (e.g. MAE reconstructions);
+  method.optimizer() -> (optax.GradientTransformation, learning-rate schedule)
+      replaces jaxssl.optim's (e.g. frozen parameters, layer-wise lr decay);
+  method.load_pretrained(state, shardings) -> state
+      swaps pretrained weights into the fresh TrainState (fine-tuning); not
+      called when resuming from the workdir's own checkpoint.
 """
 
 from __future__ import annotations
