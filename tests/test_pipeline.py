@@ -16,14 +16,18 @@ def _ids(batch):
     return batch["image"].reshape(-1).tolist()
 
 
-def test_process_shards_are_disjoint_and_cover_the_data():
+def test_processes_read_disjoint_slices_of_the_same_global_batches():
     source = _source()
-    seen = []
-    for process in range(2):
-        it = iter(pipeline.train_loader(source, 5, seed=1, process_index=process, process_count=2))
-        seen.append([i for _ in range(4) for i in _ids(next(it))])  # one epoch of the shard
-    assert not set(seen[0]) & set(seen[1])
-    assert sorted(seen[0] + seen[1]) == list(range(40))
+    single = iter(pipeline.train_loader(source, 10, seed=1, process_index=0, process_count=1))
+    pair = [iter(pipeline.train_loader(source, 5, seed=1, process_index=p, process_count=2))
+            for p in range(2)]
+    epoch = []
+    for _ in range(4):
+        slices = [_ids(next(it)) for it in pair]
+        assert not set(slices[0]) & set(slices[1])
+        assert slices[0] + slices[1] == _ids(next(single))
+        epoch += slices[0] + slices[1]
+    assert sorted(epoch) == list(range(40))
 
 
 def test_every_epoch_is_a_different_permutation():
@@ -61,7 +65,7 @@ def test_eval_batches_cover_each_record_once_in_order():
 @pytest.mark.parametrize("batch, shards, processes, message", [
     (30, 8, 1, "not divisible by the 8 batch shards"),
     (32, 8, 3, "not divisible by the 3 processes"),
-    (64, 8, 1, "larger than the training split"),
+    (48, 8, 2, "larger than the training split"),
 ])
 def test_batch_size_errors(batch, shards, processes, message):
     with pytest.raises(pipeline.BatchSizeError, match=message):

@@ -1,14 +1,17 @@
 """Grain input pipelines over random-access sources.
 
-Training: an infinite, seeded shuffle that differs every epoch, the index
-space sharded by process (each host reads only its own records), batched on
-the host. The iterator is checkpointable (`get_state` / `set_state`, saved by
-`jaxssl.checkpoint`). Evaluation: every record once, in a fixed order, padded
+Training: an infinite stream of global batches drawn from a seeded shuffle
+that differs every epoch. Global batch `s` is the same whatever the number of
+processes; each process reads only its own slice of it (rows
+[p * b, (p + 1) * b) for process p of b examples each), so a run on 2 hosts
+sees exactly the batches of a run on 1. The iterator is checkpointable
+(`get_state` / `set_state`, saved by `jaxssl.checkpoint`). Evaluation: every record once, in a fixed order, padded
 to whole batches with a validity mask.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Iterator, Sequence
 
 import grain.python as grain
@@ -36,29 +39,66 @@ def per_process_batch_size(global_batch: int, num_shards: int, num_records: int,
     if global_batch % process_count:
         raise BatchSizeError(
             f"data.batch_size={global_batch} is not divisible by the {process_count} processes")
-    local = global_batch // process_count
-    if num_records // process_count < local:
+    if num_records < global_batch:
         raise BatchSizeError(
             f"data.batch_size={global_batch} is larger than the training split "
-            f"({num_records} examples over {process_count} processes)")
-    return local
+            f"({num_records} examples)")
+    return global_batch // process_count
+
+
+@functools.lru_cache(maxsize=4)
+def epoch_permutation(num_records: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of the records in `epoch` (cached: grain reads from several threads)."""
+    return np.random.default_rng((seed, epoch)).permutation(num_records)
+
+
+class GlobalBatchSlices:
+    """Random-access source whose record `s` is this process's slice of global batch `s`.
+
+    Epoch e is the permutation of the records drawn with seed (seed, e); each
+    epoch has len(source) // global_batch batches (the remainder is dropped).
+    """
+
+    # Streams are "infinite": this many epochs before the index space ends.
+    MAX_EPOCHS = 10**6
+
+    def __init__(self, source, local_batch_size: int, seed: int, process_index: int,
+                 process_count: int):
+        self.source, self.seed = source, seed
+        self.local_batch_size = local_batch_size
+        self.global_batch_size = local_batch_size * process_count
+        self.offset = process_index * local_batch_size
+        self.steps_per_epoch = len(source) // self.global_batch_size
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch * self.MAX_EPOCHS
+
+    def __repr__(self) -> str:
+        return (f"GlobalBatchSlices({self.source!r}, global_batch={self.global_batch_size}, "
+                f"offset={self.offset}, seed={self.seed})")
+
+    def record_indices(self, step: int) -> np.ndarray:
+        """Indices into `source` of this process's slice of global batch `step`."""
+        epoch, position = divmod(step, self.steps_per_epoch)
+        start = position * self.global_batch_size + self.offset
+        permutation = epoch_permutation(len(self.source), self.seed, epoch)
+        return permutation[start:start + self.local_batch_size]
+
+    def __getitem__(self, step: int) -> dict[str, np.ndarray]:
+        return _stack([self.source[int(i)] for i in self.record_indices(step)])
 
 
 def train_loader(source, local_batch_size: int, seed: int, process_index: int,
                  process_count: int, num_workers: int = 0) -> grain.DataLoader:
-    """Infinite shuffled batches of this process's shard of `source`.
+    """This process's slices of an infinite stream of shuffled global batches.
 
     Each element is a dict of numpy arrays with leading dimension
-    `local_batch_size` (e.g. 'image' uint8 [b, H, W, C], 'label' int32 [b]).
+    `local_batch_size` (e.g. 'image' uint8 [b, H, W, C], 'label' int32 [b]);
+    the global batch is `local_batch_size * process_count`.
     """
-    sampler = grain.IndexSampler(
-        num_records=len(source),
-        shard_options=grain.ShardOptions(process_index, process_count, drop_remainder=True),
-        shuffle=True, num_epochs=None, seed=seed)
-    return grain.DataLoader(
-        data_source=source, sampler=sampler,
-        operations=[grain.Batch(local_batch_size, drop_remainder=True)],
-        worker_count=num_workers)
+    batches = GlobalBatchSlices(source, local_batch_size, seed, process_index, process_count)
+    sampler = grain.IndexSampler(num_records=len(batches), shuffle=False, num_epochs=1)
+    return grain.DataLoader(data_source=batches, sampler=sampler, worker_count=num_workers)
 
 
 def eval_batches(source, global_batch: int, process_index: int, process_count: int,
