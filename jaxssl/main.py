@@ -61,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(config_lib.to_json(config))
     results = {"pretrained": trainer.run()}
-    if config.eval.compare_random_init:
-        results["random init"] = trainer.evaluate_random_init()
-    if results["pretrained"]:
+    if results["pretrained"]:  # empty when preempted before the end
+        if config.eval.compare_random_init:
+            results["random init"] = trainer.evaluate_random_init()
         print(format_results(results))
         if jax.process_index() == 0:
             with open(os.path.join(args.workdir, "results.json"), "w") as f:
