@@ -2,14 +2,16 @@
 
 Command (from the repository root, which holds ../shared/data):
 
-  python -m jaxssl.main --config=configs/mae_fashion_mnist.py --workdir=/tmp/mim_runs/mae_fmnist
+  python -m jaxssl.main --config=configs/mae_fashion_mnist.py \\
+      --workdir=/tmp/mim_runs/mae_fashion_mnist
 
 28x28 grey images -> 7x7 = 49 patches of 4x4; the encoder (4 blocks of
 width 64) sees the 12 visible ones, a 2-block decoder of width 32
 reconstructs all 49 (normalised pixels). Prints kNN and linear-probe top-1
 of the frozen encoder on 2,000 test images (features of 10,000 train
-images), next to the same encoder at initialisation. Expected result,
-runtime and hardware: experiments/mim/README.md.
+images), next to the same encoder at initialisation. Measured on a shared
+2-core CPU (experiments/mim/README.md): kNN 74.05%, linear probe 79.20%
+(random init 67.35% / 75.40%), about 22 min including both evaluations.
 """
 
 import ml_collections

@@ -74,7 +74,8 @@ def get_config(arg=None):
                  decoder_heads=16)
     c.augment = LIGHT_AUGMENT
     c.optim = dict(name="adamw", base_lr=1.5e-4, lr_scaling="linear", b1=0.9, b2=0.95,
-                   weight_decay=0.05, schedule="cosine", warmup_steps=WARMUP_EPOCHS * steps_per_epoch)
+                   weight_decay=0.05, schedule="cosine",
+                   warmup_steps=WARMUP_EPOCHS * steps_per_epoch)
     # A cheap end-of-run sanity check, not the paper's linear-probing protocol.
     c.eval = dict(max_train_examples=50_000, max_test_examples=10_000)
     c.checkpoint = dict(every_steps=5000)

@@ -2,14 +2,17 @@
 
 Command (from the repository root, which holds ../shared/data):
 
-  python -m jaxssl.main --config=configs/simmim_fashion_mnist.py --workdir=/tmp/mim_runs/simmim_fmnist
+  python -m jaxssl.main --config=configs/simmim_fashion_mnist.py \\
+      --workdir=/tmp/mim_runs/simmim_fashion_mnist
 
 Same ViT (patch 4, 4 blocks of width 64), data, augmentation and optimizer
 as the MAE config; 60% of the 49 patches become mask tokens, every token
 goes through the encoder and a linear head predicts the hidden patches'
 pixels (L1). The encoder then sees 4x as many tokens per step as MAE's, so
-at an equal CPU budget it takes fewer steps (`total_steps`). Expected
-result, runtime and hardware: experiments/mim/README.md.
+at a similar CPU budget it takes fewer steps (`total_steps`). Measured on a
+shared 2-core CPU (experiments/mim/README.md): kNN 65.30%, linear probe
+73.55% (random init 67.35% / 75.40%), about 26 min including both
+evaluations.
 """
 
 import os

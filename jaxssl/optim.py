@@ -10,9 +10,11 @@ normalisation scales).
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -45,7 +47,13 @@ def decay_mask(params: Any) -> Any:
 def build_optimizer(optim_config: Mapping[str, Any], total_steps: int,
                     batch_size: int) -> optax.GradientTransformation:
     """The optax transformation the config describes (with clipping if asked)."""
-    lr = learning_rate_schedule(optim_config, total_steps, batch_size)
+    return optimizer_with_schedule(
+        optim_config, learning_rate_schedule(optim_config, total_steps, batch_size))
+
+
+def optimizer_with_schedule(optim_config: Mapping[str, Any],
+                            lr: optax.Schedule) -> optax.GradientTransformation:
+    """The config's optimizer (name, weight decay, clipping) driven by the schedule `lr`."""
     name, wd = optim_config["name"], optim_config["weight_decay"]
     if name == "adamw":
         tx = optax.adamw(lr, b1=optim_config["b1"], b2=optim_config["b2"], eps=optim_config["eps"],
@@ -62,3 +70,81 @@ def build_optimizer(optim_config: Mapping[str, Any], total_steps: int,
     if optim_config["clip_grad_norm"] > 0:
         tx = optax.chain(optax.clip_by_global_norm(optim_config["clip_grad_norm"]), tx)
     return tx
+
+
+# ----------------------------------------------------------------------------
+# Fine-tuning: per-layer learning rates, freezing, L2-SP
+# ----------------------------------------------------------------------------
+# A "tree function" below maps a tree of updates (or parameters) to a tree of
+# the same structure whose leaves are numbers or numpy arrays broadcastable to
+# the leaf (e.g. [depth, 1, ...] for blocks stacked on a leading axis). It is
+# called with the structure only, at trace time, so the result is static.
+
+TreeFn = Callable[[Any], Any]
+
+
+def layer_decay_scales(layer_ids: Any, decay: float, top_layer: int) -> Any:
+    """Learning-rate scale decay ** (top_layer - layer id) per leaf (1 at the top layer).
+
+    `layer_ids`: tree of int layer ids in [0, top_layer] (numbers or int arrays).
+    Returns float32 numpy scales of the same structure.
+    """
+    return jax.tree.map(
+        lambda ids: np.float32(decay) ** (top_layer - np.asarray(ids)).astype(np.float32),
+        layer_ids)
+
+
+def unfreeze_open_steps(layer_ids: Any, top_layer: int, every_steps: int, start: int = 0) -> Any:
+    """Gradual unfreezing from the top: layer l opens at start + (top_layer - l) * every_steps."""
+    return jax.tree.map(lambda ids: start + (top_layer - np.asarray(ids)) * every_steps, layer_ids)
+
+
+def scale_updates_per_leaf(scales_fn: TreeFn) -> optax.GradientTransformation:
+    """Multiplies every update leaf by its scale from `scales_fn(updates)`.
+
+    Chained after an optimizer this scales each parameter's learning rate
+    (and, for decoupled weight decay, its decay step with it): layer-wise
+    learning-rate decay.
+    """
+    def update(updates, state, params=None):
+        del params
+        scaled = jax.tree.map(lambda u, s: u * jnp.asarray(s, u.dtype), updates, scales_fn(updates))
+        return scaled, state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+class FreezeState(NamedTuple):
+    count: jax.Array  # int32 scalar: updates applied so far
+
+
+def freeze_until(open_steps_fn: TreeFn) -> optax.GradientTransformation:
+    """Zeroes a leaf's updates (exactly) during its first `open_steps_fn(updates)` updates.
+
+    The update with 0-based index `count` passes for the elements whose open
+    step is <= count, so a parameter with open step s first changes at
+    optimizer step s + 1 (s = 0: from the start).
+    """
+    def init(params):
+        del params
+        return FreezeState(count=jnp.zeros((), jnp.int32))
+
+    def update(updates, state, params=None):
+        del params
+        opened = jax.tree.map(
+            lambda u, s: jnp.where(state.count >= jnp.asarray(s, jnp.int32), u, jnp.zeros_like(u)),
+            updates, open_steps_fn(updates))
+        return opened, FreezeState(count=state.count + 1)
+
+    return optax.GradientTransformation(init, update)
+
+
+def l2sp_penalty(params: Any, anchor: Any, weight: float) -> jax.Array:
+    """L2-SP (Li et al. 2018): weight / 2 * sum of squared distances to `anchor` (float32 scalar).
+
+    `params` and `anchor` are trees of the same structure (e.g. the encoder
+    and its pretrained weights).
+    """
+    squares = jax.tree.map(lambda p, a: jnp.sum(jnp.square(p.astype(jnp.float32) - a)),
+                           params, anchor)
+    return 0.5 * weight * sum(jax.tree.leaves(squares), jnp.zeros((), jnp.float32))

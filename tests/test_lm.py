@@ -3,14 +3,16 @@ perplexity, and sampling from a checkpoint."""
 
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxssl import config as config_lib, parallel, sample
-from jaxssl.data import pipeline
+from jaxssl.data import pipeline, text
 from jaxssl.evaluate.perplexity import perplexity_metrics
+from jaxssl.logging import read_metrics
 from jaxssl.train import Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,34 +32,59 @@ ARCHITECTURES = {
     "decoder": {"architecture": "decoder", "objective": "causal", "depth": 1},
     "encoder_decoder": {"architecture": "encoder_decoder", "objective": "span", "depth": 1},
 }
+# The fast suite compares one mesh of each kind for the decoder; the rest is marked slow.
+FAST_CASES = {("decoder", "data=2,fsdp=2,tensor=2")}
+MESHES = {"data=8": {"data": 8, "fsdp": 1, "tensor": 1},
+          "data=2,fsdp=4": {"data": 2, "fsdp": 4, "tensor": 1},
+          "data=2,fsdp=2,tensor=2": {"data": 2, "fsdp": 2, "tensor": 2}}
 # Plain SGD: Adam's first step divides by |gradient| and so magnifies rounding noise in
 # gradients that are zero in exact arithmetic (e.g. attention key biases).
 SGD = {"name": "sgd", "base_lr": 0.1, "momentum": 0.0, "lr_scaling": "none"}
 
 
-def one_step(lm, mesh_config, devices, workdir):
+def one_step(lm, mesh_config, devices, workdir, initial_params=None):
+    """(params, metrics, state) after one step; starts from `initial_params` when given
+    (placed on this mesh's shardings), which saves compiling the initialisation."""
     trainer = Trainer(tiny_config(lm=lm, mesh=mesh_config, optim=SGD), str(workdir),
                       devices=devices)
+    if initial_params is None:
+        state = trainer.initial_state()
+    else:
+        fresh = trainer.abstract_state
+        state = jax.device_put(
+            fresh.replace(step=np.int32(0), params=initial_params, rng=jax.random.key(0),
+                          opt_state=trainer.tx.init(initial_params), method_state={}),
+            trainer.state_shardings)
     loader = pipeline.train_loader(trainer.train_source, trainer.config.data.batch_size, 0, 0, 1)
     batch = parallel.host_batch_to_global(next(iter(loader)), trainer.mesh)
-    state, metrics = trainer.compile_train_step()(trainer.initial_state(), batch)
-    return jax.device_get(state.params), jax.device_get(metrics), state
+    initial = jax.device_get(state.params)
+    state, metrics = trainer.compile_train_step()(state, batch)
+    return jax.device_get(state.params), jax.device_get(metrics), state, initial
 
 
 @pytest.fixture(scope="module")
 def single_device_steps(tmp_path_factory):
-    return {name: one_step(lm, {"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1],
-                           tmp_path_factory.mktemp(name))
-            for name, lm in ARCHITECTURES.items()}
+    steps = {}
+
+    def get(architecture):
+        if architecture not in steps:
+            steps[architecture] = one_step(ARCHITECTURES[architecture],
+                                           {"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1],
+                                           tmp_path_factory.mktemp(architecture))
+        return steps[architecture]
+
+    return get
 
 
-@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
-@pytest.mark.parametrize("mesh", [{"data": 8, "fsdp": 1, "tensor": 1},
-                                  {"data": 2, "fsdp": 4, "tensor": 1},
-                                  {"data": 2, "fsdp": 2, "tensor": 2}])
-def test_sharded_step_matches_single_device(architecture, mesh, single_device_steps, tmp_path):
-    params_1, metrics_1, _ = single_device_steps[architecture]
-    params_n, metrics_n, state_n = one_step(ARCHITECTURES[architecture], mesh, None, tmp_path)
+@pytest.mark.parametrize("architecture, mesh_name", [
+    pytest.param(a, m, marks=() if (a, m) in FAST_CASES else pytest.mark.slow)
+    for a in ARCHITECTURES for m in MESHES])
+def test_sharded_step_matches_single_device(architecture, mesh_name, single_device_steps,
+                                            tmp_path):
+    mesh = MESHES[mesh_name]
+    params_1, metrics_1, _, initial = single_device_steps(architecture)
+    params_n, metrics_n, state_n, _ = one_step(ARCHITECTURES[architecture], mesh, None, tmp_path,
+                                               initial)
     assert set(metrics_n) == set(metrics_1)
     for key in metrics_1:
         np.testing.assert_allclose(metrics_n[key], metrics_1[key], rtol=2e-5, atol=1e-6, err_msg=key)
@@ -69,18 +96,24 @@ def test_sharded_step_matches_single_device(architecture, mesh, single_device_st
         assert kernel.addressable_shards[0].data.size < kernel.size, kernel.sharding
 
 
-@pytest.mark.parametrize("lm", [{"architecture": "encoder", "objective": "mlm"},
-                                {"architecture": "decoder", "objective": "prefix"},
-                                {"architecture": "decoder", "objective": "ul2"},
-                                {"architecture": "encoder_decoder", "objective": "ul2"}])
+@pytest.mark.parametrize("lm", [
+    {"architecture": "encoder", "objective": "mlm"},
+    {"architecture": "decoder", "objective": "ul2"},
+    pytest.param({"architecture": "decoder", "objective": "prefix"}, marks=pytest.mark.slow),
+    pytest.param({"architecture": "encoder_decoder", "objective": "ul2"}, marks=pytest.mark.slow),
+])
 def test_other_objectives_give_finite_losses_and_gradients(lm, tmp_path):
     lm = {**lm, "depth": 1, "decoder_depth": 1}
     trainer = Trainer(tiny_config(lm=lm), str(tmp_path))
-    params = trainer.initial_state().params
-    batch = pipeline.example_batch(trainer.train_source, 16)
-    grad_fn = jax.jit(jax.value_and_grad(trainer.method.loss_fn, has_aux=True))
-    (loss, (metrics, _)), grads = grad_fn(params, {}, batch, jax.random.key(0), 0)
-    metrics = jax.device_get(metrics)
+    method, batch = trainer.method, pipeline.example_batch(trainer.train_source, 16)
+
+    @jax.jit
+    def init_and_grad(batch):
+        params = nn.meta.unbox(method.init(jax.random.key(1), batch)["params"])
+        return jax.value_and_grad(method.loss_fn, has_aux=True)(
+            params, {}, batch, jax.random.key(0), 0)
+
+    (loss, (metrics, _)), grads = jax.device_get(init_and_grad(batch))
     assert 2.0 < float(loss) < 8.0 and metrics["tokens"] > 0  # about ln(vocab) at init
     assert float(jnp.abs(grads["embedder"]["token_embedding"]).sum()) > 0
     if lm["objective"] == "ul2":  # each denoiser's loss and tokens; together all of them
@@ -149,12 +182,38 @@ def test_generate_slides_a_window_of_the_last_context_tokens():
     assert seen[-1] == [5, 6, 7, 8]
 
 
+@pytest.mark.slow
 def test_sample_command_restores_the_checkpoint_and_prints_text(tmp_path, capsys):
     workdir = str(tmp_path / "run")
-    config = tiny_config(total_steps=2, eval={"max_test_examples": 16})
+    config = tiny_config(total_steps=1, lm={"depth": 1}, eval={"max_test_examples": 16})
     Trainer(config, workdir).run()
     assert sample.main([f"--workdir={workdir}", "--prompt=def ", "--max_new_tokens=5",
                         "--temperature=0"]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("def ") and len(printed) > len("def ")
     assert sample.main([f"--workdir={tmp_path / 'none'}"]) == 2
+
+
+def test_pali_captions_are_space_padded_class_names():
+    from jaxssl.methods.pali import caption_table
+
+    tokenizer = text.ByteTokenizer(num_sentinels=4)
+    table = caption_table(tokenizer, "digit {}", ("one", "seven"))
+    assert [tokenizer.decode(row) for row in table] == ["digit one  ", "digit seven"]
+
+
+@pytest.mark.slow
+def test_pali_trains_on_both_objectives_and_evaluates(tmp_path):
+    config = config_lib.resolve({
+        "method": "pali", "total_steps": 2, "data": {"name": "digits", "batch_size": 16},
+        "model": {"name": "vit", "hidden": 16, "depth": 1, "heads": 2, "patch": 4},
+        "pali": {"text_hidden": 16, "text_depth": 1, "text_heads": 2},
+        "optim": {"name": "adamw", "base_lr": 1e-3, "lr_scaling": "none"},
+        "eval": {"max_test_examples": 32}, "checkpoint": {"async_save": False},
+        "log": {"every_steps": 1, "tensorboard": False, "progress_bar": False}})
+    trainer = Trainer(config, str(tmp_path))
+    results = trainer.run()
+    assert 0 < results["loss"] < 8 and results["chars"] < results["tokens"]  # sentinels: no chars
+    rows = [r for r in read_metrics(str(tmp_path)) if "loss" in r and "step" in r]
+    assert all({"prefix/loss", "masked/loss", "prefix/tokens", "masked/tokens"} <= set(r)
+               for r in rows)

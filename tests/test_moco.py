@@ -187,6 +187,9 @@ def test_sharded_step_matches_single_device(mesh, single, tmp_path):
     state, metrics = trainer.compile_train_step()(trainer.initial_state(), batch)
     np.testing.assert_allclose(float(metrics["loss"]), single.losses[0], rtol=1e-5)
     expected = single.states[1]
+    moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), expected.params,
+                         single.states[0].params)
+    assert any(jax.tree.leaves(moved)), "the step must change the parameters"
     assert_trees_close(jax.device_get(state.params), expected.params, rtol=1e-4, atol=1e-6)
     assert_trees_close(jax.device_get(state.method_state), expected.method_state,
                        rtol=1e-4, atol=1e-6)

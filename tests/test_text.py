@@ -1,5 +1,7 @@
 """Text data: tokenizers, corpora and splits, windows and packing, dataset names, TFDS text."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -7,7 +9,7 @@ import tensorflow_datasets as tfds
 from jaxssl.data import text
 from jaxssl.data.sources import get_source
 
-SHAKESPEARE = text.os.path.join(text.DEFAULT_SHAKESPEARE_DIR, "input.txt")
+SHAKESPEARE = os.path.join(text.DEFAULT_SHAKESPEARE_DIR, "input.txt")
 
 
 def test_byte_tokenizer_layout_round_trip_and_sentinels():

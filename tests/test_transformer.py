@@ -145,3 +145,18 @@ def test_encoder_decoder_decoder_is_causal_and_cross_attention_respects_segments
     second_encoder_segment = enc.copy()
     second_encoder_segment[0, 9] = (second_encoder_segment[0, 9] + 1) % VOCAB
     assert changed(base, run(second_encoder_segment, dec)) == {4, 5, 6, 7}
+
+
+def test_prefix_embeddings_are_visible_to_every_token_and_only_tokens_get_logits():
+    model = LanguageModel(**SIZES)
+    rng = np.random.default_rng(6)
+    tokens = jnp.asarray(rng.integers(1, VOCAB, (1, 6)), jnp.int32)
+    ones, positions = jnp.ones((1, 6), jnp.int32), jnp.arange(6)[None]
+    causal = jnp.ones((1, 6), bool)
+    prefix = jnp.asarray(rng.normal(size=(1, 3, 16)), jnp.float32)
+    params = model.init(jax.random.key(2), tokens, ones, positions, causal, False, prefix=prefix)
+    run = jax.jit(lambda p: model.apply(params, tokens, ones, positions, causal, False, prefix=p))
+    base = run(prefix)
+    assert base.shape == (1, 6, VOCAB)
+    moved = run(prefix.at[0, 2].add(jnp.asarray(rng.normal(size=16), jnp.float32)))
+    assert (np.abs(np.asarray(moved - base)).max(axis=2) > 1e-6).all()

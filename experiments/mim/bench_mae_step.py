@@ -25,7 +25,7 @@ from jaxssl.train import Trainer
 
 
 def compiled_step(config_path: str, mask_ratio: float):
-    """(compiled train step, initial state, global batch) of the config at `mask_ratio`, 1 device."""
+    """(compiled train step, initial state, global batch) at `mask_ratio`, on one device."""
     config = config_lib.load(config_path, {"mae.mask_ratio": str(mask_ratio), "mesh.data": "1"})
     trainer = Trainer(config, tempfile.mkdtemp(prefix="bench_mae_"), devices=jax.devices()[:1])
     batch = parallel.host_batch_to_global(

@@ -20,4 +20,4 @@ for name in mae simmim; do
   tail -n 3 "$RUNS/${name}_fashion_mnist.log"
   cp "$(ls "$workdir"/pictures/*.png | tail -n 1)" "$HERE/${name}_reconstructions.png"
 done
-"$PYTHON" "$HERE/summarize.py" "$RUNS/mae_fashion_mnist" "$RUNS/simmim_fashion_mnist" --out "$HERE"
+PYTHONPATH=. "$PYTHON" "$HERE/summarize.py" "$RUNS/mae_fashion_mnist" "$RUNS/simmim_fashion_mnist" --out "$HERE"

@@ -24,7 +24,7 @@ from jaxssl.logging import read_metrics  # noqa: E402
 
 
 def printed_results(log_path: str) -> dict[str, dict[str, float]]:
-    """The 'encoder  metric ...' table at the end of a jaxssl.main log -> {encoder: {metric: fraction}}."""
+    """The 'encoder  metric ...' table ending a jaxssl.main log -> {encoder: {metric: fraction}}."""
     with open(log_path) as f:
         lines = f.read().splitlines()
     header = max(i for i, line in enumerate(lines) if line.startswith("encoder"))
@@ -34,7 +34,8 @@ def printed_results(log_path: str) -> dict[str, dict[str, float]]:
         if not line.endswith("%"):
             break
         name, *values = line.rsplit(None, len(metrics))
-        table[name.strip()] = {m: float(v.rstrip("%")) / 100 for m, v in zip(metrics, values)}
+        table[name.strip()] = {m: round(float(v.rstrip("%")) / 100, 6)
+                               for m, v in zip(metrics, values)}
     return table
 
 

@@ -180,7 +180,8 @@ class CharTokenizer(Tokenizer):
         unknown = self._sorted_codepoints[index] != points
         if unknown.any():
             missing = sorted({chr(p) for p in points[unknown]})
-            raise ValueError(f"characters not in the vocabulary of {self.base_size}: {missing[:10]}")
+            raise ValueError(
+                f"characters not in the vocabulary of {self.base_size}: {missing[:10]}")
         return index.astype(np.int32)
 
     def _decode_base(self, base_ids: np.ndarray) -> str:
@@ -278,8 +279,8 @@ def parse_text_dataset(name: str) -> TextDataSpec:
         options[key] = _OPTION_TYPES[key](value)
     spec = TextDataSpec(corpus, from_tfds, **options)
     if not from_tfds and corpus not in LOCAL_CORPORA:
-        raise ValueError(f"unknown text corpus {corpus!r} in {name!r}; valid: "
-                         f"{', '.join(TEXT_PREFIX + c for c in LOCAL_CORPORA)}, {TFDS_TEXT_PREFIX}NAME")
+        valid = [TEXT_PREFIX + c for c in LOCAL_CORPORA] + [TFDS_TEXT_PREFIX + "NAME"]
+        raise ValueError(f"unknown text corpus {corpus!r} in {name!r}; valid: {', '.join(valid)}")
     if spec.rows not in ROW_KINDS:
         raise ValueError(f"text dataset {name!r}: rows must be one of {ROW_KINDS}")
     if spec.length < 2:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -15,6 +15,7 @@ from jaxssl.data import pipeline
 from jaxssl.evaluate.representation import eval_batch_size
 
 LossSumsFn = Callable[[Any, dict], tuple[jax.Array, jax.Array, jax.Array]]
+NOISE_SEED = 0  # masks and noise of every evaluation, so evaluations compare across steps
 
 
 def perplexity_metrics(nll_sum: float, num_tokens: float, num_chars: float) -> dict[str, float]:
@@ -46,3 +47,14 @@ def evaluate_perplexity(loss_sums_fn: LossSumsFn, variables: Any, source, mesh: 
         keep = np.asarray(gathered["valid"], np.float64)
         totals += [np.sum(np.asarray(s, np.float64) * keep) for s in gathered["sums"]]
     return perplexity_metrics(*totals)
+
+
+def evaluate_with_fixed_noise(loss_sums: Callable, variables: Any, source, mesh: Mesh,
+                              eval_config: Mapping[str, Any]) -> dict[str, float]:
+    """`evaluate_perplexity` for a method's loss_sums(params, batch, rng) -> (nll_sum,
+    tokens, chars, ...) per example, with one fixed key for its masks and noise;
+    eval_config gives 'batch_size' and 'max_test_examples' (0 = the whole split)."""
+    rng = jax.random.key(NOISE_SEED)
+    sums_fn = jax.jit(lambda v, batch: tuple(loss_sums(v["params"], batch, rng)[:3]))
+    return evaluate_perplexity(sums_fn, variables, source, mesh, eval_config["batch_size"],
+                               eval_config["max_test_examples"])

@@ -9,9 +9,11 @@ import importlib
 _REGISTRY = {
     "simclr": "jaxssl.methods.simclr",
     "lm": "jaxssl.methods.lm",
+    "pali": "jaxssl.methods.pali",
     "moco": "jaxssl.methods.moco",
     "mae": "jaxssl.methods.mae",
     "simmim": "jaxssl.methods.simmim",
+    "finetune": "jaxssl.methods.finetune",
 }
 
 

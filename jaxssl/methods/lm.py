@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxssl.data import text
-from jaxssl.evaluate.perplexity import evaluate_perplexity
+from jaxssl.evaluate.perplexity import NOISE_SEED, evaluate_with_fixed_noise
 from jaxssl.methods import base
 from jaxssl.models.transformer import EncoderDecoder, LanguageModel
 from jaxssl.objectives import language, mixture
@@ -41,9 +41,6 @@ OBJECTIVES = {
     "encoder": ("mlm",),
     "encoder_decoder": ("span", "prefix", "ul2"),
 }
-EVAL_SEED = 0
-
-
 class Method:
     """A Transformer language model and its objective, from `config.lm`."""
 
@@ -80,14 +77,16 @@ class Method:
         self.spec = text.parse_text_dataset(config.data.name)
         self.tokenizer = text.tokenizer_for(config.data.name, config.data.data_dir or None)
         self.architecture, self.objective = lm.architecture, lm.objective
+        # Sequence-to-sequence objectives: the denoisers and their sampling rates.
+        self.denoisers, self.rates = (), ()
         if self.objective == "ul2":
             self.denoisers = language.ul2_denoisers(text.NLU_ID, text.NLG_ID, text.S2S_ID)
-            self.rates = language.ul2_rates(*lm.ul2_rates)
-        else:
-            self.denoisers = (language.Denoiser(self.objective, lm.noise_density, lm.mean_span)
-                              if self.objective == "span" else language.Denoiser(self.objective),)
-            self.rates = (1.0,)
-        mixture.check_rates(self.rates)
+            self.rates = tuple(mixture.check_rates(language.ul2_rates(*lm.ul2_rates)))
+        elif self.objective == "span":
+            span = language.Denoiser("span", lm.noise_density, lm.mean_span)
+            self.denoisers, self.rates = (span,), (1.0,)
+        elif self.objective == "prefix":
+            self.denoisers, self.rates = (language.Denoiser("prefix"),), (1.0,)
         if self.objective in ("span", "ul2") and self.tokenizer.num_sentinels == 0:
             raise ValueError(f"lm.objective={self.objective!r} needs sentinel ids: the text "
                              f"dataset sets sentinels=0")
@@ -107,10 +106,11 @@ class Method:
         self.char_lengths = jnp.asarray(self.tokenizer.char_lengths())
 
     # ------------------------------------------------------------ batches
-    def model_batch(self, batch: dict, rng: jax.Array) -> tuple[dict, jax.Array, jax.Array, jax.Array]:
+    def model_batch(self, batch: dict, rng: jax.Array
+                    ) -> tuple[dict, jax.Array, jax.Array, jax.Array]:
         """Text rows -> (model inputs, targets [B, T], loss_mask bool [B, T], choice int32 [B]).
 
-        `choice` is each example's index into `self.denoisers` (0 for single objectives).
+        `choice` is each example's index into `self.denoisers` (0 without a mixture).
         """
         tokens, segment_ids = batch["tokens"], batch["segment_ids"]
         choice_key, noise_key = jax.random.split(rng)
@@ -149,36 +149,28 @@ class Method:
 
     # ------------------------------------------------------------- method
     def init(self, rng: jax.Array, batch: dict) -> dict:
-        inputs, _, _, _ = self.model_batch(batch, jax.random.key(EVAL_SEED))
+        inputs, _, _, _ = self.model_batch(batch, jax.random.key(NOISE_SEED))
         return self.model.init(rng, **inputs, train=False)
 
-    def loss_sums(self, params, batch: dict, rng: jax.Array, train: bool):
+    def loss_sums(self, params, batch: dict, rng: jax.Array, train: bool = False):
         """Per example: (nll sum, target tokens, target characters, choice), each [B]."""
         noise_key, dropout_key = jax.random.split(rng)
         inputs, targets, loss_mask, choice = self.model_batch(batch, noise_key)
-        nll = language.token_nll(self._logits(params, inputs, train, dropout_key), targets)
-        nll_sum, count = language.loss_sums(nll, loss_mask)
-        chars = jnp.sum(jnp.where(loss_mask, self.char_lengths[targets], 0), axis=1)
-        return nll_sum, count, chars.astype(jnp.float32), choice
+        logits = self._logits(params, inputs, train, dropout_key)
+        return (*language.loss_sums(logits, targets, loss_mask, self.char_lengths), choice)
 
     def loss_fn(self, params, state, batch, rng, step):
         del step
         nll_sum, count, _, choice = self.loss_sums(params, batch, rng, train=True)
-        tokens = jnp.sum(count)
-        loss = jnp.sum(nll_sum) / jnp.maximum(tokens, 1.0)
-        metrics = {"loss": loss, "tokens": tokens}
-        if len(self.denoisers) > 1:
-            metrics.update(mixture.metrics_by_objective(
-                [d.name for d in self.denoisers], choice, nll_sum, count))
+        loss, metrics = mixture.mixture_loss([d.name for d in self.denoisers], choice, nll_sum,
+                                             count)
         return loss, (metrics, state)
 
     def evaluate(self, variables, train_source, eval_source, mesh, eval_config) -> dict[str, float]:
         """Loss (nats/token), perplexity and bits per character over the eval split."""
         del train_source
-        rng = jax.random.key(EVAL_SEED)
-        sums_fn = jax.jit(lambda v, b: self.loss_sums(v["params"], b, rng, train=False)[:3])
-        return evaluate_perplexity(sums_fn, variables, eval_source, mesh,
-                                   eval_config["batch_size"], eval_config["max_test_examples"])
+        return evaluate_with_fixed_noise(self.loss_sums, variables, eval_source, mesh,
+                                         eval_config)
 
     def next_token_logits(self, params, tokens: jax.Array, length: jax.Array) -> jax.Array:
         """Decoder-only: logits float32 [B, V] for the token after tokens[:, :length]

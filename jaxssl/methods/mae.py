@@ -134,7 +134,7 @@ class MaskedAutoencoder(nn.Module):
         return self.decoder_pred(x[:, prefix:], channels)
 
     def __call__(self, images, keep_idx, ids_restore, train: bool) -> jax.Array:
-        """Images [B, H, W, C] + masking from `mim.random_masking` -> pixels float32 [B, L, p*p*C]."""
+        """Images [B, H, W, C] + `mim.random_masking` outputs -> pixels float32 [B, L, p*p*C]."""
         grid = (images.shape[1] // self.backbone.patch, images.shape[2] // self.backbone.patch)
         return self.decode(self.encode(images, keep_idx, train), ids_restore, grid,
                            images.shape[-1], train)
@@ -170,7 +170,7 @@ class MaskedImageMethod:
         self.config, self.model, self.mask_ratio = config, model, mask_ratio
         self.patch = config.model.patch
         self.recipe = augment.AugmentRecipe.from_config(config.augment)
-        self._reconstruct = jax.jit(self.reconstruct)
+        self.reconstruct = jax.jit(self._reconstruct)
 
     def masks(self, rng: jax.Array, images: jax.Array):
         """`mim.random_masking` for images [B, H, W, C]: (keep_idx, mask, ids_restore)."""
@@ -195,9 +195,10 @@ class MaskedImageMethod:
         return self.model.apply(variables, images, *args, train=train, rngs=rngs), mask
 
     def init(self, rng: jax.Array, batch: dict) -> dict:
+        mask_rng, params_rng = jax.random.split(rng)
         images = self.model_input(batch["image"])
-        args, _ = self.model_inputs(rng, images)
-        return self.model.init(rng, images, *args, train=False)
+        args, _ = self.model_inputs(mask_rng, images)
+        return self.model.init(params_rng, images, *args, train=False)
 
     def loss_fn(self, params, state, batch, rng, step):
         del step
@@ -211,10 +212,11 @@ class MaskedImageMethod:
         return self.model.apply(variables, self.model_input(images),
                                 method=backbone_features).astype(jnp.float32)
 
-    def reconstruct(self, variables: dict, images: jax.Array):
+    def _reconstruct(self, variables: dict, images: jax.Array):
         """uint8 [n, H, W, C] -> (model input [n, S, S, C], pred [n, L, p*p*C], mask [n, L]).
 
-        The masks come from the fixed key PICTURE_MASK_SEED.
+        The masks come from the fixed key PICTURE_MASK_SEED. Jitted as
+        `self.reconstruct`.
         """
         model_images = self.model_input(images)
         pred, mask = self.predict(variables, model_images, jax.random.key(PICTURE_MASK_SEED),
@@ -223,7 +225,7 @@ class MaskedImageMethod:
 
     def write_pictures(self, variables: dict, images: np.ndarray, path: str) -> None:
         """PNG at `path`: rows original / masked / reconstruction of images uint8 [n, H, W, C]."""
-        model_images, pred, mask = jax.device_get(self._reconstruct(variables, images))
+        model_images, pred, mask = jax.device_get(self.reconstruct(variables, images))
         pictures.write_reconstruction_grid(path, model_images, pred, mask, self.patch,
                                            self.pixels_normalised)
 

@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxssl.methods import base
-from jaxssl.methods.mae import MaskedImageMethod, PixelHead, build_vit, mask_token_param, \
-    num_prefix_tokens
+from jaxssl.methods.mae import (MaskedImageMethod, PixelHead, build_vit, mask_token_param,
+                                num_prefix_tokens)
 from jaxssl.models.vit import ViT
 from jaxssl.objectives import mim
 

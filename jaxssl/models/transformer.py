@@ -165,7 +165,8 @@ class Embedder(nn.Module):
             (self.vocab_size, self.hidden), jnp.float32)
         if self.posemb == "learned":
             self.position_embedding = self.param(
-                "position_embedding", nn.with_logical_partitioning(_embedding_init, ("pos", "embed")),
+                "position_embedding",
+                nn.with_logical_partitioning(_embedding_init, ("pos", "embed")),
                 (self.max_length, self.hidden), jnp.float32)
         if not self.tied:
             self.output_kernel = self.param(
@@ -218,17 +219,32 @@ class _Sizes(nn.Module):
 class LanguageModel(_Sizes):
     """Decoder-only (autoregressive flags True), encoder-only (False) or prefix-LM Transformer.
 
-    __call__(tokens, segment_ids, positions, autoregressive bool [B, T], train)
-    -> logits float32 [B, T, vocab_size].
+    __call__(tokens, segment_ids, positions, autoregressive bool [B, T], train,
+             prefix=None) -> logits float32 [B, T, vocab_size].
+
+    `prefix` [B, P, D] (e.g. image tokens) is put before the token embeddings
+    as a fully visible, non-autoregressive part of segment 1 that carries its
+    own position information; for rotary attention it takes positions
+    0..P-1 and the tokens' positions are shifted by P. Logits are for the
+    tokens only.
     """
 
     @nn.compact
-    def __call__(self, tokens, segment_ids, positions, autoregressive, train: bool):
+    def __call__(self, tokens, segment_ids, positions, autoregressive, train: bool, prefix=None):
         embedder = self._embedder()
         x = self._embed(embedder, tokens, positions, train)
+        if prefix is not None:
+            batch, length = prefix.shape[:2]
+            x = jnp.concatenate([prefix.astype(x.dtype), x], axis=1)
+            segment_ids = jnp.concatenate([jnp.ones((batch, length), segment_ids.dtype),
+                                           segment_ids], axis=1)
+            positions = jnp.concatenate([jnp.broadcast_to(jnp.arange(length), (batch, length)),
+                                         positions + length], axis=1)
+            autoregressive = jnp.concatenate([jnp.zeros((batch, length), bool), autoregressive],
+                                             axis=1)
         mask = attention_mask(segment_ids, segment_ids, autoregressive)
         x = self._stack("stack", self.depth)(x, mask, positions, not train)
-        return embedder.logits(x)
+        return embedder.logits(x[:, x.shape[1] - tokens.shape[1]:])
 
 
 class EncoderDecoder(_Sizes):

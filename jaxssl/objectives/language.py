@@ -110,7 +110,8 @@ def span_corruption_lengths(length: int, noise_density: float, mean_span: float
 def _random_segmentation(rng: jax.Array, num_items: int, num_segments: int) -> jax.Array:
     """int32 [num_segments]: lengths (each >= 1, summing to num_items) of a uniformly
     random split of num_items items into num_segments non-empty runs."""
-    first_in_segment = jax.random.permutation(rng, jnp.arange(num_items - 1) < num_segments - 1)
+    # A uniformly random (num_segments - 1)-subset of the num_items - 1 gaps between items.
+    first_in_segment = jnp.argsort(jax.random.uniform(rng, (num_items - 1,))) < num_segments - 1
     segment_id = jnp.cumsum(jnp.concatenate([jnp.zeros(1, jnp.int32),
                                              first_in_segment.astype(jnp.int32)]))
     return jnp.zeros(num_segments, jnp.int32).at[segment_id].add(1)
@@ -313,8 +314,11 @@ def split_points_to_flags(split: jax.Array, length: int) -> jax.Array:
     return jnp.arange(length)[None, :] >= split[:, None]
 
 
-def loss_sums(nll: jax.Array, loss_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Per-row (sum of nll over masked targets, count), each float32 [B]."""
+def loss_sums(logits: jax.Array, targets: jax.Array, loss_mask: jax.Array,
+              char_lengths: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Per row: (summed nll of the targets under loss_mask, their number, the characters
+    they spell), each float32 [B]; char_lengths int [V] gives each id's characters."""
     weights = loss_mask.astype(jnp.float32)
-    return jnp.sum(nll * weights, axis=1), jnp.sum(weights, axis=1)
+    return (jnp.sum(token_nll(logits, targets) * weights, axis=1), jnp.sum(weights, axis=1),
+            jnp.sum(char_lengths[targets] * weights, axis=1))
 

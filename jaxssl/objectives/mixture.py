@@ -61,6 +61,22 @@ def metrics_by_objective(names: Sequence[str], choice: jax.Array, loss_sum: jax.
     for name in dict.fromkeys(names):
         members = jnp.isin(choice, jnp.asarray([k for k, n in enumerate(names) if n == name]))
         tokens = jnp.sum(jnp.where(members, count, 0.0))
-        metrics[f"{name}/loss"] = jnp.sum(jnp.where(members, loss_sum, 0.0)) / jnp.maximum(tokens, 1.0)
+        total = jnp.sum(jnp.where(members, loss_sum, 0.0))
+        metrics[f"{name}/loss"] = total / jnp.maximum(tokens, 1.0)
         metrics[f"{name}/tokens"] = tokens
     return metrics
+
+
+def mixture_loss(names: Sequence[str], choice: jax.Array, loss_sum: jax.Array, count: jax.Array
+                 ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """(mean loss over all target tokens of the batch, metrics).
+
+    Metrics: 'loss', 'tokens' and, when there are several objectives,
+    `metrics_by_objective`. Arguments as for `metrics_by_objective`.
+    """
+    tokens = jnp.sum(count)
+    loss = jnp.sum(loss_sum) / jnp.maximum(tokens, 1.0)
+    metrics = {"loss": loss, "tokens": tokens}
+    if len(names) > 1:
+        metrics.update(metrics_by_objective(names, choice, loss_sum, count))
+    return loss, metrics

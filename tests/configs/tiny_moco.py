@@ -12,7 +12,7 @@ def get_config(arg=None):
                   "frozen_patch_embed": True},
         "moco": {"proj_hidden_dims": (64, 64), "proj_dim": 16, "pred_hidden_dims": (64,)},
         "augment": {"brightness": 0.4, "contrast": 0.4, "saturation": 0.2, "hue": 0.1},
-        "optim": {"name": "adamw", "base_lr": 1e-3, "lr_scaling": "none"},
+        "optim": {"name": "sgd", "base_lr": 0.1, "lr_scaling": "none"},
         "eval": {"max_train_examples": 64, "max_test_examples": 32, "probe_epochs": 2},
         "checkpoint": {"async_save": False},
         "log": {"every_steps": 1, "tensorboard": False, "progress_bar": False},

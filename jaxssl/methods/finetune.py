@@ -1,0 +1,418 @@
+"""Supervised fine-tuning of a (pretrained) encoder: backbone + linear head, cross-entropy.
+
+The encoder is `config.model`, stored under 'backbone' like every method's
+encoder, so a pretraining checkpoint hands it over by path
+(`config.finetune.init_from`, see `jaxssl.handoff`); the linear head
+('head') starts fresh. Each step trains on one augmented view per labelled
+image (`config.augment`; configs use crop + flip, `FINETUNE_AUGMENT`).
+
+Modes (`finetune.mode`):
+  linear_probe  the encoder is frozen (evaluation mode, no gradient, its
+                updates zeroed); only the head trains;
+  full          everything trains;
+  lp_ft         linear probing for `lp_steps` steps (constant learning rate
+                from `lp_base_lr`), then full fine-tuning from the probed head
+                with the config's schedule over the remaining steps.
+With `full` and `lp_ft`:
+  layer_decay     layer-wise learning-rate decay: a parameter of layer l gets
+                  the learning rate times layer_decay ** (top - l) (see
+                  `layer_ids`: embeddings 0, block i -> i + 1, final norm and
+                  head top = depth + 1), so block i gets decay ** (depth - i);
+  unfreeze_every  gradual unfreezing from the top: layer l is frozen until
+                  step start + (top - l) * unfreeze_every (start = lp_steps
+                  under lp_ft, else 0); the head is never frozen;
+  l2sp            L2-SP: adds l2sp / 2 * ||encoder - pretrained encoder||^2.
+Evaluation: top-1 / top-5 on the eval split; for each a in `wise_alphas`,
+WiSE-FT: the encoder (1 - a) * pretrained + a * fine-tuned (parameters and
+batch statistics) with the fine-tuned head; and with `forgetting.name` set,
+kNN top-1 of the pretrained and of the current encoder on that data set.
+
+Low-label regimes: `labels_per_class` or `label_fraction` train on a
+deterministic class-balanced subset of the train split
+(`jaxssl.data.subsets`, seeded by `subset_seed`), which the trainer takes
+from `select_train_examples`.
+
+The pretrained encoder is kept in the method state ('pretrained') when L2-SP,
+WiSE-FT or the forgetting measure need it. Without `init_from` (training from
+scratch) "pretrained" means the encoder at initialisation. The hand-off is
+planned and checked from shapes in `init`, which the trainer traces while it
+validates its input, so a checkpoint that does not fit stops the run (one
+clear `HandoffError`) before anything is written.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxssl import handoff, optim, parallel
+from jaxssl.checkpoint import shapes_by_path
+from jaxssl.config import ConfigError
+from jaxssl.data import augment, subsets
+from jaxssl.data.sources import get_source
+from jaxssl.evaluate.classification import top_k_accuracy
+from jaxssl.evaluate.knn import knn_accuracy
+from jaxssl.evaluate.representation import extract_features
+from jaxssl.methods import base
+from jaxssl.models import LinearHead, build_backbone
+
+MODES = ("linear_probe", "full", "lp_ft")
+ENCODER = handoff.DESTINATION_ENCODER   # 'backbone'
+HEAD = "head"
+PRETRAINED = "pretrained"               # method-state collection: the starting encoder
+NEVER = np.iinfo(np.int32).max          # open step of the linear probe's frozen encoder
+# Fine-tuning augmentation: random resized crop + flip, no colour changes.
+FINETUNE_AUGMENT = dict(crop_scale=(0.35, 1.0), flip_prob=0.5, jitter_prob=0.0,
+                        grayscale_prob=0.0, blur_prob=0.0, solarize_prob=0.0)
+
+_BLOCK = re.compile(r"(?:^|/)(?:block(\d+)|stage(\d+)_block(\d+))(?:/|$)")
+_SCANNED_BLOCKS = re.compile(r"(?:^|/)blocks(?:/|$)")
+_TOP_MODULES = re.compile(r"(?:^|/)encoder_norm(?:/|$)")
+
+
+class Classifier(nn.Module):
+    """Encoder features [B, D] -> linear head -> float32 logits [B, num_classes]."""
+    backbone: nn.Module
+    head: nn.Module
+
+    def encode(self, x: jax.Array, train: bool) -> jax.Array:
+        return self.backbone(x, train=train)
+
+    def classify(self, features: jax.Array) -> jax.Array:
+        return self.head(features)
+
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        return self.classify(self.encode(x, train))
+
+
+# ------------------------------------------------------------ pure helpers
+def layer_ids(params: Mapping[str, Any]) -> tuple[dict, int]:
+    """Layer id of every parameter of {'backbone': ..., 'head': ...}, and the top id.
+
+    Blocks (ViT 'block<i>', ResNet 'stage<s>_block<b>' in order, or the
+    stacked 'blocks' of a scanned ViT) get 1..depth; the final 'encoder_norm'
+    and the head get top = depth + 1; everything else (patch / position
+    embeddings, class token, ResNet stem) gets 0. Leaves are ints, or int
+    arrays [depth, 1, ...] for stacked blocks.
+    """
+    leaves = handoff.flatten_paths(params)
+    blocks = sorted({_block_key(path) for path in leaves} - {None})
+    stacked = [leaf.shape[0] for path, leaf in leaves.items() if _SCANNED_BLOCKS.search(path)]
+    depth = len(blocks) or (stacked[0] if stacked else 0)
+    top = depth + 1
+    index = {block: i + 1 for i, block in enumerate(blocks)}
+
+    def leaf_id(path: str, leaf) -> Any:
+        if path.split("/")[0] == HEAD or _TOP_MODULES.search(path):
+            return top
+        if _SCANNED_BLOCKS.search(path):
+            return np.arange(1, depth + 1).reshape((depth,) + (1,) * (leaf.ndim - 1))
+        return index.get(_block_key(path), 0)
+
+    ids = [leaf_id(path, leaf) for path, leaf in leaves.items()]
+    return jax.tree_util.tree_unflatten(jax.tree.structure(params), ids), top
+
+
+def _block_key(path: str) -> tuple[int, ...] | None:
+    """(i,) for a ViT 'block<i>', (s, b) for a ResNet 'stage<s>_block<b>', else None."""
+    match = _BLOCK.search(path)
+    return tuple(int(g) for g in match.groups() if g is not None) if match else None
+
+
+def interpolate_weights(pretrained: Any, finetuned: Any, alpha: float) -> Any:
+    """WiSE-FT mix (1 - alpha) * pretrained + alpha * finetuned, leaf by leaf (same dtypes)."""
+    return jax.tree.map(lambda p, f: ((1.0 - alpha) * p + alpha * f).astype(f.dtype),
+                        pretrained, finetuned)
+
+
+_interpolate = jax.jit(interpolate_weights)
+
+
+def encoder_variables(variables: Mapping[str, Any]) -> dict:
+    """{collection: encoder subtree} of model variables: {'params': ..., 'batch_stats': ...}."""
+    return {c: v[ENCODER] for c, v in variables.items() if c != PRETRAINED and ENCODER in v}
+
+
+def with_encoder(variables: Mapping[str, Any], encoder: Mapping[str, Any]) -> dict:
+    """`variables` with the encoder subtree of each collection replaced by `encoder`'s."""
+    return {c: ({**v, ENCODER: encoder[c]} if c in encoder else v) for c, v in variables.items()}
+
+
+# ------------------------------------------------------------------ method
+class Method:
+    """Fine-tuning on labelled images; see the module docstring."""
+
+    @staticmethod
+    def default_config() -> ml_collections.ConfigDict:
+        return ml_collections.ConfigDict(dict(
+            num_classes=0,          # classes of data.name (required)
+            init_from=dict(checkpoint="", subtree="backbone", renames=(), skip=()),
+            mode="full",            # linear_probe | full | lp_ft
+            lp_steps=0,             # lp_ft: steps of linear probing first
+            lp_base_lr=0.0,         # lp_ft: base lr of the probing phase; 0 = optim.base_lr
+            layer_decay=1.0,        # layer-wise lr decay; 1 = off
+            unfreeze_every=0,       # gradual unfreezing: one more layer every N steps; 0 = off
+            l2sp=0.0,               # L2-SP weight; 0 = off
+            wise_alphas=(),         # WiSE-FT mixing weights evaluated at each evaluation
+            head_init_std=0.0,      # 0 = zero-initialised head
+            labels_per_class=0,     # low-label regimes: class-balanced subset of the train split,
+            label_fraction=0.0,     # by count per class or by fraction (0 = all labels)
+            subset_seed=0,
+            forgetting=dict(name="", data_dir="", train_split="train", eval_split="test",
+                            max_train_examples=0, max_test_examples=0),
+        ))
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+        self.settings = settings = config.finetune
+        _check_settings(settings, config.total_steps)
+        self.recipe = augment.AugmentRecipe.from_config(config.augment)
+        dtype = base.DTYPES[config.compute_dtype]
+        self.model = Classifier(
+            backbone=build_backbone(config.model, dtype=dtype),
+            head=LinearHead(settings.num_classes, init_std=settings.head_init_std, dtype=dtype))
+        self.spec = (handoff.HandoffSpec.from_config(settings.init_from)
+                     if settings.init_from.checkpoint else None)
+        self.plan: handoff.HandoffPlan | None = None
+        self.keeps_pretrained = bool(settings.l2sp or settings.wise_alphas
+                                     or settings.forgetting.name)
+        forgetting = settings.forgetting
+        self.forgetting_sources = (
+            (get_source(forgetting.name, forgetting.train_split, forgetting.data_dir),
+             get_source(forgetting.name, forgetting.eval_split, forgetting.data_dir))
+            if forgetting.name else None)
+        self._jitted: dict = {}
+        self._subset_taken = False
+
+    # -------------------------------------------------------------- state
+    def init(self, rng: jax.Array, batch: dict) -> dict:
+        """Model variables, plus 'pretrained' (a copy of the encoder) when needed.
+
+        With `init_from`, the hand-off is planned and checked here, from the
+        shapes alone, so a checkpoint that does not fit stops the run before
+        anything is written.
+        """
+        settings = self.settings
+        if (settings.labels_per_class or settings.label_fraction) and not self._subset_taken:
+            raise ConfigError(
+                "finetune.labels_per_class / label_fraction need a trainer that calls "
+                "method.select_train_examples(train_source) before method.init")
+        size = base.view_size(self.config, batch["image"])
+        images = base.prepare_images(batch["image"], size)
+        variables = dict(self.model.init(rng, images, train=False))
+        if self.spec is not None and self.plan is None:
+            self.plan = handoff.prepare_handoff(self.spec, shapes_by_path(nn.meta.unbox(variables)))
+        if self.keeps_pretrained:
+            variables[PRETRAINED] = encoder_variables(variables)
+        return variables
+
+    def select_train_examples(self, source):
+        """The labelled subset of the train split that fine-tuning uses (all by default)."""
+        self._subset_taken = True
+        return subsets.labelled_subset(source, self.settings.labels_per_class,
+                                       self.settings.label_fraction, self.settings.subset_seed)
+
+    def load_pretrained(self, state, shardings, workdir: str | None = None):
+        """Swaps the planned pretrained arrays into a fresh state, on its shardings.
+
+        Prints the hand-off report (and writes it to workdir/handoff.txt when
+        `workdir` is given). The 'pretrained' copy becomes the loaded encoder.
+        """
+        if self.spec is None:
+            return state
+        variables = {"params": state.params, **state.method_state}
+        variable_shardings = {"params": shardings.params, **shardings.method_state}
+        flat = handoff.flatten_paths(variables)
+        flat_shardings = handoff.flatten_paths(variable_shardings)
+        abstract = {path: jax.ShapeDtypeStruct(flat[path].shape, flat[path].dtype,
+                                               sharding=flat_shardings[path])
+                    for path in self.plan.loads}
+        variables = handoff.set_paths(variables, handoff.restore_handoff(self.plan, abstract))
+        if self.keeps_pretrained:
+            variables[PRETRAINED] = jax.tree.map(lambda x: x.copy(), encoder_variables(variables))
+        report = self.plan.report()
+        if jax.process_index() == 0:
+            print(report, flush=True)
+            if workdir is not None:
+                with open(os.path.join(workdir, "handoff.txt"), "w") as f:
+                    f.write(report + "\n")
+        params, method_state = base.split_variables(variables)
+        return state.replace(params=params, method_state=method_state)
+
+    # -------------------------------------------------------------- optimizer
+    def learning_rate_schedule(self) -> optax.Schedule:
+        """The config's schedule; under lp_ft a constant probing lr first, then the schedule."""
+        config, settings = self.config, self.settings
+        batch = config.data.batch_size
+        if settings.mode != "lp_ft":
+            return optim.learning_rate_schedule(config.optim, config.total_steps, batch)
+        probe = optim.peak_learning_rate(
+            {**config.optim.to_dict(), "base_lr": settings.lp_base_lr or config.optim.base_lr},
+            batch)
+        full = optim.learning_rate_schedule(config.optim, config.total_steps - settings.lp_steps,
+                                            batch)
+        return optax.join_schedules([optax.constant_schedule(probe), full], [settings.lp_steps])
+
+    def optimizer(self) -> tuple[optax.GradientTransformation, optax.Schedule]:
+        settings = self.settings
+        schedule = self.learning_rate_schedule()
+        tx = optim.optimizer_with_schedule(self.config.optim, schedule)
+        if settings.layer_decay != 1.0:
+            tx = optax.chain(tx, optim.scale_updates_per_leaf(self.layer_scales))
+        if settings.mode != "full" or settings.unfreeze_every:
+            tx = optax.chain(tx, optim.freeze_until(self.open_steps))
+        return tx, schedule
+
+    def layer_scales(self, params: Mapping[str, Any]) -> dict:
+        """Learning-rate scale of every parameter: layer_decay ** (top - layer id)."""
+        ids, top = layer_ids(params)
+        return optim.layer_decay_scales(ids, self.settings.layer_decay, top)
+
+    def open_steps(self, params: Mapping[str, Any]) -> dict:
+        """First step at which each parameter may change (head 0; see the module docstring)."""
+        settings = self.settings
+        ids, top = layer_ids(params)
+        start = {"linear_probe": NEVER, "lp_ft": settings.lp_steps, "full": 0}[settings.mode]
+        return {k: (jax.tree.map(lambda _: 0, v) if k != ENCODER else
+                    optim.unfreeze_open_steps(v, top, settings.unfreeze_every, start))
+                for k, v in ids.items()}
+
+    # -------------------------------------------------------------- training
+    def _views(self, rng: jax.Array, images: jax.Array) -> jax.Array:
+        """uint8 [B, H, W, C] -> one augmented view per image [B, S, S, C] in [-1, 1]."""
+        size = base.view_size(self.config, images)
+        return base.to_model_range(augment.augment_batch(rng, augment.to_float(images),
+                                                         self.recipe, size))
+
+    def _train_logits(self, params, state, views, rng, step):
+        """(logits [B, C], new state): frozen encoder while probing, else trained."""
+        stats = {c: v for c, v in state.items() if c != PRETRAINED}
+
+        def probe(_):
+            features = self.model.apply({"params": params, **stats}, views, train=False,
+                                        method=Classifier.encode)
+            logits = self.model.apply({"params": params}, jax.lax.stop_gradient(features),
+                                      method=Classifier.classify)
+            return logits, stats
+
+        def full(_):
+            return self.model.apply({"params": params, **stats}, views, train=True,
+                                    mutable=list(stats), rngs={"dropout": rng})
+
+        mode = self.settings.mode
+        if mode == "linear_probe":
+            logits, new_stats = probe(None)
+        elif mode == "full":
+            logits, new_stats = full(None)
+        else:
+            logits, new_stats = jax.lax.cond(step < self.settings.lp_steps, probe, full, None)
+        return logits, {**state, **new_stats}
+
+    def loss_fn(self, params, state, batch, rng, step):
+        view_rng, dropout_rng = jax.random.split(rng)
+        views = self._views(view_rng, batch["image"])
+        logits, new_state = self._train_logits(params, state, views, dropout_rng, step)
+        labels = batch["label"]
+        cross_entropy = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+        metrics = {"cross_entropy": cross_entropy,
+                   "train_top1": jnp.mean(jnp.argmax(logits, -1) == labels)}
+        loss = cross_entropy
+        if self.settings.l2sp:
+            penalty = optim.l2sp_penalty(params[ENCODER], state[PRETRAINED]["params"],
+                                         self.settings.l2sp)
+            metrics["l2sp_penalty"] = penalty
+            loss = loss + penalty
+        return loss, ({**metrics, "loss": loss}, new_state)
+
+    # ------------------------------------------------------------ evaluation
+    def features(self, variables: dict, images: jax.Array) -> jax.Array:
+        """Encoder features float32 [B, D] of uint8 images [B, H, W, C], evaluation mode."""
+        x = base.prepare_images(images, base.view_size(self.config, images))
+        return self.model.apply(_model_variables(variables), x, train=False,
+                                method=Classifier.encode).astype(jnp.float32)
+
+    def logits(self, variables: dict, images: jax.Array) -> jax.Array:
+        """Class logits float32 [B, num_classes] of uint8 images [B, H, W, C], evaluation mode."""
+        x = base.prepare_images(images, base.view_size(self.config, images))
+        return self.model.apply(_model_variables(variables), x, train=False)
+
+    def _jit(self, name: str, mesh):
+        key = (name, mesh)
+        if key not in self._jitted:
+            self._jitted[key] = jax.jit(getattr(self, name),
+                                        out_shardings=parallel.batch_sharding(mesh))
+        return self._jitted[key]
+
+    def eval_logits(self, variables, source, mesh, eval_config) -> tuple[np.ndarray, np.ndarray]:
+        """(logits float32 [N, C], labels [N]) over the first eval.max_test_examples of `source`."""
+        return extract_features(self._jit("logits", mesh), variables, source, mesh,
+                                eval_config["batch_size"], eval_config["max_test_examples"])
+
+    def evaluate(self, variables, train_source, eval_source, mesh, eval_config) -> dict[str, float]:
+        """Fractions in [0, 1]: 'top1', 'top5' on the eval split; per WiSE-FT alpha a,
+        'wise<a>_top1'; with a forgetting data set, its kNN top-1 'forgetting_knn_before'
+        (the pretrained encoder), 'forgetting_knn_after' and 'forgetting_knn_wise<a>'."""
+        del train_source
+        forgetting = self.forgetting_sources is not None
+        results = self._accuracy(variables, eval_source, mesh, eval_config)
+        if forgetting:
+            results["forgetting_knn_before"] = self.forgetting_knn(
+                with_encoder(variables, variables[PRETRAINED]), mesh, eval_config)
+            results["forgetting_knn_after"] = self.forgetting_knn(variables, mesh, eval_config)
+        for alpha in self.settings.wise_alphas:
+            mixed = with_encoder(variables, _interpolate(variables[PRETRAINED],
+                                                         encoder_variables(variables), alpha))
+            results[f"wise{alpha:g}_top1"] = self._accuracy(
+                mixed, eval_source, mesh, eval_config)["top1"]
+            if forgetting:
+                results[f"forgetting_knn_wise{alpha:g}"] = self.forgetting_knn(mixed, mesh,
+                                                                              eval_config)
+        return results
+
+    def _accuracy(self, variables, source, mesh, eval_config) -> dict[str, float]:
+        """top1 and top5 in [0, 1] on the first eval.max_test_examples of `source`."""
+        logits, labels = self.eval_logits(variables, source, mesh, eval_config)
+        return {f"top{k}": top_k_accuracy(logits, labels, k) for k in (1, 5)}
+
+    def forgetting_knn(self, variables, mesh, eval_config) -> float:
+        """kNN top-1 in [0, 1] of the encoder's features on the forgetting data set."""
+        limits = self.settings.forgetting
+        train_source, test_source = self.forgetting_sources
+        features = functools.partial(extract_features, self._jit("features", mesh), variables,
+                                     mesh=mesh, batch_size=eval_config["batch_size"])
+        train_x, train_y = features(train_source, limit=limits.max_train_examples)
+        test_x, test_y = features(test_source, limit=limits.max_test_examples)
+        return knn_accuracy(train_x, train_y, test_x, test_y, train_source.num_classes,
+                            k=eval_config["knn_k"], temperature=eval_config["knn_temperature"])
+
+
+def _model_variables(variables: Mapping[str, Any]) -> dict:
+    """The collections the model itself reads (without the 'pretrained' copy)."""
+    return {c: v for c, v in variables.items() if c != PRETRAINED}
+
+
+def _check_settings(settings: ml_collections.ConfigDict, total_steps: int) -> None:
+    """ConfigError for fine-tuning settings that cannot work together."""
+    if settings.num_classes < 1:
+        raise ConfigError("config key 'finetune.num_classes' must be set to the number of classes")
+    if settings.mode not in MODES:
+        raise ConfigError(
+            f"config key 'finetune.mode' must be one of {MODES}, got {settings.mode!r}")
+    if settings.mode == "lp_ft" and not 0 < settings.lp_steps < total_steps:
+        raise ConfigError(f"finetune.mode='lp_ft' needs 0 < finetune.lp_steps < total_steps="
+                          f"{total_steps}, got {settings.lp_steps}")
+    if settings.mode == "linear_probe" and (settings.layer_decay != 1.0 or settings.unfreeze_every
+                                            or settings.l2sp):
+        raise ConfigError("finetune.mode='linear_probe' freezes the encoder: layer_decay, "
+                          "unfreeze_every and l2sp do not apply")
+    if not 0.0 < settings.layer_decay <= 1.0 or settings.unfreeze_every < 0 or settings.l2sp < 0:
+        raise ConfigError("finetune.layer_decay must be in (0, 1], unfreeze_every and l2sp >= 0")

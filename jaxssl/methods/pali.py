@@ -1,0 +1,140 @@
+"""PaLI-X-style image+text pretraining: a ViT's image tokens as the fully visible
+prefix of a byte-level text decoder, trained on a mixture of
+
+  'prefix'  prefix completion: image + caption[:p] -> caption[p:], p ~ U[1, L-1];
+  'masked'  masked-token completion: image + caption with noise spans replaced by
+            sentinels -> the sentinels and their spans (T5 span corruption),
+
+chosen per example (or per batch) with rates `pali.objective_rates`; the loss
+and token count of each are logged as 'prefix/...' and 'masked/...'.
+
+Captions: this method runs on any labelled image dataset by captioning each
+image from its class name, `pali.caption_template.format(class name)`
+(e.g. 'a picture of the digit seven'), right-padded with spaces to a common
+length. These are SYNTHETIC captions, for tests and small experiments: they
+only carry the label, and `pali.class_names` must name every label of the data. Real caption datasets (tfds coco_captions) are not
+wired in yet.
+
+The ViT is the config's `model` (stored under 'backbone', like every
+method's encoder); its tokens are projected to the text width.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxssl.data import text
+from jaxssl.evaluate.perplexity import NOISE_SEED, evaluate_with_fixed_noise
+from jaxssl.methods import base
+from jaxssl.models import build_backbone
+from jaxssl.models.transformer import LanguageModel
+from jaxssl.models.vit import _dense
+from jaxssl.objectives import language, mixture
+
+DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+def caption_table(tokenizer: text.Tokenizer, template: str, class_names) -> np.ndarray:
+    """int32 [num_classes, L]: each class's caption, space-padded to the longest."""
+    captions = [template.format(name) for name in class_names]
+    width = max(len(c) for c in captions)
+    return np.stack([tokenizer.encode(c.ljust(width)) for c in captions])
+
+
+class ImagePrefixLM(nn.Module):
+    """ViT tokens [B, N, Dv] -> Dense -> prefix of a LanguageModel over caption tokens."""
+    backbone: nn.Module
+    decoder: LanguageModel
+
+    @nn.compact
+    def __call__(self, images, tokens, segment_ids, positions, autoregressive, train: bool):
+        image_tokens = self.backbone.encode_tokens(self.backbone.embed_patches(images), train)
+        prefix = _dense(self.decoder.hidden, ("embed", "embed"), self.decoder.dtype,
+                        "image_projection")(image_tokens)
+        return self.decoder(tokens, segment_ids, positions, autoregressive, train, prefix=prefix)
+
+
+class Method:
+    """PaLI-style prefix-completion + masked-token-completion mixture on captioned images."""
+
+    @staticmethod
+    def default_config() -> ml_collections.ConfigDict:
+        return ml_collections.ConfigDict(dict(
+            caption_template="a picture of the digit {}",
+            class_names=DIGIT_NAMES,
+            text_hidden=128,
+            text_depth=2,
+            text_heads=4,
+            mlp_ratio=4.0,
+            objective_rates=(0.5, 0.5),  # prefix completion, masked-token completion
+            noise_density=0.15,
+            mean_span=3.0,
+            per_example_mixture=True,
+            num_sentinels=16,
+        ))
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+        pali = config.pali
+        if config.model.name not in ("vit", "vit_tiny", "vit_small", "vit_base", "vit_large"):
+            raise ValueError(f"method 'pali' needs a ViT (model.name='vit...'), "
+                             f"got {config.model.name!r}")
+        self.tokenizer = text.ByteTokenizer(pali.num_sentinels)
+        self.captions = jnp.asarray(caption_table(self.tokenizer, pali.caption_template,
+                                                  pali.class_names))
+        self.denoisers = (language.Denoiser("prefix"),
+                          language.Denoiser("masked", pali.noise_density, pali.mean_span))
+        self.rates = tuple(mixture.check_rates(pali.objective_rates))
+        dtype = base.DTYPES[config.compute_dtype]
+        caption_length = self.captions.shape[1]
+        decoder = LanguageModel(
+            vocab_size=self.tokenizer.vocab_size, max_length=2 * caption_length + 2,
+            hidden=pali.text_hidden, depth=pali.text_depth, num_heads=pali.text_heads,
+            mlp_dim=int(round(pali.text_hidden * pali.mlp_ratio)), dtype=dtype)
+        self.model = ImagePrefixLM(build_backbone(config.model, dtype=dtype), decoder)
+        self.char_lengths = jnp.asarray(self.tokenizer.char_lengths())
+
+    def _model_inputs(self, batch: dict, rng: jax.Array):
+        """(images [B, S, S, C], decoder-only text stream, choice int32 [B])."""
+        choice_key, noise_key = jax.random.split(rng)
+        captions = self.captions[batch["label"]]
+        choice = mixture.choose(choice_key, self.rates, captions.shape[0],
+                                self.config.pali.per_example_mixture)
+        example = language.mixture_of_denoisers(noise_key, captions, self.denoisers, choice,
+                                                self.tokenizer.sentinel_id(0))
+        images = base.prepare_images(batch["image"], base.view_size(self.config, batch["image"]))
+        return images, language.to_decoder_only(example), choice
+
+    def init(self, rng: jax.Array, batch: dict) -> dict:
+        images, stream, _ = self._model_inputs(batch, jax.random.key(NOISE_SEED))
+        stream = {k: v for k, v in stream.items() if k not in ("targets", "loss_mask")}
+        return self.model.init(rng, images, **stream, train=False)
+
+    def loss_sums(self, params, batch: dict, rng: jax.Array):
+        """Per example: (nll sum, target tokens, target characters, choice), each [B]."""
+        images, stream, choice = self._model_inputs(batch, rng)
+        targets, loss_mask = stream.pop("targets"), stream.pop("loss_mask")
+        logits = self.model.apply({"params": params}, images, **stream, train=False)
+        return (*language.loss_sums(logits, targets, loss_mask, self.char_lengths), choice)
+
+    def loss_fn(self, params, state, batch, rng, step):
+        del step
+        nll_sum, count, _, choice = self.loss_sums(params, batch, rng)
+        loss, metrics = mixture.mixture_loss([d.name for d in self.denoisers], choice, nll_sum,
+                                             count)
+        return loss, (metrics, state)
+
+    def evaluate(self, variables, train_source, eval_source, mesh, eval_config) -> dict[str, float]:
+        """Caption loss (nats/token), perplexity, bits per byte over the eval split."""
+        del train_source
+        return evaluate_with_fixed_noise(self.loss_sums, variables, eval_source, mesh,
+                                         eval_config)
+
+    def features(self, variables: dict, images: jax.Array) -> jax.Array:
+        """The ViT's pooled features, float32 [B, D] (for kNN / linear probes)."""
+        size = base.view_size(self.config, images)
+        features = self.model.backbone.apply({"params": variables["params"]["backbone"]},
+                                             base.prepare_images(images, size), train=False)
+        return features.astype(jnp.float32)
