@@ -5,8 +5,8 @@ time in seconds) / (peak FLOP/s of one device x number of devices). XLA's
 cost analysis counts the FLOPs of the per-device SPMD program, so the
 per-step FLOPs are multiplied back by the device count. The peak comes from
 `log.peak_flops_per_device` when set, else from `PEAK_FLOPS` by device kind,
-else (CPUs) from a measured float32 matmul shared among the process's CPU
-devices (virtual CPU devices split one machine), labelled as such.
+else (CPUs) from a measured float32 matmul shared among the CPU devices the
+step runs on (virtual CPU devices split one machine), labelled as such.
 """
 
 from __future__ import annotations
@@ -54,16 +54,20 @@ def measured_matmul_flops(device: jax.Device, size: int = 1024, repeats: int = 5
     return 2 * size**3 / float(np.median(times))
 
 
-def device_peak_flops(device: jax.Device, override: float = 0.0) -> tuple[float, str]:
-    """(peak FLOP/s of one device, where the number comes from)."""
+def device_peak_flops(device: jax.Device, override: float = 0.0,
+                      cpu_devices_in_use: int = 1) -> tuple[float, str]:
+    """(peak FLOP/s of one device, where the number comes from).
+
+    Virtual CPU devices share one machine: the measured CPU peak is divided
+    by `cpu_devices_in_use`, the number of this process's devices the step runs on.
+    """
     if override > 0:
         return override, "config"
     for kind, flops in sorted(PEAK_FLOPS.items(), key=lambda kv: -len(kv[0])):
         if device.device_kind.startswith(kind):
             return flops, f"table ({kind})"
-    shared_by = len(jax.local_devices(backend=device.platform))
-    return (measured_matmul_flops(device) / shared_by,
-            f"measured float32 matmul / {shared_by} local devices")
+    return (measured_matmul_flops(device) / cpu_devices_in_use,
+            f"measured float32 matmul / {cpu_devices_in_use} CPU devices in use")
 
 
 class MetricsLogger:

@@ -236,8 +236,8 @@ class Trainer:
         step = int(jax.device_get(state.step))
         train_step = self.compile_train_step()
         flops = log_lib.compiled_flops(train_step)
-        peak, peak_source = log_lib.device_peak_flops(jax.devices()[0],
-                                                      config.log.peak_flops_per_device)
+        peak, peak_source = log_lib.device_peak_flops(
+            jax.devices()[0], config.log.peak_flops_per_device, len(self.mesh.local_devices))
         logger = log_lib.MetricsLogger(self.workdir, config.log.tensorboard)
         progress = log_lib.ProgressBar(config.total_steps, step, config.log.progress_bar)
         preemption = Preemption()

@@ -34,14 +34,21 @@ def tiny_config(**sections):
     return config_lib.resolve(user)
 
 
-def one_step(mesh_config, devices, workdir, model=None):
-    config = tiny_config(mesh=mesh_config, **({"model": model} if model else {}))
+def one_step(mesh_config, devices, workdir):
+    # SGD at a constant, non-zero learning rate: the step really moves every parameter
+    # (Adam's first step would turn rounding noise in exactly-zero gradients into lr-sized moves).
+    config = tiny_config(mesh=mesh_config, optim={"name": "sgd", "base_lr": 0.5,
+                                                  "schedule": "constant", "warmup_steps": 0})
     trainer = Trainer(config, str(workdir), devices=devices)
     state = trainer.initial_state()
+    initial_params = jax.device_get(state.params)
     loader = pipeline.train_loader(trainer.train_source, config.data.batch_size, 0, 0, 1)
     batch = parallel.host_batch_to_global(next(iter(loader)), trainer.mesh)
     new_state, metrics = trainer.compile_train_step()(state, batch)
-    return jax.device_get(new_state.params), float(metrics["loss"]), new_state
+    params = jax.device_get(new_state.params)
+    moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), params, initial_params)
+    assert max(jax.tree.leaves(moved)) > 1e-3  # the compared step really updates parameters
+    return params, float(metrics["loss"]), new_state
 
 
 @pytest.fixture(scope="module")

@@ -74,7 +74,8 @@ def bench(n_devices: int, args) -> dict:
             times.append(time.perf_counter() - start)
     seconds = float(np.median(times))
     flops = log_lib.compiled_flops(step)
-    peak, peak_source = log_lib.device_peak_flops(jax.devices()[0])
+    peak, peak_source = log_lib.device_peak_flops(jax.devices()[0],
+                                                  cpu_devices_in_use=n_devices)
     return {"devices": n_devices, "device_kind": jax.devices()[0].device_kind,
             "model": args.model, "image_size": size, "batch": args.batch, "dtype": args.dtype,
             "compile_s": round(compile_s, 1), "step_time_s": seconds,
