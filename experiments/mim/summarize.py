@@ -1,11 +1,11 @@
-"""Loss curves (PNG) and a results JSON from finished MIM workdirs.
+"""One results JSON from finished MIM workdirs: final evaluation, loss and step time.
 
-  python experiments/mim/summarize.py WORKDIR [WORKDIR ...] --out experiments/mim
+  python experiments/mim/summarize.py WORKDIR [WORKDIR ...] --out experiments/mim/results.json
 
-For each workdir: the training loss from metrics.jsonl, the median logged
-step time, and the final evaluation of the pretrained and the randomly
-initialised encoder, read from the table `jaxssl.main` printed into the log
-next to the workdir (WORKDIR.log).
+For each workdir: the method and batch size (config.json), the steps, final
+loss and median logged step time (metrics.jsonl), and the final evaluation
+of the pretrained and the randomly initialised encoder (results.json, as
+`jaxssl.main` wrote it).
 """
 
 from __future__ import annotations
@@ -13,72 +13,41 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
-import matplotlib
 import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from jaxssl.logging import read_metrics  # noqa: E402
 
 
-def printed_results(log_path: str) -> dict[str, dict[str, float]]:
-    """The 'encoder  metric ...' table ending a jaxssl.main log -> {encoder: {metric: fraction}}."""
-    with open(log_path) as f:
-        lines = f.read().splitlines()
-    header = max(i for i, line in enumerate(lines) if line.startswith("encoder"))
-    metrics = lines[header].split()[1:]
-    table = {}
-    for line in lines[header + 1:]:
-        if not line.endswith("%"):
-            break
-        name, *values = line.rsplit(None, len(metrics))
-        table[name.strip()] = {m: round(float(v.rstrip("%")) / 100, 6)
-                               for m, v in zip(metrics, values)}
-    return table
+def _json(workdir: str, name: str) -> dict:
+    with open(os.path.join(workdir, name)) as f:
+        return json.load(f)
 
 
 def summarize(workdir: str) -> dict:
-    records = read_metrics(workdir)
-    train = [r for r in records if "loss" in r]
-    with open(os.path.join(workdir, "config.json")) as f:
-        config = json.load(f)
+    train = [r for r in read_metrics(workdir) if "loss" in r]
+    config = _json(workdir, "config.json")
     return {
         "method": config["method"],
         "steps": train[-1]["step"],
         "batch_size": config["data"]["batch_size"],
         "final_loss": train[-1]["loss"],
         "median_step_time_s": float(np.median([r["step_time_s"] for r in train[1:]])),
-        "loss_curve": [(r["step"], r["loss"]) for r in train],
-        "evaluation": printed_results(workdir.rstrip("/") + ".log"),
+        "evaluation": _json(workdir, "results.json"),
     }
-
-
-def plot_losses(summaries: list[dict], path: str) -> None:
-    """One panel per run: the two losses are in different units (normalised MSE vs L1)."""
-    fig, axes = plt.subplots(1, len(summaries), figsize=(5 * len(summaries), 3.5), squeeze=False)
-    for ax, summary in zip(axes[0], summaries):
-        steps, losses = zip(*summary["loss_curve"])
-        ax.plot(steps, losses)
-        ax.set(title=f"{summary['method']} training loss", xlabel="step", ylabel="loss")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workdirs", nargs="+")
-    parser.add_argument("--out", required=True, help="folder for loss_curves.png, results.json")
+    parser.add_argument("--out", required=True, help="path of the JSON to write")
     args = parser.parse_args()
     summaries = [summarize(w) for w in args.workdirs]
-    plot_losses(summaries, os.path.join(args.out, "loss_curves.png"))
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump([{k: v for k, v in s.items() if k != "loss_curve"} for s in summaries], f,
-                  indent=2)
-    for s in summaries:
-        print(s["method"], {k: v for k, v in s.items() if k not in ("loss_curve", "method")})
+    with open(args.out, "w") as f:
+        json.dump(summaries, f, indent=2)
+    print(json.dumps(summaries, indent=2))
 
 
 if __name__ == "__main__":

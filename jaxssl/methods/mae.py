@@ -195,10 +195,9 @@ class MaskedImageMethod:
         return self.model.apply(variables, images, *args, train=train, rngs=rngs), mask
 
     def init(self, rng: jax.Array, batch: dict) -> dict:
-        mask_rng, params_rng = jax.random.split(rng)
         images = self.model_input(batch["image"])
-        args, _ = self.model_inputs(mask_rng, images)
-        return self.model.init(params_rng, images, *args, train=False)
+        args, _ = self.model_inputs(rng, images)  # init masks only fix shapes
+        return self.model.init(rng, images, *args, train=False)
 
     def loss_fn(self, params, state, batch, rng, step):
         del step
