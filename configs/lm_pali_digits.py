@@ -9,7 +9,9 @@ the digits apart, since the class name is the only information in a caption.
 
   python -m jaxssl.main --config=configs/lm_pali_digits.py --workdir=/tmp/lm_runs/pali
 
-Measured on the 2-core CPU: see experiments/language/README.md.
+Measured on a shared 2-core CPU (2026-11-27): prefix/masked losses fall from
+3.6/3.7 to 0.17/0.07; validation loss 0.145; 7 min wall
+(experiments/language/README.md).
 """
 
 import ml_collections

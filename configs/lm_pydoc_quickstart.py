@@ -7,7 +7,8 @@ crosses documents; first 90% train, last 10% validation.
   python -m jaxssl.main --config=configs/lm_pydoc_quickstart.py --workdir=/tmp/lm_runs/pydoc
   python -m jaxssl.sample --workdir=/tmp/lm_runs/pydoc --prompt="The " --temperature=0.8
 
-Measured on the 2-core CPU: see experiments/language/README.md.
+Measured on a shared 2-core CPU (2026-11-27): validation loss 1.447 nats/byte
+(2.09 bits per character), 14 min wall (experiments/language/README.md).
 """
 
 import ml_collections

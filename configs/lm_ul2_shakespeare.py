@@ -9,7 +9,9 @@ same mixture (fixed key) over the last 10%. Metrics log each denoiser's loss
 
   python -m jaxssl.main --config=configs/lm_ul2_shakespeare.py --workdir=/tmp/lm_runs/ul2
 
-Measured on the 2-core CPU: see experiments/language/README.md.
+Measured on a shared 2-core CPU (2026-11-27): per-denoiser losses fall from
+about 3.5-3.7 to R 2.44, X 2.77, S 2.50; validation loss 2.52; 21 min wall
+(experiments/language/README.md).
 """
 
 import ml_collections

@@ -41,7 +41,29 @@ OBJECTIVES = {
     "encoder": ("mlm",),
     "encoder_decoder": ("span", "prefix", "ul2"),
 }
-class Method:
+class TokenLossMethod:
+    """The train loss and evaluation of methods that predict tokens ('lm', 'pali').
+
+    Subclasses define `denoisers` (the mixture's objectives, may be empty) and
+    loss_sums(params, batch, rng, train=False) -> (nll sum, target tokens,
+    target characters, objective choice), each [B] per example.
+    """
+
+    def loss_fn(self, params, state, batch, rng, step):
+        del step
+        nll_sum, count, _, choice = self.loss_sums(params, batch, rng, train=True)
+        loss, metrics = mixture.mixture_loss([d.name for d in self.denoisers], choice, nll_sum,
+                                             count)
+        return loss, (metrics, state)
+
+    def evaluate(self, variables, train_source, eval_source, mesh, eval_config) -> dict[str, float]:
+        """Loss (nats/token), perplexity and bits per character over the whole eval split."""
+        del train_source
+        return evaluate_with_fixed_noise(self.loss_sums, variables, eval_source, mesh,
+                                         eval_config)
+
+
+class Method(TokenLossMethod):
     """A Transformer language model and its objective, from `config.lm`."""
 
     @staticmethod
@@ -158,19 +180,6 @@ class Method:
         inputs, targets, loss_mask, choice = self.model_batch(batch, noise_key)
         logits = self._logits(params, inputs, train, dropout_key)
         return (*language.loss_sums(logits, targets, loss_mask, self.char_lengths), choice)
-
-    def loss_fn(self, params, state, batch, rng, step):
-        del step
-        nll_sum, count, _, choice = self.loss_sums(params, batch, rng, train=True)
-        loss, metrics = mixture.mixture_loss([d.name for d in self.denoisers], choice, nll_sum,
-                                             count)
-        return loss, (metrics, state)
-
-    def evaluate(self, variables, train_source, eval_source, mesh, eval_config) -> dict[str, float]:
-        """Loss (nats/token), perplexity and bits per character over the eval split."""
-        del train_source
-        return evaluate_with_fixed_noise(self.loss_sums, variables, eval_source, mesh,
-                                         eval_config)
 
     def next_token_logits(self, params, tokens: jax.Array, length: jax.Array) -> jax.Array:
         """Decoder-only: logits float32 [B, V] for the token after tokens[:, :length]

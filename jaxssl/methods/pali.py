@@ -28,8 +28,9 @@ import ml_collections
 import numpy as np
 
 from jaxssl.data import text
-from jaxssl.evaluate.perplexity import NOISE_SEED, evaluate_with_fixed_noise
+from jaxssl.evaluate.perplexity import NOISE_SEED
 from jaxssl.methods import base
+from jaxssl.methods.lm import TokenLossMethod
 from jaxssl.models import build_backbone
 from jaxssl.models.transformer import LanguageModel
 from jaxssl.models.vit import _dense
@@ -56,8 +57,10 @@ class ImagePrefixLM(nn.Module):
         return self.decoder(tokens, segment_ids, positions, autoregressive, train, prefix=prefix)
 
 
-class Method:
-    """PaLI-style prefix-completion + masked-token-completion mixture on captioned images."""
+class Method(TokenLossMethod):
+    """PaLI-style prefix-completion + masked-token-completion mixture on captioned images.
+
+    Evaluation: caption loss, perplexity and bits per byte over the eval split."""
 
     @staticmethod
     def default_config() -> ml_collections.ConfigDict:
@@ -112,25 +115,14 @@ class Method:
         stream = {k: v for k, v in stream.items() if k not in ("targets", "loss_mask")}
         return self.model.init(rng, images, **stream, train=False)
 
-    def loss_sums(self, params, batch: dict, rng: jax.Array):
+    def loss_sums(self, params, batch: dict, rng: jax.Array, train: bool = False):
         """Per example: (nll sum, target tokens, target characters, choice), each [B]."""
-        images, stream, choice = self._model_inputs(batch, rng)
+        noise_key, dropout_key = jax.random.split(rng)
+        images, stream, choice = self._model_inputs(batch, noise_key)
         targets, loss_mask = stream.pop("targets"), stream.pop("loss_mask")
-        logits = self.model.apply({"params": params}, images, **stream, train=False)
+        logits = self.model.apply({"params": params}, images, **stream, train=train,
+                                  rngs={"dropout": dropout_key})
         return (*language.loss_sums(logits, targets, loss_mask, self.char_lengths), choice)
-
-    def loss_fn(self, params, state, batch, rng, step):
-        del step
-        nll_sum, count, _, choice = self.loss_sums(params, batch, rng)
-        loss, metrics = mixture.mixture_loss([d.name for d in self.denoisers], choice, nll_sum,
-                                             count)
-        return loss, (metrics, state)
-
-    def evaluate(self, variables, train_source, eval_source, mesh, eval_config) -> dict[str, float]:
-        """Caption loss (nats/token), perplexity, bits per byte over the eval split."""
-        del train_source
-        return evaluate_with_fixed_noise(self.loss_sums, variables, eval_source, mesh,
-                                         eval_config)
 
     def features(self, variables: dict, images: jax.Array) -> jax.Array:
         """The ViT's pooled features, float32 [B, D] (for kNN / linear probes)."""
