@@ -38,13 +38,19 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
     return args, overrides
 
 
+def _format_value(metric: str, value: float) -> str:
+    """Accuracies (names with 'top' or 'acc') in percent, anything else as it is."""
+    return f"{100 * value:.2f}%" if "top" in metric or "acc" in metric else f"{value:.4f}"
+
+
 def format_results(results: dict[str, dict[str, float]]) -> str:
-    """{'pretrained': {'knn_top1': .9}, ...} -> aligned text table in percent."""
+    """{'pretrained': {'knn_top1': .9}, ...} -> aligned text table."""
     metrics = sorted({m for row in results.values() for m in row})
     width = max(len(name) for name in results) + 2
     lines = ["encoder".ljust(width) + "".join(m.rjust(20) for m in metrics)]
     for name, row in results.items():
-        lines.append(name.ljust(width) + "".join(f"{100 * row[m]:19.2f}%" for m in metrics))
+        lines.append(name.ljust(width)
+                     + "".join(_format_value(m, row[m]).rjust(20) for m in metrics))
     return "\n".join(lines)
 
 
