@@ -43,6 +43,20 @@ def assert_trees_close(actual, expected, rtol, atol):
                  actual, expected)
 
 
+def assert_updates_close(after, expected_after, before, rtol=1e-3, atol=1e-6):
+    """Per leaf, the step's update u = after - before matches the expected one in L2 norm:
+    |u - u_expected| <= rtol * |u_expected| + atol. Float32 steps that sum in a different
+    order differ by ~1e-4 of the update (SimCLR's step too); `atol` covers leaves whose
+    gradient is zero up to rounding (attention key bias, LayerNorm bias before a BN)."""
+    norms = []
+    for a, e, b in zip(jax.tree.leaves(after), jax.tree.leaves(expected_after),
+                       jax.tree.leaves(before)):
+        update, expected = np.float64(a) - b, np.float64(e) - b
+        norms.append(np.linalg.norm(expected))
+        assert np.linalg.norm(update - expected) <= rtol * norms[-1] + atol, (a.shape, norms[-1])
+    assert max(norms) > 1e-2, "the step must change the parameters"
+
+
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
     """TRAIN_STEPS steps of the compiled 1-device step on one fixed batch.
@@ -186,13 +200,11 @@ def test_sharded_step_matches_single_device(mesh, single, tmp_path):
     batch = parallel.host_batch_to_global(single.host_batch, trainer.mesh)
     state, metrics = trainer.compile_train_step()(trainer.initial_state(), batch)
     np.testing.assert_allclose(float(metrics["loss"]), single.losses[0], rtol=1e-5)
-    expected = single.states[1]
-    moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), expected.params,
-                         single.states[0].params)
-    assert any(jax.tree.leaves(moved)), "the step must change the parameters"
-    assert_trees_close(jax.device_get(state.params), expected.params, rtol=1e-4, atol=1e-6)
+    before, expected = single.states[0], single.states[1]
+    assert_updates_close(jax.device_get(state.params), expected.params, before.params)
+    # Running batch-norm means (values ~0.1) are sums that cancel: ~1e-6 absolute noise.
     assert_trees_close(jax.device_get(state.method_state), expected.method_state,
-                       rtol=1e-4, atol=1e-6)
+                       rtol=1e-4, atol=1e-5)
     if mesh["fsdp"] > 1:
         kernel = state.params["backbone"]["encoder"]["block0"]["mlp"]["fc1"]["kernel"]
         assert kernel.addressable_shards[0].data.size < kernel.size, kernel.sharding

@@ -1,4 +1,4 @@
-"""Tiny MoCo v3 on digits for the tests (seconds on a CPU): 1-block ViT, frozen patch projection."""
+"""Tiny MoCo v3 on digits for tests/test_moco.py: 1-block ViT with a frozen patch projection, SGD."""
 
 import ml_collections
 
