@@ -174,8 +174,10 @@ class HandoffPlan:
 
 
 def _grouped(paths, depth: int = 3) -> str:
-    """'params/backbone/encoder (24), params/projector (4)': counts per path prefix."""
-    counts = collections.Counter("/".join(p.split("/")[:depth]) for p in paths)
+    """'params/backbone/encoder (24), params/backbone/stage*_block* (57)': counts per path
+    prefix of `depth` parts, numbers (block indices) shown as '*'."""
+    counts = collections.Counter(re.sub(r"\d+", "*", "/".join(p.split("/")[:depth]))
+                                 for p in paths)
     return ", ".join(f"{prefix} ({n})" for prefix, n in sorted(counts.items()))
 
 

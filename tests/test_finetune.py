@@ -3,6 +3,7 @@ forgetting, L2-SP, low-label subsets and classification metrics."""
 
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,7 +15,6 @@ from jaxssl import config as config_lib, methods, optim, parallel, pipeline_run
 from jaxssl.data import pipeline, subsets
 from jaxssl.data.sources import ArraySource, load_digits_split
 from jaxssl.evaluate import classification
-from jaxssl.logging import read_metrics
 from jaxssl.methods.finetune import interpolate_weights, layer_ids
 from jaxssl.train import Trainer
 
@@ -52,23 +52,24 @@ def changed_paths(before: dict, after: dict) -> set:
     return {p for p in before if not np.array_equal(before[p], after[p])}
 
 
-def train_steps(trainer, num_steps):
-    """Params (flat dict) before the first and after every step."""
-    state = trainer.initial_state()
+def train_steps(trainer, state, num_steps):
+    """(final state, flat params before and after each step, each step's metrics)."""
     step = trainer.compile_train_step()
     batch_size = trainer.config.data.batch_size
     loader = iter(pipeline.train_loader(trainer.train_source, batch_size, 0, 0, 1))
-    history = [flat(state.params)]
+    history, metrics = [flat(state.params)], []
     for _ in range(num_steps):
-        state, _ = step(state, parallel.host_batch_to_global(next(loader), trainer.mesh))
+        state, step_metrics = step(state, parallel.host_batch_to_global(next(loader), trainer.mesh))
         history.append(flat(state.params))
-    return history
+        metrics.append(jax.device_get(step_metrics))
+    return state, history, metrics
 
 
 # ------------------------------------------------------------------ modes
 def test_linear_probe_trains_the_head_only(tmp_path):
-    config = tiny_config(**{"finetune.mode": "linear_probe"})
-    history = train_steps(one_device_trainer(config, tmp_path), 2)
+    config = tiny_config(**{"finetune.mode": "linear_probe", "model.depth": "1"})
+    trainer = one_device_trainer(config, tmp_path)
+    _, history, _ = train_steps(trainer, trainer.initial_state(), 2)
     head = {p for p in history[0] if p.startswith("head/")}
     for before, after in zip(history, history[1:]):
         assert changed_paths(before, after) == head
@@ -79,7 +80,8 @@ def test_lp_ft_then_gradual_unfreezing_opens_layers_top_down_on_schedule(tmp_pat
     config = tiny_config(**{"total_steps": "6", "finetune.mode": "lp_ft",
                             "finetune.lp_steps": str(lp_steps),
                             "finetune.unfreeze_every": str(every)})
-    history = train_steps(one_device_trainer(config, tmp_path), 6)
+    trainer = one_device_trainer(config, tmp_path)
+    _, history, _ = train_steps(trainer, trainer.initial_state(), 6)
     top = DEPTH + 1
     open_step = {p: 0 if p.startswith("head/") else lp_steps + (top - expected_layer(p)) * every
                  for p in history[0]}
@@ -98,7 +100,7 @@ def test_layer_decay_scales_each_learning_rate_by_the_formula():
     shapes = jax.eval_shape(method.init, jax.random.key(0), batch)["params"]
     rng = np.random.default_rng(0)
     params, grads = (jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape), jnp.float32),
-                                  nn_unbox(shapes)) for _ in range(2))
+                                  nn.meta.unbox(shapes)) for _ in range(2))
     tx, _ = method.optimizer()
     updates, _ = tx.update(grads, tx.init(params), params)
     grads, updates = flat(grads), flat(updates)
@@ -107,11 +109,6 @@ def test_layer_decay_scales_each_learning_rate_by_the_formula():
         scale = decay ** (DEPTH + 1 - expected_layer(path))
         np.testing.assert_allclose(update, -lr * scale * grads[path].astype(np.float64),
                                    rtol=1e-6, err_msg=path)
-
-
-def nn_unbox(tree):
-    import flax.linen as nn
-    return nn.meta.unbox(tree)
 
 
 @pytest.mark.parametrize("model, expected", [
@@ -130,7 +127,7 @@ def test_layer_ids_of_resnet_and_vit(model, expected):
     method = methods.get("finetune")(config)
     shapes = jax.eval_shape(method.init, jax.random.key(0),
                             pipeline.example_batch(load_digits_split("train"), 2))["params"]
-    ids, top = layer_ids(nn_unbox(shapes))
+    ids, top = layer_ids(nn.meta.unbox(shapes))
     ids = flat(ids)
     assert top == max(expected.values())
     for path, layer in expected.items():
@@ -165,18 +162,20 @@ def test_freeze_until_and_per_leaf_scales_on_stacked_leaves():
 
 # ------------------------------------------------------ WiSE-FT, forgetting, L2-SP
 def test_wise_ft_endpoints_forgetting_and_l2sp(tmp_path):
-    config = tiny_config(**{"total_steps": "3", "finetune.wise_alphas": "(0.0, 1.0)",
-                            "finetune.l2sp": "0.5", "finetune.forgetting.name": "digits",
+    config = tiny_config(**{"model.depth": "1", "finetune.wise_alphas": "(0.0, 1.0)",
+                            "finetune.l2sp": "0.5",
+                            "finetune.forgetting.name": "digits",
                             "finetune.forgetting.max_train_examples": "128",
                             "finetune.forgetting.max_test_examples": "64"})
     trainer = one_device_trainer(config, tmp_path)
     start = trainer.initial_state()
     at_start = trainer.evaluate(start)
     start_encoder = flat(start.params["backbone"])
-    results = trainer.run()
-    final = trainer.final_state
+    final, _, metrics = train_steps(trainer, start, 3)
+    results = trainer.evaluate(final)
     # a = 1 is the fine-tuned model itself; a = 0 puts back the starting encoder exactly.
     assert results["wise1_top1"] == results["top1"]
+    assert results["forgetting_knn_wise1"] == results["forgetting_knn_after"]
     mixed = flat(interpolate_weights(final.method_state["pretrained"]["params"],
                                      final.params["backbone"], 0.0))
     for path, value in start_encoder.items():
@@ -186,10 +185,11 @@ def test_wise_ft_endpoints_forgetting_and_l2sp(tmp_path):
     # Forgetting: kNN of the starting encoder, before and after; equal at the start.
     assert at_start["forgetting_knn_before"] == at_start["forgetting_knn_after"]
     assert results["forgetting_knn_before"] == at_start["forgetting_knn_before"]
+    assert results["forgetting_knn_wise0"] == results["forgetting_knn_before"]
     assert 0.0 < results["forgetting_knn_after"] <= 1.0
-    penalties = [row["l2sp_penalty"] for row in read_metrics(str(tmp_path))
-                 if "l2sp_penalty" in row]
-    assert penalties[0] == 0.0 and all(p > 0 for p in penalties[1:]) and len(penalties) == 3
+    # L2-SP: no penalty while the encoder is still the pretrained one, then a positive one.
+    penalties = [float(m["l2sp_penalty"]) for m in metrics]
+    assert penalties[0] == 0.0 and all(p > 0 for p in penalties[1:])
 
 
 def test_l2sp_penalty_matches_float64():

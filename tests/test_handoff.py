@@ -109,7 +109,8 @@ def test_larger_images_get_the_resized_position_embedding_and_a_report(pretraine
     for line in [f"loaded {encoder + 3} arrays: params/backbone/encoder ({encoder}), "
                  "params/backbone/patch_embedding (2), params/backbone/position_embedding (1)",
                  f"resized {path} (16, 32) -> (64, 32)",
-                 "skipped 7 arrays: batch_stats/projector/bn0 (2), params/projector/bn0 (2), ",
+                 "skipped 7 arrays: batch_stats/projector/bn* (2), params/projector/bn* (2), "
+                 "params/projector/dense* (3)",
                  "freshly initialised: params/head/dense/bias, params/head/dense/kernel"]:
         assert line in report
 
@@ -157,6 +158,8 @@ def test_plan_applies_skip_and_renames_and_rejects_collisions():
     assert plan.skipped == ("momentum/encoder_q/embed/kernel", "params/decoder/kernel",
                             "params/encoder_q/head/kernel")
     assert plan.fresh == ("params/head/dense/kernel",) and plan.resizes == {}
+    assert ("loaded 2 arrays: params/encoder_q/embed (1), params/encoder_q/encoderblock_* (1)"
+            in plan.report())
     colliding = handoff.HandoffSpec("ckpt", "encoder_q", renames=(("encoderblock_0", "embed"),),
                                     skip=("/head/",))
     with pytest.raises(handoff.HandoffError, match="both map to params/backbone/embed/kernel"):
