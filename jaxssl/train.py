@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxssl import checkpoint, config as config_lib, logging as log_lib, methods, optim, parallel
+from jaxssl import (checkpoint, config as config_lib, host_memory, logging as log_lib, methods, optim,
+                    parallel)
 from jaxssl.data import pipeline
 from jaxssl.data.sources import get_source
 from jaxssl.evaluate.representation import evaluate_encoder
@@ -83,6 +84,24 @@ def make_train_step(method, tx: optax.GradientTransformation, grad_accum_steps: 
     return train_step
 
 
+def check_saved_assets(assets: dict[str, str], workdir: str) -> None:
+    """Raises ValueError if a file of `assets` already in `workdir` has other contents."""
+    for name, contents in assets.items():
+        path = os.path.join(workdir, name)
+        if os.path.isfile(path):
+            with open(path) as f:
+                if f.read() != contents:
+                    raise ValueError(f"{path} differs from the one this config builds (was the "
+                                     f"corpus changed?); use a new workdir or restore the file")
+
+
+def save_assets(assets: dict[str, str], workdir: str) -> None:
+    """Writes the method's asset files into `workdir` (see methods/base.py)."""
+    for name, contents in assets.items():
+        with open(os.path.join(workdir, name), "w") as f:
+            f.write(contents)
+
+
 class Preemption:
     """Records SIGTERM so the loop can save and stop at the next step boundary."""
 
@@ -105,6 +124,8 @@ class Trainer:
                  devices: Sequence[jax.Device] | None = None):
         self.config, self.workdir = config, workdir
         self.mesh = parallel.make_mesh(config.mesh, devices)
+        if self.mesh.devices.flat[0].platform == "cpu":
+            host_memory.keep_freed_memory()
         self.method = methods.get(config.method)(config)
         data = config.data
         self.train_source = get_source(data.name, data.train_split, data.data_dir)
@@ -129,6 +150,8 @@ class Trainer:
         self.resume_step = self.checkpointer.latest_step()
         if self.resume_step is not None:
             self.checkpointer.check_fits(self.resume_step, self.abstract_state)
+        self.assets = self.method.assets() if hasattr(self.method, "assets") else {}
+        check_saved_assets(self.assets, workdir)
 
     # ----------------------------------------------------------------- state
     def _init_variables(self, rng: jax.Array) -> dict:
@@ -179,7 +202,10 @@ class Trainer:
             for k, v in self._example.items()}
         abstract_state = parallel.abstract_with_shardings(self.abstract_state,
                                                           self.state_shardings)
-        return jitted.lower(abstract_state, abstract_batch).compile()
+        # Traced with the mesh in context: a method may read it with
+        # jax.sharding.get_abstract_mesh() (e.g. for shard_map losses, methods/clip.py).
+        with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
+            return jitted.lower(abstract_state, abstract_batch).compile()
 
     @functools.cached_property
     def features_fn(self):
@@ -224,6 +250,7 @@ class Trainer:
         stop_at = config.total_steps if stop_at is None else min(stop_at, config.total_steps)
         if jax.process_index() == 0:
             config_lib.save(config, self.workdir)
+            save_assets(self.assets, self.workdir)
         loader = pipeline.train_loader(self.train_source, self.local_batch, config.seed,
                                        jax.process_index(), jax.process_count(),
                                        config.data.num_workers)

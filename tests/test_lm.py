@@ -194,6 +194,22 @@ def test_sample_command_restores_the_checkpoint_and_prints_text(tmp_path, capsys
     assert sample.main([f"--workdir={tmp_path / 'none'}"]) == 2
 
 
+def test_char_vocabulary_is_saved_with_the_run_and_checked_on_resume(tmp_path):
+    from jaxssl.train import save_assets
+
+    config = tiny_config(data={"name": text.text_dataset_name("pydoc", tokenizer="char",
+                                                              length=17, sentinels=0)})
+    trainer = Trainer(config, str(tmp_path))
+    saved = text.CharTokenizer.from_json(trainer.assets["tokenizer.json"])
+    assert saved.chars == trainer.method.tokenizer.chars and len(saved.chars) > 50
+    save_assets(trainer.assets, str(tmp_path))
+    Trainer(config, str(tmp_path))  # the same vocabulary resumes
+    changed = text.CharTokenizer(saved.chars[1:], num_sentinels=0).to_json()
+    (tmp_path / "tokenizer.json").write_text(changed)
+    with pytest.raises(ValueError, match="tokenizer.json differs"):
+        Trainer(config, str(tmp_path))
+
+
 def test_pali_captions_are_space_padded_class_names():
     from jaxssl.methods.pali import caption_table
 

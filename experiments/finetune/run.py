@@ -6,10 +6,10 @@ Runs, one `jaxssl.main` workdir each under ROOT (a finished run, one with
 results.json, is skipped, so rerunning resumes the experiment):
 
   simclr_vit                SimCLR pretraining (experiments/finetune/simclr_vit_fmnist.py)
+  mae_vit                   MAE pretraining of the same ViT (configs/mae_fashion_mnist.py)
   {simclr,mae,scratch}_full_{1,10,100}pct
                             full fine-tuning with 1%, 10%, 100% of the labels, from the
-                            SimCLR encoder, the MAE encoder (ROOT/mae_vit, when that
-                            pretraining workdir exists) or from initialisation
+                            SimCLR encoder, the MAE encoder or from initialisation
   simclr_{linear_probe,lp_ft,layer_decay,l2sp,unfreeze}_10pct
                             the other modes on 10% of the labels
 
@@ -29,6 +29,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 PRETRAIN_CONFIG = os.path.join(HERE, "simclr_vit_fmnist.py")
+MAE_CONFIG = os.path.join(REPO, "configs", "mae_fashion_mnist.py")
 FINETUNE_CONFIG = os.path.join(REPO, "configs", "finetune_fashion_mnist.py")
 LABEL_FRACTIONS = {"1pct": 0.01, "10pct": 0.1, "100pct": 1.0}
 MODES = {
@@ -47,10 +48,8 @@ def runs(root: str) -> dict[str, list[str]]:
         return [f"--config={FINETUNE_CONFIG}:{checkpoint}",
                 *(f"--config.{k}={v}" for k, v in overrides.items())]
 
-    plan = {"simclr_vit": [f"--config={PRETRAIN_CONFIG}"]}
-    inits = {"simclr": "simclr_vit", "scratch": ""}
-    if os.path.isdir(os.path.join(root, "mae_vit", "checkpoints")):
-        inits["mae"] = "mae_vit"
+    plan = {"simclr_vit": [f"--config={PRETRAIN_CONFIG}"], "mae_vit": [f"--config={MAE_CONFIG}"]}
+    inits = {"simclr": "simclr_vit", "mae": "mae_vit", "scratch": ""}
     for name, init in inits.items():
         for labels, fraction in LABEL_FRACTIONS.items():
             plan[f"{name}_full_{labels}"] = finetune(init, {"finetune.label_fraction": fraction})

@@ -20,7 +20,12 @@ Optional hooks the train loop uses when a method defines them:
       replaces jaxssl.optim's (e.g. frozen parameters, layer-wise lr decay);
   method.load_pretrained(state, shardings) -> state
       swaps pretrained weights into the fresh TrainState (fine-tuning); not
-      called when resuming from the workdir's own checkpoint.
+      called when resuming from the workdir's own checkpoint;
+  method.assets() -> {file name: text}
+      files the run needs besides its checkpoints (e.g. a character
+      vocabulary built from the corpus): written into the workdir when the
+      run starts, and compared with the workdir's copies when it resumes, so
+      a changed corpus cannot silently renumber the tokens.
 """
 
 from __future__ import annotations

@@ -36,11 +36,14 @@ from jaxssl.methods import base
 from jaxssl.models.transformer import EncoderDecoder, LanguageModel
 from jaxssl.objectives import language, mixture
 
+TOKENIZER_FILE = "tokenizer.json"
 OBJECTIVES = {
     "decoder": ("causal", "prefix", "span", "ul2"),
     "encoder": ("mlm",),
     "encoder_decoder": ("span", "prefix", "ul2"),
 }
+
+
 class TokenLossMethod:
     """The train loss and evaluation of methods that predict tokens ('lm', 'pali').
 
@@ -55,6 +58,12 @@ class TokenLossMethod:
         loss, metrics = mixture.mixture_loss([d.name for d in self.denoisers], choice, nll_sum,
                                              count)
         return loss, (metrics, state)
+
+    def assets(self) -> dict[str, str]:
+        """A character vocabulary built from the corpus is saved as tokenizer.json."""
+        if isinstance(self.tokenizer, text.CharTokenizer):
+            return {TOKENIZER_FILE: self.tokenizer.to_json()}
+        return {}
 
     def evaluate(self, variables, train_source, eval_source, mesh, eval_config) -> dict[str, float]:
         """Loss (nats/token), perplexity and bits per character over the whole eval split."""

@@ -1,0 +1,58 @@
+"""jaxssl vs PyTorch eager on the baby-GPT step, side by side in one run.
+
+  PYTHONPATH=. python experiments/language/compare_pytorch.py \
+      --torch_python=/path/to/venv-with-torch/bin/python [--rounds=3] [--steps=50]
+
+Alternates the two benchmarks (bench_baby_gpt.py in this interpreter,
+bench_pytorch_baby_gpt.py in --torch_python), `rounds` times each, each a
+fresh process, so both see the same machine load. Prints each run's JSON
+line, then a table of the median over rounds of each run's median
+milliseconds per step.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+
+
+def run_json(command: list[str]) -> dict:
+    """Runs a benchmark script and returns the JSON object on its last output line."""
+    output = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": REPO}).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--torch_python", required=True, help="a Python that has torch")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=10)
+    args = parser.parse_args()
+    steps = [f"--steps={args.steps}", f"--warmup={args.warmup}"]
+    commands = {
+        "jaxssl (jit, step + input pipeline)":
+            [sys.executable, os.path.join(HERE, "bench_baby_gpt.py"), *steps],
+        "PyTorch eager": [args.torch_python, os.path.join(HERE, "bench_pytorch_baby_gpt.py"), *steps],
+    }
+    medians = {name: [] for name in commands}
+    for _ in range(args.rounds):
+        for name, command in commands.items():
+            result = run_json(command)
+            print(json.dumps(result), flush=True)
+            medians[name].append(result.get("loop_ms_median", result["step_ms_median"]))
+    print("\n| implementation | median ms / step (each round) | median over rounds |")
+    print("| --- | --- | --- |")
+    for name, values in medians.items():
+        rounds = ", ".join(f"{v:.1f}" for v in values)
+        print(f"| {name} | {rounds} | {statistics.median(values):.1f} |")
+
+
+if __name__ == "__main__":
+    main()
