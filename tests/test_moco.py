@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxssl import config as config_lib, parallel
+from jaxssl import config as config_lib, methods, parallel
 from jaxssl.data import pipeline
+from jaxssl.data.sources import get_source
 from jaxssl.methods import base, moco
 from jaxssl.train import Trainer
 
@@ -208,3 +209,34 @@ def test_sharded_step_matches_single_device(mesh, single, tmp_path):
     if mesh["fsdp"] > 1:
         kernel = state.params["backbone"]["encoder"]["block0"]["mlp"]["fc1"]["kernel"]
         assert kernel.addressable_shards[0].data.size < kernel.size, kernel.sharding
+
+
+
+@pytest.mark.parametrize("config_file", ["tiny_moco.py", "tiny_simclr.py"])
+def test_vit_drop_path_gets_its_own_key(config_file):
+    """SimCLR and MoCo v3 give the ViT its dropout key: with drop-path on, the loss runs,
+    and differs from the drop-path-free loss of the same parameters, views and key."""
+    def loss_at(drop_path):
+        user = config_lib.load_config_file(os.path.join(REPO, "tests", "configs", config_file))
+        user = user.to_dict()
+        user["model"].update(name="vit", depth=2, drop_path=drop_path)
+        config = config_lib.resolve(user)
+        method = methods.get(config.method)(config)
+        batch = pipeline.example_batch(get_source(config.data.name, "train"), 4)
+        params, state = base.split_variables(method.init(jax.random.key(1), batch))
+        return float(method.loss_fn(params, state, batch, jax.random.key(2), 0)[0])
+
+    with_drop_path, without = loss_at(0.5), loss_at(0.0)
+    assert np.isfinite(with_drop_path) and with_drop_path != without
+
+
+def test_frozen_patch_projection_gets_no_weight_decay(single):
+    """With zero gradients only weight decay moves parameters: every kernel but the frozen
+    patch projection's (MoCo v3 reference: requires_grad=False, so AdamW skips it)."""
+    tx, _ = moco.Method(tiny_config(optim={"weight_decay": 0.5})).optimizer()
+    params = single.states[0].params
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    patch = updates["backbone"].pop("patch_embedding")
+    assert all(np.all(np.asarray(u) == 0) for u in jax.tree.leaves(patch))
+    decayed = [np.any(np.asarray(u) != 0) for u in jax.tree.leaves(updates) if u.ndim > 1]
+    assert decayed and all(decayed)

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+_DROPOUT_SALT = 0x5D0
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -53,6 +54,13 @@ def prepare_images(images: jax.Array, size: int) -> jax.Array:
 def to_model_range(x: jax.Array) -> jax.Array:
     """[0, 1] pixels -> [-1, 1], the range every backbone sees."""
     return x * 2.0 - 1.0
+
+
+def dropout_rngs(rng: jax.Array, stream: int = 0) -> dict:
+    """{'dropout': key} for the model's dropout / drop-path, folded out of the step's
+    key so that the augmentations drawn from `rng` itself stay as they were.
+    Distinct `stream`s give independent masks (e.g. two views, two encoders)."""
+    return {"dropout": jax.random.fold_in(jax.random.fold_in(rng, _DROPOUT_SALT), stream)}
 
 
 def split_variables(variables) -> tuple[dict, dict]:

@@ -36,7 +36,9 @@ exactly. Empty tuples make both views use `augment.blur_prob` and
 `augment.solarize_prob`.
 
 With a ViT backbone, `model.frozen_patch_embed=True` gives the frozen random
-patch projection of the paper (its gradient is zero; see `models.vit`).
+patch projection of the paper (its gradient is zero; see `models.vit`), and
+the `optimizer` hook leaves it out of weight decay, so it keeps its random
+initial values exactly (the reference sets requires_grad=False).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxssl import optim
 from jaxssl.data import augment
 from jaxssl.methods import base
 from jaxssl.methods.simclr import _positive_top1
@@ -141,6 +144,15 @@ class Method:
             predictor=MLPHead(hidden_dims=tuple(moco.pred_hidden_dims), out_dim=moco.proj_dim,
                               use_bn=True, last_bn=moco.pred_last_bn, dtype=dtype))
 
+    def optimizer(self):
+        """(The config's optimizer, its schedule); a frozen patch projection gets no weight decay."""
+        config = self.config
+        schedule = optim.learning_rate_schedule(config.optim, config.total_steps,
+                                                config.data.batch_size)
+        mask = (optim.decay_mask_except(("backbone", "patch_embedding"))
+                if config.model.frozen_patch_embed else optim.decay_mask)
+        return optim.optimizer_with_schedule(config.optim, schedule, mask), schedule
+
     def init(self, rng: jax.Array, batch: dict) -> dict:
         """Query variables plus the key encoder, a copy of the query backbone and projector."""
         size = base.view_size(self.config, batch["image"])
@@ -160,7 +172,8 @@ class Method:
         online = {name: params[name] for name in KEY_ENCODER}
         return ema_update(state[MOMENTUM], online, momentum), momentum
 
-    def keys(self, key_encoder: dict, stats: dict, view: jax.Array) -> jax.Array:
+    def keys(self, key_encoder: dict, stats: dict, view: jax.Array,
+             rngs: dict | None = None) -> jax.Array:
         """Keys [B, proj_dim] float32 of one view, train-mode BN, stop-gradient.
 
         `stats` are the query path's non-parameter collections; BN in train
@@ -168,22 +181,25 @@ class Method:
         discarded (see the module docstring).
         """
         k, _ = self.model.apply({"params": key_encoder, **stats}, view, train=True,
-                                mutable=list(stats), method=MoCoV3Model.keys)
+                                mutable=list(stats), method=MoCoV3Model.keys, rngs=rngs)
         return jax.lax.stop_gradient(k.astype(jnp.float32))
 
-    def queries(self, params: dict, stats: dict, view: jax.Array) -> tuple[jax.Array, dict]:
+    def queries(self, params: dict, stats: dict, view: jax.Array, rngs: dict | None = None
+                ) -> tuple[jax.Array, dict]:
         """(Queries [B, proj_dim] float32 of one view, `stats` with updated running statistics)."""
         q, updated = self.model.apply({"params": params, **stats}, view, train=True,
-                                      mutable=list(stats))
+                                      mutable=list(stats), rngs=rngs)
         return q.astype(jnp.float32), {**stats, **updated}
 
     def loss_fn(self, params, state, batch, rng, step):
         view1, view2 = self.views(rng, batch["image"])
         stats = {name: value for name, value in state.items() if name != MOMENTUM}
         key_encoder, momentum = self.update_key_encoder(params, state, step)
-        k1, k2 = (self.keys(key_encoder, stats, view) for view in (view1, view2))
-        q1, stats = self.queries(params, stats, view1)
-        q2, stats = self.queries(params, stats, view2)
+        # Drop-path (ViT) masks: one stream per (encoder, view), like separate forward passes.
+        k1, k2 = (self.keys(key_encoder, stats, view, base.dropout_rngs(rng, stream))
+                  for stream, view in enumerate((view1, view2)))
+        q1, stats = self.queries(params, stats, view1, base.dropout_rngs(rng, 2))
+        q2, stats = self.queries(params, stats, view2, base.dropout_rngs(rng, 3))
         loss = contrastive.moco_v3(q1, q2, k1, k2, self.config.moco.temperature)
         metrics = {"loss": loss, "momentum": momentum, "positive_top1": _positive_top1(q1, k2)}
         return loss, (metrics, {**stats, MOMENTUM: key_encoder})

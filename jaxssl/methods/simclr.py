@@ -65,7 +65,8 @@ class Method:
         del step
         views = self._two_views(rng, batch["image"])
         (_, z), new_state = self.model.apply(
-            {"params": params, **state}, views, train=True, mutable=list(state))
+            {"params": params, **state}, views, train=True, mutable=list(state),
+            rngs=base.dropout_rngs(rng))
         z1, z2 = jnp.split(z.astype(jnp.float32), 2)
         loss = contrastive.nt_xent(z1, z2, self.config.simclr.temperature)
         metrics = {"loss": loss, "positive_top1": _positive_top1(z1, z2)}
