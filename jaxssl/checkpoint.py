@@ -9,6 +9,7 @@ Each checkpoint `workdir/checkpoints/<step>/` holds three items:
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -82,6 +83,27 @@ class Checkpointer:
                 raise CheckpointMismatchError(
                     f"the checkpoint at {self.directory}/{step} does not fit this model "
                     f"({name}): {mismatch}. Use a new --workdir, or the config it was made with.")
+
+    def check_data_fits(self, step: int, iterator_state: bytes, process_index: int,
+                        process_count: int) -> None:
+        """Raises CheckpointMismatchError if checkpoint `step` holds the state of another
+        input pipeline (other data, batch size, seed or process count) than the grain
+        iterator whose `get_state()` is `iterator_state`."""
+        path = os.path.join(self.directory, str(step), "data",
+                            f"process_{process_index}-of-{process_count}.json")
+        if not os.path.isfile(path):
+            raise CheckpointMismatchError(
+                f"{path} not found: the checkpoint at {self.directory}/{step} was written by "
+                f"another number of processes than {process_count}")
+        with open(path) as f:
+            saved = json.load(f)
+        expected = json.loads(iterator_state)
+        for key in ("data_source", "sampler"):
+            if saved.get(key) != expected[key]:
+                raise CheckpointMismatchError(
+                    f"the checkpoint at {self.directory}/{step} holds the input-pipeline state of "
+                    f"{key} {saved.get(key)!r}, this run reads {expected[key]!r}. Use a new "
+                    f"--workdir, or the config it was made with.")
 
     def should_save(self, step: int) -> bool:
         return self.every_steps > 0 and step % self.every_steps == 0

@@ -147,9 +147,14 @@ class Trainer:
         self.checkpointer = checkpoint.Checkpointer(
             workdir, config.checkpoint.every_steps, config.checkpoint.keep,
             config.checkpoint.async_save)
+        self.loader = pipeline.train_loader(self.train_source, self.local_batch, config.seed,
+                                            jax.process_index(), jax.process_count(),
+                                            data.num_workers)
         self.resume_step = self.checkpointer.latest_step()
         if self.resume_step is not None:
             self.checkpointer.check_fits(self.resume_step, self.abstract_state)
+            self.checkpointer.check_data_fits(self.resume_step, iter(self.loader).get_state(),
+                                              jax.process_index(), jax.process_count())
         self.assets = self.method.assets() if hasattr(self.method, "assets") else {}
         check_saved_assets(self.assets, workdir)
 
@@ -251,10 +256,7 @@ class Trainer:
         if jax.process_index() == 0:
             config_lib.save(config, self.workdir)
             save_assets(self.assets, self.workdir)
-        loader = pipeline.train_loader(self.train_source, self.local_batch, config.seed,
-                                       jax.process_index(), jax.process_count(),
-                                       config.data.num_workers)
-        iterator = iter(loader)
+        iterator = iter(self.loader)
         if self.resume_step is not None:
             abstract = parallel.abstract_with_shardings(self.abstract_state, self.state_shardings)
             state = self.checkpointer.restore(self.resume_step, abstract, iterator)

@@ -13,6 +13,7 @@ import optax
 import pytest
 
 from jaxssl import config as config_lib, parallel
+from jaxssl.checkpoint import CheckpointMismatchError
 from jaxssl.data import pipeline
 from jaxssl.logging import read_metrics
 from jaxssl.train import Trainer, TrainState, make_train_step
@@ -79,6 +80,9 @@ def test_exact_resume(tmp_path):
     interrupted = tiny_config()
     Trainer(interrupted, str(tmp_path / "resumed")).run(stop_at=3)
     assert [r["step"] for r in read_metrics(str(tmp_path / "resumed")) if "loss" in r] == [1, 2, 3]
+    # Another input pipeline (here the seed of the shuffle) cannot resume this checkpoint.
+    with pytest.raises(CheckpointMismatchError, match="input-pipeline state of data_source"):
+        Trainer(tiny_config(seed=1), str(tmp_path / "resumed"))
     resumed = Trainer(interrupted, str(tmp_path / "resumed"))
     assert resumed.resume_step == 3
     resumed.run()
