@@ -129,6 +129,8 @@ class Trainer:
         self.method = methods.get(config.method)(config)
         data = config.data
         self.train_source = get_source(data.name, data.train_split, data.data_dir)
+        if hasattr(self.method, "select_train_examples"):
+            self.train_source = self.method.select_train_examples(self.train_source)
         self.eval_source = get_source(data.name, data.eval_split, data.data_dir)
         self.local_batch = pipeline.per_process_batch_size(
             data.batch_size, parallel.batch_shards(self.mesh), len(self.train_source),
@@ -182,7 +184,7 @@ class Trainer:
     def initial_state(self, load_pretrained: bool = True) -> TrainState:
         """Fresh state, created sharded by jit (never whole on one host).
 
-        A method with a `load_pretrained(state, shardings) -> state` hook
+        A method with a `load_pretrained(state, shardings, workdir) -> state` hook
         (fine-tuning) then swaps in pretrained weights, unless
         `load_pretrained` is False (e.g. for the from-initialisation baseline).
         """
@@ -190,11 +192,16 @@ class Trainer:
                        out_shardings=self.state_shardings)
         state = init(jax.random.key(self.config.seed))
         if load_pretrained and hasattr(self.method, "load_pretrained"):
-            state = self.method.load_pretrained(state, self.state_shardings)
+            state = self.method.load_pretrained(state, self.state_shardings, self.workdir)
         return state
 
     # ------------------------------------------------------------ functions
     def compile_train_step(self):
+        """The train step compiled for this mesh: (state, batch) -> (state, metrics)."""
+        return self.lower_train_step().compile()
+
+    def lower_train_step(self) -> jax.stages.Lowered:
+        """The train step lowered for this mesh (not compiled; see logging.step_flops)."""
         step_fn = make_train_step(self.method, self.tx, self.config.grad_accum_steps,
                                   self.schedule)
         batch_sharding = parallel.batch_sharding(self.mesh)
@@ -210,7 +217,7 @@ class Trainer:
         # Traced with the mesh in context: a method may read it with
         # jax.sharding.get_abstract_mesh() (e.g. for shard_map losses, methods/clip.py).
         with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
-            return jitted.lower(abstract_state, abstract_batch).compile()
+            return jitted.lower(abstract_state, abstract_batch)
 
     @functools.cached_property
     def features_fn(self):
@@ -263,8 +270,9 @@ class Trainer:
         else:
             state = self.initial_state()
         step = int(jax.device_get(state.step))
-        train_step = self.compile_train_step()
-        flops = log_lib.compiled_flops(train_step)
+        lowered = self.lower_train_step()
+        train_step = lowered.compile()
+        flops = log_lib.step_flops(lowered) / self.mesh.size  # one device's share
         peak, peak_source = log_lib.device_peak_flops(
             jax.devices()[0], config.log.peak_flops_per_device, len(self.mesh.local_devices))
         logger = log_lib.MetricsLogger(self.workdir, config.log.tensorboard)

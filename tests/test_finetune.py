@@ -251,6 +251,12 @@ def test_method_trains_on_the_labelled_subset():
     assert repr(subset) == repr(method.select_train_examples(source))
 
 
+def test_trainer_trains_on_the_labelled_subset(tmp_path):
+    trainer = one_device_trainer(tiny_config(**{"finetune.labels_per_class": "2"}), tmp_path)
+    labels = [int(trainer.train_source[i]["label"]) for i in range(len(trainer.train_source))]
+    assert sorted(np.bincount(labels)) == [2] * 10
+
+
 # --------------------------------------------------------- classification metrics
 def test_top_k_accuracy_and_confusion_match_loops():
     rng = np.random.default_rng(5)

@@ -6,7 +6,7 @@
 
 Times the compiled train step (augmentations included, input already on
 device): `--warmup` untimed steps, then the median of `--repeats` timed
-steps. FLOPs come from XLA's cost analysis of the compiled step; the peak
+steps. FLOPs come from XLA's cost analysis of the lowered step (jaxssl.logging.step_flops); the peak
 from jaxssl.logging.device_peak_flops (vendor table for GPUs/TPUs, a
 measured float32 matmul for CPUs). Data are synthetic uint8 images.
 """
@@ -59,7 +59,8 @@ def bench(n_devices: int, args) -> dict:
         trainer = Trainer(config, workdir, devices=jax.devices()[:n_devices])
         state = trainer.initial_state()
         start = time.perf_counter()
-        step = trainer.compile_train_step()
+        lowered = trainer.lower_train_step()
+        step = lowered.compile()
         compile_s = time.perf_counter() - start
         loader = pipeline.train_loader(trainer.train_source, args.batch, 0, 0, 1)
         batch = parallel.host_batch_to_global(next(iter(loader)), trainer.mesh)
@@ -73,7 +74,7 @@ def bench(n_devices: int, args) -> dict:
             jax.block_until_ready(metrics)
             times.append(time.perf_counter() - start)
     seconds = float(np.median(times))
-    flops = log_lib.compiled_flops(step)
+    flops = log_lib.step_flops(lowered) / n_devices  # one device's share
     peak, peak_source = log_lib.device_peak_flops(jax.devices()[0],
                                                   cpu_devices_in_use=n_devices)
     return {"devices": n_devices, "device_kind": jax.devices()[0].device_kind,

@@ -21,7 +21,7 @@ import time
 
 import jax
 
-from jaxssl import config as config_lib, parallel
+from jaxssl import config as config_lib, logging as log_lib, parallel
 from jaxssl.data import pipeline
 from jaxssl.train import Trainer
 
@@ -45,13 +45,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--config", default=CONFIG, help="another char-level nanoGPT config")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides, e.g. data.data_dir=/elsewhere/tiny-shakespeare")
     args = parser.parse_args()
-    config = config_lib.load(args.config)
+    config = config_lib.load(args.config, dict(item.split("=", 1) for item in args.set))
     with tempfile.TemporaryDirectory() as workdir:
         trainer = Trainer(config, workdir)
         state = trainer.initial_state()
         start = time.perf_counter()
-        step_fn = trainer.compile_train_step()
+        lowered = trainer.lower_train_step()
+        step_fn = lowered.compile()
         compile_s = time.perf_counter() - start
         loader = iter(pipeline.train_loader(trainer.train_source, trainer.local_batch, config.seed,
                                             0, 1))
@@ -65,6 +68,7 @@ def main() -> None:
         "load_average_1min": os.getloadavg()[0], "compile_s": round(compile_s, 2),
         "steps": args.steps, "step_ms_median": round(statistics.median(step_ms), 2),
         "loop_ms_median": round(statistics.median(loop_ms), 2),
+        "gflop_per_step": round(log_lib.step_flops(lowered) / 1e9, 3),
         "loop_s_for_all_steps": round(config.total_steps * statistics.median(loop_ms) / 1e3, 1),
         "config": os.path.relpath(args.config, REPO)}))
 

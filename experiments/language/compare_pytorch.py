@@ -23,9 +23,12 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 
 def run_json(command: list[str]) -> dict:
     """Runs a benchmark script and returns the JSON object on its last output line."""
-    output = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": REPO}).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              filter(None, [REPO, os.environ.get("PYTHONPATH")]))})
+    if done.returncode:
+        sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -34,11 +37,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides for the jaxssl run (bench_baby_gpt.py --set)")
     args = parser.parse_args()
     steps = [f"--steps={args.steps}", f"--warmup={args.warmup}"]
     commands = {
         "jaxssl (jit, step + input pipeline)":
-            [sys.executable, os.path.join(HERE, "bench_baby_gpt.py"), *steps],
+            [sys.executable, os.path.join(HERE, "bench_baby_gpt.py"), *steps,
+             *(["--set", *args.set] if args.set else [])],
         "PyTorch eager": [args.torch_python, os.path.join(HERE, "bench_pytorch_baby_gpt.py"), *steps],
     }
     medians = {name: [] for name in commands}

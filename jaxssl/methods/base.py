@@ -18,9 +18,12 @@ Optional hooks the train loop uses when a method defines them:
       draws a PNG at each evaluation (e.g. MAE reconstructions);
   method.optimizer() -> (optax.GradientTransformation, learning-rate schedule)
       replaces jaxssl.optim's (e.g. frozen parameters, layer-wise lr decay);
-  method.load_pretrained(state, shardings) -> state
-      swaps pretrained weights into the fresh TrainState (fine-tuning); not
-      called when resuming from the workdir's own checkpoint;
+  method.load_pretrained(state, shardings, workdir) -> state
+      swaps pretrained weights into the fresh TrainState (fine-tuning), may
+      write a report into workdir; not called when resuming from the
+      workdir's own checkpoint;
+  method.select_train_examples(train_source) -> source
+      the part of the train split the run trains on (low-label fine-tuning);
   method.assets() -> {file name: text}
       files the run needs besides its checkpoints (e.g. a character
       vocabulary built from the corpus): written into the workdir when the

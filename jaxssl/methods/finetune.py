@@ -243,6 +243,7 @@ class Method:
         if jax.process_index() == 0:
             print(report, flush=True)
             if workdir is not None:
+                os.makedirs(workdir, exist_ok=True)
                 with open(os.path.join(workdir, "handoff.txt"), "w") as f:
                     f.write(report + "\n")
         params, method_state = base.split_variables(variables)
