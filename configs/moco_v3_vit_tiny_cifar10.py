@@ -27,9 +27,8 @@ drop_last: 48 iterations per epoch, 14400 and 1920).
 
 Not reproduced (differences in shared code, see the issue report):
   - weight decay: the source's AdamW decays every trainable tensor (biases and
-    LayerNorm too) and skips the frozen patch projection (requires_grad=False);
-    optim.decay_mask here skips 1-D tensors and does decay the frozen patch
-    kernel (its gradient is zero, the decoupled decay still shrinks it);
+    LayerNorm too); here 1-D tensors are skipped (optim.decay_mask). Like the
+    source, the frozen patch projection gets no decay (MoCo's optimizer hook);
   - blur: PIL GaussianBlur(radius=sigma) there, a 3-tap kernel at 32 px here;
   - the class token is initialised N(0, 0.02) here, N(0, 1e-6) there;
   - mixed precision (torch.cuda.amp) there, float32 here.

@@ -44,6 +44,21 @@ def decay_mask(params: Any) -> Any:
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+def decay_mask_except(prefix: tuple[str, ...]) -> Callable[[Any], Any]:
+    """`decay_mask` with every parameter under the dict-key path `prefix` excluded.
+
+    E.g. ('backbone', 'patch_embedding'): the frozen patch projection of MoCo v3,
+    whose reference code does not decay it (requires_grad=False).
+    """
+    def mask(params: Any) -> Any:
+        def leaf(path, p):
+            keys = tuple(getattr(k, "key", None) for k in path[:len(prefix)])
+            return p.ndim > 1 and keys != tuple(prefix)
+        return jax.tree_util.tree_map_with_path(leaf, params)
+
+    return mask
+
+
 def build_optimizer(optim_config: Mapping[str, Any], total_steps: int,
                     batch_size: int) -> optax.GradientTransformation:
     """The optax transformation the config describes (with clipping if asked)."""
@@ -51,20 +66,25 @@ def build_optimizer(optim_config: Mapping[str, Any], total_steps: int,
         optim_config, learning_rate_schedule(optim_config, total_steps, batch_size))
 
 
-def optimizer_with_schedule(optim_config: Mapping[str, Any],
-                            lr: optax.Schedule) -> optax.GradientTransformation:
-    """The config's optimizer (name, weight decay, clipping) driven by the schedule `lr`."""
+def optimizer_with_schedule(optim_config: Mapping[str, Any], lr: optax.Schedule,
+                            mask: Callable[[Any], Any] = decay_mask
+                            ) -> optax.GradientTransformation:
+    """The config's optimizer (name, weight decay, clipping) driven by the schedule `lr`.
+
+    `mask(params)` -> bool tree: the parameters that get weight decay (and
+    LARS trust-ratio scaling).
+    """
     name, wd = optim_config["name"], optim_config["weight_decay"]
     if name == "adamw":
         tx = optax.adamw(lr, b1=optim_config["b1"], b2=optim_config["b2"], eps=optim_config["eps"],
-                         weight_decay=wd, mask=decay_mask)
+                         weight_decay=wd, mask=mask)
     elif name == "sgd":
-        tx = optax.chain(optax.add_decayed_weights(wd, mask=decay_mask),
+        tx = optax.chain(optax.add_decayed_weights(wd, mask=mask),
                          optax.sgd(lr, momentum=optim_config["momentum"]))
     elif name == "lars":
-        tx = optax.lars(lr, weight_decay=wd, weight_decay_mask=decay_mask,
+        tx = optax.lars(lr, weight_decay=wd, weight_decay_mask=mask,
                         trust_coefficient=optim_config["lars_trust_coefficient"],
-                        eps=0.0, trust_ratio_mask=decay_mask, momentum=optim_config["momentum"])
+                        eps=0.0, trust_ratio_mask=mask, momentum=optim_config["momentum"])
     else:
         raise ValueError(f"unknown optimizer '{name}' (adamw, sgd, lars)")
     if optim_config["clip_grad_norm"] > 0:
