@@ -12,18 +12,31 @@ negatives of every anchor are drawn from the whole global batch and the
 positive of row i is simply column i (or i +/- N for NT-Xent): labels are an
 `arange` over the global batch, with no per-device offsets or explicit
 all-gathers. XLA inserts the collectives needed for the N x N similarities.
+
+Sharded variants (`*_sharded(..., mesh, axes)`): the same losses computed with
+`jax.shard_map` over the batch axes `axes` of `mesh`, so that no device ever
+holds the full N x N similarity matrix. Each of the S devices along `axes`
+L2-normalises its own N/S rows, all-gathers the other side's embeddings
+([N, D], cheap), computes only its [N/S, N] block of logits, and sums its
+rows' losses; a `psum` over `axes` then gives the global sum. The positive of
+local row i is global column `axis_index(axes) * N/S + i` (the "label offset").
+The single-device losses are the S = 1 case of the same partial sums, so both
+paths share every formula. Values and gradients equal the unsharded loss up to
+float32 rounding (tests/test_clip.py).
 """
 import math
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
 _NORMALIZE_EPS = 1e-6
 # Logit of excluded pairs (NT-Xent self-similarity). Finite, so that
 # exp() underflows to exactly 0 without any -inf * 0 = NaN in the backward.
 _EXCLUDED_LOGIT = -1e9
 # CLIP caps the learnable temperature so that the logit scale stays <= 100.
-_MAX_CLIP_LOGIT_SCALE = math.log(100.0)
+MAX_CLIP_LOGIT_SCALE = math.log(100.0)
 
 
 def _l2_normalize(x):
@@ -42,10 +55,66 @@ def _similarity(a, b):
     return jnp.matmul(a, b.T, precision=jax.lax.Precision.HIGHEST)
 
 
-def _cross_entropy(logits, labels):
-    """Mean over rows of softmax cross-entropy; logits [N, C], labels [N] int."""
+def _cross_entropy_sum(logits, labels):
+    """Sum over rows of softmax cross-entropy; logits [M, C], labels [M] int -> scalar."""
     log_probs = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=-1))
+    return -jnp.sum(jnp.take_along_axis(log_probs, labels[:, None], axis=-1))
+
+
+def _nt_xent_sum(local, full, offset, temperature):
+    """Summed NT-Xent of the local anchors.
+
+    local: (z1, z2) unit rows [n, D] of this shard; full: (z1, z2) unit rows
+    [N, D] of the global batch; offset: global index of local row 0.
+    """
+    n, total = local[0].shape[0], full[0].shape[0]
+    anchors = jnp.concatenate(local, axis=0)                         # [2n, D]
+    logits = _similarity(anchors, jnp.concatenate(full, axis=0)) / temperature  # [2n, 2N]
+    rows = offset + jnp.arange(n)
+    self_index = jnp.concatenate([rows, rows + total])
+    positive_index = jnp.concatenate([rows + total, rows])
+    is_self = jnp.arange(2 * total)[None, :] == self_index[:, None]
+    logits = jnp.where(is_self, _EXCLUDED_LOGIT, logits)
+    return _cross_entropy_sum(logits, positive_index)
+
+
+def _moco_v3_sum(local, full, offset, temperature):
+    """Summed ctr(q1, k2) + ctr(q2, k1) of the local queries, times 2 * tau.
+
+    local: (q1, q2, k1, k2) unit rows [n, D]; full: the same [N, D]; keys are
+    already stop-gradient.
+    """
+    q1, q2 = local[:2]
+    k1, k2 = full[2:]
+    labels = offset + jnp.arange(q1.shape[0])
+    ctr = lambda q, k: _cross_entropy_sum(_similarity(q, k) / temperature, labels)
+    return (ctr(q1, k2) + ctr(q2, k1)) * (2.0 * temperature)
+
+
+def _clip_sum(local, full, offset, logit_scale):
+    """Summed image->text plus text->image cross-entropies of the local pairs.
+
+    local: (img, txt) unit rows [n, D]; full: the same [N, D]. Row i of the
+    local image->text block [n, N] scores image i against every text, and of
+    the text->image block text i against every image; the positive is column
+    offset + i in both.
+    """
+    img, txt = local
+    all_img, all_txt = full
+    scale = jnp.exp(jnp.minimum(logit_scale, MAX_CLIP_LOGIT_SCALE))
+    labels = offset + jnp.arange(img.shape[0])
+    return (_cross_entropy_sum(scale * _similarity(img, all_txt), labels)
+            + _cross_entropy_sum(scale * _similarity(txt, all_img), labels))
+
+
+def _siglip_sum(local, full, offset, log_t, bias):
+    """-sum of log_sigmoid(y_ij * logit_ij) over the local image rows i and all texts j."""
+    img, _ = local
+    _, all_txt = full
+    logits = jnp.exp(log_t) * _similarity(img, all_txt) + bias       # [n, N]
+    is_positive = jnp.arange(all_txt.shape[0])[None, :] == (offset + jnp.arange(img.shape[0]))[:, None]
+    signs = jnp.where(is_positive, 1.0, -1.0).astype(logits.dtype)
+    return -jnp.sum(jax.nn.log_sigmoid(signs * logits))
 
 
 def nt_xent(z1, z2, temperature):
@@ -60,19 +129,7 @@ def nt_xent(z1, z2, temperature):
       anchor's positive is the other view of the same example and its
       negatives are the remaining 2N - 2 embeddings (self-similarity excluded).
     """
-    n = z1.shape[0]
-    z = _l2_normalize(jnp.concatenate([z1, z2], axis=0))  # [2N, D]
-    logits = _similarity(z, z) / temperature
-    logits = jnp.where(jnp.eye(2 * n, dtype=bool), _EXCLUDED_LOGIT, logits)
-    positive_index = (jnp.arange(2 * n) + n) % (2 * n)
-    return _cross_entropy(logits, positive_index)
-
-
-def _moco_v3_ctr(q, k, temperature):
-    """One direction of MoCo v3: InfoNCE of q [N, D] against keys k [N, D], times 2*tau."""
-    logits = _similarity(_l2_normalize(q), _l2_normalize(jax.lax.stop_gradient(k)))
-    labels = jnp.arange(q.shape[0])
-    return _cross_entropy(logits / temperature, labels) * (2.0 * temperature)
+    return _unsharded(_nt_xent_sum, (z1, z2), (temperature,)) / (2 * z1.shape[0])
 
 
 def moco_v3(q1, q2, k1, k2, temperature):
@@ -88,7 +145,8 @@ def moco_v3(q1, q2, k1, k2, temperature):
       float32 scalar. Each ctr is the cross-entropy of q @ k.T / tau with
       labels arange(N), multiplied by 2 * tau as in the paper's reference code.
     """
-    return _moco_v3_ctr(q1, k2, temperature) + _moco_v3_ctr(q2, k1, temperature)
+    keys = jax.lax.stop_gradient((k1, k2))
+    return _unsharded(_moco_v3_sum, (q1, q2, *keys), (temperature,)) / q1.shape[0]
 
 
 def clip_loss(img, txt, logit_scale):
@@ -104,10 +162,7 @@ def clip_loss(img, txt, logit_scale):
       float32 scalar: mean of the image->text and text->image cross-entropies,
       each averaged over the N pairs.
     """
-    scale = jnp.exp(jnp.minimum(logit_scale, _MAX_CLIP_LOGIT_SCALE))
-    logits = scale * _similarity(_l2_normalize(img), _l2_normalize(txt))  # [N_img, N_txt]
-    labels = jnp.arange(logits.shape[0])
-    return 0.5 * (_cross_entropy(logits, labels) + _cross_entropy(logits.T, labels))
+    return _unsharded(_clip_sum, (img, txt), (logit_scale,)) / (2 * img.shape[0])
 
 
 def siglip_loss(img, txt, log_t, bias):
@@ -122,7 +177,67 @@ def siglip_loss(img, txt, log_t, bias):
       float32 scalar: -sum_ij log_sigmoid(y_ij * (t * <img_i, txt_j> + bias)) / N,
       with y_ij = +1 for i == j and -1 otherwise.
     """
-    logits = jnp.exp(log_t) * _similarity(_l2_normalize(img), _l2_normalize(txt)) + bias
-    n = logits.shape[0]
-    signs = 2.0 * jnp.eye(n, dtype=logits.dtype) - 1.0
-    return -jnp.sum(jax.nn.log_sigmoid(signs * logits)) / n
+    return _unsharded(_siglip_sum, (img, txt), (log_t, bias)) / img.shape[0]
+
+
+# ----------------------------------------------------------------------------
+# Sharded over the batch: each device computes its [N/S, N] block of logits
+# ----------------------------------------------------------------------------
+
+PartialSum = Callable[..., jax.Array]
+
+
+def _unsharded(partial_sum: PartialSum, embeddings: Sequence[jax.Array], scalars: Sequence):
+    """partial_sum over the whole batch on one device (offset 0, local = full)."""
+    unit = tuple(_l2_normalize(e) for e in embeddings)
+    return partial_sum(unit, unit, 0, *scalars)
+
+
+def _sharded(partial_sum: PartialSum, embeddings: Sequence[jax.Array], scalars: Sequence,
+             mesh, axes: Sequence[str]) -> jax.Array:
+    """Global sum of partial_sum with the embeddings' rows split over mesh axes `axes`.
+
+    Every embedding [N, D] must have N divisible by the product of the sizes
+    of `axes`. Scalars are replicated. Returns the float32 sum, replicated.
+    """
+    axes = tuple(axes)
+
+    def shard_sum(local, scalars):
+        local = tuple(_l2_normalize(e) for e in local)
+        full = tuple(jax.lax.all_gather(e, axes, axis=0, tiled=True) for e in local)
+        offset = jax.lax.axis_index(axes) * local[0].shape[0]
+        return jax.lax.psum(partial_sum(local, full, offset, *scalars), axes)
+
+    scalars = tuple(jnp.asarray(s, jnp.float32) for s in scalars)
+    return jax.shard_map(shard_sum, mesh=mesh, in_specs=(P(axes), P()), out_specs=P())(
+        tuple(embeddings), scalars)
+
+
+def nt_xent_sharded(z1, z2, temperature, mesh, axes):
+    """`nt_xent` with the batch split over `axes` of `mesh` (see the module docstring).
+
+    z1, z2: [N, D] global arrays, N divisible by the number of shards.
+    Each device holds a [2N/S, 2N] block of logits. float32 scalar.
+    """
+    return _sharded(_nt_xent_sum, (z1, z2), (temperature,), mesh, axes) / (2 * z1.shape[0])
+
+
+def moco_v3_sharded(q1, q2, k1, k2, temperature, mesh, axes):
+    """`moco_v3` with the batch split over `axes` of `mesh`; [N/S, N] logits per device."""
+    keys = jax.lax.stop_gradient((k1, k2))
+    return _sharded(_moco_v3_sum, (q1, q2, *keys), (temperature,), mesh, axes) / q1.shape[0]
+
+
+def clip_loss_sharded(img, txt, logit_scale, mesh, axes):
+    """`clip_loss` with the batch split over `axes` of `mesh`.
+
+    img, txt: [N, D] global arrays, N divisible by the number of shards S.
+    Each device holds two [N/S, N] blocks of logits (its images against all
+    texts, its texts against all images). float32 scalar.
+    """
+    return _sharded(_clip_sum, (img, txt), (logit_scale,), mesh, axes) / (2 * img.shape[0])
+
+
+def siglip_loss_sharded(img, txt, log_t, bias, mesh, axes):
+    """`siglip_loss` with the batch split over `axes` of `mesh`; [N/S, N] logits per device."""
+    return _sharded(_siglip_sum, (img, txt), (log_t, bias), mesh, axes) / img.shape[0]
