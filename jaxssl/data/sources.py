@@ -12,6 +12,7 @@ is an int32 scalar, and exposes ``num_classes`` and ``image_shape`` (H, W, C).
 - ``'npz'``: ``{split}.npz`` holding arrays ``image`` and ``label``.
 - ``'tfds:NAME'``: a TFDS dataset already prepared as array_record in data_dir.
 - ``'text:CORPUS?...'``, ``'tfds_text:NAME?...'``: token rows, see ``jaxssl.data.text``.
+- ``'tfds_captions:NAME?...'``: image + caption tokens, see ``jaxssl.data.captions``.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from jaxssl.data import text
+from jaxssl.data import captions, text
 
 # IDX type codes (third magic byte) -> element dtype; the data is big-endian.
 _IDX_DTYPES = {
@@ -226,11 +227,74 @@ def load_digits_split(split: str, test_fraction: float = 0.2, seed: int = 0) -> 
     return ArraySource(scaled.astype(np.uint8)[..., None], digits.target[keep], _DIGITS_NUM_CLASSES)
 
 
-class TfdsSource:
-    """A TFDS dataset prepared as array_record in data_dir, read at random.
+def _feature(tree, path: str):
+    """tree['a']['b'] for path 'a/b' (a TFDS record or FeaturesDict)."""
+    for part in path.split("/"):
+        tree = tree[part]
+    return tree
+
+
+class _TfdsRecords:
+    """Random access to a TFDS dataset prepared as array_record in data_dir.
 
     This is ``tfds.data_source(name, split=split, data_dir=data_dir)`` without
-    the download: a dataset missing from data_dir raises FileNotFoundError.
+    the download: a dataset missing from data_dir raises FileNotFoundError, a
+    missing feature (path 'a/b' for nested ones) in `keys` a KeyError.
+    Subclasses turn ``self._records[i]`` into records.
+    """
+
+    def __init__(self, name: str, split: str, data_dir, keys: Sequence[str]):
+        import tensorflow_datasets as tfds
+
+        try:
+            builder = tfds.builder(name, data_dir=data_dir)
+        except tfds.core.DatasetNotFoundError:
+            raise FileNotFoundError(
+                f"tfds dataset {name!r} is neither a registered TFDS builder nor "
+                f"prepared in data_dir={data_dir}"
+            ) from None
+        if not builder.is_prepared():
+            raise FileNotFoundError(
+                f"tfds dataset {name!r} is not prepared in data_dir={data_dir} "
+                f"(looked in {builder.data_dir}); prepare it first, e.g. "
+                f"`tfds build {name} --data_dir=... --file_format=array_record`"
+            )
+        self.features = builder.info.features
+        for key in keys:
+            try:
+                _feature(self.features, key)
+            except KeyError:
+                raise KeyError(
+                    f"tfds dataset {name!r} has no feature {key!r}; features: "
+                    f"{sorted(self.features)}"
+                ) from None
+        self._records = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        self._description = (f"{type(self).__name__}({name!r}, split={split!r}, "
+                             f"data_dir={data_dir!r})")
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __repr__(self) -> str:
+        return self._description
+
+
+def _uint8_image(image: np.ndarray, index: int) -> np.ndarray:
+    """A TFDS image [H, W] or [H, W, C] of integers in 0..255 -> uint8 [H, W, C]."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.dtype != np.uint8:
+        if not np.issubdtype(image.dtype, np.integer) or image.min() < 0 or image.max() > 255:
+            raise ValueError(
+                f"tfds image {index} is {image.dtype} outside 0..255; cannot make it uint8"
+            )
+        image = image.astype(np.uint8)
+    return image
+
+
+class TfdsSource(_TfdsRecords):
+    """A labelled TFDS image dataset prepared as array_record in data_dir, read at random.
 
     Args:
       name: TFDS name, e.g. 'mnist' or 'cifar10:3.0.2'.
@@ -247,54 +311,47 @@ class TfdsSource:
         image_key: str = "image",
         label_key: str = "label",
     ):
-        import tensorflow_datasets as tfds
-
-        try:
-            builder = tfds.builder(name, data_dir=data_dir)
-        except tfds.core.DatasetNotFoundError:
-            raise FileNotFoundError(
-                f"tfds dataset {name!r} is neither a registered TFDS builder nor "
-                f"prepared in data_dir={data_dir}"
-            ) from None
-        if not builder.is_prepared():
-            raise FileNotFoundError(
-                f"tfds dataset {name!r} is not prepared in data_dir={data_dir} "
-                f"(looked in {builder.data_dir}); prepare it first, e.g. "
-                f"`tfds build {name} --data_dir=... --file_format=array_record`"
-            )
-        features = builder.info.features
-        for key in (image_key, label_key):
-            if key not in features:
-                raise KeyError(
-                    f"tfds dataset {name!r} has no feature {key!r}; features: {sorted(features)}"
-                )
-        if not hasattr(features[label_key], "num_classes"):
+        super().__init__(name, split, data_dir, (image_key, label_key))
+        if not hasattr(self.features[label_key], "num_classes"):
             raise ValueError(f"tfds dataset {name!r}: feature {label_key!r} is not a ClassLabel")
-        self._records = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-        self._description = f"TfdsSource({name!r}, split={split!r}, data_dir={data_dir!r})"
         self._image_key, self._label_key = image_key, label_key
-        self.num_classes = int(features[label_key].num_classes)
-        shape = tuple(features[image_key].shape)
+        self.num_classes = int(self.features[label_key].num_classes)
+        shape = tuple(self.features[image_key].shape)
         self.image_shape = shape + (1,) if len(shape) == 2 else shape
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def __repr__(self) -> str:
-        return self._description
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         record = self._records[index]
-        image = np.asarray(record[self._image_key])
-        if image.ndim == 2:
-            image = image[..., None]
-        if image.dtype != np.uint8:
-            if not np.issubdtype(image.dtype, np.integer) or image.min() < 0 or image.max() > 255:
-                raise ValueError(
-                    f"tfds image {index} is {image.dtype} outside 0..255; cannot make it uint8"
-                )
-            image = image.astype(np.uint8)
-        return {"image": image, "label": np.int32(record[self._label_key])}
+        return {"image": _uint8_image(record[self._image_key], index),
+                "label": np.int32(record[self._label_key])}
+
+
+class TfdsCaptionSource(_TfdsRecords):
+    """Image + first caption of a TFDS caption dataset (see `jaxssl.data.captions`).
+
+    Records: {'image': uint8 [S, S, C], 'tokens': int32 [length]} (byte
+    tokens, EOS, PAD). No labels. `spec` is a parsed 'tfds_captions:...' name.
+    """
+
+    def __init__(self, spec: captions.CaptionDataSpec, split: str,
+                 data_dir: str | os.PathLike | None = None):
+        super().__init__(spec.name, split, data_dir, (spec.image_key, spec.caption_key))
+        self.spec = spec
+        self.tokenizer = text.ByteTokenizer(num_sentinels=0)
+        stored = tuple(_feature(self.features, spec.image_key).shape)
+        channels = stored[2] if len(stored) == 3 else 1
+        side = (spec.image_size,) * 2 if spec.image_size else stored[:2]
+        self.image_shape = side + (channels,)
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        record = self._records[index]
+        image = _uint8_image(_feature(record, self.spec.image_key), index)
+        if image.shape != self.image_shape:
+            pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+            resized = pil.resize(self.image_shape[1::-1], Image.BILINEAR)
+            image = np.asarray(resized).reshape(self.image_shape)
+        caption = captions.first_caption(_feature(record, self.spec.caption_key))
+        tokens = captions.tokenize_captions(self.tokenizer, [caption], self.spec.length)[0]
+        return {"image": image, "tokens": tokens}
 
 
 def _split_npz_path(data_dir: str | os.PathLike, split: str) -> list[Path]:
@@ -319,7 +376,7 @@ _FILE_DATASETS: dict[str, tuple[_PathsFn, _LoadFn]] = {
 _TFDS_PREFIX = "tfds:"
 _SYNTHETIC_PREFIX = "synthetic:"
 VALID_NAMES: Sequence[str] = ("digits", *_FILE_DATASETS, _TFDS_PREFIX + "NAME",
-                              _SYNTHETIC_PREFIX + "HxWxC")
+                              _SYNTHETIC_PREFIX + "HxWxC", captions.TFDS_CAPTIONS_PREFIX + "NAME")
 
 
 def synthetic_source(shape: str, split: str, num_records: int = 2048,
@@ -348,6 +405,8 @@ def get_source(name: str, split: str, data_dir: str | os.PathLike | None = None)
     data_dir = data_dir or None  # configs spell "no data_dir" as "".
     if text.is_text_dataset(name):
         return text.get_text_source(name, split, data_dir)
+    if captions.is_caption_dataset(name):
+        return TfdsCaptionSource(captions.parse_caption_dataset(name), split, data_dir)
     if name.startswith(_TFDS_PREFIX):
         return TfdsSource(name[len(_TFDS_PREFIX) :], split, data_dir)
     if name.startswith(_SYNTHETIC_PREFIX):

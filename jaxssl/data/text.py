@@ -265,19 +265,24 @@ def text_dataset_name(corpus: str, from_tfds: bool = False, **options) -> str:
     return prefix + corpus + (f"?{query}" if query else "")
 
 
+def parse_options(name: str, query: str, option_types: dict) -> dict:
+    """'k=v&k2=v2' -> {k: option_types[k](v)}; ValueError naming dataset `name` and a bad option."""
+    options = {}
+    for item in filter(None, query.split("&")):
+        key, eq, value = item.partition("=")
+        if not eq or key not in option_types:
+            raise ValueError(f"dataset {name!r}: bad option {item!r}; "
+                             f"options are {', '.join(option_types)} as key=value")
+        options[key] = option_types[key](value)
+    return options
+
+
 def parse_text_dataset(name: str) -> TextDataSpec:
     """'text:CORPUS?k=v&...' or 'tfds_text:NAME?...' -> TextDataSpec; ValueError if malformed."""
     from_tfds = name.startswith(TFDS_TEXT_PREFIX)
     body = name[len(TFDS_TEXT_PREFIX if from_tfds else TEXT_PREFIX):]
     corpus, _, query = body.partition("?")
-    options = {}
-    for item in filter(None, query.split("&")):
-        key, eq, value = item.partition("=")
-        if not eq or key not in _OPTION_TYPES:
-            raise ValueError(f"text dataset {name!r}: bad option {item!r}; "
-                             f"options are {', '.join(_OPTION_TYPES)} as key=value")
-        options[key] = _OPTION_TYPES[key](value)
-    spec = TextDataSpec(corpus, from_tfds, **options)
+    spec = TextDataSpec(corpus, from_tfds, **parse_options(name, query, _OPTION_TYPES))
     if not from_tfds and corpus not in LOCAL_CORPORA:
         valid = [TEXT_PREFIX + c for c in LOCAL_CORPORA] + [TFDS_TEXT_PREFIX + "NAME"]
         raise ValueError(f"unknown text corpus {corpus!r} in {name!r}; valid: {', '.join(valid)}")

@@ -11,9 +11,11 @@ and token count of each are logged as 'prefix/...' and 'masked/...'.
 Captions: this method runs on any labelled image dataset by captioning each
 image from its class name, `pali.caption_template.format(class name)`
 (e.g. 'a picture of the digit seven'), right-padded with spaces to a common
-length. These are SYNTHETIC captions, for tests and small experiments: they
-only carry the label, and `pali.class_names` must name every label of the data. Real caption datasets (tfds coco_captions) are not
-wired in yet.
+length (`jaxssl.data.captions`, shared with CLIP/SigLIP). These are SYNTHETIC
+captions, for tests and small experiments: they only carry the label, and
+`pali.class_names` must name every label of the data. Real caption datasets
+('tfds_captions:coco_captions', which CLIP/SigLIP read) are not wired into
+this method yet.
 
 The ViT is the config's `model` (stored under 'backbone', like every
 method's encoder); its tokens are projected to the text width.
@@ -27,7 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxssl.data import text
+from jaxssl.data import captions, text
 from jaxssl.evaluate.perplexity import NOISE_SEED
 from jaxssl.methods import base
 from jaxssl.methods.lm import TokenLossMethod
@@ -36,12 +38,13 @@ from jaxssl.models.transformer import LanguageModel
 from jaxssl.models.vit import _dense
 from jaxssl.objectives import language, mixture
 
-DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 def caption_table(tokenizer: text.Tokenizer, template: str, class_names) -> np.ndarray:
-    """int32 [num_classes, L]: each class's caption, space-padded to the longest."""
-    captions = [template.format(name) for name in class_names]
-    width = max(len(c) for c in captions)
-    return np.stack([tokenizer.encode(c.ljust(width)) for c in captions])
+    """int32 [num_classes, L]: each class's SYNTHETIC caption (`jaxssl.data.captions`),
+    space-padded to the longest, without EOS (the decoder learns every token)."""
+    texts = captions.class_captions(template, class_names)
+    width = max(len(c) for c in texts)
+    return captions.tokenize_captions(tokenizer, [c.ljust(width) for c in texts],
+                                      append_eos=False)
 
 
 class ImagePrefixLM(nn.Module):
@@ -66,7 +69,7 @@ class Method(TokenLossMethod):
     def default_config() -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(dict(
             caption_template="a picture of the digit {}",
-            class_names=DIGIT_NAMES,
+            class_names=captions.DIGIT_NAMES,
             text_hidden=128,
             text_depth=2,
             text_heads=4,
