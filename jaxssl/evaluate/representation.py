@@ -21,6 +21,27 @@ def eval_batch_size(requested: int, mesh: Mesh) -> int:
     return -(-requested // multiple) * multiple
 
 
+def gather_split(batch_fn: Callable[[Any, dict], dict], variables: Any, source, mesh: Mesh,
+                 batch_size: int, limit: int = 0) -> dict[str, np.ndarray]:
+    """`batch_fn` over the first `limit` records of `source` (0 = all), on every host.
+
+    `batch_fn(variables, batch) -> {name: [B, ...] array}` (jit it); `batch` is
+    a global batch of the source's records plus 'valid' (bool [B], False on
+    the padding of the last batch). Returns each name's rows of all
+    valid records, in source order, concatenated: {name: [N, ...]}.
+    """
+    batch_size = eval_batch_size(batch_size, mesh)
+    outputs = []
+    for local, valid in pipeline.eval_batches(source, batch_size, jax.process_index(),
+                                              jax.process_count(), limit):
+        batch = parallel.host_batch_to_global({**local, "valid": valid}, mesh)
+        gathered = multihost_utils.process_allgather(
+            {"outputs": batch_fn(variables, batch), "valid": batch["valid"]}, tiled=True)
+        keep = np.asarray(gathered["valid"])
+        outputs.append({k: np.asarray(v)[keep] for k, v in gathered["outputs"].items()})
+    return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
+
+
 def extract_features(features_fn: Callable[[Any, jax.Array], jax.Array], variables: Any,
                      source, mesh: Mesh, batch_size: int, limit: int = 0
                      ) -> tuple[np.ndarray, np.ndarray]:
@@ -29,19 +50,10 @@ def extract_features(features_fn: Callable[[Any, jax.Array], jax.Array], variabl
     `features_fn(variables, images uint8 [B, H, W, C]) -> [B, D]` is jitted.
     Returns (features float32 [N, D], labels int [N]).
     """
-    batch_size = eval_batch_size(batch_size, mesh)
-    features, labels = [], []
-    for local, valid in pipeline.eval_batches(source, batch_size, jax.process_index(),
-                                              jax.process_count(), limit):
-        batch = parallel.host_batch_to_global(
-            {"image": local["image"], "label": local["label"], "valid": valid}, mesh)
-        gathered = multihost_utils.process_allgather(
-            {"features": features_fn(variables, batch["image"]),
-             "label": batch["label"], "valid": batch["valid"]}, tiled=True)
-        keep = np.asarray(gathered["valid"])
-        features.append(np.asarray(gathered["features"])[keep])
-        labels.append(np.asarray(gathered["label"])[keep])
-    return np.concatenate(features), np.concatenate(labels)
+    rows = gather_split(
+        lambda v, batch: {"features": features_fn(v, batch["image"]), "label": batch["label"]},
+        variables, source, mesh, batch_size, limit)
+    return rows["features"], rows["label"]
 
 
 def evaluate_encoder(features_fn, variables, train_source, test_source, mesh: Mesh,
