@@ -5,7 +5,8 @@ from __future__ import annotations
 import difflib
 import importlib
 
-# name -> module defining `Method` (a class with default_config, init, loss_fn, features).
+# name -> 'module' defining `Method`, or 'module:Class' (a class with default_config, init,
+# loss_fn, features).
 _REGISTRY = {
     "simclr": "jaxssl.methods.simclr",
     "lm": "jaxssl.methods.lm",
@@ -14,6 +15,8 @@ _REGISTRY = {
     "mae": "jaxssl.methods.mae",
     "simmim": "jaxssl.methods.simmim",
     "finetune": "jaxssl.methods.finetune",
+    "clip": "jaxssl.methods.clip",
+    "siglip": "jaxssl.methods.clip:SigLIP",
 }
 
 
@@ -27,4 +30,5 @@ def get(name: str):
         near = difflib.get_close_matches(name, names(), n=1, cutoff=0.0)
         hint = f" (did you mean '{near[0]}'?)" if near else ""
         raise KeyError(f"unknown method '{name}'{hint}; valid methods: {', '.join(names())}")
-    return importlib.import_module(_REGISTRY[name]).Method
+    module, _, class_name = _REGISTRY[name].partition(":")
+    return getattr(importlib.import_module(module), class_name or "Method")

@@ -1,0 +1,26 @@
+"""SigLIP on CIFAR-10 with SYNTHETIC class-name captions: configs/clip_cifar10.py with the sigmoid loss.
+
+Same towers, data, optimizer and schedule as the CLIP config; the loss is
+SigLIP's pairwise sigmoid loss with learnable log-temperature (init log 10)
+and bias (init -10).
+
+  python -m jaxssl.main --config=configs/siglip_cifar10.py --workdir=/tmp/siglip_cifar10
+
+Measured: see experiments/clip/README.md (2-core AMD EPYC CPU, shared).
+"""
+
+import os
+
+import ml_collections
+
+from jaxssl import config as config_lib
+
+CLIP_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "clip_cifar10.py")
+
+
+def get_config(arg=None):
+    del arg
+    config = config_lib.load_config_file(CLIP_CONFIG).to_dict()
+    config["method"] = "siglip"
+    config["siglip"] = config.pop("clip")
+    return ml_collections.ConfigDict(config)

@@ -1,0 +1,290 @@
+"""CLIP / SigLIP: sharded losses == single-device losses (values and gradients), the
+logit-memory claim, zero-shot and retrieval metrics against NumPy, captions (synthetic
+and through the real tfds path), the method's shapes and overfitting, and bad configs."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from jaxssl import config as config_lib, methods, parallel
+from jaxssl.data import captions, pipeline, text
+from jaxssl.data.sources import get_source
+from jaxssl.evaluate import zero_shot
+from jaxssl.objectives import contrastive
+from jaxssl.train import Trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_CONFIG = os.path.join(REPO, "tests", "configs", "tiny_clip.py")
+
+# name -> (plain loss, sharded loss, number of [N, D] embeddings, scalar arguments)
+LOSSES = {
+    "clip": (contrastive.clip_loss, contrastive.clip_loss_sharded, 2, (np.log(1 / 0.07),)),
+    "siglip": (contrastive.siglip_loss, contrastive.siglip_loss_sharded, 2, (np.log(10.0), -3.0)),
+    "nt_xent": (contrastive.nt_xent, contrastive.nt_xent_sharded, 2, (0.3,)),
+    "moco_v3": (contrastive.moco_v3, contrastive.moco_v3_sharded, 4, (0.2,)),
+}
+
+
+def tiny_config(method="clip", **sections):
+    """tests/configs/tiny_clip.py for `method`, with sections updated."""
+    user = config_lib.load_config_file(TINY_CONFIG).to_dict()
+    user["method"] = method
+    user[method] = user.pop("clip")
+    for key, value in sections.items():
+        user[key] = {**user.get(key, {}), **value}
+    return config_lib.resolve(user)
+
+
+# ----------------------------------------------------------------------------
+# Sharded losses
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mesh_shape", [(8, 1), (2, 4)])
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_sharded_loss_and_gradients_equal_single_device(name, mesh_shape):
+    """8 devices ('data' x 'fsdp' = mesh_shape) vs 1 device on the same global batch of 16."""
+    plain, sharded, count, scalars = LOSSES[name]
+    mesh = parallel.make_mesh({"data": mesh_shape[0], "fsdp": mesh_shape[1], "tensor": 1})
+    rng = np.random.default_rng(len(name))
+    embeddings = [(rng.normal(size=(16, 8)) + 0.3).astype(np.float32) * rng.uniform(0.5, 2.0)
+                  for _ in range(count)]
+    scalars = tuple(np.float32(s) for s in scalars)
+    argnums = tuple(range(count + len(scalars)))
+    loss, grads = jax.jit(jax.value_and_grad(plain, argnums))(*embeddings, *scalars)
+
+    sharded_fn = lambda *args: sharded(*args, mesh, parallel.BATCH_AXES)
+    by_rows = NamedSharding(mesh, P(parallel.BATCH_AXES))
+    placed = [jax.device_put(e, by_rows) for e in embeddings]
+    sharded_loss, sharded_grads = jax.jit(jax.value_and_grad(sharded_fn, argnums))(
+        *placed, *scalars)
+
+    np.testing.assert_allclose(sharded_loss, loss, rtol=1e-5)
+    assert any(np.abs(g).max() > 0 for g in grads)
+    for sharded_grad, grad in zip(sharded_grads, grads):
+        np.testing.assert_allclose(sharded_grad, grad, rtol=1e-5, atol=1e-6)
+
+
+def test_sharded_clip_step_holds_less_than_the_full_logit_matrix_per_device():
+    """Temp memory of loss + gradients: one device needs the B x B logits, 8 devices
+    with the shard_map loss need less than one B x B float32 matrix each."""
+    batch, dim = 1024, 32
+    mesh = parallel.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+
+    def temp_bytes(loss, sharding=None):
+        args = [jax.ShapeDtypeStruct((batch, dim), jnp.float32, sharding=sharding)] * 2
+        fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+        return fn.lower(*args).compile().memory_analysis().temp_size_in_bytes
+
+    full_matrix = batch * batch * 4
+    one_device = temp_bytes(lambda i, t: contrastive.clip_loss(i, t, 2.0))
+    sharded = temp_bytes(
+        lambda i, t: contrastive.clip_loss_sharded(i, t, 2.0, mesh, parallel.BATCH_AXES),
+        NamedSharding(mesh, P(parallel.BATCH_AXES)))
+    assert one_device >= full_matrix > sharded, (one_device, full_matrix, sharded)
+
+
+# ----------------------------------------------------------------------------
+# Zero-shot and retrieval against NumPy loops
+# ----------------------------------------------------------------------------
+
+def _cosine(a, b):
+    return a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+
+
+def test_zero_shot_accuracy_matches_reference():
+    rng = np.random.default_rng(0)
+    images, classes = rng.normal(size=(40, 6)), rng.normal(size=(5, 6))
+    labels = rng.integers(0, 5, 40)
+    expected = np.mean([np.argmax([_cosine(x, c) for c in classes]) == y
+                        for x, y in zip(images, labels)])
+    assert zero_shot.zero_shot_accuracy(images, labels, classes) == pytest.approx(expected)
+
+
+def _recall_reference(queries, items, query_groups, item_groups, k):
+    hits = 0
+    for q, group in zip(queries, query_groups):
+        scores = [_cosine(q, item) for item in items]
+        top = sorted(range(len(items)), key=lambda j: -scores[j])[:k]
+        hits += any(item_groups[j] == group for j in top)
+    return hits / len(queries)
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_retrieval_recall_matches_reference(grouped):
+    rng = np.random.default_rng(1)
+    n = 30
+    images = rng.normal(size=(n, 5))
+    groups = rng.integers(0, 4, n) if grouped else np.arange(n)
+    # Texts of a group are one caption: equal rows (as with synthetic captions).
+    texts = rng.normal(size=(n, 5)) if not grouped else rng.normal(size=(4, 5))[groups]
+    texts = texts + 0.8 * images if not grouped else texts
+    results = zero_shot.retrieval_recall(images, texts, groups if grouped else None)
+    _, first = np.unique(groups, return_index=True)
+    for k in (1, 5):
+        assert results[f"i2t_recall@{k}"] == pytest.approx(
+            _recall_reference(images, texts[first], groups, groups[first], k))
+        assert results[f"t2i_recall@{k}"] == pytest.approx(
+            _recall_reference(texts[first], images, groups[first], groups, k))
+    assert 0 < results["i2t_recall@1"] <= results["i2t_recall@5"] <= 1
+
+
+# ----------------------------------------------------------------------------
+# Captions
+# ----------------------------------------------------------------------------
+
+def test_synthetic_caption_table_spells_each_class_then_eos_and_padding():
+    tokenizer = text.ByteTokenizer(num_sentinels=0)
+    table = captions.caption_table(tokenizer, "a photo of a {}.", captions.CIFAR10_NAMES, 32)
+    assert table.shape == (10, 32) and table.dtype == np.int32
+    for row, name in zip(table, captions.CIFAR10_NAMES):
+        caption = f"a photo of a {name}."
+        assert tokenizer.decode(row[:len(caption)]) == caption
+        assert row[len(caption)] == text.EOS_ID and np.all(row[len(caption) + 1:] == text.PAD_ID)
+    with pytest.raises(ValueError, match="'a photo of a automobile.' needs 25 tokens"):
+        captions.caption_table(tokenizer, "a photo of a {}.", captions.CIFAR10_NAMES, 20)
+    cut = captions.tokenize_captions(tokenizer, ["abcdef"], length=4)
+    np.testing.assert_array_equal(cut[0], list(tokenizer.encode("abc")) + [text.EOS_ID])
+
+
+_CAPTION_IMAGES = np.random.default_rng(3).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+_CAPTION_TEXTS = [[f"picture number {i}", f"second caption {i}"] for i in range(6)]
+
+
+class TinyCaptions(tfds.core.GeneratorBasedBuilder):
+    """6 random 8x8x3 images with two captions each, coco_captions' feature layout."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        # Tensor features (no PNG encoding, which would import TensorFlow).
+        features = tfds.features.FeaturesDict({
+            "image": tfds.features.Tensor(shape=(8, 8, 3), dtype=np.uint8),
+            "captions": tfds.features.Sequence(
+                {"text": tfds.features.Tensor(shape=(), dtype=np.str_)}),
+        })
+        return tfds.core.DatasetInfo(builder=self, features=features, disable_shuffling=True)
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(range(4)),
+                "test": self._generate_examples(range(4, 6))}
+
+    def _generate_examples(self, indices):
+        for i in indices:
+            yield i, {"image": _CAPTION_IMAGES[i],
+                      "captions": {"text": _CAPTION_TEXTS[i]}}
+
+
+def test_tfds_caption_source_reads_image_and_first_caption(tmp_path):
+    tfds.disable_progress_bar()
+    builder = TinyCaptions(data_dir=tmp_path, file_format="array_record")
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    tokenizer = text.ByteTokenizer(num_sentinels=0)
+    for split, indices in (("train", range(4)), ("test", range(4, 6))):
+        source = get_source("tfds_captions:tiny_captions?image_size=0&length=24", split, tmp_path)
+        assert len(source) == len(indices) and source.image_shape == (8, 8, 3)
+        for j, i in enumerate(indices):
+            record = source[j]
+            np.testing.assert_array_equal(record["image"], _CAPTION_IMAGES[i])
+            first = _CAPTION_TEXTS[i][0]
+            assert record["tokens"].shape == (24,)
+            assert tokenizer.decode(record["tokens"][:len(first)]) == first
+            assert record["tokens"][len(first)] == text.EOS_ID
+    resized = get_source("tfds_captions:tiny_captions?image_size=4", "train", tmp_path)
+    assert resized[0]["image"].shape == (4, 4, 3) and resized.image_shape == (4, 4, 3)
+    with pytest.raises(ValueError, match="bad option 'size=4'"):
+        get_source("tfds_captions:tiny_captions?size=4", "train", tmp_path)
+    with pytest.raises(FileNotFoundError, match="'coco_captions' is not prepared"):
+        get_source("tfds_captions:coco_captions", "train", tmp_path)
+
+
+# ----------------------------------------------------------------------------
+# The method
+# ----------------------------------------------------------------------------
+
+OVERFIT_STEPS = 12
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    """Per method: OVERFIT_STEPS steps on one fixed batch of 16, on one device:
+    (trainer, final state, host batch, metrics of every step)."""
+    runs = {}
+    for method in ("clip", "siglip"):
+        config = tiny_config(method, mesh={"data": 1, "fsdp": 1, "tensor": 1})
+        trainer = Trainer(config, str(tmp_path_factory.mktemp(method)), devices=jax.devices()[:1])
+        host_batch = next(iter(pipeline.train_loader(trainer.train_source, 16, 0, 0, 1)))
+        batch = parallel.host_batch_to_global(host_batch, trainer.mesh)
+        step_fn, state = trainer.compile_train_step(), trainer.initial_state()
+        history = []
+        for _ in range(OVERFIT_STEPS):
+            state, metrics = step_fn(state, batch)
+            history.append(jax.device_get(metrics))
+        runs[method] = (trainer, state, host_batch, history)
+    return runs
+
+
+@pytest.mark.parametrize("method", ["clip", "siglip"])
+def test_method_shapes_initial_scalars_and_overfits_one_batch(method, single):
+    trainer, state, host_batch, history = single[method]
+    params = jax.device_get(state.params)
+    assert set(params) == {"backbone", "text_tower", "image_projection", "text_projection",
+                           *dict(trainer.method.loss_scalars)}
+    variables = {"params": state.params}
+    rows = trainer.method.embed(variables, host_batch)
+    assert rows["image"].shape == (16, 16) and rows["text"].shape == (16, 16)
+    assert trainer.method.features(variables, host_batch["image"]).shape == (16, 32)
+    first, last = history[0], history[-1]
+    if method == "clip":
+        assert first["logit_scale"] == pytest.approx(1 / 0.07, rel=1e-6)
+    else:
+        assert first["temperature"] == pytest.approx(10.0, rel=1e-6)
+        assert first["bias"] == pytest.approx(-10.0)
+    assert last["loss"] < first["loss"] - 0.3, [float(h["loss"]) for h in history]
+    assert 0.0 <= last["i2t_top1"] <= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["clip", "siglip"])
+def test_sharded_method_step_equals_single_device(method, single, tmp_path):
+    """The 8-device steps (shard_map loss) give the 1-device losses and gradient norms."""
+    _, _, host_batch, history = single[method]
+    trainer = Trainer(tiny_config(method), str(tmp_path))
+    assert parallel.batch_shards(trainer.mesh) == 8
+    step_fn = trainer.compile_train_step()
+    assert "all-gather" in step_fn.as_text()
+    batch = parallel.host_batch_to_global(host_batch, trainer.mesh)
+    state = trainer.initial_state()
+    for expected in history[:2]:
+        state, metrics = step_fn(state, batch)
+        for key in ("loss", "grad_norm"):
+            np.testing.assert_allclose(metrics[key], expected[key], rtol=2e-5)
+
+
+def test_evaluate_reports_zero_shot_and_retrieval(tmp_path):
+    trainer = Trainer(tiny_config("siglip"), str(tmp_path))
+    results = trainer.evaluate(trainer.initial_state())
+    assert set(results) == {"zero_shot_top1", "i2t_recall@1", "i2t_recall@5",
+                            "t2i_recall@1", "t2i_recall@5"}
+    assert all(0.0 <= v <= 1.0 for v in results.values())
+    # Synthetic captions: image->text retrieval over the distinct captions is zero-shot.
+    assert results["i2t_recall@1"] == results["zero_shot_top1"]
+
+
+def test_bad_configs_give_clear_errors(tmp_path):
+    with pytest.raises(KeyError, match="unknown method 'clipp' \\(did you mean 'clip'\\?\\)"):
+        methods.get("clipp")
+    with pytest.raises(ValueError, match="needs a ViT image tower"):
+        methods.get("clip")(tiny_config(model={"name": "resnet18"}))
+    with pytest.raises(ValueError, match="needs captions: give clip.class_names"):
+        methods.get("clip")(tiny_config(data={"name": "npz"}))
+    with pytest.raises(ValueError, match="needs 20 tokens with EOS, more than the text length 8"):
+        methods.get("siglip")(tiny_config("siglip", siglip={"text_length": 8}))
+    with pytest.raises(ValueError, match="class_names has 1 names, the data has label 1"):
+        Trainer(tiny_config(clip={"class_names": ("zero",)}), str(tmp_path))
+    assert not os.listdir(tmp_path)
