@@ -11,7 +11,9 @@ counts a caption of the right class as correct (jaxssl/evaluate/zero_shot.py).
 
   python -m jaxssl.main --config=configs/clip_cifar10.py --workdir=/tmp/clip_cifar10
 
-Measured: see experiments/clip/README.md (2-core AMD EPYC CPU, shared).
+Measured (2-core AMD EPYC CPU, shared, 2026-11-27; experiments/clip/README.md): zero-shot
+top-1 on the first 2,000 test images 9.6% -> 46.9% after 3 epochs, image->text R@5 92.3%,
+text->image R@1 90%; about 0.9 s/step, 10 minutes for the whole run.
 """
 
 import ml_collections

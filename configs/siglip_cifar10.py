@@ -6,7 +6,9 @@ and bias (init -10).
 
   python -m jaxssl.main --config=configs/siglip_cifar10.py --workdir=/tmp/siglip_cifar10
 
-Measured: see experiments/clip/README.md (2-core AMD EPYC CPU, shared).
+Measured (2-core AMD EPYC CPU, shared, 2026-11-27; experiments/clip/README.md): zero-shot
+top-1 on the first 2,000 test images 9.6% -> 47.4% after 3 epochs, image->text R@5 92.1%,
+text->image R@1 80%; about 0.9 s/step, 10 minutes for the whole run.
 """
 
 import os

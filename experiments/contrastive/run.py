@@ -34,10 +34,11 @@ def cpu_model() -> str:
     return names[0] if names else platform.processor()
 
 
-def run(method: str, runs_dir: str) -> dict:
+def run(method: str, runs_dir: str, config_spec: str | None = None) -> dict:
+    """Evaluates at initialisation, then trains; config_spec defaults to CONFIG:method."""
     workdir = os.path.join(runs_dir, method)
     shutil.rmtree(workdir, ignore_errors=True)
-    config = config_lib.load(f"{CONFIG}:{method}")
+    config = config_lib.load(config_spec or f"{CONFIG}:{method}")
     info = {"method": method, "date": datetime.datetime.now().astimezone().isoformat(),
             "cpu": cpu_model(), "cpu_count": os.cpu_count(), "jax": jax.__version__,
             "devices": [str(d) for d in jax.devices()], "load_average_start": os.getloadavg()}

@@ -31,15 +31,15 @@ def read_json(path: str) -> dict:
         return json.load(f)
 
 
-def summarize(workdir: str) -> dict:
-    """One run: accuracy curves (step 0 = random init), losses and timings."""
+def summarize(workdir: str, eval_metrics: dict[str, str] = EVAL_METRICS) -> dict:
+    """One run: curves of `eval_metrics` (step 0 = random init), losses and timings."""
     config = read_json(os.path.join(workdir, "config.json"))
     info = read_json(os.path.join(workdir, "run_info.json"))
     records = read_metrics(workdir)
     train = [r for r in records if "loss" in r]
     evals = [(0, read_json(os.path.join(workdir, "random_init.json")))] + [
-        (r["step"], {m: r[f"eval/{m}"] for m in EVAL_METRICS}) for r in records
-        if "eval/knn_top1" in r]
+        (r["step"], {m: r[f"eval/{m}"] for m in eval_metrics}) for r in records
+        if f"eval/{next(iter(eval_metrics))}" in r]
     batch = config["data"]["batch_size"]
     step_time = float(np.median([r["step_time_s"] for r in train]))
     return {
@@ -57,14 +57,15 @@ def summarize(workdir: str) -> dict:
     }
 
 
-def plot(summaries: dict[str, dict], path: str) -> None:
-    """kNN and linear-probe accuracy against epochs, both methods on each panel."""
-    fig, axes = plt.subplots(1, len(EVAL_METRICS), figsize=(10, 3.8))
-    for ax, (metric, label) in zip(axes, EVAL_METRICS.items()):
+def plot(summaries: dict[str, dict], path: str, eval_metrics: dict[str, str] = EVAL_METRICS,
+         names: dict[str, str] = METHODS) -> None:
+    """Each eval metric (default kNN and linear probe) against epochs, all methods on each panel."""
+    fig, axes = plt.subplots(1, len(eval_metrics), figsize=(5 * len(eval_metrics), 3.8))
+    for ax, (metric, label) in zip(axes, eval_metrics.items()):
         for method, summary in summaries.items():
             curve = summary["curve"]
             ax.plot([p["epoch"] for p in curve], [100 * p[metric] for p in curve], marker="o",
-                    label=METHODS[method])
+                    label=names[method])
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"{label} (%)")
         ax.set_title(f"CIFAR-10 (JPEG q75), {label}")
@@ -74,16 +75,17 @@ def plot(summaries: dict[str, dict], path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
-def table(summaries: dict[str, dict]) -> str:
-    """Markdown: one row per evaluation step, kNN and probe of each method, in percent."""
+def table(summaries: dict[str, dict], eval_metrics: dict[str, str] = EVAL_METRICS,
+          names: dict[str, str] = METHODS) -> str:
+    """Markdown: one row per evaluation step, each eval metric of each method, in percent."""
     methods = list(summaries)
-    header = ["step", "epoch"] + [f"{METHODS[m]} {EVAL_METRICS[k]}" for m in methods
-                                  for k in EVAL_METRICS]
+    header = ["step", "epoch"] + [f"{names[m]} {eval_metrics[k]}" for m in methods
+                                  for k in eval_metrics]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     curves = [summaries[m]["curve"] for m in methods]
     for points in zip(*curves):
         cells = [str(points[0]["step"]), f"{points[0]['epoch']:.2f}"]
-        cells += [f"{100 * p[k]:.2f}" for p in points for k in EVAL_METRICS]
+        cells += [f"{100 * p[k]:.2f}" for p in points for k in eval_metrics]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
