@@ -179,14 +179,21 @@ class TinyCaptions(tfds.core.GeneratorBasedBuilder):
                       "captions": {"text": _CAPTION_TEXTS[i]}}
 
 
-def test_tfds_caption_source_reads_image_and_first_caption(tmp_path):
+@pytest.fixture(scope="module")
+def caption_dir(tmp_path_factory):
+    """A TFDS data_dir holding TinyCaptions prepared as array_record."""
+    data_dir = tmp_path_factory.mktemp("tfds")
     tfds.disable_progress_bar()
-    builder = TinyCaptions(data_dir=tmp_path, file_format="array_record")
-    builder.download_and_prepare(
+    TinyCaptions(data_dir=data_dir, file_format="array_record").download_and_prepare(
         download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    return data_dir
+
+
+def test_tfds_caption_source_reads_image_and_first_caption(caption_dir):
     tokenizer = text.ByteTokenizer(num_sentinels=0)
     for split, indices in (("train", range(4)), ("test", range(4, 6))):
-        source = get_source("tfds_captions:tiny_captions?image_size=0&length=24", split, tmp_path)
+        source = get_source("tfds_captions:tiny_captions?image_size=0&length=24", split,
+                            caption_dir)
         assert len(source) == len(indices) and source.image_shape == (8, 8, 3)
         for j, i in enumerate(indices):
             record = source[j]
@@ -195,12 +202,29 @@ def test_tfds_caption_source_reads_image_and_first_caption(tmp_path):
             assert record["tokens"].shape == (24,)
             assert tokenizer.decode(record["tokens"][:len(first)]) == first
             assert record["tokens"][len(first)] == text.EOS_ID
-    resized = get_source("tfds_captions:tiny_captions?image_size=4", "train", tmp_path)
+    resized = get_source("tfds_captions:tiny_captions?image_size=4", "train", caption_dir)
     assert resized[0]["image"].shape == (4, 4, 3) and resized.image_shape == (4, 4, 3)
     with pytest.raises(ValueError, match="bad option 'size=4'"):
-        get_source("tfds_captions:tiny_captions?size=4", "train", tmp_path)
+        get_source("tfds_captions:tiny_captions?size=4", "train", caption_dir)
     with pytest.raises(FileNotFoundError, match="'coco_captions' is not prepared"):
-        get_source("tfds_captions:coco_captions", "train", tmp_path)
+        get_source("tfds_captions:coco_captions", "train", caption_dir)
+
+
+@pytest.mark.slow
+def test_clip_trains_and_evaluates_on_tfds_caption_pairs(caption_dir):
+    config = tiny_config(data={"name": "tfds_captions:tiny_captions?image_size=8&length=24",
+                               "data_dir": str(caption_dir)})
+    method = methods.get("clip")(config)
+    batch = pipeline.example_batch(get_source(config.data.name, "train", caption_dir), 4)
+    variables = jax.jit(method.init)(jax.random.key(0), batch)
+    loss, (metrics, _) = jax.jit(method.loss_fn)(variables["params"], {}, batch,
+                                                 jax.random.key(1), 0)
+    assert np.isfinite(loss) and set(metrics) == {"loss", "logit_scale", "i2t_top1"}
+    mesh = parallel.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+    results = method.evaluate(variables, None, get_source(config.data.name, "test", caption_dir),
+                              mesh, config.eval)
+    assert set(results) == {"i2t_recall@1", "i2t_recall@5", "t2i_recall@1", "t2i_recall@5"}
+    assert results["i2t_recall@5"] == results["t2i_recall@5"] == 1.0  # 2 pairs, k = 5
 
 
 # ----------------------------------------------------------------------------
@@ -236,9 +260,10 @@ def test_method_shapes_initial_scalars_and_overfits_one_batch(method, single):
     assert set(params) == {"backbone", "text_tower", "image_projection", "text_projection",
                            *dict(trainer.method.loss_scalars)}
     variables = {"params": state.params}
-    rows = trainer.method.embed(variables, host_batch)
+    rows = jax.eval_shape(trainer.method.embed, variables, host_batch)
     assert rows["image"].shape == (16, 16) and rows["text"].shape == (16, 16)
-    assert trainer.method.features(variables, host_batch["image"]).shape == (16, 32)
+    features = jax.eval_shape(trainer.method.features, variables, host_batch["image"])
+    assert features.shape == (16, 32) and features.dtype == jnp.float32
     first, last = history[0], history[-1]
     if method == "clip":
         assert first["logit_scale"] == pytest.approx(1 / 0.07, rel=1e-6)
@@ -266,9 +291,9 @@ def test_sharded_method_step_equals_single_device(method, single, tmp_path):
             np.testing.assert_allclose(metrics[key], expected[key], rtol=2e-5)
 
 
-def test_evaluate_reports_zero_shot_and_retrieval(tmp_path):
-    trainer = Trainer(tiny_config("siglip"), str(tmp_path))
-    results = trainer.evaluate(trainer.initial_state())
+def test_evaluate_reports_zero_shot_and_retrieval(single):
+    trainer, state, _, _ = single["siglip"]
+    results = trainer.evaluate(state)
     assert set(results) == {"zero_shot_top1", "i2t_recall@1", "i2t_recall@5",
                             "t2i_recall@1", "t2i_recall@5"}
     assert all(0.0 <= v <= 1.0 for v in results.values())
