@@ -92,6 +92,20 @@ def batch_shards(mesh: Mesh) -> int:
     return mesh.shape["data"] * mesh.shape["fsdp"]
 
 
+def context_batch_mesh(rows: int):
+    """The abstract mesh in context if its batch axes split `rows` evenly over >1 shards, else None.
+
+    The Trainer traces the train step under `jax.sharding.use_abstract_mesh`,
+    so a method can compute `shard_map` losses over BATCH_AXES there
+    (`jaxssl.methods.base.batch_sharded_loss`).
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or not set(BATCH_AXES) <= set(mesh.axis_names):
+        return None
+    shards = int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
+    return mesh if shards > 1 and rows % shards == 0 else None
+
+
 def _axis_size(mesh: Mesh, axis) -> int:
     names = axis if isinstance(axis, tuple) else (axis,)
     return int(np.prod([mesh.shape[n] for n in names]))

@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxssl import parallel
+
 _DROPOUT_SALT = 0x5D0
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -70,3 +72,17 @@ def split_variables(variables) -> tuple[dict, dict]:
     """{'params': p, **rest} -> (p, rest)."""
     rest = {k: v for k, v in variables.items() if k != "params"}
     return variables["params"], rest
+
+
+def batch_sharded_loss(plain, sharded, embeddings: tuple, *scalars) -> jax.Array:
+    """plain(*embeddings, *scalars), or its shard_map twin sharded(..., mesh, BATCH_AXES).
+
+    The sharded form (e.g. `contrastive.clip_loss_sharded`: no device holds the
+    full B x B logits) is used when the train step is traced with a mesh whose
+    batch axes split the embeddings' rows [B, D] (`parallel.context_batch_mesh`).
+    """
+    mesh = parallel.context_batch_mesh(embeddings[0].shape[0])
+    if mesh is None:
+        return plain(*embeddings, *scalars)
+    return sharded(*embeddings, *scalars, mesh, parallel.BATCH_AXES)
+

@@ -21,10 +21,10 @@ captions; otherwise each image is captioned from its 'label' with
 `caption_template` and `class_names` (default: the built-in names of
 `data.name`). Those captions are SYNTHETIC pairs that only carry the label.
 
-Sharding: when the step is traced with a mesh in context
-(`jax.sharding.get_abstract_mesh()`, set by the Trainer) whose batch axes
-('data', 'fsdp') split the batch, the loss is the `*_sharded` variant: no
-device holds the full B x B logits, only its [B/S, B] block.
+Sharding: when the step is traced with a mesh in context (set by the
+Trainer) whose batch axes ('data', 'fsdp') split the batch, the loss is the
+`*_sharded` variant (`base.batch_sharded_loss`): no device holds the full
+B x B logits, only its [B/S, B] block.
 
 Metrics: 'loss', 'logit_scale' (CLIP: exp of the clamped scale) or
 'temperature' and 'bias' (SigLIP: t = exp(log_t) and b), 'i2t_top1' (fraction
@@ -46,7 +46,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxssl import parallel
 from jaxssl.data import captions, text
 from jaxssl.evaluate import zero_shot
 from jaxssl.evaluate.representation import gather_split
@@ -179,11 +178,8 @@ class Method:
 
     def loss(self, img, txt, scalars) -> jax.Array:
         """`clip_loss`, sharded over the batch axes of the mesh in context when they split it."""
-        mesh = _batch_mesh()
-        if mesh is not None:
-            return contrastive.clip_loss_sharded(img, txt, scalars["logit_scale"], mesh,
-                                                 parallel.BATCH_AXES)
-        return contrastive.clip_loss(img, txt, scalars["logit_scale"])
+        return base.batch_sharded_loss(contrastive.clip_loss, contrastive.clip_loss_sharded,
+                                       (img, txt), scalars["logit_scale"])
 
     def scalar_metrics(self, scalars) -> dict:
         scale = jnp.minimum(scalars["logit_scale"], contrastive.MAX_CLIP_LOGIT_SCALE)
@@ -233,22 +229,11 @@ class SigLIP(Method):
 
     def loss(self, img, txt, scalars) -> jax.Array:
         """`siglip_loss`, sharded over the batch axes of the mesh in context when they split it."""
-        mesh = _batch_mesh()
-        if mesh is not None:
-            return contrastive.siglip_loss_sharded(img, txt, scalars["log_t"], scalars["bias"],
-                                                   mesh, parallel.BATCH_AXES)
-        return contrastive.siglip_loss(img, txt, scalars["log_t"], scalars["bias"])
+        return base.batch_sharded_loss(contrastive.siglip_loss, contrastive.siglip_loss_sharded,
+                                       (img, txt), scalars["log_t"], scalars["bias"])
 
     def scalar_metrics(self, scalars) -> dict:
         return {"temperature": jnp.exp(scalars["log_t"]), "bias": scalars["bias"]}
-
-
-def _batch_mesh():
-    """The abstract mesh in context if its batch axes split the batch, else None."""
-    mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty or not set(parallel.BATCH_AXES) <= set(mesh.axis_names):
-        return None
-    return mesh if np.prod([mesh.shape[a] for a in parallel.BATCH_AXES]) > 1 else None
 
 
 def _in_batch_top1(img: jax.Array, txt: jax.Array, tokens: jax.Array) -> jax.Array:

@@ -13,8 +13,10 @@ One training step, in the order of the reference code (moco-v3/moco/builder.py):
   k_i = stop_gradient(key encoder(view_i))
   loss = contrastive.moco_v3(q1, q2, k1, k2, tau)     # symmetric, scaled by 2 tau
 
-Negatives come from the whole global batch: the loss sees global arrays (see
-`jaxssl.objectives.contrastive`). Under gradient accumulation they come from
+Negatives come from the whole global batch: the loss sees global arrays, or,
+on a mesh that splits the batch, `contrastive.moco_v3_sharded` scores each
+device's queries against all keys (see `jaxssl.objectives.contrastive`).
+Under gradient accumulation they come from
 each micro-batch instead, and the key encoder is updated once per micro-batch
 with the same query weights, so the effective momentum per step is m^A.
 
@@ -200,7 +202,8 @@ class Method:
                   for stream, view in enumerate((view1, view2)))
         q1, stats = self.queries(params, stats, view1, base.dropout_rngs(rng, 2))
         q2, stats = self.queries(params, stats, view2, base.dropout_rngs(rng, 3))
-        loss = contrastive.moco_v3(q1, q2, k1, k2, self.config.moco.temperature)
+        loss = base.batch_sharded_loss(contrastive.moco_v3, contrastive.moco_v3_sharded,
+                                       (q1, q2, k1, k2), self.config.moco.temperature)
         metrics = {"loss": loss, "momentum": momentum, "positive_top1": _positive_top1(q1, k2)}
         return loss, (metrics, {**stats, MOMENTUM: key_encoder})
 

@@ -2,7 +2,8 @@
 
 Both views of the global batch go through the encoder together, so batch
 norm statistics cover all 2B views of the global batch, and NT-Xent takes
-its negatives from the whole global batch (the loss sees global arrays).
+its negatives from the whole global batch (on a mesh that splits the batch,
+`contrastive.nt_xent_sharded`: each device scores its rows against all).
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ class Method:
             {"params": params, **state}, views, train=True, mutable=list(state),
             rngs=base.dropout_rngs(rng))
         z1, z2 = jnp.split(z.astype(jnp.float32), 2)
-        loss = contrastive.nt_xent(z1, z2, self.config.simclr.temperature)
+        loss = base.batch_sharded_loss(contrastive.nt_xent, contrastive.nt_xent_sharded, (z1, z2),
+                                       self.config.simclr.temperature)
         metrics = {"loss": loss, "positive_top1": _positive_top1(z1, z2)}
         return loss, (metrics, new_state)
 
