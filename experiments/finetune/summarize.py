@@ -1,6 +1,8 @@
 """Tables and plots of the fine-tuning experiment (experiments/finetune/run.py).
 
   python experiments/finetune/summarize.py --root=/tmp/ft_runs --out=experiments/finetune
+  python experiments/finetune/summarize.py --root=/tmp/ft_cifar10 --out=experiments/finetune/cifar10 \
+      --dataset=CIFAR-10
 
 writes OUT/results.md (label efficiency; modes with in-distribution accuracy
 and forgetting), OUT/results.json (every run's final evaluation and runtime),
@@ -75,6 +77,18 @@ def mode_rows(runs: dict[str, dict]) -> list[tuple[str, float, float, float]]:
     return rows
 
 
+def pretraining_table(runs: dict[str, dict]) -> list[str]:
+    """The pretrained encoders' own evaluation (frozen): kNN and linear-probe top-1."""
+    lines = ["| pretraining | kNN top-1 | linear-probe top-1 | seconds |", "|---|---|---|---|"]
+    for name in ("simclr_vit", "mae_vit"):
+        if name in runs:
+            run = runs[name]
+            seconds = f"{run['runtime_s']:.0f}" if "runtime_s" in run else "-"
+            lines.append(f"| {name} | {percent(run.get('knn_top1'))} | "
+                         f"{percent(run.get('linear_probe_top1'))} | {seconds} |")
+    return lines
+
+
 def mode_table(runs: dict[str, dict]) -> list[str]:
     lines = ["| mode (SimCLR init, 10% labels) | Fashion-MNIST top-1 | MNIST kNN before | "
              "MNIST kNN after | forgetting (before - after) |", "|---|---|---|---|---|"]
@@ -85,7 +99,7 @@ def mode_table(runs: dict[str, dict]) -> list[str]:
     return lines
 
 
-def plot_label_efficiency(runs: dict[str, dict], path: str) -> None:
+def plot_label_efficiency(runs: dict[str, dict], path: str, dataset: str) -> None:
     figure, axes = plt.subplots(figsize=(5, 3.5))
     for init, title in INITS.items():
         names = {fraction: f"{init}_full_{labels}" for labels, fraction in LABEL_FRACTIONS.items()}
@@ -95,7 +109,7 @@ def plot_label_efficiency(runs: dict[str, dict], path: str) -> None:
             xs, ys = zip(*points)
             axes.plot(xs, [100 * y for y in ys], marker="o", label=title)
     axes.set_xscale("log")
-    axes.set_xlabel("fraction of Fashion-MNIST training labels")
+    axes.set_xlabel(f"fraction of {dataset} training labels")
     axes.set_ylabel("test top-1 (%)")
     axes.legend()
     axes.grid(alpha=0.3)
@@ -128,19 +142,25 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--dataset", default="Fashion-MNIST", help="name in titles and axes")
     args = parser.parse_args()
     runs = load_runs(args.root)
-    lines = ["## Label efficiency: full fine-tuning, test top-1 (%)", "", *label_table(runs), "",
-             "## Fine-tuning modes: accuracy and forgetting (%)", "", *mode_table(runs), "",
-             "## Runtimes", "", "| run | seconds |", "|---|---|",
-             *(f"| {name} | {run['runtime_s']:.0f} |" for name, run in runs.items()
-               if "runtime_s" in run)]
+    os.makedirs(args.out, exist_ok=True)
+    lines = ["## Pretraining: the frozen encoders (%)", "", *pretraining_table(runs), "",
+             f"## Label efficiency: full fine-tuning, {args.dataset} test top-1 (%)", "",
+             *label_table(runs), ""]
+    if mode_rows(runs)[1:]:
+        lines += ["## Fine-tuning modes: accuracy and forgetting (%)", "", *mode_table(runs), ""]
+    lines += ["## Runtimes", "", "| run | seconds |", "|---|---|",
+              *(f"| {name} | {run['runtime_s']:.0f} |" for name, run in runs.items()
+                if "runtime_s" in run)]
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(runs, f, indent=2, sort_keys=True)
-    plot_label_efficiency(runs, os.path.join(args.out, "label_efficiency.png"))
-    plot_accuracy_vs_forgetting(runs, os.path.join(args.out, "accuracy_vs_forgetting.png"))
+    plot_label_efficiency(runs, os.path.join(args.out, "label_efficiency.png"), args.dataset)
+    if mode_rows(runs)[1:]:
+        plot_accuracy_vs_forgetting(runs, os.path.join(args.out, "accuracy_vs_forgetting.png"))
     print("\n".join(lines))
 
 
