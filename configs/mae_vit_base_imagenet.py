@@ -16,6 +16,7 @@ Config values, one per line (tests/test_mae.py checks each against the config):
   model.patch = 16
   model.pool = 'cls'
   model.posemb = 'sincos2d'
+  data.name = 'tfds:imagenet2012?image_size=256'
   data.image_size = 224
   data.batch_size = 4096
   optim.name = 'adamw'
@@ -34,6 +35,11 @@ Config values, one per line (tests/test_mae.py checks each against the config):
   mae.decoder_heads = 16
   augment.crop_scale = (0.2, 1.0)
   augment.flip_prob = 0.5
+
+Images: ImageNet's images differ in size, so the source resizes each on the
+host to 256 x 256 (shorter side to 256, bilinear, then the central crop; the
+'?image_size=256' of data.name, see jaxssl.data.sources.TfdsSource), and the
+device-side RandomResizedCrop then takes its 224 x 224 crops from those.
 
 Steps: ImageNet-1k has 1,281,167 training images; at batch 4096 an epoch is
 floor(1,281,167 / 4096) = 312 steps (the reference drops the last partial
@@ -67,8 +73,8 @@ def get_config(arg=None):
     c.method = "mae"
     c.total_steps = EPOCHS * steps_per_epoch
     c.compute_dtype = "bfloat16"  # activations; parameters and optimizer state stay float32
-    c.data = dict(name="tfds:imagenet2012", train_split="train", eval_split="validation",
-                  batch_size=BATCH_SIZE, image_size=224)
+    c.data = dict(name="tfds:imagenet2012?image_size=256", train_split="train",
+                  eval_split="validation", batch_size=BATCH_SIZE, image_size=224)
     c.model = dict(name="vit_base", patch=16, pool="cls", posemb="sincos2d")
     c.mae = dict(mask_ratio=0.75, norm_pix=True, decoder_hidden=512, decoder_depth=8,
                  decoder_heads=16)

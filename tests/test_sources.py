@@ -1,4 +1,5 @@
-"""Image sources: file parsing, splits, name dispatch and its errors, TFDS round trip."""
+"""Image sources: file parsing, splits, name dispatch and its errors, TFDS round trip,
+host-side resizing of TFDS images of mixed sizes."""
 import gzip
 import io
 import re
@@ -10,7 +11,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from jaxssl.data import sources
+from jaxssl.data import pipeline, sources
 from jaxssl.data.sources import get_source
 
 
@@ -194,3 +195,50 @@ def test_tfds_source_reads_a_locally_prepared_array_record_dataset(tmp_path):
         assert images.dtype == np.uint8 and labels.dtype == np.int32
         np.testing.assert_array_equal(images, _TINY_IMAGES[list(indices)])
         np.testing.assert_array_equal(labels, _TINY_LABELS[list(indices)])
+
+
+# [H, W] of each image: portrait, landscape, square needing a resize, square at size.
+_MIXED_SIDES = ((12, 6), (6, 10), (9, 9), (6, 6))
+_MIXED_IMAGES = [np.random.default_rng(5 + i).integers(0, 256, (h, w, 3), dtype=np.uint8)
+                 for i, (h, w) in enumerate(_MIXED_SIDES)]
+
+
+class MixedSizeImages(tfds.core.GeneratorBasedBuilder):
+    """4 random RGB images of different sizes (`_MIXED_SIDES`), all in 'train'."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        features = tfds.features.FeaturesDict({
+            "image": tfds.features.Tensor(shape=(None, None, 3), dtype=np.uint8, encoding="bytes"),
+            "label": tfds.features.ClassLabel(num_classes=2),
+        })
+        return tfds.core.DatasetInfo(builder=self, features=features, disable_shuffling=True)
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        for i, image in enumerate(_MIXED_IMAGES):
+            yield i, {"image": image, "label": i % 2}
+
+
+def test_tfds_source_resizes_mixed_sizes_on_the_host_so_batches_stack(tmp_path):
+    tfds.disable_progress_bar()
+    MixedSizeImages(data_dir=tmp_path, file_format="array_record").download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    source = get_source("tfds:mixed_size_images?image_size=6", "train", data_dir=tmp_path)
+    assert source.image_shape == (6, 6, 3)
+    images = [source[i]["image"] for i in range(len(source))]
+    assert all(im.shape == (6, 6, 3) and im.dtype == np.uint8 for im in images)
+    # Shorter side already 6: no resampling, only the central crop.
+    np.testing.assert_array_equal(images[0], _MIXED_IMAGES[0][3:9])
+    np.testing.assert_array_equal(images[1], _MIXED_IMAGES[1][:, 2:8])
+    np.testing.assert_array_equal(images[3], _MIXED_IMAGES[3])
+    batch = pipeline.example_batch(source, 4)
+    assert batch["image"].shape == (4, 6, 6, 3) and batch["image"].dtype == np.uint8
+    for size in (0, -2):
+        with pytest.raises(ValueError, match=f"image_size must be a positive .* got {size}"):
+            get_source(f"tfds:mixed_size_images?image_size={size}", "train", data_dir=tmp_path)
+    with pytest.raises(ValueError, match="bad option 'size=6'"):
+        get_source("tfds:mixed_size_images?size=6", "train", data_dir=tmp_path)

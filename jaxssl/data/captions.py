@@ -14,8 +14,10 @@ datasets.
 `jaxssl.data.sources.get_source`) reads a TFDS dataset prepared as
 array_record in data_dir through `tfds.data_source` (no download), e.g.
 'coco_captions'. Each record becomes {'image': uint8 [S, S, C], 'tokens':
-int32 [length]}: the image resized to `image_size` (bilinear, 0 = keep the
-stored size, which must then be fixed) and the FIRST caption of the record
+int32 [length]}: the image resized to `image_size` x `image_size` on the host
+(shorter side to image_size, bilinear, then the central square crop:
+`jaxssl.data.sources.resize_and_centre_crop`; 0 = keep the stored size, which
+must then be fixed) and the FIRST caption of the record
 (feature path `caption_key`, '/'-separated; a sequence of captions gives its
 first element), byte-tokenized with EOS and PAD-padded. Options:
 `image_size` (default 64), `length` (tokens per caption incl. EOS, default

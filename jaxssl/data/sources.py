@@ -10,7 +10,10 @@ is an int32 scalar, and exposes ``num_classes`` and ``image_shape`` (H, W, C).
 - ``'mnist'``, ``'fashion_mnist'``: the standard gzipped IDX files in data_dir.
 - ``'cifar10_jpeg'``: ``{split}.npz`` of JPEG bytes + offsets + labels.
 - ``'npz'``: ``{split}.npz`` holding arrays ``image`` and ``label``.
-- ``'tfds:NAME'``: a TFDS dataset already prepared as array_record in data_dir.
+- ``'tfds:NAME'``: a TFDS dataset already prepared as array_record in data_dir;
+  ``'tfds:NAME?image_size=S'`` resizes each image on the host to S x S
+  (shorter side to S, centre crop; see ``TfdsSource``) so that images of
+  mixed sizes (ImageNet) batch.
 - ``'text:CORPUS?...'``, ``'tfds_text:NAME?...'``: token rows, see ``jaxssl.data.text``.
 - ``'tfds_captions:NAME?...'``: image + caption tokens, see ``jaxssl.data.captions``.
 """
@@ -293,6 +296,30 @@ def _uint8_image(image: np.ndarray, index: int) -> np.ndarray:
     return image
 
 
+def resize_and_centre_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [H, W, C] -> uint8 [size, size, C]: the shorter side resized to `size`
+    (PIL bilinear, aspect ratio kept, the longer side rounded), then the central
+    size x size crop. An image already size x size is returned as is."""
+    height, width = image.shape[:2]
+    if (height, width) == (size, size):
+        return image
+    scale = size / min(height, width)
+    new_width, new_height = max(size, round(width * scale)), max(size, round(height * scale))
+    pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    left, top = (new_width - size) // 2, (new_height - size) // 2
+    resized = pil.resize((new_width, new_height), Image.BILINEAR)
+    cropped = resized.crop((left, top, left + size, top + size))
+    return np.asarray(cropped).reshape(size, size, image.shape[-1])
+
+
+def _image_shape(stored: Sequence, image_size: int | None) -> tuple:
+    """(H, W, C) of records: the stored feature shape ([H, W] or [H, W, C], sides may be
+    None) with the sides replaced by image_size when that is set."""
+    channels = stored[2] if len(stored) == 3 else 1
+    side = (image_size,) * 2 if image_size else tuple(stored[:2])
+    return side + (channels,)
+
+
 class TfdsSource(_TfdsRecords):
     """A labelled TFDS image dataset prepared as array_record in data_dir, read at random.
 
@@ -301,6 +328,14 @@ class TfdsSource(_TfdsRecords):
       split: TFDS split, e.g. 'train' or 'test[:10%]'.
       data_dir: the TFDS data directory (default: TFDS's own default).
       image_key, label_key: feature names of the image and the class label.
+      image_size: None keeps the stored images (they must share one size to be
+        batched); S > 0 resizes each on the host to uint8 [S, S, C] with
+        `resize_and_centre_crop` (shorter side to S, central S x S crop), for
+        datasets of mixed sizes such as ImageNet. Device-side augmentation
+        (e.g. a random resized crop to data.image_size) then starts from S x S.
+
+    Raises:
+      ValueError: image_size <= 0, or the label feature is not a ClassLabel.
     """
 
     def __init__(
@@ -310,19 +345,25 @@ class TfdsSource(_TfdsRecords):
         data_dir: str | os.PathLike | None = None,
         image_key: str = "image",
         label_key: str = "label",
+        image_size: int | None = None,
     ):
+        if image_size is not None and image_size <= 0:
+            raise ValueError(f"tfds dataset {name!r}: image_size must be a positive number of "
+                             f"pixels, got {image_size}")
         super().__init__(name, split, data_dir, (image_key, label_key))
         if not hasattr(self.features[label_key], "num_classes"):
             raise ValueError(f"tfds dataset {name!r}: feature {label_key!r} is not a ClassLabel")
         self._image_key, self._label_key = image_key, label_key
+        self._image_size = image_size
         self.num_classes = int(self.features[label_key].num_classes)
-        shape = tuple(self.features[image_key].shape)
-        self.image_shape = shape + (1,) if len(shape) == 2 else shape
+        self.image_shape = _image_shape(tuple(self.features[image_key].shape), image_size)
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         record = self._records[index]
-        return {"image": _uint8_image(record[self._image_key], index),
-                "label": np.int32(record[self._label_key])}
+        image = _uint8_image(record[self._image_key], index)
+        if self._image_size:
+            image = resize_and_centre_crop(image, self._image_size)
+        return {"image": image, "label": np.int32(record[self._label_key])}
 
 
 class TfdsCaptionSource(_TfdsRecords):
@@ -337,18 +378,14 @@ class TfdsCaptionSource(_TfdsRecords):
         super().__init__(spec.name, split, data_dir, (spec.image_key, spec.caption_key))
         self.spec = spec
         self.tokenizer = text.ByteTokenizer(num_sentinels=0)
-        stored = tuple(_feature(self.features, spec.image_key).shape)
-        channels = stored[2] if len(stored) == 3 else 1
-        side = (spec.image_size,) * 2 if spec.image_size else stored[:2]
-        self.image_shape = side + (channels,)
+        self.image_shape = _image_shape(tuple(_feature(self.features, spec.image_key).shape),
+                                        spec.image_size)
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         record = self._records[index]
         image = _uint8_image(_feature(record, self.spec.image_key), index)
-        if image.shape != self.image_shape:
-            pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-            resized = pil.resize(self.image_shape[1::-1], Image.BILINEAR)
-            image = np.asarray(resized).reshape(self.image_shape)
+        if self.spec.image_size:
+            image = resize_and_centre_crop(image, self.spec.image_size)
         caption = captions.first_caption(_feature(record, self.spec.caption_key))
         tokens = captions.tokenize_captions(self.tokenizer, [caption], self.spec.length)[0]
         return {"image": image, "tokens": tokens}
@@ -408,7 +445,9 @@ def get_source(name: str, split: str, data_dir: str | os.PathLike | None = None)
     if captions.is_caption_dataset(name):
         return TfdsCaptionSource(captions.parse_caption_dataset(name), split, data_dir)
     if name.startswith(_TFDS_PREFIX):
-        return TfdsSource(name[len(_TFDS_PREFIX) :], split, data_dir)
+        tfds_name, _, query = name[len(_TFDS_PREFIX):].partition("?")
+        options = text.parse_options(name, query, {"image_size": int})
+        return TfdsSource(tfds_name, split, data_dir, **options)
     if name.startswith(_SYNTHETIC_PREFIX):
         return synthetic_source(name[len(_SYNTHETIC_PREFIX):], split)
     if name == "digits":
