@@ -6,6 +6,9 @@ decoder trained on a 50/50 mixture of prefix completion and masked-token
 completion (see jaxssl/methods/pali.py). The per-objective losses
 ('prefix/loss', 'masked/loss') fall only as far as the ViT learns to tell
 the digits apart, since the class name is the only information in a caption.
+For real captions, point data.name at a TFDS caption dataset prepared in
+data.data_dir, e.g. --config.data.name='tfds_captions:coco_captions?image_size=64&length=64'
+(each record's own caption replaces the class-name caption; see jaxssl/methods/pali.py).
 
   python -m jaxssl.main --config=configs/lm_pali_digits.py --workdir=/tmp/lm_runs/pali
 

@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxssl import config as config_lib, methods, parallel
@@ -17,6 +16,7 @@ from jaxssl.data.sources import get_source
 from jaxssl.evaluate import zero_shot
 from jaxssl.objectives import contrastive
 from jaxssl.train import Trainer
+from tfds_testdata import CAPTION_IMAGES, CAPTION_TEXTS, CAPTION_TRAIN
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONFIG = os.path.join(REPO, "tests", "configs", "tiny_clip.py")
@@ -151,54 +151,17 @@ def test_synthetic_caption_table_spells_each_class_then_eos_and_padding():
     np.testing.assert_array_equal(cut[0], list(tokenizer.encode("abc")) + [text.EOS_ID])
 
 
-_CAPTION_IMAGES = np.random.default_rng(3).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
-_CAPTION_TEXTS = [[f"picture number {i}", f"second caption {i}"] for i in range(6)]
-
-
-class TinyCaptions(tfds.core.GeneratorBasedBuilder):
-    """6 random 8x8x3 images with two captions each, coco_captions' feature layout."""
-
-    VERSION = tfds.core.Version("1.0.0")
-
-    def _info(self):
-        # Tensor features (no PNG encoding, which would import TensorFlow).
-        features = tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(shape=(8, 8, 3), dtype=np.uint8),
-            "captions": tfds.features.Sequence(
-                {"text": tfds.features.Tensor(shape=(), dtype=np.str_)}),
-        })
-        return tfds.core.DatasetInfo(builder=self, features=features, disable_shuffling=True)
-
-    def _split_generators(self, dl_manager):
-        return {"train": self._generate_examples(range(4)),
-                "test": self._generate_examples(range(4, 6))}
-
-    def _generate_examples(self, indices):
-        for i in indices:
-            yield i, {"image": _CAPTION_IMAGES[i],
-                      "captions": {"text": _CAPTION_TEXTS[i]}}
-
-
-@pytest.fixture(scope="module")
-def caption_dir(tmp_path_factory):
-    """A TFDS data_dir holding TinyCaptions prepared as array_record."""
-    data_dir = tmp_path_factory.mktemp("tfds")
-    tfds.disable_progress_bar()
-    TinyCaptions(data_dir=data_dir, file_format="array_record").download_and_prepare(
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
-    return data_dir
-
-
 def test_tfds_caption_source_reads_image_and_first_caption(caption_dir):
     tokenizer = text.ByteTokenizer(num_sentinels=0)
-    for split, indices in (("train", range(4)), ("test", range(4, 6))):
+    splits = {"train": range(CAPTION_TRAIN), "test": range(CAPTION_TRAIN, len(CAPTION_IMAGES))}
+    for split, indices in splits.items():
         source = get_source("tfds_captions:tiny_captions?image_size=0&length=24", split,
                             caption_dir)
         assert len(source) == len(indices) and source.image_shape == (8, 8, 3)
         for j, i in enumerate(indices):
             record = source[j]
-            np.testing.assert_array_equal(record["image"], _CAPTION_IMAGES[i])
-            first = _CAPTION_TEXTS[i][0]
+            np.testing.assert_array_equal(record["image"], CAPTION_IMAGES[i])
+            first = CAPTION_TEXTS[i][0]
             assert record["tokens"].shape == (24,)
             assert tokenizer.decode(record["tokens"][:len(first)]) == first
             assert record["tokens"][len(first)] == text.EOS_ID

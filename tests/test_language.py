@@ -155,6 +155,22 @@ def test_prefix_split_and_model_layouts_rebuild_the_row():
         np.testing.assert_array_equal(encdec["encoder_segment_ids"][b], np.arange(9) < p)
 
 
+def test_prefix_split_within_lengths_never_targets_padding():
+    rng = np.random.default_rng(7)
+    lengths = np.array([10, 6, 2, 1, 4] * 4, np.int32)
+    tokens = rng.integers(REGULAR[0], REGULAR[1], (20, 10)).astype(np.int32)
+    tokens[np.arange(10)[None, :] >= lengths[:, None]] = language.PAD_ID
+    example = jax.device_get(jax.jit(language.prefix_split)(jax.random.key(8), tokens, lengths))
+    splits, target_lengths = example.input_lengths, example.target_lengths
+    np.testing.assert_array_equal(target_lengths, np.maximum(lengths - splits, 0))
+    assert np.all((splits >= 1) & ((splits <= lengths - 1) | (lengths < 2)))
+    for b, p in enumerate(splits):
+        np.testing.assert_array_equal(example.inputs[b, :p], tokens[b, :p])
+        np.testing.assert_array_equal(example.targets[b, :target_lengths[b]],
+                                      tokens[b, p:lengths[b]])
+        assert np.all(example.targets[b, target_lengths[b]:] == language.PAD_ID)
+
+
 def test_ul2_mixture_gives_each_row_its_denoiser_and_mode_token():
     denoisers = language.ul2_denoisers(4, 5, 6)
     rates = language.ul2_rates(0.5, 0.25, 0.25)

@@ -8,14 +8,19 @@ prefix of a byte-level text decoder, trained on a mixture of
 chosen per example (or per batch) with rates `pali.objective_rates`; the loss
 and token count of each are logged as 'prefix/...' and 'masked/...'.
 
-Captions: this method runs on any labelled image dataset by captioning each
-image from its class name, `pali.caption_template.format(class name)`
-(e.g. 'a picture of the digit seven'), right-padded with spaces to a common
-length (`jaxssl.data.captions`, shared with CLIP/SigLIP). These are SYNTHETIC
-captions, for tests and small experiments: they only carry the label, and
-`pali.class_names` must name every label of the data. Real caption datasets
-('tfds_captions:coco_captions', which CLIP/SigLIP read) are not wired into
-this method yet.
+Captions, two kinds (`jaxssl.data.captions`, shared with CLIP/SigLIP):
+
+  real       data.name = 'tfds_captions:NAME?length=L&...' (e.g. coco_captions,
+             read through the real tfds path): each record's own caption
+             'tokens' int32 [L], its first caption + EOS + PAD. Prefix splits
+             fall inside caption + EOS; spans of PAD in masked-token examples
+             and PAD targets carry no loss. `pali.class_names` is not used.
+  synthetic  any other (labelled) dataset: each image is captioned from its
+             class name, `pali.caption_template.format(class name)` (e.g. 'a
+             picture of the digit seven'), right-padded with spaces to a
+             common length, no EOS. These SYNTHETIC captions, for tests and
+             small experiments, only carry the label, and `pali.class_names`
+             must name every label of the data.
 
 The ViT is the config's `model` (stored under 'backbone', like every
 method's encoder); its tokens are projected to the text width.
@@ -88,13 +93,17 @@ class Method(TokenLossMethod):
             raise ValueError(f"method 'pali' needs a ViT (model.name='vit...'), "
                              f"got {config.model.name!r}")
         self.tokenizer = text.ByteTokenizer(pali.num_sentinels)
-        self.captions = jnp.asarray(caption_table(self.tokenizer, pali.caption_template,
-                                                  pali.class_names))
+        if captions.is_caption_dataset(config.data.name):
+            self.captions = None  # each record brings its caption tokens
+            caption_length = captions.parse_caption_dataset(config.data.name).length
+        else:
+            self.captions = jnp.asarray(caption_table(self.tokenizer, pali.caption_template,
+                                                      pali.class_names))
+            caption_length = self.captions.shape[1]
         self.denoisers = (language.Denoiser("prefix"),
                           language.Denoiser("masked", pali.noise_density, pali.mean_span))
         self.rates = tuple(mixture.check_rates(pali.objective_rates))
         dtype = base.DTYPES[config.compute_dtype]
-        caption_length = self.captions.shape[1]
         decoder = LanguageModel(
             vocab_size=self.tokenizer.vocab_size, max_length=2 * caption_length + 2,
             hidden=pali.text_hidden, depth=pali.text_depth, num_heads=pali.text_heads,
@@ -102,16 +111,25 @@ class Method(TokenLossMethod):
         self.model = ImagePrefixLM(build_backbone(config.model, dtype=dtype), decoder)
         self.char_lengths = jnp.asarray(self.tokenizer.char_lengths())
 
+    def caption_tokens(self, batch: dict) -> jax.Array:
+        """int32 [B, L]: the batch's own caption 'tokens' (a tfds caption dataset),
+        else the SYNTHETIC captions of its labels."""
+        return batch["tokens"] if self.captions is None else self.captions[batch["label"]]
+
     def _model_inputs(self, batch: dict, rng: jax.Array):
-        """(images [B, S, S, C], decoder-only text stream, choice int32 [B])."""
+        """(images [B, S, S, C], decoder-only text stream, choice int32 [B]); the
+        stream's loss_mask leaves out PAD targets."""
         choice_key, noise_key = jax.random.split(rng)
-        captions = self.captions[batch["label"]]
-        choice = mixture.choose(choice_key, self.rates, captions.shape[0],
+        tokens = self.caption_tokens(batch)
+        choice = mixture.choose(choice_key, self.rates, tokens.shape[0],
                                 self.config.pali.per_example_mixture)
-        example = language.mixture_of_denoisers(noise_key, captions, self.denoisers, choice,
-                                                self.tokenizer.sentinel_id(0))
+        lengths = jnp.sum(tokens != text.PAD_ID, axis=1, dtype=jnp.int32)
+        example = language.mixture_of_denoisers(noise_key, tokens, self.denoisers, choice,
+                                                self.tokenizer.sentinel_id(0), lengths)
+        stream = language.to_decoder_only(example)
+        stream["loss_mask"] &= stream["targets"] != text.PAD_ID
         images = base.prepare_images(batch["image"], base.view_size(self.config, batch["image"]))
-        return images, language.to_decoder_only(example), choice
+        return images, stream, choice
 
     def init(self, rng: jax.Array, batch: dict) -> dict:
         images, stream, _ = self._model_inputs(batch, jax.random.key(NOISE_SEED))

@@ -219,23 +219,31 @@ def _prepend_mode(inputs: jax.Array, lengths: jax.Array, mode_id: int | None
     return jnp.concatenate([mode, inputs], axis=1), lengths + 1
 
 
-def prefix_split(rng: jax.Array, tokens: jax.Array) -> Seq2Seq:
-    """Prefix-LM examples from full rows [B, L]: inputs = tokens[:p] ([B, L-1]),
-    targets = tokens[p:] ([B, L-1]), p uniform in [1, L-1] per row."""
+def prefix_split(rng: jax.Array, tokens: jax.Array, lengths: jax.Array | None = None
+                 ) -> Seq2Seq:
+    """Prefix-LM examples from rows [B, L] whose first `lengths` (int [B], default L)
+    tokens are real and the rest PAD: inputs = tokens[:p] ([B, L-1]), targets =
+    tokens[p:lengths] ([B, L-1]), p uniform in [1, lengths-1] per row (p = 1 and
+    no targets where lengths < 2)."""
     batch, length = tokens.shape
-    split = jax.random.randint(rng, (batch,), 1, length)
+    ends = length if lengths is None else jnp.asarray(lengths, jnp.int32)
+    split = jax.random.randint(rng, (batch,), 1, jnp.maximum(ends, 2))
     steps = jnp.arange(length - 1)
+    target_lengths = jnp.maximum(ends - split, 0)
     inputs = jnp.where(steps < split[:, None], tokens[:, :-1], PAD_ID)
     shifted = jnp.take_along_axis(tokens, jnp.minimum(steps + split[:, None], length - 1), axis=1)
-    targets = jnp.where(steps < (length - split)[:, None], shifted, PAD_ID)
+    targets = jnp.where(steps < target_lengths[:, None], shifted, PAD_ID)
     return Seq2Seq(inputs.astype(jnp.int32), split.astype(jnp.int32), targets.astype(jnp.int32),
-                   (length - split).astype(jnp.int32))
+                   target_lengths.astype(jnp.int32))
 
 
-def denoise(rng: jax.Array, tokens: jax.Array, denoiser: Denoiser, sentinel_top: int) -> Seq2Seq:
-    """One denoiser applied to every full row of tokens [B, L]."""
+def denoise(rng: jax.Array, tokens: jax.Array, denoiser: Denoiser, sentinel_top: int,
+            lengths: jax.Array | None = None) -> Seq2Seq:
+    """One denoiser applied to every row of tokens [B, L]. `lengths` (int [B], default
+    L) counts each row's real tokens before its PAD: prefix-LM splits within them,
+    span corruption noises the whole row (spans of PAD give PAD targets)."""
     if denoiser.noise_density <= 0:
-        example = prefix_split(rng, tokens)
+        example = prefix_split(rng, tokens, lengths)
     else:
         inputs, targets = span_corruption(rng, tokens, sentinel_top, denoiser.noise_density,
                                           denoiser.mean_span)
@@ -247,10 +255,12 @@ def denoise(rng: jax.Array, tokens: jax.Array, denoiser: Denoiser, sentinel_top:
 
 
 def mixture_of_denoisers(rng: jax.Array, tokens: jax.Array, denoisers: Sequence[Denoiser],
-                         choice: jax.Array, sentinel_top: int) -> Seq2Seq:
-    """Row b gets denoiser `choice[b]` (int [B]); all are padded to common shapes."""
+                         choice: jax.Array, sentinel_top: int,
+                         lengths: jax.Array | None = None) -> Seq2Seq:
+    """Row b gets denoiser `choice[b]` (int [B]); all are padded to common shapes.
+    `lengths`: real tokens per row, as in `denoise`."""
     keys = jax.random.split(rng, len(denoisers))
-    examples = [denoise(k, tokens, d, sentinel_top) for k, d in zip(keys, denoisers)]
+    examples = [denoise(k, tokens, d, sentinel_top, lengths) for k, d in zip(keys, denoisers)]
     input_width = max(e.inputs.shape[1] for e in examples)
     target_width = max(e.targets.shape[1] for e in examples)
     examples = [Seq2Seq(_pad_columns(e.inputs, input_width), e.input_lengths,
