@@ -26,149 +26,161 @@ LABELS = np.arange(8) % 4
 
 
 def _key(seed):
-  return jax.random.key(seed, impl='rbg')
+    return jax.random.key(seed, impl='rbg')
 
 
 def _init(model, *args, **kwargs):
-  """Boxed variables of `model` for `args`."""
-  return jax.jit(lambda *a: model.init(_key(1), *a, **kwargs))(*args)
+    """Boxed variables of `model` for `args`."""
+    return jax.jit(lambda *a: model.init(_key(1), *a, **kwargs))(*args)
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'train'))
 def _features(model, variables, images, train=False, rng=None):
-  """Compiled backbone features [B, D]; `rng` feeds the 'dropout' stream."""
-  rngs = {'dropout': rng} if rng is not None else {}
-  return model.apply(variables, images, train=train, rngs=rngs)
+    """Compiled backbone features [B, D]; `rng` feeds the 'dropout' stream."""
+    rngs = {'dropout': rng} if rng is not None else {}
+    return model.apply(variables, images, train=train, rngs=rngs)
 
 
 @pytest.fixture(scope='module')
 def resnet_variables():
-  """Unboxed variables of the tiny CIFAR ResNet-18 used by several tests."""
-  return nn.unbox(_init(resnet(18, num_filters=8, cifar_stem=True), IMAGES, train=False))
+    """Unboxed variables of the tiny CIFAR ResNet-18 used by several tests."""
+    return nn.unbox(_init(resnet(18, num_filters=8, cifar_stem=True), IMAGES, train=False))
 
 
 @pytest.fixture(scope='module')
 def vit_variables():
-  """Unboxed variables of the tiny class-token ViT used by several tests."""
-  return nn.unbox(_init(ViT(**TINY_VIT), IMAGES, train=False))
+    """Unboxed variables of the tiny class-token ViT used by several tests."""
+    return nn.unbox(_init(ViT(**TINY_VIT), IMAGES, train=False))
 
 
 def _assert_all_leaves_named(boxed_params):
-  """Every parameter is a Partitioned box whose names match its rank."""
-  leaves = jax.tree.leaves(boxed_params, is_leaf=lambda x: isinstance(x, nn.Partitioned))
-  assert leaves
-  for leaf in leaves:
-    assert isinstance(leaf, nn.Partitioned), type(leaf)
-    assert len(leaf.names) == leaf.value.ndim, (leaf.names, leaf.value.shape)
-  specs = jax.tree.leaves(nn.get_partition_spec(boxed_params),
-                          is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
-  assert [len(s) for s in specs] == [leaf.value.ndim for leaf in leaves]
+    """Every parameter is a Partitioned box whose names match its rank."""
+    leaves = jax.tree.leaves(boxed_params, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+    assert leaves
+    for leaf in leaves:
+        assert isinstance(leaf, nn.Partitioned), type(leaf)
+        assert len(leaf.names) == leaf.value.ndim, (leaf.names, leaf.value.shape)
+    specs = jax.tree.leaves(nn.get_partition_spec(boxed_params),
+                            is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+    assert [len(s) for s in specs] == [leaf.value.ndim for leaf in leaves]
 
 
 # ---------------------------------------------------------------- numerics vs NumPy
 
 
 def test_sincos_posemb_2d_matches_mae_formula():
-  grid_h, grid_w, dim = 3, 5, 16
-  quarter = dim // 4
-  ref = np.zeros((grid_h * grid_w, dim))
-  for i in range(grid_h):
-    for j in range(grid_w):
-      for k in range(quarter):
-        freq = 10000.0 ** (-k / quarter)
-        t = i * grid_w + j
-        ref[t, k], ref[t, quarter + k] = np.sin(j * freq), np.cos(j * freq)
-        ref[t, 2 * quarter + k], ref[t, 3 * quarter + k] = np.sin(i * freq), np.cos(i * freq)
-  got = sincos_posemb_2d(grid_h, grid_w, dim)
-  assert got.dtype == np.float32 and got.shape == (15, 16)
-  np.testing.assert_allclose(got, ref, atol=1e-6)
+    grid_h, grid_w, dim = 3, 5, 16
+    quarter = dim // 4
+    ref = np.zeros((grid_h * grid_w, dim))
+    for i in range(grid_h):
+        for j in range(grid_w):
+            for k in range(quarter):
+                freq = 10000.0 ** (-k / quarter)
+                t = i * grid_w + j
+                ref[t, k], ref[t, quarter + k] = np.sin(j * freq), np.cos(j * freq)
+                ref[t, 2 * quarter + k], ref[t, 3 * quarter + \
+                    k] = np.sin(i * freq), np.cos(i * freq)
+    got = sincos_posemb_2d(grid_h, grid_w, dim)
+    assert got.dtype == np.float32 and got.shape == (15, 16)
+    np.testing.assert_allclose(got, ref, atol=1e-6)
 
 
 def _perturbed(params, scale=0.1):
-  """float64 params + scale * N(0, 1), so that zero-initialised biases are exercised too."""
-  rng = np.random.default_rng(7)
-  return jax.tree.map(lambda p: np.asarray(p, np.float64) + scale * rng.normal(size=p.shape), params)
+    """float64 params + scale * N(0, 1), so that zero-initialised biases are exercised too."""
+    rng = np.random.default_rng(7)
+    return jax.tree.map(lambda p: np.asarray(p, np.float64) + \
+                        scale * rng.normal(size=p.shape), params)
 
 
 def test_patch_embedding_matches_numpy_conv():
-  x = np.random.default_rng(2).normal(size=(2, 8, 12, 3))
-  module = PatchEmbedding(patch=4, hidden=5)
-  params = _perturbed(nn.unbox(_init(module, x.astype(np.float32))['params']))
-  ref = np.zeros((2, 2, 3, 5))
-  for i in range(2):
-    for j in range(3):
-      patch = x[:, 4 * i:4 * i + 4, 4 * j:4 * j + 4, :]
-      ref[:, i, j] = np.tensordot(patch, params['kernel'], axes=3) + params['bias']
-  got = jax.jit(module.apply)({'params': params}, x.astype(np.float32))
-  np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    x = np.random.default_rng(2).normal(size=(2, 8, 12, 3))
+    module = PatchEmbedding(patch=4, hidden=5)
+    params = _perturbed(nn.unbox(_init(module, x.astype(np.float32))['params']))
+    ref = np.zeros((2, 2, 3, 5))
+    for i in range(2):
+        for j in range(3):
+            patch = x[:, 4 * i:4 * i + 4, 4 * j:4 * j + 4, :]
+            ref[:, i, j] = np.tensordot(patch, params['kernel'], axes=3) + params['bias']
+    got = jax.jit(module.apply)({'params': params}, x.astype(np.float32))
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
 
 def test_self_attention_matches_numpy_reference():
-  b, t, d, h = 2, 5, 12, 3
-  x = np.random.default_rng(5).normal(size=(b, t, d))
-  module = MultiHeadSelfAttention(num_heads=h)
-  p = _perturbed(nn.unbox(_init(module, x.astype(np.float32))['params']))
-  q, k, v = (np.einsum('btd,dhk->bthk', x, p[n]['kernel']) + p[n]['bias']
-             for n in ('query', 'key', 'value'))
-  logits = np.einsum('bqhk,bshk->bhqs', q, k) / np.sqrt(d // h)
-  weights = np.exp(logits - logits.max(-1, keepdims=True))
-  weights /= weights.sum(-1, keepdims=True)
-  attended = np.einsum('bhqs,bshk->bqhk', weights, v)
-  ref = np.einsum('bqhk,hkd->bqd', attended, p['out']['kernel']) + p['out']['bias']
-  got = jax.jit(module.apply)({'params': p}, x.astype(np.float32))
-  np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    b, t, d, h = 2, 5, 12, 3
+    x = np.random.default_rng(5).normal(size=(b, t, d))
+    module = MultiHeadSelfAttention(num_heads=h)
+    p = _perturbed(nn.unbox(_init(module, x.astype(np.float32))['params']))
+    q, k, v = (np.einsum('btd,dhk->bthk', x, p[n]['kernel']) + p[n]['bias']
+               for n in ('query', 'key', 'value'))
+    logits = np.einsum('bqhk,bshk->bhqs', q, k) / np.sqrt(d // h)
+    weights = np.exp(logits - logits.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    attended = np.einsum('bhqs,bshk->bqhk', weights, v)
+    ref = np.einsum('bqhk,hkd->bqd', attended, p['out']['kernel']) + p['out']['bias']
+    got = jax.jit(module.apply)({'params': p}, x.astype(np.float32))
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
 
 def test_mlp_head_train_mode_matches_numpy_reference():
-  x = np.random.default_rng(8).normal(size=(6, 5))
-  head = MLPHead(hidden_dims=(7,), out_dim=3, use_bn=True, last_bn=True)
-  variables = _init(head, x.astype(np.float32), train=True)
-  _assert_all_leaves_named(variables['params'])
-  p = _perturbed(nn.unbox(variables['params']))
-  assert set(p) == {'dense0', 'bn0', 'dense1'}  # the last BN has no affine params
-  assert 'bias' not in p['dense0'] and 'bias' not in p['dense1']  # Dense before BN: no bias
-  got, _ = jax.jit(functools.partial(head.apply, train=True, mutable=['batch_stats']))(
-      {'params': p, 'batch_stats': variables['batch_stats']}, x.astype(np.float32))
+    x = np.random.default_rng(8).normal(size=(6, 5))
+    head = MLPHead(hidden_dims=(7,), out_dim=3, use_bn=True, last_bn=True)
+    variables = _init(head, x.astype(np.float32), train=True)
+    _assert_all_leaves_named(variables['params'])
+    p = _perturbed(nn.unbox(variables['params']))
+    assert set(p) == {'dense0', 'bn0', 'dense1'}  # the last BN has no affine params
+    assert 'bias' not in p['dense0'] and 'bias' not in p['dense1']  # Dense before BN: no bias
+    got, _ = jax.jit(functools.partial(head.apply, train=True, mutable=['batch_stats']))(
+        {'params': p, 'batch_stats': variables['batch_stats']}, x.astype(np.float32))
 
-  def batch_norm(y):
-    return (y - y.mean(0)) / np.sqrt(y.var(0) + 1e-5)
+    def batch_norm(y):
+        return (y - y.mean(0)) / np.sqrt(y.var(0) + 1e-5)
 
-  hidden = np.maximum(batch_norm(x @ p['dense0']['kernel']) * p['bn0']['scale'] + p['bn0']['bias'], 0)
-  ref = batch_norm(hidden @ p['dense1']['kernel'])
-  assert got.dtype == jnp.float32
-  np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    hidden = np.maximum(
+    batch_norm(
+        x @ p['dense0']['kernel']) *
+        p['bn0']['scale'] +
+        p['bn0']['bias'],
+         0)
+    ref = batch_norm(hidden @ p['dense1']['kernel'])
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
 
 
 def test_mlp_head_without_bn_alternates_axis_names():
-  head = MLPHead(hidden_dims=(6, 7), out_dim=3, use_bn=False)
-  variables = jax.eval_shape(lambda: head.init(jax.random.key(0), jnp.ones((2, 5)), train=True))
-  assert 'batch_stats' not in variables
-  specs = nn.get_partition_spec(variables)['params']
-  assert [tuple(specs[f'dense{i}']['kernel']) for i in range(3)] == [
-      ('embed', 'mlp'), ('mlp', 'embed'), ('embed', 'mlp')]
-  assert [tuple(specs[f'dense{i}']['bias']) for i in range(3)] == [('mlp',), ('embed',), ('mlp',)]
+    head = MLPHead(hidden_dims=(6, 7), out_dim=3, use_bn=False)
+    variables = jax.eval_shape(lambda: head.init(jax.random.key(0), jnp.ones((2, 5)), train=True))
+    assert 'batch_stats' not in variables
+    specs = nn.get_partition_spec(variables)['params']
+    assert [tuple(specs[f'dense{i}']['kernel']) for i in range(3)] == [
+        ('embed', 'mlp'), ('mlp', 'embed'), ('embed', 'mlp')]
+    assert [tuple(specs[f'dense{i}']['bias']) for i in range(3)] == [('mlp',), ('embed',), ('mlp',)]
 
 
 def test_linear_head_matches_numpy_and_zero_init():
-  x = np.random.default_rng(9).normal(size=(4, 6))
-  zero_init = nn.unbox(_init(LinearHead(num_classes=3), x.astype(np.float32)))
-  np.testing.assert_array_equal(zero_init['params']['dense']['kernel'], 0.0)
-  head = LinearHead(num_classes=3, init_std=0.5)
-  variables = _init(head, x.astype(np.float32))
-  _assert_all_leaves_named(variables['params'])
-  p = _perturbed(nn.unbox(variables['params']))
-  got = jax.jit(head.apply)({'params': p}, x.astype(np.float32))
-  assert got.dtype == jnp.float32
-  np.testing.assert_allclose(got, x @ p['dense']['kernel'] + p['dense']['bias'], rtol=1e-5, atol=1e-5)
+    x = np.random.default_rng(9).normal(size=(4, 6))
+    zero_init = nn.unbox(_init(LinearHead(num_classes=3), x.astype(np.float32)))
+    np.testing.assert_array_equal(zero_init['params']['dense']['kernel'], 0.0)
+    head = LinearHead(num_classes=3, init_std=0.5)
+    variables = _init(head, x.astype(np.float32))
+    _assert_all_leaves_named(variables['params'])
+    p = _perturbed(nn.unbox(variables['params']))
+    got = jax.jit(head.apply)({'params': p}, x.astype(np.float32))
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(
+    got,
+    x @ p['dense']['kernel'] +
+    p['dense']['bias'],
+    rtol=1e-5,
+     atol=1e-5)
 
 
 def test_drop_path_properties():
-  x = np.random.default_rng(10).normal(size=(64, 3, 2)).astype(np.float32) + 3.0
-  np.testing.assert_array_equal(drop_path(_key(11), x, 0.0), x)
-  dropped = np.asarray(drop_path(_key(11), x, 0.25))
-  zeroed = np.all(dropped == 0, axis=(1, 2))
-  np.testing.assert_allclose(dropped[~zeroed], x[~zeroed] / 0.75, rtol=1e-6)
-  assert 0 < zeroed.sum() < 64
+    x = np.random.default_rng(10).normal(size=(64, 3, 2)).astype(np.float32) + 3.0
+    np.testing.assert_array_equal(drop_path(_key(11), x, 0.0), x)
+    dropped = np.asarray(drop_path(_key(11), x, 0.25))
+    zeroed = np.all(dropped == 0, axis=(1, 2))
+    np.testing.assert_allclose(dropped[~zeroed], x[~zeroed] / 0.75, rtol=1e-6)
+    assert 0 < zeroed.sum() < 64
 
 
 # ---------------------------------------------------------------- shapes and names
@@ -177,93 +189,103 @@ def test_drop_path_properties():
 @pytest.mark.parametrize('depth,cifar_stem,image_size,features_dim', [
     (18, True, 16, 64), (18, False, 32, 64), (50, False, 32, 256)])
 def test_resnet_shapes_and_names(depth, cifar_stem, image_size, features_dim):
-  model = resnet(depth, num_filters=8, cifar_stem=cifar_stem)
-  images = jnp.ones((2, image_size, image_size, 3))
-  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), images, train=False))
-  _assert_all_leaves_named(variables['params'])
-  stem_kernel = 3 if cifar_stem else 7
-  assert variables['params']['stem_conv']['kernel'].value.shape == (stem_kernel, stem_kernel, 3, 8)
-  assert model.features_dim == features_dim
-  out = jax.eval_shape(lambda v: model.apply(v, images, train=True, mutable=['batch_stats']),
-                       variables)[0]
-  assert out.shape == (2, features_dim) and out.dtype == jnp.float32
+    model = resnet(depth, num_filters=8, cifar_stem=cifar_stem)
+    images = jnp.ones((2, image_size, image_size, 3))
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), images, train=False))
+    _assert_all_leaves_named(variables['params'])
+    stem_kernel = 3 if cifar_stem else 7
+    assert variables['params']['stem_conv']['kernel'].value.shape == (
+        stem_kernel, stem_kernel, 3, 8)
+    assert model.features_dim == features_dim
+    out = jax.eval_shape(lambda v: model.apply(v, images, train=True, mutable=['batch_stats']),
+                         variables)[0]
+    assert out.shape == (2, features_dim) and out.dtype == jnp.float32
 
 
 def test_resnet_zero_init_residual_scales(resnet_variables):
-  block = resnet_variables['params']['stage1_block0']
-  np.testing.assert_array_equal(block['bn1']['scale'], 0.0)
-  np.testing.assert_array_equal(block['bn0']['scale'], 1.0)
-  np.testing.assert_array_equal(block['proj_bn']['scale'], 1.0)
+    block = resnet_variables['params']['stage1_block0']
+    np.testing.assert_array_equal(block['bn1']['scale'], 0.0)
+    np.testing.assert_array_equal(block['bn0']['scale'], 1.0)
+    np.testing.assert_array_equal(block['proj_bn']['scale'], 1.0)
 
 
 @pytest.mark.parametrize('kw', [
     dict(pool='gap'), dict(posemb='learned'), dict(scan_blocks=True, remat=True)])
 def test_vit_shapes_and_names(kw):
-  model = ViT(**{**TINY_VIT, **kw})
-  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), IMAGES, train=False))
-  _assert_all_leaves_named(variables['params'])
-  params = variables['params']
-  assert ('cls_token' in params) == (model.pool == 'cls')
-  assert ('position_embedding' in params) == (model.posemb == 'learned')
-  if model.scan_blocks:
-    spec = nn.get_partition_spec(variables)['params']['encoder']['blocks']['mlp']['fc1']['kernel']
-    assert tuple(spec) == ('layers', 'embed', 'mlp')
-  features = jax.eval_shape(lambda v: model.apply(v, IMAGES, train=True), variables)
-  assert features.shape == (8, 32) and features.dtype == jnp.float32
-  patches = jax.eval_shape(lambda v: model.apply(v, IMAGES, method='embed_patches'), variables)
-  assert patches.shape == (8, 16, 32)
-  tokens = jax.ShapeDtypeStruct((8, 5, 32), jnp.float32)
-  encoded = jax.eval_shape(lambda v, t: model.apply(v, t, train=False, method='encode_tokens'),
-                           variables, tokens)
-  assert encoded.shape == (8, 6 if model.pool == 'cls' else 5, 32)
+    model = ViT(**{**TINY_VIT, **kw})
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), IMAGES, train=False))
+    _assert_all_leaves_named(variables['params'])
+    params = variables['params']
+    assert ('cls_token' in params) == (model.pool == 'cls')
+    assert ('position_embedding' in params) == (model.posemb == 'learned')
+    if model.scan_blocks:
+        spec = nn.get_partition_spec(
+            variables)['params']['encoder']['blocks']['mlp']['fc1']['kernel']
+        assert tuple(spec) == ('layers', 'embed', 'mlp')
+    features = jax.eval_shape(lambda v: model.apply(v, IMAGES, train=True), variables)
+    assert features.shape == (8, 32) and features.dtype == jnp.float32
+    patches = jax.eval_shape(lambda v: model.apply(v, IMAGES, method='embed_patches'), variables)
+    assert patches.shape == (8, 16, 32)
+    tokens = jax.ShapeDtypeStruct((8, 5, 32), jnp.float32)
+    encoded = jax.eval_shape(lambda v, t: model.apply(v, t, train=False, method='encode_tokens'),
+                             variables, tokens)
+    assert encoded.shape == (8, 6 if model.pool == 'cls' else 5, 32)
 
 
 def test_vit_sizes_by_name():
-  for name, (hidden, depth, heads) in {'tiny': (192, 12, 3), 'small': (384, 12, 6),
-                                       'base': (768, 12, 12), 'large': (1024, 24, 16)}.items():
-    model = ViT.from_name(name, patch=14, pool='cls')
-    assert (model.hidden, model.depth, model.heads, model.mlp_ratio) == (hidden, depth, heads, 4.0)
-    assert model.patch == 14 and model.pool == 'cls' and model.features_dim == hidden
-  with pytest.raises(ValueError, match='tiny'):
-    ViT.from_name('huge')
+    for name, (hidden, depth, heads) in {'tiny': (192, 12, 3), 'small': (384, 12, 6),
+                                         'base': (768, 12, 12), 'large': (1024, 24, 16)}.items():
+        model = ViT.from_name(name, patch=14, pool='cls')
+        assert (
+    model.hidden,
+    model.depth,
+    model.heads,
+    model.mlp_ratio) == (
+        hidden,
+        depth,
+        heads,
+         4.0)
+        assert model.patch == 14 and model.pool == 'cls' and model.features_dim == hidden
+    with pytest.raises(ValueError, match='tiny'):
+        ViT.from_name('huge')
 
 
 # ---------------------------------------------------------------- ViT variants agree
 
 
 def _stack_blocks(params, depth):
-  """Non-scanned ViT params -> the layout of scan_blocks=True."""
-  encoder = dict(params['encoder'])
-  blocks = [encoder.pop(f'block{i}') for i in range(depth)]
-  encoder['blocks'] = jax.tree.map(lambda *xs: jnp.stack(xs), *blocks)
-  return {**params, 'encoder': encoder}
+    """Non-scanned ViT params -> the layout of scan_blocks=True."""
+    encoder = dict(params['encoder'])
+    blocks = [encoder.pop(f'block{i}') for i in range(depth)]
+    encoder['blocks'] = jax.tree.map(lambda *xs: jnp.stack(xs), *blocks)
+    return {**params, 'encoder': encoder}
 
 
 def test_vit_scan_and_drop_path_variants_agree(vit_variables):
-  params = vit_variables['params']
-  stacked = {'params': _stack_blocks(params, TINY_VIT['depth'])}
-  ref = _features(ViT(**TINY_VIT), vit_variables, IMAGES)
-  # Scanned + rematerialised blocks compute the same function; drop path is
-  # the identity when not training ...
-  scanned = ViT(**TINY_VIT, scan_blocks=True, remat=True, drop_path=0.5)
-  np.testing.assert_allclose(_features(scanned, stacked, IMAGES), ref, rtol=1e-5, atol=1e-5)
-  # ... and active when training.
-  trained = _features(scanned, stacked, IMAGES, train=True, rng=_key(12))
-  assert np.all(np.isfinite(trained)) and not np.allclose(trained, ref, atol=1e-3)
+    params = vit_variables['params']
+    stacked = {'params': _stack_blocks(params, TINY_VIT['depth'])}
+    ref = _features(ViT(**TINY_VIT), vit_variables, IMAGES)
+    # Scanned + rematerialised blocks compute the same function; drop path is
+    # the identity when not training ...
+    scanned = ViT(**TINY_VIT, scan_blocks=True, remat=True, drop_path=0.5)
+    np.testing.assert_allclose(_features(scanned, stacked, IMAGES), ref, rtol=1e-5, atol=1e-5)
+    # ... and active when training.
+    trained = _features(scanned, stacked, IMAGES, train=True, rng=_key(12))
+    assert np.all(np.isfinite(trained)) and not np.allclose(trained, ref, atol=1e-3)
 
 
 def test_vit_remat_keeps_gradients_and_frozen_patch_embed_gets_none(vit_variables):
-  def grads(model):
-    loss = lambda p: jnp.sum(model.apply({'params': p}, IMAGES, train=True) ** 2)
-    return jax.jit(jax.grad(loss))(vit_variables['params'])
+    def grads(model):
+        loss = lambda p: jnp.sum(model.apply({'params': p}, IMAGES, train=True) ** 2)
+        return jax.jit(jax.grad(loss))(vit_variables['params'])
 
-  plain = grads(ViT(**TINY_VIT))
-  frozen = grads(ViT(**TINY_VIT, remat=True, frozen_patch_embed=True))
-  assert np.all(plain['patch_embedding']['kernel'] != 0)
-  for leaf in jax.tree.leaves(frozen.pop('patch_embedding')):
-    np.testing.assert_array_equal(leaf, 0.0)
-  plain.pop('patch_embedding')
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), plain, frozen)
+    plain = grads(ViT(**TINY_VIT))
+    frozen = grads(ViT(**TINY_VIT, remat=True, frozen_patch_embed=True))
+    assert np.all(plain['patch_embedding']['kernel'] != 0)
+    for leaf in jax.tree.leaves(frozen.pop('patch_embedding')):
+        np.testing.assert_array_equal(leaf, 0.0)
+    plain.pop('patch_embedding')
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), plain, frozen)
 
 
 # ---------------------------------------------------------------- dtypes
@@ -273,41 +295,41 @@ def test_vit_remat_keeps_gradients_and_frozen_patch_embed_gets_none(vit_variable
     (lambda dtype: resnet(18, num_filters=8, cifar_stem=True, dtype=dtype), 'resnet_variables'),
     (lambda dtype: ViT(**TINY_VIT, dtype=dtype), 'vit_variables')], ids=['resnet18', 'vit'])
 def test_bfloat16_compute_float32_params_and_features(make_model, variables_fixture, request):
-  variables = request.getfixturevalue(variables_fixture)
-  ref = _features(make_model(jnp.float32), variables, IMAGES)
-  bf16_model = make_model(jnp.bfloat16)
-  bf16_variables = jax.eval_shape(lambda: bf16_model.init(jax.random.key(0), IMAGES, train=False))
-  assert {p.dtype for p in jax.tree.leaves(nn.unbox(bf16_variables))} == {jnp.dtype('float32')}
-  out = _features(bf16_model, variables, IMAGES)
-  assert out.dtype == jnp.float32
-  assert not np.array_equal(out, ref)  # computed in bfloat16 ...
-  np.testing.assert_allclose(out, ref, atol=0.05 * np.abs(ref).max())  # ... to bf16 accuracy
+    variables = request.getfixturevalue(variables_fixture)
+    ref = _features(make_model(jnp.float32), variables, IMAGES)
+    bf16_model = make_model(jnp.bfloat16)
+    bf16_variables = jax.eval_shape(lambda: bf16_model.init(jax.random.key(0), IMAGES, train=False))
+    assert {p.dtype for p in jax.tree.leaves(nn.unbox(bf16_variables))} == {jnp.dtype('float32')}
+    out = _features(bf16_model, variables, IMAGES)
+    assert out.dtype == jnp.float32
+    assert not np.array_equal(out, ref)  # computed in bfloat16 ...
+    np.testing.assert_allclose(out, ref, atol=0.05 * np.abs(ref).max())  # ... to bf16 accuracy
 
 
 # ---------------------------------------------------------------- registry
 
 
 def test_build_backbone_names_and_overrides():
-  config = default_model_config()
-  assert (config.name, config.cifar_stem, config.width, config.patch, config.posemb, config.pool,
-          config.drop_path, config.hidden, config.mlp_ratio) == (
-              'resnet18', True, 64, 4, 'sincos2d', 'gap', 0.0, 0, 4.0)
-  for name in BACKBONE_NAMES:
-    if name != 'vit':
-      assert isinstance(build_backbone({'name': name}), ResNet if 'resnet' in name else ViT)
-  r50 = build_backbone({'name': 'resnet50', 'width': 16, 'cifar_stem': False})
-  assert (r50.num_filters, r50.cifar_stem, r50.features_dim) == (16, False, 512)
-  config.update(name='vit_small', depth=4, patch=8, drop_path=0.1, scan_blocks=True)
-  vit = build_backbone(config, dtype=jnp.bfloat16)
-  assert (vit.hidden, vit.depth, vit.heads, vit.patch, vit.drop_path, vit.scan_blocks,
-          vit.dtype) == (384, 4, 6, 8, 0.1, True, jnp.bfloat16)
-  explicit = build_backbone(ml_collections.ConfigDict(dict(name='vit', hidden=64, depth=3,
-                                                           heads=2, mlp_ratio=2.0)))
-  assert (explicit.hidden, explicit.depth, explicit.heads, explicit.mlp_ratio) == (64, 3, 2, 2.0)
-  with pytest.raises(ValueError, match='heads'):
-    build_backbone({'name': 'vit', 'hidden': 64, 'depth': 3})
-  with pytest.raises(ValueError, match='resnet18.*vit_large'):
-    build_backbone({'name': 'alexnet'})
+    config = default_model_config()
+    assert (config.name, config.cifar_stem, config.width, config.patch, config.posemb, config.pool,
+            config.drop_path, config.hidden, config.mlp_ratio) == (
+                'resnet18', True, 64, 4, 'sincos2d', 'gap', 0.0, 0, 4.0)
+    for name in BACKBONE_NAMES:
+        if name != 'vit':
+            assert isinstance(build_backbone({'name': name}), ResNet if 'resnet' in name else ViT)
+    r50 = build_backbone({'name': 'resnet50', 'width': 16, 'cifar_stem': False})
+    assert (r50.num_filters, r50.cifar_stem, r50.features_dim) == (16, False, 512)
+    config.update(name='vit_small', depth=4, patch=8, drop_path=0.1, scan_blocks=True)
+    vit = build_backbone(config, dtype=jnp.bfloat16)
+    assert (vit.hidden, vit.depth, vit.heads, vit.patch, vit.drop_path, vit.scan_blocks,
+            vit.dtype) == (384, 4, 6, 8, 0.1, True, jnp.bfloat16)
+    explicit = build_backbone(ml_collections.ConfigDict(dict(name='vit', hidden=64, depth=3,
+                                                             heads=2, mlp_ratio=2.0)))
+    assert (explicit.hidden, explicit.depth, explicit.heads, explicit.mlp_ratio) == (64, 3, 2, 2.0)
+    with pytest.raises(ValueError, match='heads'):
+        build_backbone({'name': 'vit', 'hidden': 64, 'depth': 3})
+    with pytest.raises(ValueError, match='resnet18.*vit_large'):
+        build_backbone({'name': 'alexnet'})
 
 
 # ---------------------------------------------------------------- trainability
@@ -317,31 +339,31 @@ def test_build_backbone_names_and_overrides():
     (dict(name='resnet18', width=8, cifar_stem=True), 'resnet_variables'),
     (dict(name='vit', **TINY_VIT), 'vit_variables')], ids=['resnet18', 'vit'])
 def test_one_batch_overfit(config, variables_fixture, request):
-  """30 Adam steps on one tiny batch with a linear head cut the loss below 30%."""
-  backbone, head = build_backbone(config), LinearHead(num_classes=4)
-  variables = request.getfixturevalue(variables_fixture)
-  head_params = _init(head, jnp.zeros((1, backbone.features_dim)))['params']
-  _assert_all_leaves_named(head_params)
-  params = {'backbone': variables['params'], 'head': nn.unbox(head_params)}
-  stats = variables.get('batch_stats', {})
-  optimizer = optax.adam(3e-3)
+    """30 Adam steps on one tiny batch with a linear head cut the loss below 30%."""
+    backbone, head = build_backbone(config), LinearHead(num_classes=4)
+    variables = request.getfixturevalue(variables_fixture)
+    head_params = _init(head, jnp.zeros((1, backbone.features_dim)))['params']
+    _assert_all_leaves_named(head_params)
+    params = {'backbone': variables['params'], 'head': nn.unbox(head_params)}
+    stats = variables.get('batch_stats', {})
+    optimizer = optax.adam(3e-3)
 
-  def loss_fn(params, stats):
-    features, new_state = backbone.apply({'params': params['backbone'], 'batch_stats': stats},
-                                         IMAGES, train=True, mutable=['batch_stats'])
-    logits = head.apply({'params': params['head']}, features)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, LABELS).mean()
-    return loss, new_state.get('batch_stats', {})
+    def loss_fn(params, stats):
+        features, new_state = backbone.apply({'params': params['backbone'], 'batch_stats': stats},
+                                             IMAGES, train=True, mutable=['batch_stats'])
+        logits = head.apply({'params': params['head']}, features)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, LABELS).mean()
+        return loss, new_state.get('batch_stats', {})
 
-  @jax.jit
-  def step(params, stats, opt_state):
-    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, stats)
-    updates, opt_state = optimizer.update(grads, opt_state)
-    return optax.apply_updates(params, updates), stats, opt_state, loss
+    @jax.jit
+    def step(params, stats, opt_state):
+        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, stats)
+        updates, opt_state = optimizer.update(grads, opt_state)
+        return optax.apply_updates(params, updates), stats, opt_state, loss
 
-  opt_state, losses = optimizer.init(params), []
-  for _ in range(30):
-    params, stats, opt_state, loss = step(params, stats, opt_state)
-    losses.append(float(loss))
-  np.testing.assert_allclose(losses[0], np.log(4), rtol=1e-5)  # zero-init head
-  assert losses[-1] < 0.3 * losses[0], losses
+    opt_state, losses = optimizer.init(params), []
+    for _ in range(30):
+        params, stats, opt_state, loss = step(params, stats, opt_state)
+        losses.append(float(loss))
+    np.testing.assert_allclose(losses[0], np.log(4), rtol=1e-5)  # zero-init head
+    assert losses[-1] < 0.3 * losses[0], losses

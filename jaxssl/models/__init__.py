@@ -21,55 +21,56 @@ BACKBONE_NAMES = (*RESNET_DEPTHS, *VIT_NAMES, 'vit')
 
 
 def default_model_config() -> ml_collections.ConfigDict:
-  """Model config with every key `build_backbone` reads.
+    """Model config with every key `build_backbone` reads.
 
-  `hidden`, `depth`, `heads` = 0 mean "the named size's default" (they are
-  required for name='vit'). `width` is the ResNet base filter count; `patch`,
-  `posemb`, `pool`, `drop_path`, `scan_blocks`, `remat`, `frozen_patch_embed`
-  and `attention_impl` ('' = XLA default, 'cudnn' = fused GPU kernel) apply to
-  ViTs.
-  """
-  return ml_collections.ConfigDict(dict(
-      name='resnet18', cifar_stem=True, width=64,
-      patch=4, posemb='sincos2d', pool='gap', drop_path=0.0,
-      scan_blocks=False, remat=False, frozen_patch_embed=False, attention_impl='',
-      hidden=0, depth=0, heads=0, mlp_ratio=4.0))
+    `hidden`, `depth`, `heads` = 0 mean "the named size's default" (they are
+    required for name='vit'). `width` is the ResNet base filter count; `patch`,
+    `posemb`, `pool`, `drop_path`, `scan_blocks`, `remat`, `frozen_patch_embed`
+    and `attention_impl` ('' = XLA default, 'cudnn' = fused GPU kernel) apply to
+    ViTs.
+    """
+    return ml_collections.ConfigDict(dict(
+        name='resnet18', cifar_stem=True, width=64,
+        patch=4, posemb='sincos2d', pool='gap', drop_path=0.0,
+        scan_blocks=False, remat=False, frozen_patch_embed=False, attention_impl='',
+        hidden=0, depth=0, heads=0, mlp_ratio=4.0))
 
 
 def _vit_dims(config: Mapping[str, Any]) -> dict:
-  """hidden/depth/heads/mlp_ratio of a full ViT config: the named size's defaults, overridden by non-zero keys."""
-  name = config['name']
-  dims = vit_config(VIT_NAMES[name]) if name in VIT_NAMES else {}
-  dims.update({k: config[k] for k in VIT_DIM_KEYS if config[k]})
-  missing = [k for k in VIT_DIM_KEYS if k not in dims]
-  if missing:
-    raise ValueError(f"model name 'vit' needs non-zero {missing} in the model config")
-  dims['mlp_ratio'] = config['mlp_ratio']
-  return dims
+    """hidden/depth/heads/mlp_ratio of a full ViT config: the named size's defaults,
+    overridden by the config's non-zero keys."""
+    name = config['name']
+    dims = vit_config(VIT_NAMES[name]) if name in VIT_NAMES else {}
+    dims.update({k: config[k] for k in VIT_DIM_KEYS if config[k]})
+    missing = [k for k in VIT_DIM_KEYS if k not in dims]
+    if missing:
+        raise ValueError(f"model name 'vit' needs non-zero {missing} in the model config")
+    dims['mlp_ratio'] = config['mlp_ratio']
+    return dims
 
 
 def build_backbone(config: Mapping[str, Any], dtype: Any = jnp.float32) -> nn.Module:
-  """Backbone module named by `config['name']`; missing keys take the defaults.
+    """Backbone module named by `config['name']`; missing keys take the defaults.
 
-  Args:
-    config: dict-like (dict or ConfigDict) with the keys of `default_model_config()`.
-    dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32.
-  Raises:
-    ValueError: unknown name (the message lists the valid ones) or a 'vit'
-      without explicit dimensions.
-  """
-  config = {**default_model_config().to_dict(), **dict(config)}
-  name = config['name']
-  if name in RESNET_DEPTHS:
-    return resnet(RESNET_DEPTHS[name], num_filters=config['width'],
-                  cifar_stem=config['cifar_stem'], dtype=dtype)
-  if name in VIT_NAMES or name == 'vit':
-    return ViT(
-        patch=config['patch'], posemb=config['posemb'], pool=config['pool'],
-        drop_path=config['drop_path'], scan_blocks=config['scan_blocks'],
-        remat=config['remat'], frozen_patch_embed=config['frozen_patch_embed'],
-        attention_impl=config['attention_impl'] or None, dtype=dtype, **_vit_dims(config))
-  raise ValueError(f'Unknown backbone name {name!r}; valid: {", ".join(BACKBONE_NAMES)}')
+    Args:
+      config: dict-like (dict or ConfigDict) with the keys of `default_model_config()`.
+      dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32.
+    Raises:
+      ValueError: unknown name (the message lists the valid ones) or a 'vit'
+        without explicit dimensions.
+    """
+    config = {**default_model_config().to_dict(), **dict(config)}
+    name = config['name']
+    if name in RESNET_DEPTHS:
+        return resnet(RESNET_DEPTHS[name], num_filters=config['width'],
+                      cifar_stem=config['cifar_stem'], dtype=dtype)
+    if name in VIT_NAMES or name == 'vit':
+        return ViT(
+            patch=config['patch'], posemb=config['posemb'], pool=config['pool'],
+            drop_path=config['drop_path'], scan_blocks=config['scan_blocks'],
+            remat=config['remat'], frozen_patch_embed=config['frozen_patch_embed'],
+            attention_impl=config['attention_impl'] or None, dtype=dtype, **_vit_dims(config))
+    raise ValueError(f'Unknown backbone name {name!r}; valid: {", ".join(BACKBONE_NAMES)}')
 
 
 __all__ = [

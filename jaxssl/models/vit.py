@@ -33,297 +33,302 @@ _token_init = nn.initializers.normal(stddev=0.02)
 
 
 def vit_config(name: str) -> dict:
-  """Standard size `name` ('tiny'|'small'|'base'|'large') -> dict(hidden, depth, heads, mlp_ratio)."""
-  if name not in VIT_SIZES:
-    raise ValueError(f'Unknown ViT size {name!r}; valid: {sorted(VIT_SIZES)}')
-  return dict(VIT_SIZES[name])
+    """Standard size `name` ('tiny'|'small'|'base'|'large') ->
+    dict(hidden, depth, heads, mlp_ratio)."""
+    if name not in VIT_SIZES:
+        raise ValueError(f'Unknown ViT size {name!r}; valid: {sorted(VIT_SIZES)}')
+    return dict(VIT_SIZES[name])
 
 
 def _sincos_1d(positions: np.ndarray, dim: int) -> np.ndarray:
-  """[N] positions -> [N, dim] embedding: sin of dim/2 frequencies, then cos (MAE)."""
-  omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
-  angles = np.outer(positions, omega)
-  return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+    """[N] positions -> [N, dim] embedding: sin of dim/2 frequencies, then cos (MAE)."""
+    omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+    angles = np.outer(positions, omega)
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
 
 
 def sincos_posemb_2d(grid_h: int, grid_w: int, dim: int) -> np.ndarray:
-  """Fixed 2-D sin-cos position embedding of MAE, float32 [grid_h * grid_w, dim].
+    """Fixed 2-D sin-cos position embedding of MAE, float32 [grid_h * grid_w, dim].
 
-  Row t = i * grid_w + j is patch (row i, column j). Its first dim/2 entries
-  embed the column j and the last dim/2 the row i, each as
-  [sin(p * w_k), cos(p * w_k)] with w_k = 10000^(-k / (dim/4)), k < dim/4.
-  `dim` must be divisible by 4.
-  """
-  if dim % 4:
-    raise ValueError(f'sincos_posemb_2d needs dim divisible by 4, got {dim}')
-  rows, cols = np.meshgrid(np.arange(grid_h), np.arange(grid_w), indexing='ij')
-  emb = np.concatenate([_sincos_1d(cols.ravel(), dim // 2),
-                        _sincos_1d(rows.ravel(), dim // 2)], axis=1)
-  return emb.astype(np.float32)
+    Row t = i * grid_w + j is patch (row i, column j). Its first dim/2 entries
+    embed the column j and the last dim/2 the row i, each as
+    [sin(p * w_k), cos(p * w_k)] with w_k = 10000^(-k / (dim/4)), k < dim/4.
+    `dim` must be divisible by 4.
+    """
+    if dim % 4:
+        raise ValueError(f'sincos_posemb_2d needs dim divisible by 4, got {dim}')
+    rows, cols = np.meshgrid(np.arange(grid_h), np.arange(grid_w), indexing='ij')
+    emb = np.concatenate([_sincos_1d(cols.ravel(), dim // 2),
+                          _sincos_1d(rows.ravel(), dim // 2)], axis=1)
+    return emb.astype(np.float32)
 
 
 def drop_path(rng: jax.Array, x: jax.Array, rate) -> jax.Array:
-  """Stochastic depth: zero each sample of x [B, ...] with probability `rate`.
+    """Stochastic depth: zero each sample of x [B, ...] with probability `rate`.
 
-  Kept samples are scaled by 1 / (1 - rate), so the expectation is x. `rate`
-  may be a traced scalar; rate = 0 returns x exactly.
-  """
-  keep_prob = 1.0 - rate
-  keep = jax.random.bernoulli(rng, keep_prob, (x.shape[0],) + (1,) * (x.ndim - 1))
-  return jnp.where(keep, x / keep_prob, 0).astype(x.dtype)
+    Kept samples are scaled by 1 / (1 - rate), so the expectation is x. `rate`
+    may be a traced scalar; rate = 0 returns x exactly.
+    """
+    keep_prob = 1.0 - rate
+    keep = jax.random.bernoulli(rng, keep_prob, (x.shape[0],) + (1,) * (x.ndim - 1))
+    return jnp.where(keep, x / keep_prob, 0).astype(x.dtype)
 
 
 def _layer_norm(dtype: Any, name: str) -> nn.LayerNorm:
-  return nn.LayerNorm(
-      epsilon=LAYER_NORM_EPSILON, dtype=dtype, param_dtype=jnp.float32,
-      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ('embed',)),
-      bias_init=nn.with_logical_partitioning(_zeros, ('embed',)), name=name)
+    return nn.LayerNorm(
+        epsilon=LAYER_NORM_EPSILON, dtype=dtype, param_dtype=jnp.float32,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ('embed',)),
+        bias_init=nn.with_logical_partitioning(_zeros, ('embed',)), name=name)
 
 
 def _dense(features, kernel_axes: tuple, dtype: Any, name: str, axis=-1) -> nn.DenseGeneral:
-  """Xavier-uniform DenseGeneral whose kernel axes are named `kernel_axes`.
+    """Xavier-uniform DenseGeneral whose kernel axes are named `kernel_axes`.
 
-  The bias is named after the output axes (the last len(features) names).
-  """
-  num_out = len(features) if isinstance(features, tuple) else 1
-  return nn.DenseGeneral(
-      features, axis=axis, dtype=dtype, param_dtype=jnp.float32,
-      kernel_init=nn.with_logical_partitioning(_xavier, kernel_axes),
-      bias_init=nn.with_logical_partitioning(_zeros, kernel_axes[-num_out:]),
-      name=name)
+    The bias is named after the output axes (the last len(features) names).
+    """
+    num_out = len(features) if isinstance(features, tuple) else 1
+    return nn.DenseGeneral(
+        features, axis=axis, dtype=dtype, param_dtype=jnp.float32,
+        kernel_init=nn.with_logical_partitioning(_xavier, kernel_axes),
+        bias_init=nn.with_logical_partitioning(_zeros, kernel_axes[-num_out:]),
+        name=name)
 
 
 class MlpBlock(nn.Module):
-  """Dense(mlp_dim) -> GELU -> Dense(D): [..., D] -> [..., D] in `dtype`."""
-  mlp_dim: int
-  dtype: Any = jnp.float32
+    """Dense(mlp_dim) -> GELU -> Dense(D): [..., D] -> [..., D] in `dtype`."""
+    mlp_dim: int
+    dtype: Any = jnp.float32
 
-  @nn.compact
-  def __call__(self, x):
-    y = _dense(self.mlp_dim, ('embed', 'mlp'), self.dtype, 'fc1')(x)
-    y = nn.gelu(y, approximate=False)
-    return _dense(x.shape[-1], ('mlp', 'embed'), self.dtype, 'fc2')(y)
+    @nn.compact
+    def __call__(self, x):
+        y = _dense(self.mlp_dim, ('embed', 'mlp'), self.dtype, 'fc1')(x)
+        y = nn.gelu(y, approximate=False)
+        return _dense(x.shape[-1], ('mlp', 'embed'), self.dtype, 'fc2')(y)
 
 
 class MultiHeadSelfAttention(nn.Module):
-  """Softmax self-attention [B, T, D] -> [B, T, D] via `jax.nn.dot_product_attention`.
+    """Softmax self-attention [B, T, D] -> [B, T, D] via `jax.nn.dot_product_attention`.
 
-  `attention_impl` is passed to `jax.nn.dot_product_attention`: None (XLA),
-  'xla' or 'cudnn' (fused kernel on GPUs, bf16/fp16 only).
-  """
-  num_heads: int
-  dtype: Any = jnp.float32
-  attention_impl: Optional[str] = None
+    `attention_impl` is passed to `jax.nn.dot_product_attention`: None (XLA),
+    'xla' or 'cudnn' (fused kernel on GPUs, bf16/fp16 only).
+    """
+    num_heads: int
+    dtype: Any = jnp.float32
+    attention_impl: Optional[str] = None
 
-  @nn.compact
-  def __call__(self, x):
-    hidden = x.shape[-1]
-    if hidden % self.num_heads:
-      raise ValueError(f'hidden size {hidden} not divisible by {self.num_heads} heads')
-    head_shape = (self.num_heads, hidden // self.num_heads)
-    q, k, v = (_dense(head_shape, ('embed', 'heads', 'kv'), self.dtype, name)(x)
-               for name in ('query', 'key', 'value'))
-    y = jax.nn.dot_product_attention(q, k, v, implementation=self.attention_impl)
-    return _dense(hidden, ('heads', 'kv', 'embed'), self.dtype, 'out', axis=(-2, -1))(y)
+    @nn.compact
+    def __call__(self, x):
+        hidden = x.shape[-1]
+        if hidden % self.num_heads:
+            raise ValueError(f'hidden size {hidden} not divisible by {self.num_heads} heads')
+        head_shape = (self.num_heads, hidden // self.num_heads)
+        q, k, v = (_dense(head_shape, ('embed', 'heads', 'kv'), self.dtype, name)(x)
+                   for name in ('query', 'key', 'value'))
+        y = jax.nn.dot_product_attention(q, k, v, implementation=self.attention_impl)
+        return _dense(hidden, ('heads', 'kv', 'embed'), self.dtype, 'out', axis=(-2, -1))(y)
 
 
 class EncoderBlock(nn.Module):
-  """Pre-norm transformer block: x + DropPath(MHSA(LN(x))), then the same with the MLP.
+    """Pre-norm transformer block: x + DropPath(MHSA(LN(x))), then the same with the MLP.
 
-  `drop_rate` is this block's stochastic-depth rate (a float, or a traced
-  scalar under `nn.scan`); `deterministic=True` disables it.
-  [B, T, D] -> [B, T, D] in `dtype`.
-  """
-  num_heads: int
-  mlp_dim: int
-  dtype: Any = jnp.float32
-  attention_impl: Optional[str] = None
+    `drop_rate` is this block's stochastic-depth rate (a float, or a traced
+    scalar under `nn.scan`); `deterministic=True` disables it.
+    [B, T, D] -> [B, T, D] in `dtype`.
+    """
+    num_heads: int
+    mlp_dim: int
+    dtype: Any = jnp.float32
+    attention_impl: Optional[str] = None
 
-  @nn.compact
-  def __call__(self, x, drop_rate, deterministic: bool):
-    def residual(y):
-      if deterministic:
-        return x + y
-      return x + drop_path(self.make_rng('dropout'), y, drop_rate)
+    @nn.compact
+    def __call__(self, x, drop_rate, deterministic: bool):
+        def residual(y):
+            if deterministic:
+                return x + y
+            return x + drop_path(self.make_rng('dropout'), y, drop_rate)
 
-    y = _layer_norm(self.dtype, 'norm1')(x)
-    x = residual(MultiHeadSelfAttention(
-        self.num_heads, self.dtype, self.attention_impl, name='attention')(y))
-    y = _layer_norm(self.dtype, 'norm2')(x)
-    return residual(MlpBlock(self.mlp_dim, self.dtype, name='mlp')(y))
+        y = _layer_norm(self.dtype, 'norm1')(x)
+        x = residual(MultiHeadSelfAttention(
+            self.num_heads, self.dtype, self.attention_impl, name='attention')(y))
+        y = _layer_norm(self.dtype, 'norm2')(x)
+        return residual(MlpBlock(self.mlp_dim, self.dtype, name='mlp')(y))
 
 
 class _ScannedEncoderBlock(EncoderBlock):
-  """EncoderBlock with the (carry, output) signature `nn.scan` expects."""
+    """EncoderBlock with the (carry, output) signature `nn.scan` expects."""
 
-  def __call__(self, x, drop_rate, deterministic: bool):
-    return super().__call__(x, drop_rate, deterministic), None
+    def __call__(self, x, drop_rate, deterministic: bool):
+        return super().__call__(x, drop_rate, deterministic), None
 
 
 class Encoder(nn.Module):
-  """Stack of `depth` EncoderBlocks followed by a final LayerNorm.
+    """Stack of `depth` EncoderBlocks followed by a final LayerNorm.
 
-  Width D is taken from the input tokens [B, T, D]; output [B, T, D] in
-  `dtype`. Stochastic depth rises linearly from 0 (first block) to
-  `drop_path` (last block) and is active only when `train`; it draws from the
-  'dropout' rng stream.
+    Width D is taken from the input tokens [B, T, D]; output [B, T, D] in
+    `dtype`. Stochastic depth rises linearly from 0 (first block) to
+    `drop_path` (last block) and is active only when `train`; it draws from the
+    'dropout' rng stream.
 
-  With `scan_blocks` the blocks are one `nn.scan`ned module 'blocks' whose
-  parameters are stacked on a leading axis named 'layers'; otherwise they are
-  'block0' ... 'block{depth-1}'. `remat` recomputes each block's activations in
-  the backward pass.
-  """
-  depth: int
-  num_heads: int
-  mlp_dim: int
-  drop_path: float = 0.0
-  scan_blocks: bool = False
-  remat: bool = False
-  dtype: Any = jnp.float32
-  attention_impl: Optional[str] = None
+    With `scan_blocks` the blocks are one `nn.scan`ned module 'blocks' whose
+    parameters are stacked on a leading axis named 'layers'; otherwise they are
+    'block0' ... 'block{depth-1}'. `remat` recomputes each block's activations in
+    the backward pass.
+    """
+    depth: int
+    num_heads: int
+    mlp_dim: int
+    drop_path: float = 0.0
+    scan_blocks: bool = False
+    remat: bool = False
+    dtype: Any = jnp.float32
+    attention_impl: Optional[str] = None
 
-  @nn.compact
-  def __call__(self, x, train: bool):
-    deterministic = not train or self.drop_path == 0.0
-    rates = np.linspace(0.0, self.drop_path, self.depth)
-    block_cls = _ScannedEncoderBlock if self.scan_blocks else EncoderBlock
-    if self.remat:
-      # static_argnums counts `self` as 0: `deterministic` is argument 3.
-      block_cls = nn.remat(block_cls, prevent_cse=not self.scan_blocks, static_argnums=(3,))
-    block_kwargs = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
-                        dtype=self.dtype, attention_impl=self.attention_impl)
-    if self.scan_blocks:
-      stack = nn.scan(
-          block_cls, variable_axes={'params': 0},
-          split_rngs={'params': True, 'dropout': True},
-          in_axes=(0, nn.broadcast), length=self.depth,
-          metadata_params={nn.PARTITION_NAME: 'layers'})
-      x, _ = stack(**block_kwargs, name='blocks')(
-          x, jnp.asarray(rates, jnp.float32), deterministic)
-    else:
-      for i, rate in enumerate(rates):
-        x = block_cls(**block_kwargs, name=f'block{i}')(x, float(rate), deterministic)
-    return _layer_norm(self.dtype, 'encoder_norm')(x)
+    @nn.compact
+    def __call__(self, x, train: bool):
+        deterministic = not train or self.drop_path == 0.0
+        rates = np.linspace(0.0, self.drop_path, self.depth)
+        block_cls = _ScannedEncoderBlock if self.scan_blocks else EncoderBlock
+        if self.remat:
+            # static_argnums counts `self` as 0: `deterministic` is argument 3.
+            block_cls = nn.remat(block_cls, prevent_cse=not self.scan_blocks, static_argnums=(3,))
+        block_kwargs = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
+                            dtype=self.dtype, attention_impl=self.attention_impl)
+        if self.scan_blocks:
+            stack = nn.scan(
+                block_cls, variable_axes={'params': 0},
+                split_rngs={'params': True, 'dropout': True},
+                in_axes=(0, nn.broadcast), length=self.depth,
+                metadata_params={nn.PARTITION_NAME: 'layers'})
+            x, _ = stack(**block_kwargs, name='blocks')(
+                x, jnp.asarray(rates, jnp.float32), deterministic)
+        else:
+            for i, rate in enumerate(rates):
+                x = block_cls(**block_kwargs, name=f'block{i}')(x, float(rate), deterministic)
+        return _layer_norm(self.dtype, 'encoder_norm')(x)
 
 
 class PatchEmbedding(nn.Module):
-  """Non-overlapping patch projection (a conv with kernel = stride = patch).
+    """Non-overlapping patch projection (a conv with kernel = stride = patch).
 
-  [B, H, W, C] -> [B, H/patch, W/patch, hidden] in `dtype`. With `frozen` the
-  kernel and bias are used through `stop_gradient` (MoCo v3), so their
-  gradients are zero; exclude them from weight decay in the optimizer.
-  """
-  patch: int
-  hidden: int
-  frozen: bool = False
-  dtype: Any = jnp.float32
+    [B, H, W, C] -> [B, H/patch, W/patch, hidden] in `dtype`. With `frozen` the
+    kernel and bias are used through `stop_gradient` (MoCo v3), so their
+    gradients are zero; exclude them from weight decay in the optimizer.
+    """
+    patch: int
+    hidden: int
+    frozen: bool = False
+    dtype: Any = jnp.float32
 
-  @nn.compact
-  def __call__(self, x):
-    b, h, w, c = x.shape
-    p = self.patch
-    if h % p or w % p:
-      raise ValueError(f'image size {h}x{w} is not divisible by patch size {p}')
-    kernel = self.param(
-        'kernel', nn.with_logical_partitioning(_xavier, ('patch_h', 'patch_w', 'conv_in', 'embed')),
-        (p, p, c, self.hidden), jnp.float32)
-    bias = self.param('bias', nn.with_logical_partitioning(_zeros, ('embed',)),
-                      (self.hidden,), jnp.float32)
-    if self.frozen:
-      kernel, bias = jax.lax.stop_gradient((kernel, bias))
-    patches = x.astype(self.dtype).reshape(b, h // p, p, w // p, p, c)
-    y = jnp.einsum('bipjqc,pqcd->bijd', patches, kernel.astype(self.dtype))
-    return y + bias.astype(self.dtype)
+    @nn.compact
+    def __call__(self, x):
+        b, h, w, c = x.shape
+        p = self.patch
+        if h % p or w % p:
+            raise ValueError(f'image size {h}x{w} is not divisible by patch size {p}')
+        kernel = self.param(
+            'kernel', nn.with_logical_partitioning(
+    _xavier, ('patch_h', 'patch_w', 'conv_in', 'embed')),
+            (p, p, c, self.hidden), jnp.float32)
+        bias = self.param('bias', nn.with_logical_partitioning(_zeros, ('embed',)),
+                          (self.hidden,), jnp.float32)
+        if self.frozen:
+            kernel, bias = jax.lax.stop_gradient((kernel, bias))
+        patches = x.astype(self.dtype).reshape(b, h // p, p, w // p, p, c)
+        y = jnp.einsum('bipjqc,pqcd->bijd', patches, kernel.astype(self.dtype))
+        return y + bias.astype(self.dtype)
 
 
 class PositionEmbedding(nn.Module):
-  """Adds a position embedding to a patch grid and flattens it.
+    """Adds a position embedding to a patch grid and flattens it.
 
-  [B, gh, gw, D] -> [B, gh*gw, D]. kind 'sincos2d' adds the fixed
-  `sincos_posemb_2d` table (any grid size); 'learned' adds a parameter
-  'pos_embedding' [gh*gw, D] whose size is fixed at init.
-  """
-  kind: str = 'sincos2d'
+    [B, gh, gw, D] -> [B, gh*gw, D]. kind 'sincos2d' adds the fixed
+    `sincos_posemb_2d` table (any grid size); 'learned' adds a parameter
+    'pos_embedding' [gh*gw, D] whose size is fixed at init.
+    """
+    kind: str = 'sincos2d'
 
-  @nn.compact
-  def __call__(self, grid):
-    b, gh, gw, d = grid.shape
-    if self.kind == 'sincos2d':
-      posemb = jnp.asarray(sincos_posemb_2d(gh, gw, d))
-    elif self.kind == 'learned':
-      posemb = self.param('pos_embedding', nn.with_logical_partitioning(_token_init, ('pos', 'embed')),
-                          (gh * gw, d), jnp.float32)
-    else:
-      raise ValueError(f'Unknown posemb {self.kind!r}; valid: {POSEMB_KINDS}')
-    return grid.reshape(b, gh * gw, d) + posemb.astype(grid.dtype)
+    @nn.compact
+    def __call__(self, grid):
+        b, gh, gw, d = grid.shape
+        if self.kind == 'sincos2d':
+            posemb = jnp.asarray(sincos_posemb_2d(gh, gw, d))
+        elif self.kind == 'learned':
+            posemb = self.param(
+                'pos_embedding', nn.with_logical_partitioning(_token_init, ('pos', 'embed')),
+                (gh * gw, d), jnp.float32)
+        else:
+            raise ValueError(f'Unknown posemb {self.kind!r}; valid: {POSEMB_KINDS}')
+        return grid.reshape(b, gh * gw, d) + posemb.astype(grid.dtype)
 
 
 class ViT(nn.Module):
-  """Vision Transformer feature extractor.
+    """Vision Transformer feature extractor.
 
-  Attributes:
-    patch: patch size in pixels.
-    hidden, depth, heads, mlp_ratio: width D, number of blocks, attention
-      heads, MLP width / D.
-    posemb: 'sincos2d' (fixed, MAE) or 'learned'.
-    pool: 'cls' (prepend a class token, features = its output) or 'gap'
-      (no class token, features = mean over tokens).
-    drop_path: stochastic-depth rate of the last block.
-    scan_blocks, remat: see `Encoder`.
-    frozen_patch_embed: no gradient into the patch projection (MoCo v3).
-    dtype: compute dtype; parameters stay float32.
-    attention_impl: see `MultiHeadSelfAttention`.
-  """
-  patch: int = 16
-  hidden: int = 768
-  depth: int = 12
-  heads: int = 12
-  mlp_ratio: float = 4.0
-  posemb: str = 'sincos2d'
-  pool: str = 'gap'
-  drop_path: float = 0.0
-  scan_blocks: bool = False
-  remat: bool = False
-  frozen_patch_embed: bool = False
-  dtype: Any = jnp.float32
-  attention_impl: Optional[str] = None
+    Attributes:
+      patch: patch size in pixels.
+      hidden, depth, heads, mlp_ratio: width D, number of blocks, attention
+        heads, MLP width / D.
+      posemb: 'sincos2d' (fixed, MAE) or 'learned'.
+      pool: 'cls' (prepend a class token, features = its output) or 'gap'
+        (no class token, features = mean over tokens).
+      drop_path: stochastic-depth rate of the last block.
+      scan_blocks, remat: see `Encoder`.
+      frozen_patch_embed: no gradient into the patch projection (MoCo v3).
+      dtype: compute dtype; parameters stay float32.
+      attention_impl: see `MultiHeadSelfAttention`.
+    """
+    patch: int = 16
+    hidden: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    posemb: str = 'sincos2d'
+    pool: str = 'gap'
+    drop_path: float = 0.0
+    scan_blocks: bool = False
+    remat: bool = False
+    frozen_patch_embed: bool = False
+    dtype: Any = jnp.float32
+    attention_impl: Optional[str] = None
 
-  @classmethod
-  def from_name(cls, name: str, patch: int = 16, **overrides) -> 'ViT':
-    """ViT of standard size `name` ('tiny'|'small'|'base'|'large'); overrides win."""
-    return cls(**{**vit_config(name), 'patch': patch, **overrides})
+    @classmethod
+    def from_name(cls, name: str, patch: int = 16, **overrides) -> 'ViT':
+        """ViT of standard size `name` ('tiny'|'small'|'base'|'large'); overrides win."""
+        return cls(**{**vit_config(name), 'patch': patch, **overrides})
 
-  @property
-  def features_dim(self) -> int:
-    return self.hidden
+    @property
+    def features_dim(self) -> int:
+        return self.hidden
 
-  def setup(self):
-    if self.pool not in POOL_KINDS:
-      raise ValueError(f'Unknown pool {self.pool!r}; valid: {POOL_KINDS}')
-    self.patch_embedding = PatchEmbedding(
-        self.patch, self.hidden, frozen=self.frozen_patch_embed, dtype=self.dtype)
-    self.position_embedding = PositionEmbedding(self.posemb)
-    if self.pool == 'cls':
-      self.cls_token = self.param(
-          'cls_token', nn.with_logical_partitioning(_token_init, (None, None, 'embed')),
-          (1, 1, self.hidden), jnp.float32)
-    self.encoder = Encoder(
-        depth=self.depth, num_heads=self.heads, mlp_dim=int(round(self.hidden * self.mlp_ratio)),
-        drop_path=self.drop_path, scan_blocks=self.scan_blocks, remat=self.remat,
-        dtype=self.dtype, attention_impl=self.attention_impl)
+    def setup(self):
+        if self.pool not in POOL_KINDS:
+            raise ValueError(f'Unknown pool {self.pool!r}; valid: {POOL_KINDS}')
+        self.patch_embedding = PatchEmbedding(
+            self.patch, self.hidden, frozen=self.frozen_patch_embed, dtype=self.dtype)
+        self.position_embedding = PositionEmbedding(self.posemb)
+        if self.pool == 'cls':
+            self.cls_token = self.param(
+                'cls_token', nn.with_logical_partitioning(_token_init, (None, None, 'embed')),
+                (1, 1, self.hidden), jnp.float32)
+        self.encoder = Encoder(
+            depth=self.depth, num_heads=self.heads, mlp_dim=int(
+                round(self.hidden * self.mlp_ratio)),
+            drop_path=self.drop_path, scan_blocks=self.scan_blocks, remat=self.remat,
+            dtype=self.dtype, attention_impl=self.attention_impl)
 
-  def embed_patches(self, x):
-    """Images [B, H, W, C] -> patch tokens [B, L, D] with position embedding, in `dtype`."""
-    return self.position_embedding(self.patch_embedding(x))
+    def embed_patches(self, x):
+        """Images [B, H, W, C] -> patch tokens [B, L, D] with position embedding, in `dtype`."""
+        return self.position_embedding(self.patch_embedding(x))
 
-  def encode_tokens(self, tokens, train: bool):
-    """Tokens [B, L, D] -> [B, L', D] (L' = L + 1 with a class token first), in `dtype`."""
-    if self.pool == 'cls':
-      cls = jnp.broadcast_to(self.cls_token.astype(tokens.dtype), (tokens.shape[0], 1, self.hidden))
-      tokens = jnp.concatenate([cls, tokens], axis=1)
-    return self.encoder(tokens, train)
+    def encode_tokens(self, tokens, train: bool):
+        """Tokens [B, L, D] -> [B, L', D] (L' = L + 1 with a class token first), in `dtype`."""
+        if self.pool == 'cls':
+            cls = jnp.broadcast_to(self.cls_token.astype(tokens.dtype),
+                                   (tokens.shape[0], 1, self.hidden))
+            tokens = jnp.concatenate([cls, tokens], axis=1)
+        return self.encoder(tokens, train)
 
-  def __call__(self, x, train: bool):
-    """Images [B, H, W, C] -> features [B, D] float32."""
-    tokens = self.encode_tokens(self.embed_patches(x), train).astype(jnp.float32)
-    return tokens[:, 0] if self.pool == 'cls' else jnp.mean(tokens, axis=1)
+    def __call__(self, x, train: bool):
+        """Images [B, H, W, C] -> features [B, D] float32."""
+        tokens = self.encode_tokens(self.embed_patches(x), train).astype(jnp.float32)
+        return tokens[:, 0] if self.pool == 'cls' else jnp.mean(tokens, axis=1)
