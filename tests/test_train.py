@@ -59,7 +59,7 @@ def single_device_step(tmp_path_factory):
 
 
 @pytest.mark.parametrize("mesh", [
-    {"data": 8, "fsdp": 1, "tensor": 1},
+    pytest.param({"data": 8, "fsdp": 1, "tensor": 1}, marks=pytest.mark.slow),  # CI's slow run
     {"data": 2, "fsdp": 4, "tensor": 1},
     {"data": 2, "fsdp": 2, "tensor": 2},
 ])
