@@ -89,8 +89,8 @@ def pretraining_table(runs: dict[str, dict]) -> list[str]:
     return lines
 
 
-def mode_table(runs: dict[str, dict]) -> list[str]:
-    lines = ["| mode (SimCLR init, 10% labels) | Fashion-MNIST top-1 | MNIST kNN before | "
+def mode_table(runs: dict[str, dict], dataset: str) -> list[str]:
+    lines = [f"| mode (SimCLR init, 10% labels) | {dataset} top-1 | MNIST kNN before | "
              "MNIST kNN after | forgetting (before - after) |", "|---|---|---|---|---|"]
     for mode, top1, before, after in mode_rows(runs):
         drop = None if before is None or after is None else before - after
@@ -150,7 +150,8 @@ def main() -> None:
              f"## Label efficiency: full fine-tuning, {args.dataset} test top-1 (%)", "",
              *label_table(runs), ""]
     if mode_rows(runs)[1:]:
-        lines += ["## Fine-tuning modes: accuracy and forgetting (%)", "", *mode_table(runs), ""]
+        lines += ["## Fine-tuning modes: accuracy and forgetting (%)", "",
+                  *mode_table(runs, args.dataset), ""]
     lines += ["## Runtimes", "", "| run | seconds |", "|---|---|",
               *(f"| {name} | {run['runtime_s']:.0f} |" for name, run in runs.items()
                 if "runtime_s" in run)]
@@ -159,7 +160,7 @@ def main() -> None:
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(runs, f, indent=2, sort_keys=True)
     plot_label_efficiency(runs, os.path.join(args.out, "label_efficiency.png"), args.dataset)
-    if mode_rows(runs)[1:]:
+    if any(after is not None for *_, after in mode_rows(runs)):
         plot_accuracy_vs_forgetting(runs, os.path.join(args.out, "accuracy_vs_forgetting.png"))
     print("\n".join(lines))
 
