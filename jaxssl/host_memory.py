@@ -5,8 +5,9 @@ each call and frees them at the end. glibc serves every request above its
 mmap threshold (128 KiB, growing up to 32 MiB) with a fresh `mmap` and
 returns it with `munmap`, and trims the heap top back to the OS once 128 KiB
 of it is free, so each step faults in and zeroes the same pages again. On the
-2-core CPU this project develops on, that was a third of the nanoGPT baby-GPT
-step (108 -> 72 ms, experiments/language/README.md).
+2-core CPU this project develops on, the gradient of the nanoGPT baby GPT
+took 97 ms with glibc's defaults and 66-70 ms with these settings
+(experiments/language/README.md).
 
 `keep_freed_memory()` sets, once per process, the fixed mallopt values that
 stop this: the largest mmap threshold glibc accepts (32 MiB), no trimming
