@@ -92,6 +92,7 @@ def test_exact_resume(tmp_path):
                  jax.device_get(straight.final_state.params))
 
 
+@pytest.mark.slow  # a subprocess that starts JAX and compiles: CI's slow run
 def test_sigterm_saves_and_exits_zero(tmp_path):
     workdir = tmp_path / "job"
     cmd = [sys.executable, "-m", "jaxssl.main", f"--config={TINY_CONFIG}",
