@@ -44,7 +44,6 @@ def bench(n_devices: int, args) -> dict:
     import numpy as np
 
     from jaxssl import config as config_lib, logging as log_lib, parallel
-    from jaxssl.data import pipeline
     from jaxssl.train import Trainer
 
     size = args.image_size
@@ -62,7 +61,7 @@ def bench(n_devices: int, args) -> dict:
         lowered = trainer.lower_train_step()
         step = lowered.compile()
         compile_s = time.perf_counter() - start
-        loader = pipeline.train_loader(trainer.train_source, args.batch, 0, 0, 1)
+        loader = trainer.loader
         batch = parallel.host_batch_to_global(next(iter(loader)), trainer.mesh)
         for _ in range(args.warmup):
             state, metrics = step(state, batch)

@@ -22,7 +22,6 @@ import time
 import jax
 
 from jaxssl import config as config_lib, logging as log_lib, parallel
-from jaxssl.data import pipeline
 from jaxssl.train import Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -56,8 +55,7 @@ def main() -> None:
         lowered = trainer.lower_train_step()
         step_fn = lowered.compile()
         compile_s = time.perf_counter() - start
-        loader = iter(pipeline.train_loader(trainer.train_source, trainer.local_batch, config.seed,
-                                            0, 1))
+        loader = iter(trainer.loader)
         load = lambda: parallel.host_batch_to_global(next(loader), trainer.mesh)
         fixed = load()
         _, state = timed_steps(step_fn, state, lambda: fixed, args.warmup)
