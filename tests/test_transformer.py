@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxssl.models.transformer import EncoderDecoder, LanguageModel, apply_rotary, attention_mask
+from jaxssl.models.transformer import (EncoderDecoder, LanguageModel, apply_rotary, attention_mask,
+                                      dot_product_attention)
 
 VOCAB, LENGTH = 50, 12
 SIZES = dict(vocab_size=VOCAB, max_length=LENGTH, hidden=16, depth=2, num_heads=2, mlp_dim=32)
@@ -32,6 +33,30 @@ def test_attention_mask_matches_reference_for_causal_prefix_bidirectional_and_pa
     np.testing.assert_array_equal(got, reference_mask(segments, flags))
     cross = attention_mask(jnp.asarray(segments[:, :5]), jnp.asarray(segments))
     np.testing.assert_array_equal(cross[:, 0], segments[:, :5, None] == segments[:, None, :])
+
+
+def attention_reference(q, k, v, mask):
+    """float64 softmax(q k^T / sqrt(Dh), masked) v, one (example, head) at a time."""
+    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+    out = np.zeros_like(q)
+    for b in range(q.shape[0]):
+        for n in range(q.shape[2]):
+            logits = q[b, :, n] @ k[b, :, n].T / np.sqrt(q.shape[-1])
+            logits = np.where(mask[b, 0], logits, -np.inf)
+            weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+            out[b, :, n] = weights / weights.sum(axis=1, keepdims=True) @ v[b, :, n]
+    return out
+
+
+def test_dot_product_attention_matches_float64_reference_and_jax_nn():
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.normal(size=(3, 7, 2, 8)).astype(np.float32) for _ in range(3))
+    mask = rng.random((3, 1, 7, 7)) < 0.6
+    mask[..., 0] = True  # every query sees at least one key
+    got = dot_product_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), jnp.asarray(mask))
+    np.testing.assert_allclose(got, attention_reference(q, k, v, mask), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got, jax.nn.dot_product_attention(q, k, v, mask=mask),
+                               rtol=1e-5, atol=1e-6)
 
 
 def rotate_reference(x, positions):

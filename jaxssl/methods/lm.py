@@ -88,7 +88,7 @@ class Method(TokenLossMethod):
             dropout=0.0,
             posemb="learned",         # learned | rotary
             tied_embeddings=True,
-            attention_impl="",        # '' = XLA default, 'cudnn' = fused GPU kernel
+            attention_impl="",        # '' = jaxssl's XLA attention; 'xla' / 'cudnn' = jax.nn's
             mask_rate=0.15,           # mlm
             noise_density=0.15,       # span
             mean_span=3.0,            # span

@@ -65,11 +65,33 @@ def apply_rotary(x: jax.Array, positions: jax.Array) -> jax.Array:
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
 
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """softmax(q k^T / sqrt(Dh) where mask, else -inf) v, with the heads as a leading batch axis.
+
+    q [B, Tq, N, Dh], k and v [B, Tk, N, Dh], mask bool [B, 1, Tq, Tk] ->
+    [B, Tq, N, Dh] in v.dtype; logits and softmax in float32. The same
+    function as `jax.nn.dot_product_attention`'s XLA path, but q, k and v are
+    moved to [B, N, T, Dh] first, so both products are plain batched matrix
+    products (faster on CPU: experiments/language/README.md).
+    """
+    heads_major = lambda x: jnp.swapaxes(x, 1, 2)
+    q = heads_major(q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype))
+    logits = jnp.einsum("bnqd,bnkd->bnqk", q, heads_major(k), preferred_element_type=jnp.float32)
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return heads_major(jnp.einsum("bnqk,bnkd->bnqd", probs, heads_major(v)))
+
+
 class Attention(nn.Module):
     """Multi-head attention of queries from x [B, Tq, D] over context [B, Tk, D].
 
-    mask: bool [B, 1, Tq, Tk] from `attention_mask`. With `rotary`, queries
-    and keys are rotated by q_positions / kv_positions (int [B, T]).
+    Self-attention (context None) projects x to queries, keys and values
+    with one fused kernel 'qkv' [D, 3, heads, D/heads]; cross-attention has
+    'query' [D, 1, heads, D/heads] and a fused 'key_value' [D, 2, heads,
+    D/heads]. One wide matrix product instead of three narrow ones is what
+    keeps small models fast on CPU. mask: bool [B, 1, Tq, Tk] from
+    `attention_mask`. With `rotary`, queries and keys are rotated by
+    q_positions / kv_positions (int [B, T]).
     """
     num_heads: int
     dtype: Any = jnp.float32
@@ -81,12 +103,24 @@ class Attention(nn.Module):
         hidden = x.shape[-1]
         if hidden % self.num_heads:
             raise ValueError(f"hidden size {hidden} not divisible by {self.num_heads} heads")
-        head_shape = (self.num_heads, hidden // self.num_heads)
-        project = lambda name, y: _dense(head_shape, ("embed", "heads", "kv"), self.dtype, name)(y)
-        q, k, v = project("query", x), project("key", context), project("value", context)
+
+        def project(name, count, y):
+            """y [B, T, D] -> `count` arrays [B, T, heads, D/heads]."""
+            features = (count, self.num_heads, hidden // self.num_heads)
+            stacked = _dense(features, ("embed", None, "heads", "kv"), self.dtype, name)(y)
+            return [stacked[:, :, i] for i in range(count)]
+
+        if context is None:
+            q, k, v = project("qkv", 3, x)
+            kv_positions = q_positions
+        else:
+            (q,), (k, v) = project("query", 1, x), project("key_value", 2, context)
         if self.rotary:
             q, k = apply_rotary(q, q_positions), apply_rotary(k, kv_positions)
-        y = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.attention_impl)
+        if self.attention_impl is None:
+            y = dot_product_attention(q, k, v, mask)
+        else:
+            y = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.attention_impl)
         return _dense(hidden, ("heads", "kv", "embed"), self.dtype, "out", axis=(-2, -1))(y)
 
 
@@ -113,7 +147,7 @@ class TransformerBlock(nn.Module):
             self.num_heads, self.dtype, rotary, self.attention_impl, name=name)
         y = _layer_norm(self.dtype, "self_attention_norm")(x)
         x = residual("self_attention", attention("self_attention", self.rotary)(
-            y, y, mask, positions, positions))
+            y, None, mask, positions, None))
         if encoded is not None:
             y = _layer_norm(self.dtype, "cross_attention_norm")(x)
             # Relative (rotary) positions mean nothing across two sequences.
