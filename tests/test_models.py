@@ -6,6 +6,7 @@ each primitive separately and is far slower on CPU), model randomness uses
 CPU; rbg ~5 s), and test data come from NumPy.
 """
 import functools
+import math
 
 import flax.linen as nn
 import jax
@@ -18,7 +19,7 @@ import pytest
 from jaxssl.models import (
     BACKBONE_NAMES, LinearHead, MLPHead, ResNet, ViT, build_backbone, default_model_config,
     resnet, sincos_posemb_2d)
-from jaxssl.models.vit import MultiHeadSelfAttention, PatchEmbedding, drop_path
+from jaxssl.models.vit import MultiHeadSelfAttention, PatchEmbedding, drop_path, gelu
 
 TINY_VIT = dict(patch=4, hidden=32, depth=2, heads=4, pool='cls')
 IMAGES = np.random.default_rng(0).normal(size=(8, 16, 16, 3)).astype(np.float32)
@@ -367,3 +368,10 @@ def test_one_batch_overfit(config, variables_fixture, request):
         losses.append(float(loss))
     np.testing.assert_allclose(losses[0], np.log(4), rtol=1e-5)  # zero-init head
     assert losses[-1] < 0.3 * losses[0], losses
+
+
+def test_gelu_is_exact_gelu_against_float64_reference():
+    x = np.random.default_rng(0).normal(scale=3.0, size=4096).astype(np.float32)
+    phi = np.vectorize(lambda t: 0.5 * (1.0 + math.erf(t / math.sqrt(2.0))))(x.astype(np.float64))
+    np.testing.assert_allclose(gelu(jnp.asarray(x)), x * phi, rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(gelu(jnp.asarray(x)), jax.nn.gelu(x, approximate=False), atol=2e-6)

@@ -94,15 +94,25 @@ def _dense(features, kernel_axes: tuple, dtype: Any, name: str, axis=-1) -> nn.D
         name=name)
 
 
+def gelu(x: jax.Array) -> jax.Array:
+    """Exact GELU, x * Phi(x) = x / 2 * (1 + erf(x / sqrt 2)), elementwise in x.dtype.
+
+    The same function as `jax.nn.gelu(x, approximate=False)` (which uses
+    erfc) to 1e-6 in float32, but XLA:CPU evaluates erf 2.4x faster than
+    erfc: 0.42 vs 1.02 ms on [768, 512] float32 (experiments/language/README.md).
+    """
+    return 0.5 * x * (1 + jax.lax.erf(x * jnp.asarray(2 ** -0.5, x.dtype)))
+
+
 class MlpBlock(nn.Module):
-    """Dense(mlp_dim) -> GELU -> Dense(D): [..., D] -> [..., D] in `dtype`."""
+    """Dense(mlp_dim) -> exact GELU -> Dense(D): [..., D] -> [..., D] in `dtype`."""
     mlp_dim: int
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
         y = _dense(self.mlp_dim, ('embed', 'mlp'), self.dtype, 'fc1')(x)
-        y = nn.gelu(y, approximate=False)
+        y = gelu(y)
         return _dense(x.shape[-1], ('mlp', 'embed'), self.dtype, 'fc2')(y)
 
 
