@@ -1,10 +1,12 @@
 """Test-wide setup: 8 virtual CPU devices, so sharded steps can be compared with one device;
 XLA settings that make the many small compilations cheap; the shared locally prepared
-TFDS caption dataset."""
+TFDS caption dataset; the shared tiny SimCLR run."""
 import atexit
+import json
 import os
 import shutil
 import tempfile
+import types
 
 import pytest
 
@@ -34,3 +36,43 @@ def caption_dir(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("tfds_captions")
     tfds_testdata.prepare(tfds_testdata.TinyCaptions, data_dir)
     return data_dir
+
+
+TINY_SIMCLR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "tiny_simclr.py")
+# Fully sharded (one data shard, fsdp=8) and a learned position embedding, for the hand-off.
+SIMCLR_RUN_OVERRIDES = {
+    "total_steps": "6", "augment.blur_prob": "0.0", "optim.warmup_steps": "2",
+    "checkpoint.async_save": "false", "mesh.data": "1", "mesh.fsdp": "8",
+    "model.posemb": "learned"}
+
+
+@pytest.fixture(scope="session")
+def simclr_run(tmp_path_factory):
+    """tests/configs/tiny_simclr.py with SIMCLR_RUN_OVERRIDES, trained to the end by the
+    command line (`jaxssl.main`, exit status 0), made once for the tests that need a
+    finished run: test_cli (a workdir that bad input must leave alone), test_train (the
+    uninterrupted run that an interrupted and resumed one must equal) and test_handoff
+    (the pretrained encoder). Tests must not write into its workdir.
+
+    A namespace: workdir, config (resolved), step (of the final checkpoint), params
+    (host copies of the parameters restored from it) and results (the final evaluation,
+    as the command line saved it in results.json).
+    """
+    from jaxssl import config as config_lib, main as cli, parallel
+    from jaxssl.train import Trainer
+
+    workdir = tmp_path_factory.mktemp("simclr_run")
+    argv = [f"--config={TINY_SIMCLR}", f"--workdir={workdir}",
+            *(f"--config.{key}={value}" for key, value in SIMCLR_RUN_OVERRIDES.items())]
+    assert cli.main(argv) == 0
+    config = config_lib.load(TINY_SIMCLR, SIMCLR_RUN_OVERRIDES)
+    trainer = Trainer(config, str(workdir))  # constructing a Trainer writes nothing
+    step = trainer.resume_step
+    assert step == config.total_steps
+    abstract = parallel.abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
+    state = trainer.checkpointer.restore(step, abstract, iter(trainer.loader))
+    trainer.checkpointer.close()
+    with open(workdir / "results.json") as f:
+        results = json.load(f)["pretrained"]
+    return types.SimpleNamespace(workdir=workdir, config=config, step=step,
+                                 params=jax.device_get(state.params), results=results)

@@ -26,13 +26,6 @@ def run_cli(workdir, *overrides):
     return cli.main([f"--config={TINY_CONFIG}", f"--workdir={workdir}", *overrides])
 
 
-@pytest.fixture(scope="module")
-def trained_workdir(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("trained")
-    assert run_cli(workdir, "--config.total_steps=1", "--config.eval.probe_epochs=1") == 0
-    return workdir
-
-
 @pytest.mark.parametrize("overrides, message", [
     (["--config.optim.base_lrr=0.1"],
      "unknown config key 'optim.base_lrr' (did you mean 'optim.base_lr'?)"),
@@ -43,7 +36,10 @@ def trained_workdir(tmp_path_factory):
     (["--config.mesh.data=3"], "needs 3 devices, 8 are available"),
     (["--config.model.width=8", "--config.model.name=resnet18"], "does not fit this model"),
 ])
-def test_bad_input_is_one_clear_line(overrides, message, trained_workdir, tmp_path, capsys):
+def test_bad_input_is_one_clear_line(overrides, message, simclr_run, tmp_path, capsys):
+    """Against the finished command-line run of conftest.py (its checkpoint does not fit a
+    ResNet): the error, and not one file of that workdir changed."""
+    trained_workdir = simclr_run.workdir
     empty = tmp_path / "empty"
     empty.mkdir()
     overrides = [o.format(empty=empty) for o in overrides]

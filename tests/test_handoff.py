@@ -12,21 +12,15 @@ from jaxssl.train import Trainer
 from test_cli import snapshot
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PRETRAIN_CONFIG = os.path.join(REPO, "tests", "configs", "tiny_simclr.py")
 FINETUNE_CONFIG = os.path.join(REPO, "tests", "configs", "tiny_finetune.py")
 ONE_DEVICE = {"mesh.data": "1", "mesh.fsdp": "1"}
 
 
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
-    """A tiny SimCLR ViT (learned position embedding) pretrained one step on 8 devices, fsdp=8."""
-    workdir = str(tmp_path_factory.mktemp("pretrain"))
-    config = config_lib.load(PRETRAIN_CONFIG, {
-        "mesh.data": "1", "mesh.fsdp": "8", "model.posemb": "learned", "total_steps": "2",
-        "checkpoint.async_save": "false"})
-    trainer = Trainer(config, workdir)
-    trainer.run(stop_at=1)  # saves checkpoint 1 and stops before the final evaluation
-    return workdir, jax.device_get(trainer.final_state.params)
+@pytest.fixture
+def pretrained(simclr_run):
+    """The tiny SimCLR ViT (learned position embedding) that conftest.py trained on 8
+    devices, fsdp=8: (workdir, host parameters of its final checkpoint, that step)."""
+    return str(simclr_run.workdir), simclr_run.params, simclr_run.step
 
 
 def finetune_trainer(checkpoint, workdir, devices=None, **overrides):
@@ -44,7 +38,7 @@ def assert_bitwise_equal(actual, expected):
 @pytest.mark.parametrize("mesh, devices",
                          [(ONE_DEVICE, 1), ({"mesh.data": "2", "mesh.fsdp": "4"}, 8)])
 def test_encoder_round_trip_is_bitwise_onto_another_mesh(mesh, devices, pretrained, tmp_path):
-    pretrain_dir, saved = pretrained
+    pretrain_dir, saved, step = pretrained
     trainer = finetune_trainer(pretrain_dir, tmp_path, jax.devices()[:devices], **mesh)
     state = trainer.initial_state()
     assert set(state.params) == {"backbone", "head"} and state.method_state == {}
@@ -54,7 +48,7 @@ def test_encoder_round_trip_is_bitwise_onto_another_mesh(mesh, devices, pretrain
     restored_shardings = jax.tree.map(lambda x: x.sharding, state.params["backbone"])
     assert restored_shardings == trainer.state_shardings.params["backbone"]
     plan = trainer.method.plan
-    assert plan.step_dir == os.path.join(pretrain_dir, "checkpoints", "1")
+    assert plan.step_dir == os.path.join(pretrain_dir, "checkpoints", str(step))
     assert set(plan.loads) == {f"params/{p}" for p in _paths(saved["backbone"], "backbone")}
     assert {p.split("/")[1] for p in plan.skipped} == {"projector"}
     assert plan.fresh == ("params/head/dense/bias", "params/head/dense/kernel")
@@ -90,7 +84,7 @@ def test_position_embedding_resize_at_the_same_size_is_the_identity():
 
 
 def test_larger_images_get_the_resized_position_embedding_and_a_report(pretrained, tmp_path):
-    pretrain_dir, saved = pretrained
+    pretrain_dir, saved, _ = pretrained
     trainer = finetune_trainer(pretrain_dir, tmp_path, jax.devices()[:1], **ONE_DEVICE,
                                **{"data.image_size": "16"})  # 8x8 patch grid instead of 4x4
     state = trainer.initial_state()
@@ -120,8 +114,9 @@ def test_larger_images_get_the_resized_position_embedding_and_a_report(pretraine
      "init_from.checkpoint={nowhere}: no checkpoint there"),
     (["--config.finetune.init_from.skip=('[',)"], "init_from: bad regex '['"),
     # A step directory names the checkpoint as well as the workdir does.
-    (["--config.finetune.init_from.checkpoint={pretrain}/checkpoints/1", "--config.model.patch=4"],
-     "cannot fine-tune from {pretrain}/checkpoints/1 (init_from.subtree='backbone'): "
+    (["--config.finetune.init_from.checkpoint={pretrain}/checkpoints/{step}",
+      "--config.model.patch=4"],
+     "cannot fine-tune from {pretrain}/checkpoints/{step} (init_from.subtree='backbone'): "
      "params/backbone/patch_embedding/kernel: checkpoint (2, 2, 1, 32) vs model (4, 4, 1, 32)"),
     (["--config.model.depth=3"], "missing params/backbone/encoder/block2/"),
     (["--config.model.posemb=sincos2d"],
@@ -131,16 +126,16 @@ def test_larger_images_get_the_resized_position_embedding_and_a_report(pretraine
 ])
 def test_bad_handoff_is_one_clear_line_and_writes_nothing(overrides, message, pretrained, tmp_path,
                                                           capsys):
-    pretrain_dir = pretrained[0]
+    pretrain_dir, _, step = pretrained
     nowhere, workdir = tmp_path / "nowhere", tmp_path / "finetune"
     before = snapshot(pretrain_dir)
     argv = [f"--config={FINETUNE_CONFIG}:{pretrain_dir}", f"--workdir={workdir}",
             "--config.model.posemb=learned",
-            *(o.format(nowhere=nowhere, pretrain=pretrain_dir) for o in overrides)]
+            *(o.format(nowhere=nowhere, pretrain=pretrain_dir, step=step) for o in overrides)]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("jaxssl: error: "), err
-    assert message.format(nowhere=nowhere, pretrain=pretrain_dir) in err[0]
+    assert message.format(nowhere=nowhere, pretrain=pretrain_dir, step=step) in err[0]
     assert not workdir.exists() and snapshot(pretrain_dir) == before
 
 

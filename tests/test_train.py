@@ -74,22 +74,23 @@ def test_sharded_step_matches_single_device(mesh, single_device_step, tmp_path):
         assert kernel.addressable_shards[0].data.size < kernel.size, kernel.sharding
 
 
-def test_exact_resume(tmp_path):
-    straight = Trainer(tiny_config(), str(tmp_path / "straight"))
-    straight.run()
-    interrupted = tiny_config()
-    Trainer(interrupted, str(tmp_path / "resumed")).run(stop_at=3)
-    assert [r["step"] for r in read_metrics(str(tmp_path / "resumed")) if "loss" in r] == [1, 2, 3]
+def test_exact_resume(simclr_run, tmp_path):
+    """A run stopped after step 3 and resumed logs the losses, ends with the parameters and
+    evaluates exactly as the uninterrupted command-line run of conftest.py does."""
+    config, workdir = simclr_run.config, str(tmp_path / "resumed")
+    Trainer(config, workdir).run(stop_at=3)
+    assert [r["step"] for r in read_metrics(workdir) if "loss" in r] == [1, 2, 3]
     # Another input pipeline (here the seed of the shuffle) cannot resume this checkpoint.
     with pytest.raises(CheckpointMismatchError, match="input-pipeline state of data_source"):
-        Trainer(tiny_config(seed=1), str(tmp_path / "resumed"))
-    resumed = Trainer(interrupted, str(tmp_path / "resumed"))
+        Trainer(config_lib.resolve({**config.to_dict(), "seed": 1}), workdir)
+    resumed = Trainer(config, workdir)
     assert resumed.resume_step == 3
-    resumed.run()
+    results = resumed.run()
     losses = lambda d: [r["loss"] for r in read_metrics(str(d)) if "loss" in r]
-    assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
+    assert losses(workdir) == losses(simclr_run.workdir)
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed.final_state.params),
-                 jax.device_get(straight.final_state.params))
+                 simclr_run.params)
+    assert results == simclr_run.results
 
 
 @pytest.mark.slow  # a subprocess that starts JAX and compiles: CI's slow run
