@@ -143,9 +143,14 @@ def test_evaluate_covers_the_whole_split_and_matches_a_float64_reference(tmp_pat
     results = trainer.evaluate(state)
 
     rows = pipeline.example_batch(trainer.eval_source, 37)
-    inputs, targets, mask, _ = trainer.method.model_batch(rows, jax.random.key(0))
-    logits = np.asarray(trainer.method.model.apply({"params": state.params}, **inputs,
-                                                   train=False), np.float64)
+
+    @jax.jit  # one program: op by op, every jnp operation would compile on its own
+    def logits_targets_mask(params, rows):
+        inputs, targets, mask, _ = trainer.method.model_batch(rows, jax.random.key(0))
+        return trainer.method.model.apply({"params": params}, **inputs, train=False), targets, mask
+
+    logits, targets, mask = jax.device_get(logits_targets_mask(state.params, rows))
+    logits = np.asarray(logits, np.float64)
     log_probs = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1,
                                                                                  keepdims=True)) \
         - logits.max(-1, keepdims=True)

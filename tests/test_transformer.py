@@ -13,6 +13,12 @@ VOCAB, LENGTH = 50, 12
 SIZES = dict(vocab_size=VOCAB, max_length=LENGTH, hidden=16, depth=2, num_heads=2, mlp_dim=32)
 
 
+def init(model, seed, *args, **kwargs):
+    """model.init(key(seed), *args, **kwargs) as one compiled program (outside jit Flax
+    initialises op by op, compiling every op on its own)."""
+    return jax.jit(lambda: model.init(jax.random.key(seed), *args, **kwargs))()
+
+
 def reference_mask(segments, autoregressive):
     """Loops over (i, j): same segment, and j <= i or neither i nor j autoregressive."""
     b, t = segments.shape
@@ -89,7 +95,7 @@ def test_rotary_matches_reference_and_depends_on_relative_position_only():
 def decoder():
     model = LanguageModel(**SIZES, posemb="rotary")
     tokens = jnp.ones((1, LENGTH), jnp.int32)
-    params = model.init(jax.random.key(0), tokens, tokens, tokens, tokens > 0, train=False)
+    params = init(model, 0, tokens, tokens, tokens, tokens > 0, train=False)
 
     @jax.jit
     def logits(tokens, segments, flags):
@@ -158,8 +164,8 @@ def test_encoder_decoder_decoder_is_causal_and_cross_attention_respects_segments
     enc_seg = np.array([[1] * 6 + [2] * 6])
     dec_seg = np.array([[1] * 4 + [2] * 4])
     positions = lambda x: np.broadcast_to(np.arange(x.shape[1]), x.shape)
-    params = model.init(jax.random.key(1), enc, enc_seg, positions(enc), dec, dec_seg,
-                        positions(dec), train=False)
+    params = init(model, 1, enc, enc_seg, positions(enc), dec, dec_seg, positions(dec),
+                  train=False)
     run = jax.jit(lambda e, d: model.apply(params, e, enc_seg, positions(enc), d, dec_seg,
                                            positions(dec), train=False))
     base = run(enc, dec)
@@ -179,7 +185,7 @@ def test_prefix_embeddings_are_visible_to_every_token_and_only_tokens_get_logits
     ones, positions = jnp.ones((1, 6), jnp.int32), jnp.arange(6)[None]
     causal = jnp.ones((1, 6), bool)
     prefix = jnp.asarray(rng.normal(size=(1, 3, 16)), jnp.float32)
-    params = model.init(jax.random.key(2), tokens, ones, positions, causal, False, prefix=prefix)
+    params = init(model, 2, tokens, ones, positions, causal, False, prefix=prefix)
     run = jax.jit(lambda p: model.apply(params, tokens, ones, positions, causal, False, prefix=p))
     base = run(prefix)
     assert base.shape == (1, 6, VOCAB)
