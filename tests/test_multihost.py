@@ -19,8 +19,12 @@ pytestmark = pytest.mark.slow
 
 
 def _env(devices: int) -> dict:
+    """This process's environment with `devices` virtual CPU devices; the other XLA flags
+    (conftest.py's faster compilation) stay."""
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+             if not f.startswith("--xla_force_host_platform_device_count")]
     env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+               XLA_FLAGS=" ".join([f"--xla_force_host_platform_device_count={devices}", *flags]))
     env.pop("JAX_COORDINATOR_ADDRESS", None)
     return env
 
