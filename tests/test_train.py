@@ -142,8 +142,8 @@ def test_gradient_accumulation_equals_the_full_batch():
 
 
 def test_bfloat16_compute_keeps_float32_params_and_loss(tmp_path):
-    config = tiny_config(compute_dtype="bfloat16")
-    trainer = Trainer(config, str(tmp_path))
+    config = tiny_config(compute_dtype="bfloat16", mesh={"data": 1, "fsdp": 1, "tensor": 1})
+    trainer = Trainer(config, str(tmp_path), devices=jax.devices()[:1])
     state = trainer.initial_state()
     loader = pipeline.train_loader(trainer.train_source, config.data.batch_size, 0, 0, 1)
     batch = parallel.host_batch_to_global(next(iter(loader)), trainer.mesh)
