@@ -47,6 +47,8 @@ def base_config() -> ml_collections.ConfigDict:
         batch_size=256,       # global batch, all processes together
         image_size=0,         # side of the training views; 0 = the data's own size
         num_workers=0,        # grain worker processes per host
+        read_threads=4,       # grain threads reading batches per process (0 = the main thread)
+        prefetch_batches=8,   # batches grain reads ahead per process
     )
     c.augment = default_recipe_config()
     c.model = default_model_config()

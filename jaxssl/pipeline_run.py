@@ -83,16 +83,11 @@ def train_stage(argv: list[str]) -> int:
 
 def restore_latest(trainer):
     """The newest checkpointed TrainState of `trainer`'s workdir, on its mesh."""
-    import jax
-
     from jaxssl import parallel
-    from jaxssl.data import pipeline
 
     if trainer.resume_step is None:
         raise FileNotFoundError(f"no checkpoint in {trainer.workdir}/checkpoints to evaluate")
-    config = trainer.config
-    iterator = iter(pipeline.train_loader(trainer.train_source, trainer.local_batch, config.seed,
-                                          jax.process_index(), jax.process_count()))
+    iterator = iter(trainer.loader)
     abstract = parallel.abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
     return trainer.checkpointer.restore(trainer.resume_step, abstract, iterator)
 

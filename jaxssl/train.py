@@ -151,7 +151,8 @@ class Trainer:
             config.checkpoint.async_save)
         self.loader = pipeline.train_loader(self.train_source, self.local_batch, config.seed,
                                             jax.process_index(), jax.process_count(),
-                                            data.num_workers)
+                                            data.num_workers, data.read_threads,
+                                            data.prefetch_batches)
         self.resume_step = self.checkpointer.latest_step()
         if self.resume_step is not None:
             self.checkpointer.check_fits(self.resume_step, self.abstract_state)

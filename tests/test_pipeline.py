@@ -50,6 +50,17 @@ def test_iterator_state_restores_the_continuation():
     assert [_ids(next(resumed)) for _ in range(4)] == expected
 
 
+@pytest.mark.parametrize("read_threads, prefetch_batches", [(0, 2), (3, 5)])
+def test_reader_threads_and_read_ahead_do_not_change_the_stream_or_its_state(
+        read_threads, prefetch_batches):
+    default = iter(pipeline.train_loader(_source(), 8, seed=2, process_index=0, process_count=1))
+    loader = pipeline.train_loader(_source(), 8, seed=2, process_index=0, process_count=1,
+                                   read_threads=read_threads, prefetch_batches=prefetch_batches)
+    it = iter(loader)
+    assert [_ids(next(it)) for _ in range(7)] == [_ids(next(default)) for _ in range(7)]
+    assert it.get_state() == default.get_state()
+
+
 def test_eval_batches_cover_each_record_once_in_order():
     source = _source(23)
     ids, valid = [], []

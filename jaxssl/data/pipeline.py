@@ -89,16 +89,23 @@ class GlobalBatchSlices:
 
 
 def train_loader(source, local_batch_size: int, seed: int, process_index: int,
-                 process_count: int, num_workers: int = 0) -> grain.DataLoader:
+                 process_count: int, num_workers: int = 0, read_threads: int = 4,
+                 prefetch_batches: int = 8) -> grain.DataLoader:
     """This process's slices of an infinite stream of shuffled global batches.
 
     Each element is a dict of numpy arrays with leading dimension
     `local_batch_size` (e.g. 'image' uint8 [b, H, W, C], 'label' int32 [b]);
-    the global batch is `local_batch_size * process_count`.
+    the global batch is `local_batch_size * process_count`. `read_threads`
+    threads read up to `prefetch_batches` batches ahead (grain's defaults,
+    16 threads and 500 elements, would hold 500 whole batches in memory here,
+    and polling them cost the baby GPT's loop milliseconds per step).
     """
     batches = GlobalBatchSlices(source, local_batch_size, seed, process_index, process_count)
     sampler = grain.IndexSampler(num_records=len(batches), shuffle=False, num_epochs=1)
-    return grain.DataLoader(data_source=batches, sampler=sampler, worker_count=num_workers)
+    return grain.DataLoader(
+        data_source=batches, sampler=sampler, worker_count=num_workers,
+        read_options=grain.ReadOptions(num_threads=read_threads,
+                                       prefetch_buffer_size=prefetch_batches))
 
 
 def eval_batches(source, global_batch: int, process_index: int, process_count: int,
