@@ -12,8 +12,8 @@ The vocabulary is the corpus' 65 characters plus jaxssl's 7 special ids.
 
 Published (nanoGPT README, CPU): validation loss 1.88. Measured here on a
 2-core AMD EPYC CPU, idle (2026-11-27): validation loss 1.849 over the whole
-last 10%, 2 min 26 s for the whole command; 58.7 ms per step vs 64.3 ms for
-PyTorch 2.13 eager side by side (experiments/language/README.md).
+last 10%, 2 min 26 s for the whole command; 56.7-58.7 ms per step vs 60.2-64.3 ms
+for PyTorch 2.13 eager side by side, two runs (experiments/language/README.md).
 """
 
 import ml_collections
