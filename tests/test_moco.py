@@ -216,18 +216,42 @@ def test_sharded_step_matches_single_device(mesh, single, tmp_path):
     pytest.param("tiny_moco.py", marks=pytest.mark.slow),  # ~15 s of compiling; CI's slow run
     "tiny_simclr.py"])
 def test_vit_drop_path_gets_its_own_key(config_file):
-    """SimCLR and MoCo v3 give the ViT its dropout key: with drop-path on, the train loss
-    compiles and runs (without a 'dropout' key Flax refuses to apply the model)."""
-    user = config_lib.load_config_file(os.path.join(REPO, "tests", "configs", config_file))
-    user = user.to_dict()
-    user["model"].update(name="vit", depth=1, drop_path=0.5)
-    config = config_lib.resolve(user)
-    method = methods.get(config.method)(config)
+    """SimCLR and MoCo v3 give the ViT its dropout key: with drop-path on, the loss runs,
+    and differs from the drop-path-free loss of the same parameters, views and key."""
+    def method_with(drop_path):
+        user = config_lib.load_config_file(os.path.join(REPO, "tests", "configs", config_file))
+        user = user.to_dict()
+        # depth 2: drop-path rates rise linearly from 0, so one block alone never drops.
+        user["model"].update(name="vit", depth=2, drop_path=drop_path)
+        config = config_lib.resolve(user)
+        return methods.get(config.method)(config), config
+
+    dropping, config = method_with(0.5)
+    keeping, _ = method_with(0.0)
     batch = pipeline.example_batch(get_source(config.data.name, "train"), 4)
 
     @jax.jit  # one program: initialising outside jit would compile op by op
-    def init_and_loss(batch):
-        params, state = base.split_variables(method.init(jax.random.key(1), batch))
-        return method.loss_fn(params, state, batch, jax.random.key(2), 0)[0]
+    def losses(batch):
+        params, state = base.split_variables(dropping.init(jax.random.key(1), batch))
+        return [m.loss_fn(params, state, batch, jax.random.key(2), 0)[0]
+                for m in (dropping, keeping)]
 
-    assert np.isfinite(float(init_and_loss(batch)))
+    with_drop_path, without = (float(loss) for loss in losses(batch))
+    assert np.isfinite(with_drop_path) and with_drop_path != without
+
+
+def test_frozen_patch_projection_gets_no_weight_decay(single):
+    """With zero gradients only weight decay moves parameters: every kernel but the frozen
+    patch projection's (MoCo v3 reference: requires_grad=False, so AdamW skips it)."""
+    tx, _ = moco.Method(tiny_config(optim={"weight_decay": 0.5})).optimizer()
+    params = single.states[0].params
+    updates, _ = jax.jit(lambda p: tx.update(jax.tree.map(jnp.zeros_like, p), tx.init(p), p))(
+        params)
+    patch = updates["backbone"].pop("patch_embedding")
+    assert all(np.all(np.asarray(u) == 0) for u in jax.tree.leaves(patch))
+    params = {**params, "backbone": {k: v for k, v in params["backbone"].items()
+                                     if k != "patch_embedding"}}
+    decayed = [np.any(np.asarray(u) != 0) for u, p in zip(jax.tree.leaves(updates),
+                                                          jax.tree.leaves(params))
+               if p.ndim > 1 and np.any(np.asarray(p) != 0)]
+    assert decayed and all(decayed)
