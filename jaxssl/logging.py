@@ -1,9 +1,8 @@
 """Metrics to JSON lines, TensorBoard and a progress bar; throughput and MFU.
 
-MFU = (FLOPs of one compiled train step, from XLA's cost analysis) / (step
-time in seconds) / (peak FLOP/s of one device x number of devices). XLA's
-cost analysis counts the FLOPs of the per-device SPMD program, so the
-per-step FLOPs are multiplied back by the device count. The peak comes from
+MFU = (matmul and convolution FLOPs of one train step, counted on its jaxpr
+by `jaxssl.flops`, the same on every backend) / (step time in seconds) /
+(peak FLOP/s of one device x number of devices). The peak comes from
 `log.peak_flops_per_device` when set, else from `PEAK_FLOPS` by device kind,
 else (CPUs) from a measured float32 matmul shared among the CPU devices the
 step runs on (virtual CPU devices split one machine), labelled as such.
@@ -14,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Mapping
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -31,23 +30,6 @@ PEAK_FLOPS = {
     "TPU v5": 459e12,
     "TPU v6 lite": 918e12,
 }
-
-
-def step_flops(lowered: Any) -> float:
-    """FLOPs of one call of a lowered (not yet compiled) program, all devices together;
-    0 if unknown.
-
-    Counted on the unoptimised program: after optimisation for GPUs, matmuls and
-    convolutions become cuBLAS / cuDNN custom calls that XLA's cost analysis
-    does not count (measured: 0.12 instead of ~3 TFLOP for a ResNet-50 SimCLR
-    step on an H100), so `Compiled.cost_analysis()` is not used. On that
-    H100 (jax 0.11.2) the unoptimised count came back empty too, so MFU is
-    reported as 0 there: a known gap.
-    """
-    analysis = lowered.cost_analysis()
-    if isinstance(analysis, (list, tuple)):
-        analysis = analysis[0] if analysis else {}
-    return float((analysis or {}).get("flops", 0.0))
 
 
 def measured_matmul_flops(device: jax.Device, size: int = 1024, repeats: int = 5) -> float:

@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxssl import (checkpoint, config as config_lib, host_memory, logging as log_lib, methods, optim,
-                    parallel)
+from jaxssl import (checkpoint, config as config_lib, flops as flops_lib, host_memory,
+                    logging as log_lib, methods, optim, parallel)
 from jaxssl.data import pipeline
 from jaxssl.data.sources import get_source
 from jaxssl.evaluate.representation import evaluate_encoder
@@ -199,10 +199,10 @@ class Trainer:
     # ------------------------------------------------------------ functions
     def compile_train_step(self):
         """The train step compiled for this mesh: (state, batch) -> (state, metrics)."""
-        return self.lower_train_step().compile()
+        return self.trace_train_step().lower().compile()
 
-    def lower_train_step(self) -> jax.stages.Lowered:
-        """The train step lowered for this mesh (not compiled; see logging.step_flops)."""
+    def trace_train_step(self) -> jax.stages.Traced:
+        """The train step traced for this mesh (its jaxpr gives the FLOPs: jaxssl.flops)."""
         step_fn = make_train_step(self.method, self.tx, self.config.grad_accum_steps,
                                   self.schedule)
         batch_sharding = parallel.batch_sharding(self.mesh)
@@ -218,7 +218,7 @@ class Trainer:
         # Traced with the mesh in context: a method may read it with
         # jax.sharding.get_abstract_mesh() (e.g. for shard_map losses, methods/clip.py).
         with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
-            return jitted.lower(abstract_state, abstract_batch)
+            return jitted.trace(abstract_state, abstract_batch)
 
     @functools.cached_property
     def features_fn(self):
@@ -271,9 +271,9 @@ class Trainer:
         else:
             state = self.initial_state()
         step = int(jax.device_get(state.step))
-        lowered = self.lower_train_step()
-        train_step = lowered.compile()
-        flops = log_lib.step_flops(lowered) / self.mesh.size  # one device's share
+        traced = self.trace_train_step()
+        train_step = traced.lower().compile()
+        flops = flops_lib.traced_flops(traced) / self.mesh.size  # one device's share
         peak, peak_source = log_lib.device_peak_flops(
             jax.devices()[0], config.log.peak_flops_per_device, len(self.mesh.local_devices))
         logger = log_lib.MetricsLogger(self.workdir, config.log.tensorboard)

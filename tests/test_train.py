@@ -95,6 +95,13 @@ def test_exact_resume(simclr_run, tmp_path):
     assert results == simclr_run.results
 
 
+def test_logged_mfu_comes_from_the_steps_matmul_flops(simclr_run):
+    """Every logged step of the command-line run has an MFU above 0: the FLOPs are counted
+    on the traced step (jaxssl.flops), which works on every backend."""
+    rows = [r for r in read_metrics(str(simclr_run.workdir)) if "loss" in r]
+    assert rows and all(r["mfu"] > 0 for r in rows), [r["mfu"] for r in rows]
+
+
 @pytest.mark.slow  # a subprocess that starts JAX and compiles: CI's slow run
 def test_sigterm_saves_and_exits_zero(tmp_path):
     workdir = tmp_path / "job"

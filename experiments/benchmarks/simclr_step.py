@@ -6,7 +6,7 @@
 
 Times the compiled train step (augmentations included, input already on
 device): `--warmup` untimed steps, then the median of `--repeats` timed
-steps. FLOPs come from XLA's cost analysis of the lowered step (jaxssl.logging.step_flops); the peak
+steps. FLOPs are the step's matmul and convolution FLOPs, counted on its jaxpr (jaxssl.flops); the peak
 from jaxssl.logging.device_peak_flops (vendor table for GPUs/TPUs, a
 measured float32 matmul for CPUs). Data are synthetic uint8 images.
 """
@@ -43,7 +43,7 @@ def bench(n_devices: int, args) -> dict:
     import jax
     import numpy as np
 
-    from jaxssl import config as config_lib, logging as log_lib, parallel
+    from jaxssl import config as config_lib, flops as flops_lib, logging as log_lib, parallel
     from jaxssl.train import Trainer
 
     size = args.image_size
@@ -58,8 +58,8 @@ def bench(n_devices: int, args) -> dict:
         trainer = Trainer(config, workdir, devices=jax.devices()[:n_devices])
         state = trainer.initial_state()
         start = time.perf_counter()
-        lowered = trainer.lower_train_step()
-        step = lowered.compile()
+        traced = trainer.trace_train_step()
+        step = traced.lower().compile()
         compile_s = time.perf_counter() - start
         loader = trainer.loader
         batch = parallel.host_batch_to_global(next(iter(loader)), trainer.mesh)
@@ -73,7 +73,7 @@ def bench(n_devices: int, args) -> dict:
             jax.block_until_ready(metrics)
             times.append(time.perf_counter() - start)
     seconds = float(np.median(times))
-    flops = log_lib.step_flops(lowered) / n_devices  # one device's share
+    flops = flops_lib.traced_flops(traced) / n_devices  # one device's share
     peak, peak_source = log_lib.device_peak_flops(jax.devices()[0],
                                                   cpu_devices_in_use=n_devices)
     return {"devices": n_devices, "device_kind": jax.devices()[0].device_kind,

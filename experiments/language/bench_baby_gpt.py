@@ -22,7 +22,7 @@ import time
 
 import jax
 
-from jaxssl import config as config_lib, logging as log_lib, parallel
+from jaxssl import config as config_lib, flops as flops_lib, parallel
 from jaxssl.train import Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -62,8 +62,8 @@ def main() -> None:
         trainer = Trainer(config, workdir)
         state = trainer.initial_state()
         start = time.perf_counter()
-        lowered = trainer.lower_train_step()
-        step_fn = lowered.compile()
+        traced = trainer.trace_train_step()
+        step_fn = traced.lower().compile()
         compile_s = time.perf_counter() - start
         loader = iter(trainer.loader)
         load = lambda: parallel.host_batch_to_global(next(loader), trainer.mesh)
@@ -75,7 +75,7 @@ def main() -> None:
         "load_average_1min": os.getloadavg()[0], "compile_s": round(compile_s, 2),
         "steps": args.steps, "step_ms_median": round(statistics.median(step_ms), 2),
         "loop_ms_per_step": round(loop_ms, 2),
-        "gflop_per_step": round(log_lib.step_flops(lowered) / 1e9, 3),
+        "matmul_gflop_per_step": round(flops_lib.traced_flops(traced) / 1e9, 3),
         "loop_s_for_all_steps": round(config.total_steps * loop_ms / 1e3, 1),
         "config": os.path.relpath(args.config, REPO)}))
 

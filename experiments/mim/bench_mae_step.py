@@ -6,8 +6,8 @@ Both steps are the full jitted train step of `jaxssl.train` (augmentation,
 masking, encoder, decoder, loss, gradients, AdamW) on one device and one
 fixed batch of the config's data. After `--warmup` steps each, the two are
 timed in alternation, so drifting load on a shared machine hits both alike.
-Prints the median step time, the throughput, XLA's FLOP count of each
-(jaxssl.logging.step_flops) and the model FLOP utilisation.
+Prints the median step time, the throughput, the matmul FLOPs of each
+(jaxssl.flops) and the model FLOP utilisation.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import numpy as np
 
 from jaxssl import config as config_lib, parallel
 from jaxssl.data import pipeline
-from jaxssl.logging import device_peak_flops, step_flops
+from jaxssl.flops import traced_flops
+from jaxssl.logging import device_peak_flops
 from jaxssl.train import Trainer
 
 
@@ -33,8 +34,8 @@ def compiled_step(config_path: str, mask_ratio: float, overrides: dict[str, str]
     trainer = Trainer(config, tempfile.mkdtemp(prefix="bench_mae_"), devices=jax.devices()[:1])
     batch = parallel.host_batch_to_global(
         pipeline.example_batch(trainer.train_source, config.data.batch_size), trainer.mesh)
-    lowered = trainer.lower_train_step()
-    return lowered.compile(), trainer.initial_state(), batch, step_flops(lowered)
+    traced = trainer.trace_train_step()
+    return traced.lower().compile(), trainer.initial_state(), batch, traced_flops(traced)
 
 
 def main() -> None:
