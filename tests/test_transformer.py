@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxssl.models.transformer import (EncoderDecoder, LanguageModel, apply_rotary, attention_mask,
-                                      dot_product_attention)
+from jaxssl.models.layers import apply_rotary, dot_product_attention
+from jaxssl.models.transformer import EncoderDecoder, LanguageModel, attention_mask
 
 VOCAB, LENGTH = 50, 12
 SIZES = dict(vocab_size=VOCAB, max_length=LENGTH, hidden=16, depth=2, num_heads=2, mlp_dim=32)

@@ -40,7 +40,7 @@ from jaxssl.methods import base
 from jaxssl.methods.lm import TokenLossMethod
 from jaxssl.models import build_backbone
 from jaxssl.models.transformer import LanguageModel
-from jaxssl.models.vit import _dense
+from jaxssl.models.layers import dense
 from jaxssl.objectives import language, mixture
 
 def caption_table(tokenizer: text.Tokenizer, template: str, class_names) -> np.ndarray:
@@ -60,7 +60,7 @@ class ImagePrefixLM(nn.Module):
     @nn.compact
     def __call__(self, images, tokens, segment_ids, positions, autoregressive, train: bool):
         image_tokens = self.backbone.encode_tokens(self.backbone.embed_patches(images), train)
-        prefix = _dense(self.decoder.hidden, ("embed", "embed"), self.decoder.dtype,
+        prefix = dense(self.decoder.hidden, ("embed", "embed"), self.decoder.dtype,
                         "image_projection")(image_tokens)
         return self.decoder(tokens, segment_ids, positions, autoregressive, train, prefix=prefix)
 

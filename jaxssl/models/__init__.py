@@ -26,7 +26,8 @@ def default_model_config() -> ml_collections.ConfigDict:
     `hidden`, `depth`, `heads` = 0 mean "the named size's default" (they are
     required for name='vit'). `width` is the ResNet base filter count; `patch`,
     `posemb`, `pool`, `drop_path`, `scan_blocks`, `remat`, `frozen_patch_embed`
-    and `attention_impl` ('' = XLA default, 'cudnn' = fused GPU kernel) apply to
+    and `attention_impl` ('' = jaxssl's XLA attention, 'xla' / 'cudnn' = jax.nn's, the
+    latter a fused GPU kernel) apply to
     ViTs.
     """
     return ml_collections.ConfigDict(dict(

@@ -24,10 +24,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxssl.models.vit import MlpBlock, _dense, _layer_norm
+from jaxssl.models.layers import Attention, MlpBlock, layer_norm
 
 POSEMB_KINDS = ("learned", "rotary")
-ROTARY_BASE = 10000.0
 _embedding_init = nn.initializers.normal(stddev=0.02)
 
 
@@ -51,79 +50,6 @@ def attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array,
     return allowed[:, None]
 
 
-def apply_rotary(x: jax.Array, positions: jax.Array) -> jax.Array:
-    """Rotary position embedding (RoFormer, GPT-NeoX half-split layout).
-
-    x [B, T, H, Dh] (Dh even), positions int [B, T] -> [B, T, H, Dh] in x.dtype:
-    channel pairs (k, k + Dh/2) are rotated by positions * ROTARY_BASE^(-2k/Dh).
-    """
-    half = x.shape[-1] // 2
-    frequencies = ROTARY_BASE ** (-jnp.arange(half, dtype=jnp.float32) / half)
-    angles = positions[:, :, None, None].astype(jnp.float32) * frequencies
-    cos, sin = jnp.cos(angles), jnp.sin(angles)
-    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
-    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
-
-
-def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-    """softmax(q k^T / sqrt(Dh) where mask, else -inf) v, with the heads as a leading batch axis.
-
-    q [B, Tq, N, Dh], k and v [B, Tk, N, Dh], mask bool [B, 1, Tq, Tk] ->
-    [B, Tq, N, Dh] in v.dtype; logits and softmax in float32. The same
-    function as `jax.nn.dot_product_attention`'s XLA path, but q, k and v are
-    moved to [B, N, T, Dh] first, so both products are plain batched matrix
-    products (faster on CPU: experiments/language/README.md).
-    """
-    heads_major = lambda x: jnp.swapaxes(x, 1, 2)
-    q = heads_major(q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype))
-    logits = jnp.einsum("bnqd,bnkd->bnqk", q, heads_major(k), preferred_element_type=jnp.float32)
-    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    return heads_major(jnp.einsum("bnqk,bnkd->bnqd", probs, heads_major(v)))
-
-
-class Attention(nn.Module):
-    """Multi-head attention of queries from x [B, Tq, D] over context [B, Tk, D].
-
-    Self-attention (context None) projects x to queries, keys and values
-    with one fused kernel 'qkv' [D, 3, heads, D/heads]; cross-attention has
-    'query' [D, 1, heads, D/heads] and a fused 'key_value' [D, 2, heads,
-    D/heads]. One wide matrix product instead of three narrow ones is what
-    keeps small models fast on CPU. mask: bool [B, 1, Tq, Tk] from
-    `attention_mask`. With `rotary`, queries and keys are rotated by
-    q_positions / kv_positions (int [B, T]).
-    """
-    num_heads: int
-    dtype: Any = jnp.float32
-    rotary: bool = False
-    attention_impl: Optional[str] = None
-
-    @nn.compact
-    def __call__(self, x, context, mask, q_positions, kv_positions):
-        hidden = x.shape[-1]
-        if hidden % self.num_heads:
-            raise ValueError(f"hidden size {hidden} not divisible by {self.num_heads} heads")
-
-        def project(name, count, y):
-            """y [B, T, D] -> `count` arrays [B, T, heads, D/heads]."""
-            features = (count, self.num_heads, hidden // self.num_heads)
-            stacked = _dense(features, ("embed", None, "heads", "kv"), self.dtype, name)(y)
-            return [stacked[:, :, i] for i in range(count)]
-
-        if context is None:
-            q, k, v = project("qkv", 3, x)
-            kv_positions = q_positions
-        else:
-            (q,), (k, v) = project("query", 1, x), project("key_value", 2, context)
-        if self.rotary:
-            q, k = apply_rotary(q, q_positions), apply_rotary(k, kv_positions)
-        if self.attention_impl is None:
-            y = dot_product_attention(q, k, v, mask)
-        else:
-            y = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.attention_impl)
-        return _dense(hidden, ("heads", "kv", "embed"), self.dtype, "out", axis=(-2, -1))(y)
-
-
 class TransformerBlock(nn.Module):
     """Pre-norm block: self-attention, optional cross-attention, MLP; dropout on each branch.
 
@@ -145,15 +71,15 @@ class TransformerBlock(nn.Module):
 
         attention = lambda name, rotary: Attention(
             self.num_heads, self.dtype, rotary, self.attention_impl, name=name)
-        y = _layer_norm(self.dtype, "self_attention_norm")(x)
+        y = layer_norm(self.dtype, "self_attention_norm")(x)
         x = residual("self_attention", attention("self_attention", self.rotary)(
             y, None, mask, positions, None))
         if encoded is not None:
-            y = _layer_norm(self.dtype, "cross_attention_norm")(x)
+            y = layer_norm(self.dtype, "cross_attention_norm")(x)
             # Relative (rotary) positions mean nothing across two sequences.
             x = residual("cross_attention", attention("cross_attention", False)(
                 y, encoded, cross_mask, positions, encoded_positions))
-        y = _layer_norm(self.dtype, "mlp_norm")(x)
+        y = layer_norm(self.dtype, "mlp_norm")(x)
         return residual("mlp", MlpBlock(self.mlp_dim, self.dtype, name="mlp")(y))
 
 
@@ -174,7 +100,7 @@ class TransformerStack(nn.Module):
             x = TransformerBlock(self.num_heads, self.mlp_dim, self.dropout, self.rotary,
                                  self.dtype, self.attention_impl, name=f"block{i}")(
                 x, mask, positions, deterministic, encoded, cross_mask, encoded_positions)
-        return _layer_norm(self.dtype, "final_norm")(x)
+        return layer_norm(self.dtype, "final_norm")(x)
 
 
 class Embedder(nn.Module):

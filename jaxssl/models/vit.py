@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxssl.models.layers import Attention, MlpBlock, layer_norm, xavier_uniform
+
 VIT_SIZES = {
     'tiny': dict(hidden=192, depth=12, heads=3, mlp_ratio=4.0),
     'small': dict(hidden=384, depth=12, heads=6, mlp_ratio=4.0),
@@ -25,10 +27,7 @@ VIT_SIZES = {
 }
 POSEMB_KINDS = ('sincos2d', 'learned')
 POOL_KINDS = ('cls', 'gap')
-LAYER_NORM_EPSILON = 1e-6
 
-_xavier = nn.initializers.xavier_uniform()
-_zeros = nn.initializers.zeros
 _token_init = nn.initializers.normal(stddev=0.02)
 
 
@@ -74,70 +73,6 @@ def drop_path(rng: jax.Array, x: jax.Array, rate) -> jax.Array:
     return jnp.where(keep, x / keep_prob, 0).astype(x.dtype)
 
 
-def _layer_norm(dtype: Any, name: str) -> nn.LayerNorm:
-    return nn.LayerNorm(
-        epsilon=LAYER_NORM_EPSILON, dtype=dtype, param_dtype=jnp.float32,
-        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ('embed',)),
-        bias_init=nn.with_logical_partitioning(_zeros, ('embed',)), name=name)
-
-
-def _dense(features, kernel_axes: tuple, dtype: Any, name: str, axis=-1) -> nn.DenseGeneral:
-    """Xavier-uniform DenseGeneral whose kernel axes are named `kernel_axes`.
-
-    The bias is named after the output axes (the last len(features) names).
-    """
-    num_out = len(features) if isinstance(features, tuple) else 1
-    return nn.DenseGeneral(
-        features, axis=axis, dtype=dtype, param_dtype=jnp.float32,
-        kernel_init=nn.with_logical_partitioning(_xavier, kernel_axes),
-        bias_init=nn.with_logical_partitioning(_zeros, kernel_axes[-num_out:]),
-        name=name)
-
-
-def gelu(x: jax.Array) -> jax.Array:
-    """Exact GELU, x * Phi(x) = x / 2 * (1 + erf(x / sqrt 2)), elementwise in x.dtype.
-
-    The same function as `jax.nn.gelu(x, approximate=False)` (which uses
-    erfc) to 1e-6 in float32, but XLA:CPU evaluates erf 2.4x faster than
-    erfc: 0.42 vs 1.02 ms on [768, 512] float32 (experiments/language/README.md).
-    """
-    return 0.5 * x * (1 + jax.lax.erf(x * jnp.asarray(2 ** -0.5, x.dtype)))
-
-
-class MlpBlock(nn.Module):
-    """Dense(mlp_dim) -> exact GELU -> Dense(D): [..., D] -> [..., D] in `dtype`."""
-    mlp_dim: int
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        y = _dense(self.mlp_dim, ('embed', 'mlp'), self.dtype, 'fc1')(x)
-        y = gelu(y)
-        return _dense(x.shape[-1], ('mlp', 'embed'), self.dtype, 'fc2')(y)
-
-
-class MultiHeadSelfAttention(nn.Module):
-    """Softmax self-attention [B, T, D] -> [B, T, D] via `jax.nn.dot_product_attention`.
-
-    `attention_impl` is passed to `jax.nn.dot_product_attention`: None (XLA),
-    'xla' or 'cudnn' (fused kernel on GPUs, bf16/fp16 only).
-    """
-    num_heads: int
-    dtype: Any = jnp.float32
-    attention_impl: Optional[str] = None
-
-    @nn.compact
-    def __call__(self, x):
-        hidden = x.shape[-1]
-        if hidden % self.num_heads:
-            raise ValueError(f'hidden size {hidden} not divisible by {self.num_heads} heads')
-        head_shape = (self.num_heads, hidden // self.num_heads)
-        q, k, v = (_dense(head_shape, ('embed', 'heads', 'kv'), self.dtype, name)(x)
-                   for name in ('query', 'key', 'value'))
-        y = jax.nn.dot_product_attention(q, k, v, implementation=self.attention_impl)
-        return _dense(hidden, ('heads', 'kv', 'embed'), self.dtype, 'out', axis=(-2, -1))(y)
-
-
 class EncoderBlock(nn.Module):
     """Pre-norm transformer block: x + DropPath(MHSA(LN(x))), then the same with the MLP.
 
@@ -157,10 +92,10 @@ class EncoderBlock(nn.Module):
                 return x + y
             return x + drop_path(self.make_rng('dropout'), y, drop_rate)
 
-        y = _layer_norm(self.dtype, 'norm1')(x)
-        x = residual(MultiHeadSelfAttention(
-            self.num_heads, self.dtype, self.attention_impl, name='attention')(y))
-        y = _layer_norm(self.dtype, 'norm2')(x)
+        y = layer_norm(self.dtype, 'norm1')(x)
+        x = residual(Attention(self.num_heads, self.dtype, attention_impl=self.attention_impl,
+                                name='attention')(y))
+        y = layer_norm(self.dtype, 'norm2')(x)
         return residual(MlpBlock(self.mlp_dim, self.dtype, name='mlp')(y))
 
 
@@ -214,7 +149,7 @@ class Encoder(nn.Module):
         else:
             for i, rate in enumerate(rates):
                 x = block_cls(**block_kwargs, name=f'block{i}')(x, float(rate), deterministic)
-        return _layer_norm(self.dtype, 'encoder_norm')(x)
+        return layer_norm(self.dtype, 'encoder_norm')(x)
 
 
 class PatchEmbedding(nn.Module):
@@ -237,9 +172,9 @@ class PatchEmbedding(nn.Module):
             raise ValueError(f'image size {h}x{w} is not divisible by patch size {p}')
         kernel = self.param(
             'kernel', nn.with_logical_partitioning(
-    _xavier, ('patch_h', 'patch_w', 'conv_in', 'embed')),
+    xavier_uniform, ('patch_h', 'patch_w', 'conv_in', 'embed')),
             (p, p, c, self.hidden), jnp.float32)
-        bias = self.param('bias', nn.with_logical_partitioning(_zeros, ('embed',)),
+        bias = self.param('bias', nn.with_logical_partitioning(nn.initializers.zeros, ('embed',)),
                           (self.hidden,), jnp.float32)
         if self.frozen:
             kernel, bias = jax.lax.stop_gradient((kernel, bias))
@@ -285,7 +220,7 @@ class ViT(nn.Module):
       scan_blocks, remat: see `Encoder`.
       frozen_patch_embed: no gradient into the patch projection (MoCo v3).
       dtype: compute dtype; parameters stay float32.
-      attention_impl: see `MultiHeadSelfAttention`.
+      attention_impl: see `layers.Attention`.
     """
     patch: int = 16
     hidden: int = 768
