@@ -1,16 +1,49 @@
 #!/bin/bash
-# The GPU benchmarks, one script for one lease of a GPU machine (see README.md here).
-#   OUT=/some/dir bash experiments/benchmarks/gpu.sh
-# Writes each benchmark's output to $OUT/*.txt. Needs jax with CUDA, torch (for the
-# PyTorch baseline) and this repo's requirements.
+# The GPU runs, one script for one lease of a GPU machine (see README.md here).
+#   OUT=/some/dir bash experiments/benchmarks/gpu.sh [PART ...]
+# PARTs, in order of priority (default: all, about 13 minutes on one H100):
+#   gpt6l   nanoGPT's 6-layer Shakespeare model, all 5000 steps, bfloat16 as nanoGPT
+#           runs it on an A100; validation loss on the whole last 10% (about 7 min)
+#   baby    baby GPT step time, jaxssl vs PyTorch, side by side (2.5 min)
+#   simclr  SimCLR ResNet-50 train step (2.5 min)
+#   mae     MAE ViT-B/16 train step at mask ratio 0.75 and 0.0 (3.5 min)
+# Writes each part's output to $OUT/*.txt (the 6-layer run also its metrics.jsonl and
+# results.json). Needs jax with CUDA, torch (for the PyTorch baseline) and this repo's
+# requirements; SHAKESPEARE_DIR points at tiny-shakespeare/input.txt's folder.
 set -u
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 PY=${PY:-python3}
+SHAKESPEARE_DIR=${SHAKESPEARE_DIR:-../shared/data/tiny-shakespeare}
+
+gpt6l() {
+    local workdir=/tmp/gpu_sh_6l
+    rm -rf $workdir
+    timeout 480 $PY -m jaxssl.main --config=configs/nanogpt_shakespeare_6l.py --workdir=$workdir \
+        --config.data.data_dir=$SHAKESPEARE_DIR --config.compute_dtype=bfloat16 \
+        --config.log.progress_bar=false 2>&1 | tail -40 | tee $OUT/gpt6l.txt
+    cp $workdir/metrics.jsonl $OUT/gpt6l_metrics.jsonl
+    cp $workdir/results.json $OUT/gpt6l_results.json
+}
+baby() {
+    timeout 150 $PY experiments/language/compare_pytorch.py --torch_python=$PY --rounds=2 \
+        --steps=100 --warmup=20 --set data.data_dir=$SHAKESPEARE_DIR 2>&1 | tee $OUT/baby_gpt.txt
+}
+simclr() {
+    timeout 150 $PY experiments/benchmarks/simclr_step.py --devices=1 --dtype=bfloat16 \
+        --model=resnet50 --image_size=224 --batch=128 --cifar_stem=false \
+        --json=$OUT/simclr_resnet50.json 2>&1 | tee $OUT/simclr_resnet50.txt
+}
+mae() {
+    timeout 200 $PY experiments/mim/bench_mae_step.py --config configs/mae_vit_base_imagenet.py \
+        --steps 10 --set data.name=synthetic:224x224x3 data.batch_size=128 compute_dtype=bfloat16 \
+        2>&1 | tee $OUT/mae_vit_base.txt
+}
+
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv;
   $PY -c "import jax, flax, optax, torch; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__)"; } 2>&1 | tee $OUT/versions.txt
-timeout 150 $PY experiments/language/compare_pytorch.py --torch_python=$PY --rounds=2 --steps=100 --warmup=20 \
-    --set data.data_dir=${SHAKESPEARE_DIR:-../shared/data/tiny-shakespeare} 2>&1 | tee $OUT/baby_gpt.txt
-timeout 150 $PY experiments/benchmarks/simclr_step.py --devices=1 --dtype=bfloat16 --model=resnet50 \
-    --image_size=224 --batch=128 --cifar_stem=false --json=$OUT/simclr_resnet50.json 2>&1 | tee $OUT/simclr_resnet50.txt
-timeout 200 $PY experiments/mim/bench_mae_step.py --config configs/mae_vit_base_imagenet.py --steps 10 \
-    --set data.name=synthetic:224x224x3 data.batch_size=128 compute_dtype=bfloat16 2>&1 | tee $OUT/mae_vit_base.txt
+for part in ${@:-gpt6l baby simclr mae}; do
+    case $part in
+        gpt6l|baby|simclr|mae) echo "== $part $(date -u +%T)"; $part ;;
+        *) echo "unknown part '$part'; valid: gpt6l baby simclr mae" >&2; exit 2 ;;
+    esac
+done
