@@ -34,6 +34,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.total_steps = 1000
     c.grad_accum_steps = 1
     c.compute_dtype = "float32"  # activations; params, optimizer and loss stay float32
+    # Random bits of training (dropout, masks, augmentations): threefry2x32 gives the
+    # same bits whatever the mesh; rbg / unsafe_rbg are faster (XLA's RngBitGenerator)
+    # but their bits depend on the sharding. Initialisation always uses threefry2x32.
+    c.prng_impl = "threefry2x32"
 
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
     # 'auto': initialise when JAX_COORDINATOR_ADDRESS / JAXSSL_DISTRIBUTED is set.
@@ -147,6 +151,7 @@ def resolve(user_config: Mapping[str, Any]) -> ml_collections.ConfigDict:
 def _check_values(config: ml_collections.ConfigDict) -> None:
     choices = {
         "compute_dtype": ("float32", "bfloat16", "float16"),
+        "prng_impl": ("threefry2x32", "rbg", "unsafe_rbg"),
         "optim.name": ("adamw", "sgd", "lars"),
         "optim.schedule": ("cosine", "constant"),
         "optim.lr_scaling": ("linear", "sqrt", "none"),

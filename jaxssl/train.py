@@ -171,7 +171,14 @@ class Trainer:
         params, method_state = split_variables(self._init_variables(init_rng))
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                           opt_state=self.tx.init(nn.meta.unbox(params)),
-                          method_state=method_state, rng=train_rng)
+                          method_state=method_state, rng=self._training_key(train_rng))
+
+    def _training_key(self, key: jax.Array) -> jax.Array:
+        """The train steps' base key: `key` itself, or re-seeded from it under
+        `config.prng_impl` when that is not threefry2x32."""
+        if self.config.prng_impl == "threefry2x32":
+            return key
+        return jax.random.key(jax.random.bits(key, dtype=jnp.uint32), impl=self.config.prng_impl)
 
     def _state_shardings(self, boxed: TrainState) -> TrainState:
         shardings = parallel.tree_shardings(boxed, self.mesh)

@@ -218,6 +218,21 @@ def test_char_vocabulary_is_saved_with_the_run_and_checked_on_resume(tmp_path):
         Trainer(config, str(tmp_path))
 
 
+@pytest.mark.parametrize("prng_impl", ["threefry2x32", "rbg"])
+def test_dropout_run_resumes_exactly_with_either_key_kind(prng_impl, tmp_path):
+    """With dropout on, a run stopped after step 2 and resumed logs the same losses as an
+    uninterrupted one; the train key (and so the dropout masks) survives the checkpoint."""
+    config = tiny_config(lm={"dropout": 0.2}, prng_impl=prng_impl)
+    losses = lambda d: [r["loss"] for r in read_metrics(str(d)) if "loss" in r]
+    straight = Trainer(config, str(tmp_path / "straight"))
+    straight.run()
+    assert str(jax.random.key_impl(straight.final_state.rng)) == prng_impl
+    Trainer(config, str(tmp_path / "resumed")).run(stop_at=2)
+    Trainer(config, str(tmp_path / "resumed")).run()
+    assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
+    assert len(set(losses(tmp_path / "straight"))) == config.total_steps
+
+
 def test_pali_captions_are_space_padded_class_names():
     from jaxssl.methods.pali import caption_table
 
