@@ -34,8 +34,9 @@ simclr() {
         --json=$OUT/simclr_resnet50.json 2>&1 | tee $OUT/simclr_resnet50.txt
 }
 mae() {
-    timeout 200 $PY experiments/mim/bench_mae_step.py --config configs/mae_vit_base_imagenet.py \
-        --steps 10 --set data.name=synthetic:224x224x3 data.batch_size=128 compute_dtype=bfloat16 \
+    timeout 200 $PY experiments/benchmarks/ab_step.py --config configs/mae_vit_base_imagenet.py \
+        --variant 0.75:mae.mask_ratio=0.75 --variant 0.0:mae.mask_ratio=0.0 --steps 10 \
+        --set data.name=synthetic:224x224x3 data.batch_size=128 compute_dtype=bfloat16 \
         2>&1 | tee $OUT/mae_vit_base.txt
 }
 

@@ -1,0 +1,88 @@
+"""Train-step time of config variants side by side in one process (a benchmark, not a test).
+
+  PYTHONPATH=. python experiments/benchmarks/ab_step.py --config=configs/X.py \
+      --variant NAME:KEY=VALUE[,KEY=VALUE...] --variant ... [--set KEY=VALUE ...]
+
+Each variant is the config with `--set` and then its own overrides, e.g.
+  --variant 0.75:mae.mask_ratio=0.75 --variant 0.0:mae.mask_ratio=0.0
+  --variant threefry:prng_impl=threefry2x32 --variant rbg:prng_impl=rbg
+Every variant's full jitted train step (the Trainer's, on one device) runs
+on one fixed batch of the config's data. After `--warmup` steps each, the
+variants are timed in alternation, one step each in turn, so drifting load
+on a shared machine hits all alike. Prints the median step time, the
+throughput, the matmul FLOPs (jaxssl.flops), the MFU and each variant's
+time relative to the first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+from jaxssl import config as config_lib, parallel
+from jaxssl.data import pipeline
+from jaxssl.flops import traced_flops
+from jaxssl.logging import device_peak_flops
+from jaxssl.train import Trainer
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    """'NAME:KEY=VALUE,KEY=VALUE' -> (NAME, {KEY: VALUE})."""
+    name, _, assignments = text.partition(":")
+    return name, dict(item.split("=", 1) for item in assignments.split(",") if item)
+
+
+def compiled_step(config_path: str, overrides: dict[str, str]) -> list:
+    """[compiled train step, initial state, global batch, matmul FLOPs per step], one device."""
+    config = config_lib.load(config_path, {**overrides, "mesh.data": "1"})
+    trainer = Trainer(config, tempfile.mkdtemp(prefix="ab_step_"), devices=jax.devices()[:1])
+    batch = parallel.host_batch_to_global(
+        pipeline.example_batch(trainer.train_source, config.data.batch_size), trainer.mesh)
+    traced = trainer.trace_train_step()
+    return [traced.lower().compile(), trainer.initial_state(), batch, traced_flops(traced)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--variant", action="append", required=True, type=parse_variant,
+                        help="NAME:KEY=VALUE[,KEY=VALUE...]; give two or more")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="overrides shared by every variant")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+    shared = dict(item.split("=", 1) for item in args.set)
+
+    runs = {name: compiled_step(args.config, {**shared, **own}) for name, own in args.variant}
+    times = {name: [] for name in runs}
+    for i in range(args.warmup + args.steps):
+        for name, run in runs.items():
+            step, state, batch, _ = run
+            start = time.perf_counter()
+            state, metrics = step(state, batch)
+            jax.block_until_ready(metrics)
+            run[1] = state
+            if i >= args.warmup:
+                times[name].append(time.perf_counter() - start)
+
+    batch_size = len(jax.tree.leaves(next(iter(runs.values()))[2])[0])
+    peak, peak_source = device_peak_flops(jax.devices()[0])
+    print(f"config {args.config} {' '.join(args.set)}, batch {batch_size}, device "
+          f"{jax.devices()[0].device_kind}, {args.steps} timed steps each after {args.warmup} "
+          f"warm-up steps, in alternation")
+    print(f"{'variant':>12} {'median step (s)':>16} {'examples/s':>11} {'GFLOP/step':>11} "
+          f"{'MFU':>7} {'vs first':>9}   (peak: {peak_source})")
+    first = float(np.median(next(iter(times.values()))))
+    for name, run in runs.items():
+        median = float(np.median(times[name]))
+        print(f"{name:>12} {median:>16.4f} {batch_size / median:>11.1f} {run[3] / 1e9:>11.2f} "
+              f"{run[3] / median / peak:>7.3f} {median / first:>9.3f}")
+
+
+if __name__ == "__main__":
+    main()
