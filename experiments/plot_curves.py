@@ -30,7 +30,7 @@ def metric_curve(workdir: str, metric: str) -> dict[int, float]:
 def markdown_table(curves: dict[str, dict[int, float]], metric: str, percent: bool) -> str:
     steps = sorted({s for curve in curves.values() for s in curve})
     fmt = (lambda v: f"{100 * v:.2f}") if percent else (lambda v: f"{v:.4g}")
-    lines = [f"| step | " + " | ".join(f"{name} {metric}" for name in curves) + " |",
+    lines = ["| step | " + " | ".join(f"{name} {metric}" for name in curves) + " |",
              "|---:|" + "---:|" * len(curves)]
     for step in steps:
         cells = [fmt(curve[step]) if step in curve else "" for curve in curves.values()]

@@ -1,7 +1,6 @@
 """Tests for jaxssl.data.augment against float64 NumPy references and defining properties."""
 import colorsys
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
