@@ -35,6 +35,7 @@ def nanogpt_config(layers: int, heads: int, width: int, context: int, batch: int
                  "read_threads": 0, "prefetch_batches": 2},
         "lm": {"architecture": "decoder", "objective": "causal", "hidden": width,
                "depth": layers, "heads": heads, "mlp_ratio": 4.0, "dropout": dropout,
+               "attention_dropout": dropout,
                "posemb": "learned", "tied_embeddings": True},
         "optim": {"name": "adamw", "base_lr": 1e-3, "lr_scaling": "none", "schedule": "cosine",
                   "warmup_steps": warmup, "end_lr_ratio": 0.1, "b1": 0.9, "b2": 0.99,

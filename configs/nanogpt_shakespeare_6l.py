@@ -1,8 +1,9 @@
 """nanoGPT's character-level Shakespeare model: 6 layers, 6 heads, width 384, context 256.
 
 nanoGPT's config/train_shakespeare_char.py: batch 64, 5000 iterations, AdamW
-lr 1e-3 (100 warm-up steps, cosine to 1e-4), beta2 0.99, dropout 0.2, weight
-decay 0.1, gradient clipping 1.0; data as in nanogpt_baby_shakespeare.py.
+lr 1e-3 (100 warm-up steps, cosine to 1e-4), beta2 0.99, dropout 0.2 (on the
+embeddings, each residual branch and the attention weights, as nanoGPT),
+weight decay 0.1, gradient clipping 1.0; data as in nanogpt_baby_shakespeare.py.
 
   python -m jaxssl.main --config=configs/nanogpt_shakespeare_6l.py --workdir=/tmp/lm_runs/6l
 

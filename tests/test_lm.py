@@ -222,7 +222,7 @@ def test_char_vocabulary_is_saved_with_the_run_and_checked_on_resume(tmp_path):
 def test_dropout_run_resumes_exactly_with_either_key_kind(prng_impl, tmp_path):
     """With dropout on, a run stopped after step 2 and resumed logs the same losses as an
     uninterrupted one; the train key (and so the dropout masks) survives the checkpoint."""
-    config = tiny_config(lm={"dropout": 0.2}, prng_impl=prng_impl)
+    config = tiny_config(lm={"dropout": 0.2, "attention_dropout": 0.2}, prng_impl=prng_impl)
     losses = lambda d: [r["loss"] for r in read_metrics(str(d)) if "loss" in r]
     straight = Trainer(config, str(tmp_path / "straight"))
     straight.run()

@@ -41,8 +41,9 @@ def test_attention_mask_matches_reference_for_causal_prefix_bidirectional_and_pa
     np.testing.assert_array_equal(cross[:, 0], segments[:, :5, None] == segments[:, None, :])
 
 
-def attention_reference(q, k, v, mask):
-    """float64 softmax(q k^T / sqrt(Dh), masked) v, one (example, head) at a time."""
+def attention_reference(q, k, v, mask, keep=None, rate=0.0):
+    """float64 softmax(q k^T / sqrt(Dh), masked) v, one (example, head) at a time; with
+    `keep` (bool [B, N, Tq, Tk]) the weights it drops are 0, the others / (1 - rate)."""
     q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
     out = np.zeros_like(q)
     for b in range(q.shape[0]):
@@ -50,7 +51,10 @@ def attention_reference(q, k, v, mask):
             logits = q[b, :, n] @ k[b, :, n].T / np.sqrt(q.shape[-1])
             logits = np.where(mask[b, 0], logits, -np.inf)
             weights = np.exp(logits - logits.max(axis=1, keepdims=True))
-            out[b, :, n] = weights / weights.sum(axis=1, keepdims=True) @ v[b, :, n]
+            weights /= weights.sum(axis=1, keepdims=True)
+            if keep is not None:
+                weights = np.where(keep[b, n], weights / (1 - rate), 0.0)
+            out[b, :, n] = weights @ v[b, :, n]
     return out
 
 
@@ -63,6 +67,35 @@ def test_dot_product_attention_matches_float64_reference_and_jax_nn():
     np.testing.assert_allclose(got, attention_reference(q, k, v, mask), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got, jax.nn.dot_product_attention(q, k, v, mask=mask),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_attention_dropout_matches_float64_reference_with_the_same_draws():
+    rng = np.random.default_rng(4)
+    q, k, v = (rng.normal(size=(2, 6, 3, 4)).astype(np.float32) for _ in range(3))
+    mask = np.tril(np.ones((6, 6), bool))[None, None].repeat(2, axis=0)
+    key, rate = jax.random.key(7), 0.3
+    got = jax.jit(dot_product_attention, static_argnums=4)(q, k, v, mask, rate, key)
+    keep = np.asarray(jax.random.bernoulli(key, 1 - rate, (2, 3, 6, 6)))
+    assert 0.5 < keep.mean() < 0.9
+    np.testing.assert_allclose(got, attention_reference(q, k, v, mask, keep, rate),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_language_model_attention_dropout_only_in_training():
+    model = LanguageModel(**SIZES, attention_dropout=0.5)
+    tokens = jnp.asarray(np.random.default_rng(5).integers(0, VOCAB, (2, LENGTH)), jnp.int32)
+    args = (tokens, jnp.ones_like(tokens), jnp.broadcast_to(jnp.arange(LENGTH), tokens.shape),
+            jnp.ones(tokens.shape, bool))
+    params = init(model, 0, *args, train=False)
+    plain = jax.jit(LanguageModel(**SIZES).apply, static_argnames="train")(params, *args,
+                                                                          train=False)
+    apply = jax.jit(model.apply, static_argnames="train")
+    np.testing.assert_array_equal(apply(params, *args, train=False), plain)
+    dropped = apply(params, *args, train=True, rngs={"dropout": jax.random.key(1)})
+    assert np.all(np.isfinite(dropped)) and not np.allclose(dropped, plain, atol=1e-3)
+    with pytest.raises(ValueError, match="attention dropout needs"):
+        LanguageModel(**SIZES, attention_dropout=0.5, attention_impl="xla").apply(
+            params, *args, train=True, rngs={"dropout": jax.random.key(1)})
 
 
 def rotate_reference(x, positions):

@@ -85,7 +85,8 @@ class Method(TokenLossMethod):
             decoder_depth=0,          # encoder_decoder only; 0 = depth
             heads=4,
             mlp_ratio=4.0,
-            dropout=0.0,
+            dropout=0.0,              # embeddings and each block's branch outputs
+            attention_dropout=0.0,    # attention weights (nanoGPT uses `dropout` for both)
             posemb="learned",         # learned | rotary
             tied_embeddings=True,
             attention_impl="",        # '' = jaxssl's XLA attention; 'xla' / 'cudnn' = jax.nn's
@@ -128,6 +129,7 @@ class Method(TokenLossMethod):
             max_length=2 * length + 2 if self.objective in ("span", "ul2") else length,
             hidden=lm.hidden, depth=lm.depth, num_heads=lm.heads,
             mlp_dim=int(round(lm.hidden * lm.mlp_ratio)), dropout=lm.dropout,
+            attention_dropout=lm.attention_dropout,
             posemb=lm.posemb, tied_embeddings=lm.tied_embeddings,
             dtype=base.DTYPES[config.compute_dtype], attention_impl=lm.attention_impl or None)
         if self.architecture == "encoder_decoder":
@@ -175,7 +177,8 @@ class Method(TokenLossMethod):
         return arrays, targets, loss_mask, choice
 
     def _logits(self, params, inputs: dict, train: bool, rng: jax.Array | None = None):
-        rngs = {"dropout": rng} if train and self.config.lm.dropout > 0 else {}
+        dropping = self.config.lm.dropout > 0 or self.config.lm.attention_dropout > 0
+        rngs = {"dropout": rng} if train and dropping else {}
         return self.model.apply({"params": params}, **inputs, train=train, rngs=rngs)
 
     # ------------------------------------------------------------- method

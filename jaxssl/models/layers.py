@@ -78,7 +78,8 @@ def apply_rotary(x: jax.Array, positions: jax.Array) -> jax.Array:
 
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
-                          mask: Optional[jax.Array] = None) -> jax.Array:
+                          mask: Optional[jax.Array] = None, dropout_rate: float = 0.0,
+                          dropout_rng: Optional[jax.Array] = None) -> jax.Array:
     """softmax(q k^T / sqrt(Dh) where mask, else -inf) v, with the heads as a leading batch axis.
 
     q [B, Tq, N, Dh], k and v [B, Tk, N, Dh], mask bool [B, 1, Tq, Tk] or
@@ -86,14 +87,20 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
     and softmax in float32. The same function as
     `jax.nn.dot_product_attention`'s XLA path, but q, k and v are moved to
     [B, N, T, Dh] first, so both products are plain batched matrix products
-    (faster on CPU: experiments/language/README.md).
+    (faster on CPU: experiments/language/README.md). With `dropout_rng`, each
+    attention weight [B, N, Tq, Tk] is dropped with probability
+    `dropout_rate` and the kept ones scaled by 1 / (1 - dropout_rate).
     """
     heads_major = lambda x: jnp.swapaxes(x, 1, 2)
     q = heads_major(q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype))
     logits = jnp.einsum("bnqd,bnkd->bnqk", q, heads_major(k), preferred_element_type=jnp.float32)
     if mask is not None:
         logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    probs = jax.nn.softmax(logits, axis=-1)
+    if dropout_rng is not None and dropout_rate > 0:
+        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
+        probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
+    probs = probs.astype(v.dtype)
     return heads_major(jnp.einsum("bnqk,bnkd->bnqd", probs, heads_major(v)))
 
 
@@ -108,18 +115,25 @@ class Attention(nn.Module):
     `transformer.attention_mask`) or None for full attention. With `rotary`,
     queries and keys are rotated by q_positions / kv_positions (int [B, T]).
     `attention_impl` None uses `dot_product_attention`; 'xla' or 'cudnn' (a
-    fused GPU kernel, bf16/fp16 only) go to `jax.nn.dot_product_attention`.
+    fused GPU kernel, bf16/fp16 only) go to `jax.nn.dot_product_attention`,
+    which has no attention dropout. `dropout_rate` drops attention weights
+    (rng stream 'dropout') unless `deterministic`.
     """
     num_heads: int
     dtype: Any = jnp.float32
     rotary: bool = False
     attention_impl: Optional[str] = None
+    dropout_rate: float = 0.0
 
     @nn.compact
-    def __call__(self, x, context=None, mask=None, q_positions=None, kv_positions=None):
+    def __call__(self, x, context=None, mask=None, q_positions=None, kv_positions=None,
+                 deterministic: bool = True):
         hidden = x.shape[-1]
         if hidden % self.num_heads:
             raise ValueError(f"hidden size {hidden} not divisible by {self.num_heads} heads")
+        if self.dropout_rate > 0 and self.attention_impl is not None:
+            raise ValueError(f"attention dropout needs jaxssl's attention (attention_impl ''), "
+                             f"not {self.attention_impl!r}")
 
         def project(name, count, y):
             """y [B, T, D] -> `count` arrays [B, T, heads, D/heads]."""
@@ -135,7 +149,9 @@ class Attention(nn.Module):
         if self.rotary:
             q, k = apply_rotary(q, q_positions), apply_rotary(k, kv_positions)
         if self.attention_impl is None:
-            y = dot_product_attention(q, k, v, mask)
+            dropping = self.dropout_rate > 0 and not deterministic
+            y = dot_product_attention(q, k, v, mask, self.dropout_rate,
+                                      self.make_rng("dropout") if dropping else None)
         else:
             y = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.attention_impl)
         return dense(hidden, ("heads", "kv", "embed"), self.dtype, "out", axis=(-2, -1))(y)

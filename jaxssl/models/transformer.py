@@ -55,6 +55,7 @@ class TransformerBlock(nn.Module):
 
     x [B, T, D] -> [B, T, D] in `dtype`. `encoded` [B, S, D] and `cross_mask`
     [B, 1, T, S] are given exactly when the block has cross-attention.
+    `dropout` drops branch outputs, `attention_dropout` attention weights.
     """
     num_heads: int
     mlp_dim: int
@@ -62,6 +63,7 @@ class TransformerBlock(nn.Module):
     rotary: bool = False
     dtype: Any = jnp.float32
     attention_impl: Optional[str] = None
+    attention_dropout: float = 0.0
 
     @nn.compact
     def __call__(self, x, mask, positions, deterministic: bool, encoded=None, cross_mask=None,
@@ -70,15 +72,16 @@ class TransformerBlock(nn.Module):
             return x + nn.Dropout(self.dropout, name=f"{name}_dropout")(branch, deterministic)
 
         attention = lambda name, rotary: Attention(
-            self.num_heads, self.dtype, rotary, self.attention_impl, name=name)
+            self.num_heads, self.dtype, rotary, self.attention_impl, self.attention_dropout,
+            name=name)
         y = layer_norm(self.dtype, "self_attention_norm")(x)
         x = residual("self_attention", attention("self_attention", self.rotary)(
-            y, None, mask, positions, None))
+            y, None, mask, positions, None, deterministic))
         if encoded is not None:
             y = layer_norm(self.dtype, "cross_attention_norm")(x)
             # Relative (rotary) positions mean nothing across two sequences.
             x = residual("cross_attention", attention("cross_attention", False)(
-                y, encoded, cross_mask, positions, encoded_positions))
+                y, encoded, cross_mask, positions, encoded_positions, deterministic))
         y = layer_norm(self.dtype, "mlp_norm")(x)
         return residual("mlp", MlpBlock(self.mlp_dim, self.dtype, name="mlp")(y))
 
@@ -92,13 +95,15 @@ class TransformerStack(nn.Module):
     rotary: bool = False
     dtype: Any = jnp.float32
     attention_impl: Optional[str] = None
+    attention_dropout: float = 0.0
 
     @nn.compact
     def __call__(self, x, mask, positions, deterministic: bool, encoded=None, cross_mask=None,
                  encoded_positions=None):
         for i in range(self.depth):
             x = TransformerBlock(self.num_heads, self.mlp_dim, self.dropout, self.rotary,
-                                 self.dtype, self.attention_impl, name=f"block{i}")(
+                                 self.dtype, self.attention_impl, self.attention_dropout,
+                                 name=f"block{i}")(
                 x, mask, positions, deterministic, encoded, cross_mask, encoded_positions)
         return layer_norm(self.dtype, "final_norm")(x)
 
@@ -163,6 +168,7 @@ class _Sizes(nn.Module):
     tied_embeddings: bool = True
     dtype: Any = jnp.float32
     attention_impl: Optional[str] = None
+    attention_dropout: float = 0.0
 
     def _embedder(self) -> Embedder:
         return Embedder(self.vocab_size, self.hidden, self.max_length, self.posemb,
@@ -170,7 +176,8 @@ class _Sizes(nn.Module):
 
     def _stack(self, name: str, depth: int) -> TransformerStack:
         return TransformerStack(depth, self.num_heads, self.mlp_dim, self.dropout,
-                                self.posemb == "rotary", self.dtype, self.attention_impl, name=name)
+                                self.posemb == "rotary", self.dtype, self.attention_impl,
+                                self.attention_dropout, name=name)
 
     def _embed(self, embedder, tokens, positions, train: bool):
         return nn.Dropout(self.dropout)(embedder.embed(tokens, positions), deterministic=not train)
