@@ -324,7 +324,8 @@ class Trainer:
         self.final_state = state
         self.mfu_info = {"flops_per_step_per_device": flops, "peak_flops_per_device": peak,
                          "peak_source": peak_source}
-        return results
+        # A periodic evaluation of a run stopped early is in metrics.jsonl, not a final result.
+        return results if step == config.total_steps else {}
 
 
 def load_and_validate(config_spec: str, overrides: dict[str, str], workdir: str

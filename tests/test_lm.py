@@ -233,6 +233,13 @@ def test_dropout_run_resumes_exactly_with_either_key_kind(prng_impl, tmp_path):
     assert len(set(losses(tmp_path / "straight"))) == config.total_steps
 
 
+def test_a_run_stopped_after_a_periodic_evaluation_returns_no_final_result(tmp_path):
+    trainer = Trainer(tiny_config(eval={"every_steps": 2}), str(tmp_path))
+    assert trainer.run(stop_at=2) == {}
+    assert [r["step"] for r in read_metrics(str(tmp_path)) if "eval/loss" in r] == [2]
+    assert Trainer(tiny_config(eval={"every_steps": 2}), str(tmp_path)).run()["loss"] > 0
+
+
 def test_pali_captions_are_space_padded_class_names():
     from jaxssl.methods.pali import caption_table
 
