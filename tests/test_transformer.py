@@ -98,6 +98,26 @@ def test_language_model_attention_dropout_only_in_training():
             params, *args, train=True, rngs={"dropout": jax.random.key(1)})
 
 
+def test_gpt2_init_draws_kernels_at_nanogpts_scales():
+    depth, width = 3, 64
+    model = LanguageModel(**{**SIZES, "hidden": width, "depth": depth, "mlp_dim": 4 * width},
+                          initialization="gpt2")
+    tokens = jnp.zeros((1, LENGTH), jnp.int32)
+    params = nn.unbox(init(model, 0, tokens, tokens, tokens, jnp.ones((1, LENGTH), bool),
+                           train=False))["params"]
+    blocks = [params["stack"][f"block{i}"] for i in range(depth)]
+    std = lambda name, leaf: np.std(np.concatenate(
+        [np.ravel(b[name][leaf]["kernel"]) for b in blocks]))
+    residual = 0.02 / np.sqrt(2 * depth)
+    for (name, leaf), expected in {("self_attention", "qkv"): 0.02, ("mlp", "fc1"): 0.02,
+                                   ("self_attention", "out"): residual,
+                                   ("mlp", "fc2"): residual}.items():
+        assert std(name, leaf) == pytest.approx(expected, rel=0.05), (name, leaf)
+    with pytest.raises(ValueError, match="unknown init 'gpt3'"):
+        init(LanguageModel(**SIZES, initialization="gpt3"), 0, tokens, tokens, tokens,
+             jnp.ones((1, LENGTH), bool), train=False)
+
+
 def rotate_reference(x, positions):
     x = np.asarray(x, np.float64)
     half = x.shape[-1] // 2

@@ -87,6 +87,7 @@ class Method(TokenLossMethod):
             mlp_ratio=4.0,
             dropout=0.0,              # embeddings and each block's branch outputs
             attention_dropout=0.0,    # attention weights (nanoGPT uses `dropout` for both)
+            init="xavier",            # block kernels: xavier | gpt2 (nanoGPT's)
             posemb="learned",         # learned | rotary
             tied_embeddings=True,
             attention_impl="",        # '' = jaxssl's XLA attention; 'xla' / 'cudnn' = jax.nn's
@@ -129,7 +130,7 @@ class Method(TokenLossMethod):
             max_length=2 * length + 2 if self.objective in ("span", "ul2") else length,
             hidden=lm.hidden, depth=lm.depth, num_heads=lm.heads,
             mlp_dim=int(round(lm.hidden * lm.mlp_ratio)), dropout=lm.dropout,
-            attention_dropout=lm.attention_dropout,
+            attention_dropout=lm.attention_dropout, initialization=lm.init,
             posemb=lm.posemb, tied_embeddings=lm.tied_embeddings,
             dtype=base.DTYPES[config.compute_dtype], attention_impl=lm.attention_impl or None)
         if self.architecture == "encoder_decoder":

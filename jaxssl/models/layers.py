@@ -6,7 +6,7 @@ logical axis names ('embed', 'heads', 'kv', 'mlp') for fsdp/tensor sharding.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -16,6 +16,7 @@ LAYER_NORM_EPSILON = 1e-6
 ROTARY_BASE = 10000.0
 
 xavier_uniform = nn.initializers.xavier_uniform()
+Initializer = Callable[..., jax.Array]
 
 
 def layer_norm(dtype: Any, name: str) -> nn.LayerNorm:
@@ -26,17 +27,19 @@ def layer_norm(dtype: Any, name: str) -> nn.LayerNorm:
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), name=name)
 
 
-def dense(features, kernel_axes: tuple, dtype: Any, name: str, axis=-1) -> nn.DenseGeneral:
-    """Xavier-uniform DenseGeneral whose kernel axes are named `kernel_axes`.
+def dense(features, kernel_axes: tuple, dtype: Any, name: str, axis=-1,
+          kernel_init: Initializer = xavier_uniform) -> nn.DenseGeneral:
+    """DenseGeneral (Xavier-uniform kernel unless `kernel_init`, zero bias) whose kernel
+    axes are named `kernel_axes`.
 
     The bias is named after the output axes (the last len(features) names).
-    A multi-axis output (e.g. (3, heads, head_dim)) counts as one fan-out of
-    their product, as a fused PyTorch nn.Linear(D, 3 D) does.
+    For Xavier, a multi-axis output (e.g. (3, heads, head_dim)) counts as one
+    fan-out of their product, as a fused PyTorch nn.Linear(D, 3 D) does.
     """
     num_out = len(features) if isinstance(features, tuple) else 1
     return nn.DenseGeneral(
         features, axis=axis, dtype=dtype, param_dtype=jnp.float32,
-        kernel_init=nn.with_logical_partitioning(xavier_uniform, kernel_axes),
+        kernel_init=nn.with_logical_partitioning(kernel_init, kernel_axes),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, kernel_axes[-num_out:]),
         name=name)
 
@@ -52,15 +55,21 @@ def gelu(x: jax.Array) -> jax.Array:
 
 
 class MlpBlock(nn.Module):
-    """Dense(mlp_dim) -> exact GELU -> Dense(D): [..., D] -> [..., D] in `dtype`."""
+    """Dense(mlp_dim) -> exact GELU -> Dense(D): [..., D] -> [..., D] in `dtype`.
+
+    Kernels: 'fc1' from `kernel_init`, 'fc2' (the residual output) from `out_kernel_init`.
+    """
     mlp_dim: int
     dtype: Any = jnp.float32
+    kernel_init: Initializer = xavier_uniform
+    out_kernel_init: Initializer = xavier_uniform
 
     @nn.compact
     def __call__(self, x):
-        y = dense(self.mlp_dim, ("embed", "mlp"), self.dtype, "fc1")(x)
+        y = dense(self.mlp_dim, ("embed", "mlp"), self.dtype, "fc1", kernel_init=self.kernel_init)(x)
         y = gelu(y)
-        return dense(x.shape[-1], ("mlp", "embed"), self.dtype, "fc2")(y)
+        return dense(x.shape[-1], ("mlp", "embed"), self.dtype, "fc2",
+                     kernel_init=self.out_kernel_init)(y)
 
 
 def apply_rotary(x: jax.Array, positions: jax.Array) -> jax.Array:
@@ -117,13 +126,17 @@ class Attention(nn.Module):
     `attention_impl` None uses `dot_product_attention`; 'xla' or 'cudnn' (a
     fused GPU kernel, bf16/fp16 only) go to `jax.nn.dot_product_attention`,
     which has no attention dropout. `dropout_rate` drops attention weights
-    (rng stream 'dropout') unless `deterministic`.
+    (rng stream 'dropout') unless `deterministic`. Kernels: the q/k/v
+    projections from `kernel_init`, 'out' (the residual output) from
+    `out_kernel_init`.
     """
     num_heads: int
     dtype: Any = jnp.float32
     rotary: bool = False
     attention_impl: Optional[str] = None
     dropout_rate: float = 0.0
+    kernel_init: Initializer = xavier_uniform
+    out_kernel_init: Initializer = xavier_uniform
 
     @nn.compact
     def __call__(self, x, context=None, mask=None, q_positions=None, kv_positions=None,
@@ -138,7 +151,8 @@ class Attention(nn.Module):
         def project(name, count, y):
             """y [B, T, D] -> `count` arrays [B, T, heads, D/heads]."""
             features = (count, self.num_heads, hidden // self.num_heads)
-            stacked = dense(features, ("embed", None, "heads", "kv"), self.dtype, name)(y)
+            stacked = dense(features, ("embed", None, "heads", "kv"), self.dtype, name,
+                            kernel_init=self.kernel_init)(y)
             return [stacked[:, :, i] for i in range(count)]
 
         if context is None:
@@ -154,4 +168,5 @@ class Attention(nn.Module):
                                       self.make_rng("dropout") if dropping else None)
         else:
             y = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.attention_impl)
-        return dense(hidden, ("heads", "kv", "embed"), self.dtype, "out", axis=(-2, -1))(y)
+        return dense(hidden, ("heads", "kv", "embed"), self.dtype, "out", axis=(-2, -1),
+                     kernel_init=self.out_kernel_init)(y)

@@ -24,10 +24,25 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxssl.models.layers import Attention, MlpBlock, layer_norm
+from jaxssl.models.layers import Attention, Initializer, MlpBlock, layer_norm, xavier_uniform
 
 POSEMB_KINDS = ("learned", "rotary")
+INIT_KINDS = ("xavier", "gpt2")
 _embedding_init = nn.initializers.normal(stddev=0.02)
+
+
+def block_initializers(kind: str, depth: int) -> tuple[Initializer, Initializer]:
+    """(kernel init of the q/k/v and first MLP projections, of the two residual outputs).
+
+    'xavier': Xavier-uniform for both (as the ViT). 'gpt2': GPT-2's, which
+    nanoGPT uses: normal(0.02), and normal(0.02 / sqrt(2 depth)) for the
+    attention and MLP outputs that add into the residual stream.
+    """
+    if kind == "xavier":
+        return xavier_uniform, xavier_uniform
+    if kind == "gpt2":
+        return nn.initializers.normal(0.02), nn.initializers.normal(0.02 / (2 * depth) ** 0.5)
+    raise ValueError(f"unknown init {kind!r}; valid: {INIT_KINDS}")
 
 
 def attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array,
@@ -56,6 +71,7 @@ class TransformerBlock(nn.Module):
     x [B, T, D] -> [B, T, D] in `dtype`. `encoded` [B, S, D] and `cross_mask`
     [B, 1, T, S] are given exactly when the block has cross-attention.
     `dropout` drops branch outputs, `attention_dropout` attention weights.
+    Kernel initializers as in `block_initializers`.
     """
     num_heads: int
     mlp_dim: int
@@ -64,6 +80,8 @@ class TransformerBlock(nn.Module):
     dtype: Any = jnp.float32
     attention_impl: Optional[str] = None
     attention_dropout: float = 0.0
+    kernel_init: Initializer = xavier_uniform
+    out_kernel_init: Initializer = xavier_uniform
 
     @nn.compact
     def __call__(self, x, mask, positions, deterministic: bool, encoded=None, cross_mask=None,
@@ -73,7 +91,7 @@ class TransformerBlock(nn.Module):
 
         attention = lambda name, rotary: Attention(
             self.num_heads, self.dtype, rotary, self.attention_impl, self.attention_dropout,
-            name=name)
+            self.kernel_init, self.out_kernel_init, name=name)
         y = layer_norm(self.dtype, "self_attention_norm")(x)
         x = residual("self_attention", attention("self_attention", self.rotary)(
             y, None, mask, positions, None, deterministic))
@@ -83,11 +101,16 @@ class TransformerBlock(nn.Module):
             x = residual("cross_attention", attention("cross_attention", False)(
                 y, encoded, cross_mask, positions, encoded_positions, deterministic))
         y = layer_norm(self.dtype, "mlp_norm")(x)
-        return residual("mlp", MlpBlock(self.mlp_dim, self.dtype, name="mlp")(y))
+        return residual("mlp", MlpBlock(self.mlp_dim, self.dtype, self.kernel_init,
+                                        self.out_kernel_init, name="mlp")(y))
 
 
 class TransformerStack(nn.Module):
-    """`depth` TransformerBlocks and a final LayerNorm: [B, T, D] -> [B, T, D]."""
+    """`depth` TransformerBlocks and a final LayerNorm: [B, T, D] -> [B, T, D].
+
+    `initialization`: 'xavier' or 'gpt2' (`block_initializers`, scaled by this stack's
+    depth).
+    """
     depth: int
     num_heads: int
     mlp_dim: int
@@ -96,14 +119,16 @@ class TransformerStack(nn.Module):
     dtype: Any = jnp.float32
     attention_impl: Optional[str] = None
     attention_dropout: float = 0.0
+    initialization: str = "xavier"  # (a field named `init` would hide Module.init)
 
     @nn.compact
     def __call__(self, x, mask, positions, deterministic: bool, encoded=None, cross_mask=None,
                  encoded_positions=None):
+        kernel_init, out_kernel_init = block_initializers(self.initialization, self.depth)
         for i in range(self.depth):
             x = TransformerBlock(self.num_heads, self.mlp_dim, self.dropout, self.rotary,
                                  self.dtype, self.attention_impl, self.attention_dropout,
-                                 name=f"block{i}")(
+                                 kernel_init, out_kernel_init, name=f"block{i}")(
                 x, mask, positions, deterministic, encoded, cross_mask, encoded_positions)
         return layer_norm(self.dtype, "final_norm")(x)
 
@@ -169,6 +194,7 @@ class _Sizes(nn.Module):
     dtype: Any = jnp.float32
     attention_impl: Optional[str] = None
     attention_dropout: float = 0.0
+    initialization: str = "xavier"
 
     def _embedder(self) -> Embedder:
         return Embedder(self.vocab_size, self.hidden, self.max_length, self.posemb,
@@ -177,7 +203,7 @@ class _Sizes(nn.Module):
     def _stack(self, name: str, depth: int) -> TransformerStack:
         return TransformerStack(depth, self.num_heads, self.mlp_dim, self.dropout,
                                 self.posemb == "rotary", self.dtype, self.attention_impl,
-                                self.attention_dropout, name=name)
+                                self.attention_dropout, self.initialization, name=name)
 
     def _embed(self, embedder, tokens, positions, train: bool):
         return nn.Dropout(self.dropout)(embedder.embed(tokens, positions), deterministic=not train)
