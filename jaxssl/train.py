@@ -288,11 +288,17 @@ class Trainer:
         preemption = Preemption()
         results: dict[str, float] = {}
         last_time, last_step = time.perf_counter(), step
+        in_flight = None  # the previous step's metrics
         try:
             while step < stop_at and not preemption.requested:
                 batch = parallel.host_batch_to_global(next(iterator), self.mesh)
                 state, metrics = train_step(state, batch)
                 step += 1
+                # At most one step in flight: the host loads the next batch while this step
+                # runs, and a SIGTERM (handled only when Python runs) is seen within a step
+                # or two, not a whole logging interval later.
+                jax.block_until_ready(in_flight)
+                in_flight = metrics
                 if step % config.log.every_steps == 0 or step == stop_at:
                     metrics = jax.device_get(metrics)
                     seconds = (time.perf_counter() - last_time) / (step - last_step)
