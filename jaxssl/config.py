@@ -35,8 +35,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.grad_accum_steps = 1
     c.compute_dtype = "float32"  # activations; params, optimizer and loss stay float32
     # Random bits of training (dropout, masks, augmentations): threefry2x32 gives the
-    # same bits whatever the mesh; rbg / unsafe_rbg are faster (XLA's RngBitGenerator)
-    # but their bits depend on the sharding. Initialisation always uses threefry2x32.
+    # same bits whatever the mesh; rbg / unsafe_rbg use XLA's RngBitGenerator (no faster
+    # beyond noise on the CPU, experiments/language/README.md; unmeasured on accelerators)
+    # and their bits depend on the sharding. Initialisation always uses threefry2x32.
     c.prng_impl = "threefry2x32"
 
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
