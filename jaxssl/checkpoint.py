@@ -18,9 +18,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-
-class CheckpointMismatchError(ValueError):
-    """The checkpoint in the workdir does not fit the model being built."""
+from jaxssl.errors import CheckpointError
 
 
 def _path_names(path) -> str:
@@ -73,26 +71,26 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def check_fits(self, step: int, abstract_state: Any, subtrees=("params", "method_state")) -> None:
-        """Raises CheckpointMismatchError naming paths whose shapes differ."""
+        """Raises CheckpointError naming paths whose shapes differ."""
         saved = self.manager.item_metadata(step)["state"]
         for name in subtrees:
             expected = shapes_by_path(getattr(abstract_state, name))
             found = shapes_by_path(saved.get(name, {}) if hasattr(saved, "get") else {})
             mismatch = describe_mismatch(expected, found)
             if mismatch:
-                raise CheckpointMismatchError(
+                raise CheckpointError(
                     f"the checkpoint at {self.directory}/{step} does not fit this model "
                     f"({name}): {mismatch}. Use a new --workdir, or the config it was made with.")
 
     def check_data_fits(self, step: int, iterator_state: bytes, process_index: int,
                         process_count: int) -> None:
-        """Raises CheckpointMismatchError if checkpoint `step` holds the state of another
+        """Raises CheckpointError if checkpoint `step` holds the state of another
         input pipeline (other data, batch size, seed or process count) than the grain
         iterator whose `get_state()` is `iterator_state`."""
         path = os.path.join(self.directory, str(step), "data",
                             f"process_{process_index}-of-{process_count}.json")
         if not os.path.isfile(path):
-            raise CheckpointMismatchError(
+            raise CheckpointError(
                 f"{path} not found: the checkpoint at {self.directory}/{step} was written by "
                 f"another number of processes than {process_count}")
         with open(path) as f:
@@ -100,7 +98,7 @@ class Checkpointer:
         expected = json.loads(iterator_state)
         for key in ("data_source", "sampler"):
             if saved.get(key) != expected[key]:
-                raise CheckpointMismatchError(
+                raise CheckpointError(
                     f"the checkpoint at {self.directory}/{step} holds the input-pipeline state of "
                     f"{key} {saved.get(key)!r}, this run reads {expected[key]!r}. Use a new "
                     f"--workdir, or the config it was made with.")

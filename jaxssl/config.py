@@ -19,11 +19,8 @@ from typing import Any, Iterable, Mapping
 import ml_collections
 
 from jaxssl.data.augment import default_recipe_config
+from jaxssl.errors import ConfigError
 from jaxssl.models import default_model_config
-
-
-class ConfigError(ValueError):
-    """The config is not valid: unknown key, wrong type, bad value."""
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -41,14 +41,15 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxssl.checkpoint import Checkpointer, CheckpointMismatchError, describe_mismatch
+from jaxssl.checkpoint import Checkpointer, describe_mismatch
+from jaxssl.errors import CheckpointError
 
 DESTINATION_ENCODER = "backbone"   # where the fine-tuning model keeps its encoder
 POSITION_EMBEDDING = "pos_embedding"
 STATE_ITEM, CONFIG_ITEM = "state", "config"
 
 
-class HandoffError(CheckpointMismatchError):
+class HandoffError(CheckpointError):
     """The pretraining checkpoint is missing or does not fit the fine-tuning model."""
 
 

@@ -16,10 +16,7 @@ import json
 import os
 import sys
 
-from jaxssl.checkpoint import CheckpointMismatchError
-
-# Errors that mean "the input is wrong", reported as one line, not a traceback.
-INPUT_ERRORS = (ValueError, KeyError, FileNotFoundError, CheckpointMismatchError)
+from jaxssl.errors import InputError
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
@@ -36,6 +33,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
             parser.error(f"unrecognised argument '{item}' (overrides look like --config.a.b=VALUE)")
         overrides[key[len("--config."):]] = value
     return args, overrides
+
+
+def report_input_error(error: InputError, program: str = "jaxssl") -> int:
+    """Prints `error` as one line on stderr; returns its exit status."""
+    print(f"{program}: error: {' '.join(str(error).split())}", file=sys.stderr)
+    return error.exit_status
 
 
 def _format_value(metric: str, value: float) -> str:
@@ -56,15 +59,18 @@ def format_results(results: dict[str, dict[str, float]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return train_and_report(args, overrides)
+    except InputError as error:
+        return report_input_error(error)
+
+
+def train_and_report(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    """Validates everything, trains, prints and saves the final results."""
     import jax  # after argument errors
 
     from jaxssl import config as config_lib, train
-    try:
-        config, trainer = train.load_and_validate(args.config, overrides, args.workdir)
-    except INPUT_ERRORS as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"jaxssl: error: {message}", file=sys.stderr)
-        return 2
+    config, trainer = train.load_and_validate(args.config, overrides, args.workdir)
     print(config_lib.to_json(config))
     results = {"pretrained": trainer.run()}
     if results["pretrained"]:  # empty when preempted before the end

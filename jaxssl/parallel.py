@@ -20,6 +20,8 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxssl.errors import MeshError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
@@ -43,10 +45,6 @@ LOGICAL_RULES: tuple[tuple[str, str | None], ...] = (
 
 # Unannotated arrays smaller than this many elements stay replicated.
 FSDP_MIN_SIZE = 1024
-
-
-class MeshError(ValueError):
-    """The configured mesh does not fit the available devices."""
 
 
 def mesh_shape(mesh_config: Mapping[str, int], num_devices: int) -> tuple[int, int, int]:

@@ -31,6 +31,8 @@ import json
 import os
 import sys
 
+from jaxssl.errors import CheckpointError, InputError
+
 STAGES = ("pretrain", "finetune", "scratch", "evaluate")
 FINETUNED_RUNS = ("finetune", "scratch")
 
@@ -86,7 +88,7 @@ def restore_latest(trainer):
     from jaxssl import parallel
 
     if trainer.resume_step is None:
-        raise FileNotFoundError(f"no checkpoint in {trainer.workdir}/checkpoints to evaluate")
+        raise CheckpointError(f"no checkpoint in {trainer.workdir}/checkpoints to evaluate")
     iterator = iter(trainer.loader)
     abstract = parallel.abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
     return trainer.checkpointer.restore(trainer.resume_step, abstract, iterator)
@@ -155,7 +157,7 @@ def evaluate_stage(workdir: str) -> str:
     runs = {name: evaluate_run(os.path.join(workdir, name)) for name in FINETUNED_RUNS
             if os.path.isdir(os.path.join(workdir, name, "checkpoints"))}
     if not runs:
-        raise FileNotFoundError(f"no fine-tuned run (checkpoints) in {workdir}/finetune or "
+        raise CheckpointError(f"no fine-tuned run (checkpoints) in {workdir}/finetune or "
                                 f"{workdir}/scratch to evaluate")
     pretrain_results = os.path.join(workdir, "pretrain", "results.json")
     pretraining = {}
@@ -171,15 +173,14 @@ def evaluate_stage(workdir: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-    from jaxssl.main import INPUT_ERRORS
+    from jaxssl.main import report_input_error
 
     for stage in args.stages:
         if stage == "evaluate":
             try:
                 print(evaluate_stage(args.workdir))
-            except INPUT_ERRORS as error:
-                print(f"jaxssl: error: {error}", file=sys.stderr)
-                return 2
+            except InputError as error:
+                return report_input_error(error)
         else:
             status = train_stage(stage_argv(args, overrides, stage))
             if status:

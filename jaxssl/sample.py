@@ -27,6 +27,8 @@ import orbax.checkpoint as ocp
 
 from jaxssl import config as config_lib, parallel
 from jaxssl.data import text
+from jaxssl.errors import CheckpointError, ConfigError, InputError
+from jaxssl.main import report_input_error
 from jaxssl.train import Trainer
 
 LogitsFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -66,7 +68,7 @@ def restore_params(trainer: Trainer, step: int | None = None):
     """Parameters of checkpoint `step` (default: the newest) in `trainer.workdir`."""
     step = trainer.checkpointer.latest_step() if step is None else step
     if step is None:
-        raise FileNotFoundError(f"no checkpoint in {trainer.checkpointer.directory}")
+        raise CheckpointError(f"no checkpoint in {trainer.checkpointer.directory}")
     abstract = parallel.abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
     restored = trainer.checkpointer.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract)))
@@ -77,11 +79,11 @@ def load_trainer(workdir: str) -> Trainer:
     """The Trainer of the run in `workdir`, on one device."""
     path = os.path.join(workdir, "config.json")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: is {workdir} a jaxssl workdir?")
+        raise CheckpointError(f"{path} not found: is {workdir} a jaxssl workdir?")
     with open(path) as f:
         config = config_lib.resolve(json.load(f))
     if config.method != "lm":
-        raise ValueError(f"sampling needs a run of method 'lm', {workdir} holds {config.method!r}")
+        raise ConfigError(f"sampling needs a run of method 'lm', {workdir} holds {config.method!r}")
     config.mesh = dict(data=1, fsdp=1, tensor=1)
     return Trainer(config, workdir, devices=jax.devices()[:1])
 
@@ -103,10 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         params = restore_params(trainer, args.step)
         prompt = method.tokenizer.encode(args.prompt) if args.prompt else np.array([text.EOS_ID])
         if not len(prompt):
-            raise ValueError("the prompt encodes to no tokens")
-    except (ValueError, FileNotFoundError, KeyError) as error:
-        print(f"jaxssl.sample: error: {error}", file=sys.stderr)
-        return 2
+            raise ConfigError("the prompt encodes to no tokens")
+    except InputError as error:
+        return report_input_error(error, "jaxssl.sample")
     logits_fn = jax.jit(lambda window, length: method.next_token_logits(params, window, length))
     tokens = generate(logits_fn, prompt, args.max_new_tokens, method.spec.length - 1,
                       args.temperature, args.top_k, jax.random.key(args.seed))

@@ -13,7 +13,7 @@ import optax
 import pytest
 
 from jaxssl import config as config_lib, parallel
-from jaxssl.checkpoint import CheckpointMismatchError
+from jaxssl.errors import CheckpointError
 from jaxssl.data import pipeline
 from jaxssl.logging import read_metrics
 from jaxssl.train import Trainer, TrainState, make_train_step
@@ -83,7 +83,7 @@ def test_exact_resume(simclr_run, tmp_path):
     Trainer(config, workdir).run(stop_at=3)
     assert [r["step"] for r in read_metrics(workdir) if "loss" in r] == [1, 2, 3]
     # Another input pipeline (here the seed of the shuffle) cannot resume this checkpoint.
-    with pytest.raises(CheckpointMismatchError, match="input-pipeline state of data_source"):
+    with pytest.raises(CheckpointError, match="input-pipeline state of data_source"):
         Trainer(config_lib.resolve({**config.to_dict(), "seed": 1}), workdir)
     resumed = Trainer(config, workdir)
     assert resumed.resume_step == 3

@@ -17,8 +17,10 @@ from typing import Iterator, Sequence
 import grain.python as grain
 import numpy as np
 
+from jaxssl.errors import MeshError
 
-class BatchSizeError(ValueError):
+
+class BatchSizeError(MeshError):
     """The global batch size does not divide over processes or devices."""
 
 
