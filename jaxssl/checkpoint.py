@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 import grain.python as grain
@@ -64,11 +65,33 @@ class Checkpointer:
                                "config": ocp.JsonCheckpointHandler()})
         return self._manager
 
-    def latest_step(self) -> int | None:
-        """Newest finished checkpoint, without creating anything in the workdir."""
+    def all_steps(self) -> list[int]:
+        """Finished checkpoint steps, newest first, without creating anything in the workdir.
+
+        A save interrupted before Orbax committed it (kill -9) is not listed:
+        Orbax writes each step into a temporary folder and renames it when done.
+        """
         if not os.path.isdir(self.directory):
-            return None
-        return self.manager.latest_step()
+            return []
+        return sorted(self.manager.all_steps(), reverse=True)
+
+    def set_aside(self, steps: list[int]) -> None:
+        """Moves unreadable checkpoint steps to `workdir/corrupt_checkpoints/<step>`, kept
+        for inspection (never deleted) and out of the way of the steps the run saves next."""
+        if not steps:
+            return
+        self.close()
+        aside = os.path.join(os.path.dirname(self.directory), "corrupt_checkpoints")
+        os.makedirs(aside, exist_ok=True)
+        for step in steps:
+            target = os.path.join(aside, str(step))
+            suffix = 1
+            while os.path.exists(target):
+                target, suffix = os.path.join(aside, f"{step}.{suffix}"), suffix + 1
+            os.rename(os.path.join(self.directory, str(step)), target)
+            print(f"jaxssl: warning: moved unreadable checkpoint step {step} to {target}",
+                  file=sys.stderr, flush=True)
+        self._manager = None  # rescans the remaining steps
 
     def check_fits(self, step: int, abstract_state: Any, subtrees=("params", "method_state")) -> None:
         """Raises CheckpointError naming paths whose shapes differ."""
@@ -114,12 +137,14 @@ class Checkpointer:
             data=grain.PyGrainCheckpointSave(data_iterator),
             config=ocp.args.JsonSave(config.to_dict())), force=True)
 
-    def restore(self, step: int, abstract_state: Any, data_iterator: Any) -> Any:
-        """Restores `state` onto the shardings in `abstract_state` and the iterator in place."""
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data=grain.PyGrainCheckpointRestore(data_iterator)))
-        return restored["state"]
+    def restore(self, step: int, abstract_state: Any, data_iterator: Any = None) -> Any:
+        """Restores `state` onto the shardings in `abstract_state`, and the grain
+        `data_iterator` in place when one is given. Use `Trainer.restore`, which
+        also passes over damaged steps."""
+        items = dict(state=ocp.args.StandardRestore(abstract_state))
+        if data_iterator is not None:
+            items["data"] = grain.PyGrainCheckpointRestore(data_iterator)
+        return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
     def wait(self) -> None:
         if self._manager is not None:
@@ -128,3 +153,9 @@ class Checkpointer:
     def close(self) -> None:
         if self._manager is not None:
             self._manager.close()
+
+
+def describe_failure(step: int, error: Exception) -> str:
+    """'step N is unreadable (ErrorType: first line of the message)'."""
+    message = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    return f"step {step} is unreadable ({type(error).__name__}: {message})"

@@ -14,13 +14,14 @@ import difflib
 import importlib.util
 import json
 import os
+import traceback
 from typing import Any, Iterable, Mapping
 
 import ml_collections
 
-from jaxssl.data.augment import default_recipe_config
-from jaxssl.errors import ConfigError
-from jaxssl.models import default_model_config
+from jaxssl.data.augment import AugmentRecipe, default_recipe_config
+from jaxssl.errors import CheckpointError, ConfigError
+from jaxssl.models import build_backbone, default_model_config
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -36,6 +37,9 @@ def base_config() -> ml_collections.ConfigDict:
     # beyond noise on the CPU, experiments/language/README.md; unmeasured on accelerators)
     # and their bits depend on the sharding. Initialisation always uses threefry2x32.
     c.prng_impl = "threefry2x32"
+    # Stop with DivergedError (exit 3) at the first step whose loss, gradient norm or
+    # parameter norm is not finite, before that state is checkpointed.
+    c.stop_on_nonfinite = True
 
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
     # 'auto': initialise when JAX_COORDINATOR_ADDRESS / JAXSSL_DISTRIBUTED is set.
@@ -137,12 +141,11 @@ def resolve(user_config: Mapping[str, Any]) -> ml_collections.ConfigDict:
     user = _to_dict(user_config)
     config = base_config()
     method = user.get("method", config.method)
-    try:
-        config[method] = method_defaults(method)
-    except KeyError as e:
-        raise ConfigError(str(e.args[0])) from None
+    config[method] = method_defaults(method)
     _merge(config, user, "")
     _check_values(config)
+    from jaxssl import methods
+    methods.get(method).check_config(config)
     return config
 
 
@@ -161,27 +164,67 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
             value = value[part]
         if value not in allowed:
             raise ConfigError(f"config key '{path}' must be one of {allowed}, got {value!r}")
-    for path in ("total_steps", "grad_accum_steps", "data.batch_size"):
+    minimums = {"total_steps": 1, "grad_accum_steps": 1, "data.batch_size": 1,
+                "log.every_steps": 1, "checkpoint.keep": 1, "eval.batch_size": 1,
+                "eval.every_steps": 0, "checkpoint.every_steps": 0, "optim.warmup_steps": 0,
+                "optim.base_lr": 0, "optim.weight_decay": 0, "optim.clip_grad_norm": 0,
+                "data.image_size": 0, "data.num_workers": 0, "data.read_threads": 0,
+                "data.prefetch_batches": 1}
+    for path, minimum in minimums.items():
         section, _, key = path.rpartition(".")
         value = (config[section] if section else config)[key]
-        if value < 1:
-            raise ConfigError(f"config key '{path}' must be >= 1, got {value}")
+        if value < minimum:
+            raise ConfigError(f"config key '{path}' must be >= {minimum}, got {value}")
+    for axis, size in config.mesh.items():
+        if size != -1 and size < 1:
+            raise ConfigError(f"config key 'mesh.{axis}' must be -1 (the remaining devices) or "
+                              f">= 1, got {size}")
+    try:
+        AugmentRecipe.from_config(config.augment)
+        build_backbone(config.model)
+    except ValueError as error:  # the recipe's and the model registry's own range checks
+        raise ConfigError(str(error)) from None
     if config.data.batch_size % config.grad_accum_steps:
         raise ConfigError(f"data.batch_size={config.data.batch_size} is not divisible by "
                           f"grad_accum_steps={config.grad_accum_steps}")
 
 
-def load_config_file(spec: str) -> ml_collections.ConfigDict:
-    """Runs `get_config(arg)` of 'path/to/config.py[:arg]'."""
+def load_config_file(spec: str) -> Mapping[str, Any]:
+    """Runs `get_config(arg)` of 'path/to/config.py[:arg]'.
+
+    A config file that does not run (syntax error, exception in get_config)
+    or returns anything but a ConfigDict or dict raises ConfigError naming
+    the file and line.
+    """
     path, _, arg = spec.partition(":")
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     module_spec = importlib.util.spec_from_file_location("jaxssl_user_config", path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"config file {path} defines no get_config(arg=None)")
-    return module.get_config(arg) if arg else module.get_config()
+    try:
+        module_spec.loader.exec_module(module)
+        get_config = getattr(module, "get_config", None)
+        if not callable(get_config):
+            raise ConfigError(f"config file {path} defines no get_config(arg=None)")
+        config = get_config(arg) if arg else get_config()
+    except ConfigError:
+        raise
+    except Exception as error:  # the user's file: report where it failed, in one line
+        raise ConfigError(f"config file {path} failed{_where(error, path)}: "
+                          f"{type(error).__name__}: {error}") from None
+    if not isinstance(config, (ml_collections.ConfigDict, Mapping)):
+        raise ConfigError(f"get_config() of {path} returned {type(config).__name__}, "
+                          f"not an ml_collections.ConfigDict")
+    return config
+
+
+def _where(error: Exception, path: str) -> str:
+    """' at line N' of `path` where `error` was raised in it ('' if not known)."""
+    if isinstance(error, SyntaxError) and error.lineno:
+        return f" at line {error.lineno}"
+    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+             if os.path.abspath(frame.filename) == os.path.abspath(path)]
+    return f" at line {lines[-1]}" if lines else ""
 
 
 def parse_override(text: str) -> Any:
@@ -224,6 +267,22 @@ def load(spec: str, overrides: Mapping[str, str] | None = None) -> ml_collection
 
 def to_json(config: ml_collections.ConfigDict) -> str:
     return json.dumps(config.to_dict(), indent=2, sort_keys=True)
+
+
+def load_saved(workdir: str) -> ml_collections.ConfigDict:
+    """The resolved config of the run in `workdir` (its config.json).
+
+    Raises CheckpointError if the file is missing or is not JSON, ConfigError
+    if it no longer resolves."""
+    path = os.path.join(workdir, "config.json")
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} not found: is {workdir} a jaxssl workdir?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path} is not valid JSON ({error})") from None
+    return resolve(saved)
 
 
 def save(config: ml_collections.ConfigDict, workdir: str) -> str:

@@ -85,11 +85,10 @@ def find_step_dir(checkpoint: str) -> str:
     if os.path.isdir(os.path.join(path, STATE_ITEM)):
         return path
     workdir = os.path.dirname(path) if os.path.basename(path) == "checkpoints" else path
-    step = None
-    if os.path.isdir(os.path.join(workdir, "checkpoints")):
-        checkpointer = Checkpointer(workdir, every_steps=0, keep=1, async_save=False)
-        step = checkpointer.latest_step()
-        checkpointer.close()
+    checkpointer = Checkpointer(workdir, every_steps=0, keep=1, async_save=False)
+    steps = checkpointer.all_steps()
+    checkpointer.close()
+    step = steps[0] if steps else None
     if step is None:
         raise HandoffError(
             f"init_from.checkpoint={checkpoint}: no checkpoint there (give a pretraining "

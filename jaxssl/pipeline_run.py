@@ -83,17 +83,6 @@ def train_stage(argv: list[str]) -> int:
     return cli.main(argv)
 
 
-def restore_latest(trainer):
-    """The newest checkpointed TrainState of `trainer`'s workdir, on its mesh."""
-    from jaxssl import parallel
-
-    if trainer.resume_step is None:
-        raise CheckpointError(f"no checkpoint in {trainer.workdir}/checkpoints to evaluate")
-    iterator = iter(trainer.loader)
-    abstract = parallel.abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
-    return trainer.checkpointer.restore(trainer.resume_step, abstract, iterator)
-
-
 def evaluate_run(workdir: str) -> dict:
     """Evaluates the newest checkpoint of a fine-tuning workdir; writes its report files.
 
@@ -106,10 +95,9 @@ def evaluate_run(workdir: str) -> dict:
     from jaxssl import config as config_lib, train
     from jaxssl.evaluate.classification import classification_report, save_confusion_png
 
-    with open(os.path.join(workdir, "config.json")) as f:
-        config = config_lib.resolve(json.load(f))
+    config = config_lib.load_saved(workdir)
     trainer = train.Trainer(config, workdir)
-    state = restore_latest(trainer)
+    state = trainer.restore()
     metrics = trainer.evaluate(state)
     variables = {"params": state.params, **state.method_state}
     logits, labels = trainer.method.eval_logits(variables, trainer.eval_source, trainer.mesh,

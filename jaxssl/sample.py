@@ -15,19 +15,16 @@ continuation.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
-from jaxssl import config as config_lib, parallel
+from jaxssl import config as config_lib
 from jaxssl.data import text
-from jaxssl.errors import CheckpointError, ConfigError, InputError
+from jaxssl.errors import ConfigError, InputError
 from jaxssl.main import report_input_error
 from jaxssl.train import Trainer
 
@@ -64,24 +61,9 @@ def generate(logits_fn: LogitsFn, prompt: np.ndarray, max_new_tokens: int, conte
     return np.asarray(tokens, np.int32)
 
 
-def restore_params(trainer: Trainer, step: int | None = None):
-    """Parameters of checkpoint `step` (default: the newest) in `trainer.workdir`."""
-    step = trainer.checkpointer.latest_step() if step is None else step
-    if step is None:
-        raise CheckpointError(f"no checkpoint in {trainer.checkpointer.directory}")
-    abstract = parallel.abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
-    restored = trainer.checkpointer.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract)))
-    return restored["state"].params
-
-
 def load_trainer(workdir: str) -> Trainer:
     """The Trainer of the run in `workdir`, on one device."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path} not found: is {workdir} a jaxssl workdir?")
-    with open(path) as f:
-        config = config_lib.resolve(json.load(f))
+    config = config_lib.load_saved(workdir)
     if config.method != "lm":
         raise ConfigError(f"sampling needs a run of method 'lm', {workdir} holds {config.method!r}")
     config.mesh = dict(data=1, fsdp=1, tensor=1)
@@ -102,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trainer = load_trainer(args.workdir)
         method = trainer.method
-        params = restore_params(trainer, args.step)
+        params = trainer.restore(args.step).params
         prompt = method.tokenizer.encode(args.prompt) if args.prompt else np.array([text.EOS_ID])
         if not len(prompt):
             raise ConfigError("the prompt encodes to no tokens")

@@ -9,13 +9,12 @@ checkpointing on the way. SIGTERM makes it save a checkpoint and return.
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
+import sys
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -23,75 +22,22 @@ import ml_collections
 import optax
 
 from jaxssl import (checkpoint, config as config_lib, flops as flops_lib, host_memory,
-                    logging as log_lib, methods, optim, parallel)
+                    logging as log_lib, methods, parallel)
 from jaxssl.data import pipeline
 from jaxssl.data.sources import get_source
-from jaxssl.evaluate.representation import evaluate_encoder
+from jaxssl.errors import CheckpointError, ConfigError
 from jaxssl.methods.base import split_variables
-
-
-@flax.struct.dataclass
-class TrainState:
-    step: jax.Array          # int32 scalar: optimizer steps taken
-    params: Any
-    opt_state: Any
-    method_state: Any        # non-gradient collections (batch stats, EMA encoders)
-    rng: jax.Array           # base key; step s uses fold_in(rng, s)
-
-
-def _mean_over_microbatches(tree: Any) -> Any:
-    return jax.tree.map(lambda x: jnp.mean(x, axis=0), tree)
-
-
-def make_train_step(method, tx: optax.GradientTransformation, grad_accum_steps: int,
-                    schedule: optax.Schedule):
-    """Returns train_step(state, batch) -> (state, metrics), not yet jitted.
-
-    With `grad_accum_steps` = A > 1 the global batch of B is split into A
-    micro-batches of B/A (example j goes to micro-batch j mod A, so every
-    device holds an equal share of each), gradients and metrics are averaged
-    and the method state is threaded through the micro-batches in order.
-    Contrastive negatives then come from within each micro-batch.
-    """
-    grad_fn = jax.value_and_grad(method.loss_fn, has_aux=True)
-
-    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        rng = jax.random.fold_in(state.rng, state.step)
-        if grad_accum_steps == 1:
-            (_, (metrics, method_state)), grads = grad_fn(
-                state.params, state.method_state, batch, rng, state.step)
-        else:
-            micro = jax.tree.map(
-                lambda x: jnp.swapaxes(
-                    x.reshape((x.shape[0] // grad_accum_steps, grad_accum_steps) + x.shape[1:]),
-                    0, 1), batch)
-
-            def accumulate(method_state, inputs):
-                index, micro_batch = inputs
-                (_, (m, new_state)), g = grad_fn(state.params, method_state, micro_batch,
-                                                 jax.random.fold_in(rng, index), state.step)
-                return new_state, (g, m)
-
-            method_state, (grads, metrics) = jax.lax.scan(
-                accumulate, state.method_state, (jnp.arange(grad_accum_steps), micro))
-            grads, metrics = _mean_over_microbatches(grads), _mean_over_microbatches(metrics)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                                  opt_state=opt_state, method_state=method_state)
-        metrics = {**metrics, "grad_norm": optax.global_norm(grads), "lr": schedule(state.step)}
-        return new_state, metrics
-
-    return train_step
+from jaxssl.train_step import TrainState, check_finite, make_train_step
 
 
 def check_saved_assets(assets: dict[str, str], workdir: str) -> None:
-    """Raises ValueError if a file of `assets` already in `workdir` has other contents."""
+    """Raises CheckpointError if a file of `assets` already in `workdir` has other contents."""
     for name, contents in assets.items():
         path = os.path.join(workdir, name)
         if os.path.isfile(path):
             with open(path) as f:
                 if f.read() != contents:
-                    raise ValueError(f"{path} differs from the one this config builds (was the "
+                    raise CheckpointError(f"{path} differs from the one this config builds (was the "
                                      f"corpus changed?); use a new workdir or restore the file")
 
 
@@ -123,24 +69,20 @@ class Trainer:
     def __init__(self, config: ml_collections.ConfigDict, workdir: str,
                  devices: Sequence[jax.Device] | None = None):
         self.config, self.workdir = config, workdir
+        if os.path.exists(workdir) and not os.path.isdir(workdir):
+            raise ConfigError(f"--workdir {workdir} is a file, not a directory")
         self.mesh = parallel.make_mesh(config.mesh, devices)
         if self.mesh.devices.flat[0].platform == "cpu":
             host_memory.keep_freed_memory()
         self.method = methods.get(config.method)(config)
         data = config.data
-        self.train_source = get_source(data.name, data.train_split, data.data_dir)
-        if hasattr(self.method, "select_train_examples"):
-            self.train_source = self.method.select_train_examples(self.train_source)
+        self.train_source = self.method.select_train_examples(
+            get_source(data.name, data.train_split, data.data_dir))
         self.eval_source = get_source(data.name, data.eval_split, data.data_dir)
         self.local_batch = pipeline.per_process_batch_size(
             data.batch_size, parallel.batch_shards(self.mesh), len(self.train_source),
             jax.process_count())
-        if hasattr(self.method, "optimizer"):
-            self.tx, self.schedule = self.method.optimizer()
-        else:
-            self.schedule = optim.learning_rate_schedule(config.optim, config.total_steps,
-                                                         data.batch_size)
-            self.tx = optim.build_optimizer(config.optim, config.total_steps, data.batch_size)
+        self.tx, self.schedule = self.method.optimizer()
         self._example = pipeline.example_batch(self.train_source, 2)
 
         boxed = jax.eval_shape(self._init_state, jax.random.key(config.seed))
@@ -153,13 +95,31 @@ class Trainer:
                                             jax.process_index(), jax.process_count(),
                                             data.num_workers, data.read_threads,
                                             data.prefetch_batches)
-        self.resume_step = self.checkpointer.latest_step()
-        if self.resume_step is not None:
-            self.checkpointer.check_fits(self.resume_step, self.abstract_state)
-            self.checkpointer.check_data_fits(self.resume_step, iter(self.loader).get_state(),
-                                              jax.process_index(), jax.process_count())
-        self.assets = self.method.assets() if hasattr(self.method, "assets") else {}
+        self.resume_step = self._newest_fitting_step()
+        self.assets = self.method.assets()
         check_saved_assets(self.assets, workdir)
+
+    def _newest_fitting_step(self) -> int | None:
+        """The newest checkpoint step whose metadata reads and fits this run (None if the
+        workdir has no checkpoint). A step that does not fit stops the run
+        (CheckpointError); one whose metadata is unreadable is passed over with a warning
+        (`restore` says so again if it ends up resuming from an older one)."""
+        unreadable = []
+        for step in self.checkpointer.all_steps():
+            try:
+                self.checkpointer.check_fits(step, self.abstract_state)
+                self.checkpointer.check_data_fits(step, iter(self.loader).get_state(),
+                                                  jax.process_index(), jax.process_count())
+            except CheckpointError:
+                raise
+            except Exception as error:  # a truncated or half-written step: try the one before
+                unreadable.append(checkpoint.describe_failure(step, error))
+                continue
+            return step
+        if unreadable:
+            raise CheckpointError(f"no intact checkpoint in {self.checkpointer.directory}: "
+                                  + "; ".join(unreadable))
+        return None
 
     # ----------------------------------------------------------------- state
     def _init_variables(self, rng: jax.Array) -> dict:
@@ -192,16 +152,49 @@ class Trainer:
     def initial_state(self, load_pretrained: bool = True) -> TrainState:
         """Fresh state, created sharded by jit (never whole on one host).
 
-        A method with a `load_pretrained(state, shardings, workdir) -> state` hook
-        (fine-tuning) then swaps in pretrained weights, unless
-        `load_pretrained` is False (e.g. for the from-initialisation baseline).
+        The method's `load_pretrained` hook (fine-tuning) then swaps in
+        pretrained weights, unless `load_pretrained` is False (e.g. for the
+        from-initialisation baseline).
         """
         init = jax.jit(lambda rng: nn.meta.unbox(self._init_state(rng)),
                        out_shardings=self.state_shardings)
         state = init(jax.random.key(self.config.seed))
-        if load_pretrained and hasattr(self.method, "load_pretrained"):
+        if load_pretrained:
             state = self.method.load_pretrained(state, self.state_shardings, self.workdir)
         return state
+
+    def restore(self, step: int | None = None, data_iterator=None) -> TrainState:
+        """The TrainState of checkpoint `step` of the workdir, on this mesh; the one place
+        that restores a checkpoint. `data_iterator` (a grain iterator of `self.loader`),
+        when given, is set to the position saved with it.
+
+        With `step` None: the newest intact step. A newer step that cannot be read
+        (truncated, half-written) is passed over with a warning naming it, and listed
+        in `self.unreadable_steps`; it is never deleted. CheckpointError when no step
+        (or the given one) can be read.
+        """
+        abstract = parallel.abstract_with_shardings(self.abstract_state, self.state_shardings)
+        if step is not None:
+            candidates = [step]
+        elif self.resume_step is None:
+            raise CheckpointError(f"no checkpoint in {self.checkpointer.directory}")
+        else:
+            candidates = self.checkpointer.all_steps()
+        self.unreadable_steps, failures = [], []
+        for candidate in candidates:
+            try:
+                state = self.checkpointer.restore(candidate, abstract, data_iterator)
+            except CheckpointError:
+                raise
+            except Exception as error:  # the files of this step are damaged
+                failures.append(checkpoint.describe_failure(candidate, error))
+                self.unreadable_steps.append(candidate)
+                print(f"jaxssl: warning: checkpoint {failures[-1]}; trying an older one",
+                      file=sys.stderr, flush=True)
+                continue
+            return state
+        raise CheckpointError(f"no intact checkpoint in {self.checkpointer.directory}: "
+                              + "; ".join(failures))
 
     # ------------------------------------------------------------ functions
     def compile_train_step(self):
@@ -227,32 +220,18 @@ class Trainer:
         with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
             return jitted.trace(abstract_state, abstract_batch)
 
-    @functools.cached_property
-    def features_fn(self):
-        return jax.jit(self.method.features, out_shardings=parallel.batch_sharding(self.mesh))
-
     def evaluate(self, state: TrainState) -> dict[str, float]:
-        """The method's own evaluation if it has one, else kNN + linear probe on features.
-
-        A method may also define `write_pictures(variables, images, path)`;
-        process 0 then writes `workdir/pictures/step_<step>.png` for the first
-        `eval.num_pictures` eval images.
-        """
+        """The method's evaluation of `state`; process 0 also has the method draw its
+        pictures of the first `eval.num_pictures` eval images into
+        `workdir/pictures/step_<step>.png` (most methods draw none)."""
         variables = {"params": state.params, **state.method_state}
-        if hasattr(self.method, "evaluate"):
-            results = self.method.evaluate(variables, self.train_source, self.eval_source,
-                                           self.mesh, self.config.eval)
-        else:
-            results = evaluate_encoder(self.features_fn, variables, self.train_source,
-                                       self.eval_source, self.mesh, self.config.eval,
-                                       self.train_source.num_classes)
-        if hasattr(self.method, "write_pictures") and jax.process_index() == 0:
-            images = pipeline.example_batch(self.eval_source, self.config.eval.num_pictures)
-            directory = os.path.join(self.workdir, "pictures")
-            os.makedirs(directory, exist_ok=True)
-            self.method.write_pictures(
-                jax.device_get(variables), images["image"],
-                os.path.join(directory, f"step_{int(jax.device_get(state.step)):07d}.png"))
+        results = self.method.evaluate(variables, self.train_source, self.eval_source,
+                                       self.mesh, self.config.eval)
+        if jax.process_index() == 0:
+            batch = pipeline.example_batch(self.eval_source, self.config.eval.num_pictures)
+            path = os.path.join(self.workdir, "pictures",
+                                f"step_{int(jax.device_get(state.step)):07d}.png")
+            self.method.write_pictures(jax.device_get(variables), batch, path)
         return results
 
     def evaluate_random_init(self) -> dict[str, float]:
@@ -265,18 +244,20 @@ class Trainer:
 
         SIGTERM, or reaching step `stop_at`, saves a checkpoint and returns
         early, as a preempted job would; the schedule still spans total_steps.
+        A non-finite loss, gradient norm or parameter norm raises DivergedError
+        (unless `stop_on_nonfinite` is off) before that state is saved.
         """
         config = self.config
         stop_at = config.total_steps if stop_at is None else min(stop_at, config.total_steps)
+        iterator = iter(self.loader)
+        if self.resume_step is not None:
+            state = self.restore(data_iterator=iterator)
+            self.checkpointer.set_aside(self.unreadable_steps)
+        else:
+            state = self.initial_state()
         if jax.process_index() == 0:
             config_lib.save(config, self.workdir)
             save_assets(self.assets, self.workdir)
-        iterator = iter(self.loader)
-        if self.resume_step is not None:
-            abstract = parallel.abstract_with_shardings(self.abstract_state, self.state_shardings)
-            state = self.checkpointer.restore(self.resume_step, abstract, iterator)
-        else:
-            state = self.initial_state()
         step = int(jax.device_get(state.step))
         traced = self.trace_train_step()
         train_step = traced.lower().compile()
@@ -286,9 +267,10 @@ class Trainer:
         logger = log_lib.MetricsLogger(self.workdir, config.log.tensorboard)
         progress = log_lib.ProgressBar(config.total_steps, step, config.log.progress_bar)
         preemption = Preemption()
+        guard = check_finite if config.stop_on_nonfinite else lambda step, metrics: None
         results: dict[str, float] = {}
         last_time, last_step = time.perf_counter(), step
-        in_flight = None  # the previous step's metrics
+        in_flight = None  # (step, metrics) of the previous step
         try:
             while step < stop_at and not preemption.requested:
                 batch = parallel.host_batch_to_global(next(iterator), self.mesh)
@@ -297,8 +279,10 @@ class Trainer:
                 # At most one step in flight: the host loads the next batch while this step
                 # runs, and a SIGTERM (handled only when Python runs) is seen within a step
                 # or two, not a whole logging interval later.
-                jax.block_until_ready(in_flight)
-                in_flight = metrics
+                if in_flight is not None:
+                    jax.block_until_ready(in_flight[1])
+                    guard(*in_flight)
+                in_flight = (step, metrics)
                 if step % config.log.every_steps == 0 or step == stop_at:
                     metrics = jax.device_get(metrics)
                     seconds = (time.perf_counter() - last_time) / (step - last_step)
@@ -312,10 +296,12 @@ class Trainer:
                                     throughput["examples_per_s"])
                     last_time, last_step = time.perf_counter(), step
                 if config.eval.every_steps and step % config.eval.every_steps == 0:
+                    guard(step, metrics)
                     results = self.evaluate(state)
                     logger.write(step, {f"eval/{k}": v for k, v in results.items()})
                     last_time = time.perf_counter()
                 if self.checkpointer.should_save(step) or step == stop_at or preemption.requested:
+                    guard(step, metrics)  # never save a diverged state
                     self.checkpointer.save(step, state, iterator, config)
             if step == config.total_steps and not (
                     config.eval.every_steps and step % config.eval.every_steps == 0):
@@ -336,7 +322,7 @@ class Trainer:
 
 def load_and_validate(config_spec: str, overrides: dict[str, str], workdir: str
                       ) -> tuple[ml_collections.ConfigDict, Trainer]:
-    """Config -> (resolved config, Trainer); raises ValueError/FileNotFoundError on bad input."""
+    """Config -> (resolved config, Trainer); raises InputError on bad input."""
     config = config_lib.load(config_spec, overrides)
     parallel.maybe_initialize_distributed(config.distributed)
     return config, Trainer(config, workdir)

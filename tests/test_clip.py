@@ -13,6 +13,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from jaxssl import config as config_lib, methods, parallel
 from jaxssl.data import captions, pipeline, text
 from jaxssl.data.sources import get_source
+from jaxssl.errors import ConfigError, DataError
 from jaxssl.evaluate import zero_shot
 from jaxssl.objectives import contrastive
 from jaxssl.train import Trainer
@@ -265,14 +266,15 @@ def test_evaluate_reports_zero_shot_and_retrieval(single):
 
 
 def test_bad_configs_give_clear_errors(tmp_path):
-    with pytest.raises(KeyError, match="unknown method 'clipp' \\(did you mean 'clip'\\?\\)"):
+    with pytest.raises(ConfigError, match="unknown method 'clipp' \\(did you mean 'clip'\\?\\)"):
         methods.get("clipp")
-    with pytest.raises(ValueError, match="needs a ViT image tower"):
-        methods.get("clip")(tiny_config(model={"name": "resnet18"}))
-    with pytest.raises(ValueError, match="needs captions: give clip.class_names"):
-        methods.get("clip")(tiny_config(data={"name": "npz"}))
-    with pytest.raises(ValueError, match="needs 20 tokens with EOS, more than the text length 8"):
-        methods.get("siglip")(tiny_config("siglip", siglip={"text_length": 8}))
-    with pytest.raises(ValueError, match="class_names has 1 names, the data has label 1"):
+    # Config values are checked when the config resolves, before any method is built.
+    with pytest.raises(ConfigError, match="needs a ViT backbone"):
+        tiny_config(model={"name": "resnet18"})
+    with pytest.raises(ConfigError, match="needs captions: give clip.class_names"):
+        tiny_config(data={"name": "npz"})
+    with pytest.raises(ConfigError, match="needs 20 tokens with EOS, more than the text length 8"):
+        tiny_config("siglip", siglip={"text_length": 8})
+    with pytest.raises(DataError, match="class_names has 1 names, the data has label 1"):
         Trainer(tiny_config(clip={"class_names": ("zero",)}), str(tmp_path))
     assert not os.listdir(tmp_path)

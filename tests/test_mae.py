@@ -95,7 +95,7 @@ def test_prediction_mask_and_feature_shapes_with_class_token(method_name, digits
 
 @pytest.mark.parametrize("pool, prefix", [("gap", 0), ("cls", 1)])
 def test_mae_encoder_output_has_only_the_visible_tokens(pool, prefix, digits):
-    method = mae.Method(tiny_config("mae", **{"model.pool": pool}))
+    method = mae.MAE(tiny_config("mae", **{"model.pool": pool}))
     variables = nn.meta.unbox(jax.eval_shape(method.init, jax.random.key(0), digits))
     images = method.model_input(digits["image"])
     keep_idx, _, _ = method.masks(jax.random.key(1), images)
@@ -140,7 +140,7 @@ def test_hidden_pixels_do_not_change_the_prediction(method_name, single_device, 
 # ----------------------------------------------------------------------------
 
 def test_mae_encoder_flops_at_ratio_075_are_a_quarter_of_ratio_0(digits):
-    method = mae.Method(tiny_config("mae"))
+    method = mae.MAE(tiny_config("mae"))
     variables = nn.meta.unbox(jax.eval_shape(method.init, jax.random.key(0), digits))
     images = jax.ShapeDtypeStruct((BATCH, 8, 8, 1), jnp.float32)
     encode = jax.jit(functools.partial(method.model.apply, train=False,
@@ -237,7 +237,7 @@ def test_write_pictures_writes_a_png_grid(method_name, single_device, digits, tm
     run = single_device(method_name)
     method, variables = run["method"], run["variables"]
     path = tmp_path / "grid.png"
-    method.write_pictures(variables, digits["image"], str(path))
+    method.write_pictures(variables, digits, str(path))
     with Image.open(path) as picture:
         assert picture.format == "PNG"
         width, height = picture.size

@@ -243,7 +243,7 @@ def test_vit_drop_path_gets_its_own_key(config_file):
 def test_frozen_patch_projection_gets_no_weight_decay(single):
     """With zero gradients only weight decay moves parameters: every kernel but the frozen
     patch projection's (MoCo v3 reference: requires_grad=False, so AdamW skips it)."""
-    tx, _ = moco.Method(tiny_config(optim={"weight_decay": 0.5})).optimizer()
+    tx, _ = moco.MocoV3(tiny_config(optim={"weight_decay": 0.5})).optimizer()
     params = single.states[0].params
     updates, _ = jax.jit(lambda p: tx.update(jax.tree.map(jnp.zeros_like, p), tx.init(p), p))(
         params)

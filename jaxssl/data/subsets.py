@@ -15,6 +15,15 @@ import zlib
 import numpy as np
 
 
+def check_subset_settings(labels_per_class: int, label_fraction: float) -> None:
+    """ValueError unless at most one is set, labels_per_class >= 0, label_fraction in [0, 1]."""
+    if labels_per_class and label_fraction:
+        raise ValueError("set labels_per_class or label_fraction, not both")
+    if labels_per_class < 0 or not 0.0 <= label_fraction <= 1.0:
+        raise ValueError(f"labels_per_class must be >= 0 and label_fraction in [0, 1], got "
+                         f"{labels_per_class} and {label_fraction}")
+
+
 def source_labels(source) -> np.ndarray:
     """int [N] labels of every record of `source` (its `labels` array if it has one)."""
     labels = getattr(source, "labels", None)
@@ -41,11 +50,7 @@ def class_balanced_indices(labels: np.ndarray, num_classes: int, labels_per_clas
       ValueError: both set, or a value out of range.
     """
     labels = np.asarray(labels).reshape(-1)
-    if labels_per_class and label_fraction:
-        raise ValueError("set labels_per_class or label_fraction, not both")
-    if labels_per_class < 0 or not 0.0 <= label_fraction <= 1.0:
-        raise ValueError(f"labels_per_class must be >= 0 and label_fraction in [0, 1], got "
-                         f"{labels_per_class} and {label_fraction}")
+    check_subset_settings(labels_per_class, label_fraction)
     if not labels_per_class and not label_fraction:
         return np.arange(len(labels), dtype=np.int64)
     chosen = []

@@ -1,22 +1,27 @@
-"""Methods: one file per recipe (model + views + objective), chosen by name."""
+"""Methods: one file per recipe (model + views + objective), chosen by name.
+
+Each registered class subclasses `jaxssl.methods.base.Method` (the contract
+the Trainer calls) and is named after its recipe.
+"""
 
 from __future__ import annotations
 
 import difflib
 import importlib
 
-# name -> 'module' defining `Method`, or 'module:Class' (a class with default_config, init,
-# loss_fn, features).
+from jaxssl.errors import ConfigError
+
+# config.method -> 'module:Class'.
 _REGISTRY = {
-    "simclr": "jaxssl.methods.simclr",
-    "lm": "jaxssl.methods.lm",
-    "pali": "jaxssl.methods.pali",
-    "moco": "jaxssl.methods.moco",
-    "mae": "jaxssl.methods.mae",
-    "simmim": "jaxssl.methods.simmim",
-    "finetune": "jaxssl.methods.finetune",
-    "clip": "jaxssl.methods.clip",
+    "simclr": "jaxssl.methods.simclr:SimCLR",
+    "moco": "jaxssl.methods.moco:MocoV3",
+    "mae": "jaxssl.methods.mae:MAE",
+    "simmim": "jaxssl.methods.simmim:SimMIM",
+    "clip": "jaxssl.methods.clip:CLIP",
     "siglip": "jaxssl.methods.clip:SigLIP",
+    "lm": "jaxssl.methods.lm:LanguageModelling",
+    "pali": "jaxssl.methods.pali:PaLI",
+    "finetune": "jaxssl.methods.finetune:FineTune",
 }
 
 
@@ -25,10 +30,10 @@ def names() -> list[str]:
 
 
 def get(name: str):
-    """The Method class registered under `name`; KeyError naming the valid ones."""
+    """The method class registered under `name`; ConfigError naming the valid ones."""
     if name not in _REGISTRY:
         near = difflib.get_close_matches(name, names(), n=1, cutoff=0.0)
         hint = f" (did you mean '{near[0]}'?)" if near else ""
-        raise KeyError(f"unknown method '{name}'{hint}; valid methods: {', '.join(names())}")
+        raise ConfigError(f"unknown method '{name}'{hint}; valid methods: {', '.join(names())}")
     module, _, class_name = _REGISTRY[name].partition(":")
-    return getattr(importlib.import_module(module), class_name or "Method")
+    return getattr(importlib.import_module(module), class_name)

@@ -1,43 +1,69 @@
-"""What every method shares: the interface and image preprocessing.
+"""The method contract (`Method`) and what every method shares (image preprocessing).
 
-A method wires a model and an objective. The train loop only calls:
+A method wires a model and an objective. Each recipe is one subclass of
+`Method`, named after it (`SimCLR`, `MAE`, ...), registered in
+`jaxssl.methods`. The Trainer calls every hook below unconditionally; a
+hook a recipe does not override does the ordinary thing.
 
-  method.init(rng, batch) -> variables         # {'params': ..., other collections}
-  method.loss_fn(params, state, batch, rng, step) -> (loss, (metrics, new_state))
-  method.features(variables, images) -> [B, D] float32 encoder features (evaluation)
+Required (abstract):
+
+  default_config() -> ConfigDict          # the method's own config section
+  init(rng, batch) -> variables           # {'params': ..., other collections}
+  loss_fn(params, state, batch, rng, step) -> (loss, (metrics, new_state))
+
+Encoder methods also define (the default `evaluate` uses it):
+
+  features(variables, images) -> [B, D] float32 encoder features
+
+Hooks with defaults:
+
+  check_config(config) -> None
+      raises ConfigError for a bad value in the resolved config; called by
+      `config.resolve`, so bad values stop a run before anything is written.
+      Default: nothing more to check.
+  select_train_examples(train_source) -> source
+      the part of the train split the run trains on. Default: all of it.
+  optimizer() -> (optax.GradientTransformation, learning-rate schedule)
+      Default: `jaxssl.optim`'s, from `config.optim`.
+  assets() -> {file name: text}
+      files the run needs besides its checkpoints (e.g. a character
+      vocabulary), written into the workdir when the run starts and compared
+      with the workdir's copies when it resumes. Default: none.
+  load_pretrained(state, shardings, workdir) -> state
+      swaps pretrained weights into the fresh TrainState (fine-tuning), not
+      called when resuming from the workdir's own checkpoint. Default: `state`.
+  evaluate(variables, train_source, eval_source, mesh, eval_config) -> {name: float}
+      Default: kNN and linear-probe top-1 of `features` on the eval split.
+  write_pictures(variables, batch, path) -> None
+      draws a PNG at each evaluation from `batch`, the first eval.num_pictures
+      records of the eval split (e.g. MAE reconstructions of batch['image']
+      uint8 [n, H, W, C]). Default: none.
 
 `state` holds the non-gradient collections (batch statistics, EMA encoders).
 `batch` is a dict of global arrays: 'image' uint8 [B, H, W, C], 'label' int32 [B]
 (or whatever the data source's records hold, e.g. tokens for text methods).
 
-Optional hooks the train loop uses when a method defines them:
-
-  method.evaluate(variables, train_source, eval_source, mesh, eval_config) -> {name: float}
-      replaces the default kNN + linear-probe evaluation (e.g. perplexity);
-  method.write_pictures(variables, images uint8 [n, H, W, C], path) -> None
-      draws a PNG at each evaluation (e.g. MAE reconstructions);
-  method.optimizer() -> (optax.GradientTransformation, learning-rate schedule)
-      replaces jaxssl.optim's (e.g. frozen parameters, layer-wise lr decay);
-  method.load_pretrained(state, shardings, workdir) -> state
-      swaps pretrained weights into the fresh TrainState (fine-tuning), may
-      write a report into workdir; not called when resuming from the
-      workdir's own checkpoint;
-  method.select_train_examples(train_source) -> source
-      the part of the train split the run trains on (low-label fine-tuning);
-  method.assets() -> {file name: text}
-      files the run needs besides its checkpoints (e.g. a character
-      vocabulary built from the corpus): written into the workdir when the
-      run starts, and compared with the workdir's copies when it resumes, so
-      a changed corpus cannot silently renumber the tokens.
+A subclass that defines a name close to a hook's (`write_picture`,
+`optimiser`) or overrides a hook with other parameters is refused when the
+class is created: a misspelt hook must not silently leave the default in place.
 """
 
 from __future__ import annotations
 
+import abc
+import difflib
+import inspect
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import ml_collections
+import optax
 
-from jaxssl import parallel
+from jaxssl import optim, parallel
+from jaxssl.errors import ConfigError
+from jaxssl.evaluate.representation import evaluate_encoder
+from jaxssl.models import VIT_BACKBONE_NAMES
 
 _DROPOUT_SALT = 0x5D0
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -86,3 +112,119 @@ def batch_sharded_loss(plain, sharded, embeddings: tuple, *scalars) -> jax.Array
         return plain(*embeddings, *scalars)
     return sharded(*embeddings, *scalars, mesh, parallel.BATCH_AXES)
 
+
+
+def check_vit_config(config: ml_collections.ConfigDict, mask_ratio: float | None = None) -> None:
+    """ConfigError unless `config.model` is a ViT (and 0 <= mask_ratio < 1 when given)."""
+    if config.model.name not in VIT_BACKBONE_NAMES:
+        raise ConfigError(f"method '{config.method}' needs a ViT backbone (model.name one of "
+                          f"{VIT_BACKBONE_NAMES}), got model.name='{config.model.name}'")
+    if mask_ratio is not None and not 0 <= mask_ratio < 1:
+        raise ConfigError(f"{config.method}.mask_ratio must be in [0, 1), got {mask_ratio}")
+
+
+class Method(abc.ABC):
+    """Base class of every recipe; see the module docstring for the contract."""
+
+    # Hooks the Trainer calls, each with a default below.
+    HOOKS = ("check_config", "select_train_examples", "optimizer", "assets", "load_pretrained",
+             "evaluate", "write_pictures")
+    REQUIRED = ("default_config", "init", "loss_fn")
+    # Called by the default `evaluate` and by fine-tuning; text-only methods have none.
+    ENCODER = ("features",)
+    # Names this similar to a hook's (difflib ratio) are taken for misspellings.
+    _MISSPELLING_RATIO = 0.85
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        contract = cls.HOOKS + cls.REQUIRED + cls.ENCODER
+        for name, value in vars(cls).items():
+            if name.startswith("__"):
+                continue
+            if name in contract:
+                _check_signature(cls, name, value)
+                continue
+            near = difflib.get_close_matches(name.lstrip("_"), contract, n=1,
+                                             cutoff=cls._MISSPELLING_RATIO)
+            if near:
+                raise TypeError(f"{cls.__name__}.{name} looks like a misspelt method hook "
+                                f"'{near[0]}'; rename it (see jaxssl/methods/base.py)")
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+        self._jitted: dict = {}
+
+    # ------------------------------------------------------------ required
+    @staticmethod
+    @abc.abstractmethod
+    def default_config() -> ml_collections.ConfigDict:
+        """The method's own config section, e.g. `config.simclr`."""
+
+    @abc.abstractmethod
+    def init(self, rng: jax.Array, batch: dict) -> dict:
+        """Variables {'params': ..., other collections} for the example `batch`."""
+
+    @abc.abstractmethod
+    def loss_fn(self, params, state, batch, rng, step):
+        """(loss scalar, (metrics {name: scalar}, new state)); see the module docstring."""
+
+    def features(self, variables: dict, images: jax.Array) -> jax.Array:
+        """uint8 images [B, H, W, C] -> encoder features float32 [B, D], evaluation mode."""
+        raise NotImplementedError(f"{type(self).__name__} has no image encoder features; it "
+                                  f"must override `evaluate`")
+
+    # ------------------------------------------------------------- hooks
+    @staticmethod
+    def check_config(config: ml_collections.ConfigDict) -> None:
+        """Raises ConfigError for a bad value of this method in the resolved `config`."""
+        del config
+
+    def select_train_examples(self, train_source):
+        """The records of the train split that training reads: all of them."""
+        return train_source
+
+    def optimizer(self) -> tuple[optax.GradientTransformation, optax.Schedule]:
+        """(The optimizer of `config.optim`, its learning-rate schedule)."""
+        config = self.config
+        schedule = optim.learning_rate_schedule(config.optim, config.total_steps,
+                                                config.data.batch_size)
+        return optim.build_optimizer(config.optim, config.total_steps,
+                                     config.data.batch_size), schedule
+
+    def assets(self) -> dict[str, str]:
+        """Files the run writes into its workdir: none."""
+        return {}
+
+    def load_pretrained(self, state, shardings, workdir):
+        """The fresh state with pretrained weights swapped in: nothing to swap."""
+        del shardings, workdir
+        return state
+
+    def evaluate(self, variables, train_source, eval_source, mesh, eval_config) -> dict[str, float]:
+        """kNN and linear-probe top-1 (fractions) of `features` on the eval split."""
+        return evaluate_encoder(self.jitted("features", mesh), variables, train_source,
+                                eval_source, mesh, eval_config, train_source.num_classes)
+
+    def write_pictures(self, variables, batch: dict, path: str) -> None:
+        """Draws nothing."""
+        del variables, batch, path
+
+    # ------------------------------------------------------------ helpers
+    def jitted(self, name: str, mesh):
+        """`jax.jit` of method `name` (variables, images) -> [B, ...] with outputs split
+        over the batch axes of `mesh`; compiled once per (name, mesh)."""
+        key = (name, mesh)
+        if key not in self._jitted:
+            self._jitted[key] = jax.jit(getattr(self, name),
+                                        out_shardings=parallel.batch_sharding(mesh))
+        return self._jitted[key]
+
+
+def _check_signature(cls: type, name: str, value: Any) -> None:
+    """TypeError if `cls` overrides hook `name` with other parameter names than the base."""
+    function = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
+    expected = inspect.signature(getattr(Method, name)).parameters
+    found = inspect.signature(function).parameters
+    if list(expected) != list(found):
+        raise TypeError(f"{cls.__name__}.{name}{inspect.signature(function)} does not match the "
+                        f"method hook {name}{inspect.signature(getattr(Method, name))}")

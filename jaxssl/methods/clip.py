@@ -49,10 +49,14 @@ import numpy as np
 from jaxssl.data import captions, text
 from jaxssl.evaluate import zero_shot
 from jaxssl.evaluate.representation import gather_split
+from jaxssl.errors import ConfigError, DataError
 from jaxssl.methods import base
-from jaxssl.models import VIT_NAMES, build_backbone
+from jaxssl.models import build_backbone
 from jaxssl.models.transformer import Embedder, TransformerStack, attention_mask
 from jaxssl.objectives import contrastive
+
+
+TOKENIZER = text.ByteTokenizer(num_sentinels=0)
 
 
 class TextEncoder(nn.Module):
@@ -111,7 +115,7 @@ class TwoTower(nn.Module):
         return self.embed_images(images, train), self.embed_texts(tokens, train), self.loss_scalars
 
 
-class Method:
+class CLIP(base.Method):
     """CLIP: two towers and `contrastive.clip_loss` (config section `clip`)."""
 
     name = "clip"
@@ -131,20 +135,27 @@ class Method:
             class_names=(),                       # () = the built-in names of data.name
         ))
 
+    @staticmethod
+    def check_config(config: ml_collections.ConfigDict) -> None:
+        base.check_vit_config(config)
+        if (_class_names(config) is None
+                and not captions.is_caption_dataset(config.data.name)):
+            raise ConfigError(
+                f"method {config.method!r} on data.name={config.data.name!r} needs captions: "
+                f"give {config.method}.class_names (one per label) or a 'tfds_captions:NAME' "
+                f"dataset")
+        try:
+            _prompt_table(config)
+        except ValueError as error:  # a class caption longer than text_length
+            raise ConfigError(f"{config.method}: {error}") from None
+
     def __init__(self, config: ml_collections.ConfigDict):
-        self.config = config
+        super().__init__(config)
         section = config[self.name]
-        if config.model.name not in (*VIT_NAMES, "vit"):
-            raise ValueError(f"method {self.name!r} needs a ViT image tower (model.name='vit...'), "
-                             f"got {config.model.name!r}")
-        self.tokenizer = text.ByteTokenizer(num_sentinels=0)
-        self.class_names = tuple(section.class_names) or captions.CLASS_NAMES.get(config.data.name)
-        if self.class_names is None and not captions.is_caption_dataset(config.data.name):
-            raise ValueError(
-                f"method {self.name!r} on data.name={config.data.name!r} needs captions: give "
-                f"{self.name}.class_names (one per label) or a 'tfds_captions:NAME' dataset")
-        self.prompts = None if self.class_names is None else jnp.asarray(captions.caption_table(
-            self.tokenizer, section.caption_template, self.class_names, section.text_length))
+        self.tokenizer = TOKENIZER
+        self.class_names = _class_names(config)
+        table = _prompt_table(config)
+        self.prompts = None if table is None else jnp.asarray(table)
         dtype = base.DTYPES[config.compute_dtype]
         text_tower = TextEncoder(
             vocab_size=self.tokenizer.vocab_size, max_length=section.text_length,
@@ -160,7 +171,7 @@ class Method:
             tokens = batch["tokens"]
             length = self.config[self.name].text_length
             if tokens.shape[1] > length:
-                raise ValueError(f"captions of {tokens.shape[1]} tokens are longer than "
+                raise DataError(f"captions of {tokens.shape[1]} tokens are longer than "
                                  f"{self.name}.text_length={length}")
         else:
             tokens = self.prompts[batch["label"]]
@@ -168,11 +179,11 @@ class Method:
         return images, tokens
 
     def init(self, rng: jax.Array, batch: dict) -> dict:
-        """Variables for the example `batch` (numpy); ValueError if a label has no class name."""
+        """Variables for the example `batch` (numpy); DataError if a label has no class name."""
         if "tokens" not in batch and self.prompts is not None:
             top = int(np.max(batch["label"]))
             if top >= len(self.class_names):
-                raise ValueError(f"{self.name}.class_names has {len(self.class_names)} names, "
+                raise DataError(f"{self.name}.class_names has {len(self.class_names)} names, "
                                  f"the data has label {top}")
         return self.model.init(rng, *self._inputs(batch), train=False)
 
@@ -221,7 +232,7 @@ class Method:
         return results
 
 
-class SigLIP(Method):
+class SigLIP(CLIP):
     """SigLIP: the same towers and `contrastive.siglip_loss` (config section `siglip`)."""
 
     name = "siglip"
@@ -234,6 +245,20 @@ class SigLIP(Method):
 
     def scalar_metrics(self, scalars) -> dict:
         return {"temperature": jnp.exp(scalars["log_t"]), "bias": scalars["bias"]}
+
+
+def _class_names(config: ml_collections.ConfigDict) -> tuple[str, ...] | None:
+    """The method's class names, or the built-in ones of data.name (None if neither)."""
+    return tuple(config[config.method].class_names) or captions.CLASS_NAMES.get(config.data.name)
+
+
+def _prompt_table(config: ml_collections.ConfigDict) -> np.ndarray | None:
+    """int32 [num_classes, text_length] caption tokens of the class names (None without names);
+    ValueError if one is longer than text_length."""
+    names, section = _class_names(config), config[config.method]
+    if names is None:
+        return None
+    return captions.caption_table(TOKENIZER, section.caption_template, names, section.text_length)
 
 
 def _in_batch_top1(img: jax.Array, txt: jax.Array, tokens: jax.Array) -> jax.Array:

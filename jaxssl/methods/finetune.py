@@ -54,9 +54,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxssl import handoff, optim, parallel
+from jaxssl import handoff, optim
 from jaxssl.checkpoint import shapes_by_path
-from jaxssl.config import ConfigError
+from jaxssl.errors import ConfigError
 from jaxssl.data import augment, subsets
 from jaxssl.data.sources import get_source
 from jaxssl.evaluate.classification import top_k_accuracy
@@ -148,7 +148,7 @@ def with_encoder(variables: Mapping[str, Any], encoder: Mapping[str, Any]) -> di
 
 
 # ------------------------------------------------------------------ method
-class Method:
+class FineTune(base.Method):
     """Fine-tuning on labelled images; see the module docstring."""
 
     @staticmethod
@@ -171,10 +171,13 @@ class Method:
                             max_train_examples=0, max_test_examples=0),
         ))
 
+    @staticmethod
+    def check_config(config: ml_collections.ConfigDict) -> None:
+        _check_settings(config.finetune, config.total_steps)
+
     def __init__(self, config: ml_collections.ConfigDict):
-        self.config = config
+        super().__init__(config)
         self.settings = settings = config.finetune
-        _check_settings(settings, config.total_steps)
         self.recipe = augment.AugmentRecipe.from_config(config.augment)
         dtype = base.DTYPES[config.compute_dtype]
         self.model = Classifier(
@@ -190,8 +193,6 @@ class Method:
             (get_source(forgetting.name, forgetting.train_split, forgetting.data_dir),
              get_source(forgetting.name, forgetting.eval_split, forgetting.data_dir))
             if forgetting.name else None)
-        self._jitted: dict = {}
-        self._subset_taken = False
 
     # -------------------------------------------------------------- state
     def init(self, rng: jax.Array, batch: dict) -> dict:
@@ -201,11 +202,6 @@ class Method:
         shapes alone, so a checkpoint that does not fit stops the run before
         anything is written.
         """
-        settings = self.settings
-        if (settings.labels_per_class or settings.label_fraction) and not self._subset_taken:
-            raise ConfigError(
-                "finetune.labels_per_class / label_fraction need a trainer that calls "
-                "method.select_train_examples(train_source) before method.init")
         size = base.view_size(self.config, batch["image"])
         images = base.prepare_images(batch["image"], size)
         variables = dict(self.model.init(rng, images, train=False))
@@ -215,13 +211,12 @@ class Method:
             variables[PRETRAINED] = encoder_variables(variables)
         return variables
 
-    def select_train_examples(self, source):
+    def select_train_examples(self, train_source):
         """The labelled subset of the train split that fine-tuning uses (all by default)."""
-        self._subset_taken = True
-        return subsets.labelled_subset(source, self.settings.labels_per_class,
+        return subsets.labelled_subset(train_source, self.settings.labels_per_class,
                                        self.settings.label_fraction, self.settings.subset_seed)
 
-    def load_pretrained(self, state, shardings, workdir: str | None = None):
+    def load_pretrained(self, state, shardings, workdir):
         """Swaps the planned pretrained arrays into a fresh state, on its shardings.
 
         Prints the hand-off report (and writes it to workdir/handoff.txt when
@@ -346,16 +341,9 @@ class Method:
         x = base.prepare_images(images, base.view_size(self.config, images))
         return self.model.apply(_model_variables(variables), x, train=False)
 
-    def _jit(self, name: str, mesh):
-        key = (name, mesh)
-        if key not in self._jitted:
-            self._jitted[key] = jax.jit(getattr(self, name),
-                                        out_shardings=parallel.batch_sharding(mesh))
-        return self._jitted[key]
-
     def eval_logits(self, variables, source, mesh, eval_config) -> tuple[np.ndarray, np.ndarray]:
         """(logits float32 [N, C], labels [N]) over the first eval.max_test_examples of `source`."""
-        return extract_features(self._jit("logits", mesh), variables, source, mesh,
+        return extract_features(self.jitted("logits", mesh), variables, source, mesh,
                                 eval_config["batch_size"], eval_config["max_test_examples"])
 
     def evaluate(self, variables, train_source, eval_source, mesh, eval_config) -> dict[str, float]:
@@ -388,7 +376,7 @@ class Method:
         """kNN top-1 in [0, 1] of the encoder's features on the forgetting data set."""
         limits = self.settings.forgetting
         train_source, test_source = self.forgetting_sources
-        features = functools.partial(extract_features, self._jit("features", mesh), variables,
+        features = functools.partial(extract_features, self.jitted("features", mesh), variables,
                                      mesh=mesh, batch_size=eval_config["batch_size"])
         train_x, train_y = features(train_source, limit=limits.max_train_examples)
         test_x, test_y = features(test_source, limit=limits.max_test_examples)
@@ -417,3 +405,7 @@ def _check_settings(settings: ml_collections.ConfigDict, total_steps: int) -> No
                           "unfreeze_every and l2sp do not apply")
     if not 0.0 < settings.layer_decay <= 1.0 or settings.unfreeze_every < 0 or settings.l2sp < 0:
         raise ConfigError("finetune.layer_decay must be in (0, 1], unfreeze_every and l2sp >= 0")
+    try:
+        subsets.check_subset_settings(settings.labels_per_class, settings.label_fraction)
+    except ValueError as error:
+        raise ConfigError(f"finetune: {error}") from None

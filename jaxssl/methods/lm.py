@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxssl.data import text
+from jaxssl.errors import ConfigError
 from jaxssl.evaluate.perplexity import NOISE_SEED, evaluate_with_fixed_noise
 from jaxssl.methods import base
 from jaxssl.models.transformer import EncoderDecoder, LanguageModel
@@ -44,7 +45,7 @@ OBJECTIVES = {
 }
 
 
-class TokenLossMethod:
+class TokenLossMethod(base.Method):
     """The train loss and evaluation of methods that predict tokens ('lm', 'pali').
 
     Subclasses define `denoisers` (the mixture's objectives, may be empty) and
@@ -72,7 +73,7 @@ class TokenLossMethod:
                                          eval_config)
 
 
-class Method(TokenLossMethod):
+class LanguageModelling(TokenLossMethod):
     """A Transformer language model and its objective, from `config.lm`."""
 
     @staticmethod
@@ -98,15 +99,24 @@ class Method(TokenLossMethod):
             per_example_mixture=True,     # ul2: a denoiser per example, else per batch
         ))
 
-    def __init__(self, config: ml_collections.ConfigDict):
-        self.config = config
+    @staticmethod
+    def check_config(config: ml_collections.ConfigDict) -> None:
         lm = config.lm
         if not text.is_text_dataset(config.data.name):
-            raise ValueError(f"method 'lm' needs a text dataset (text:... or tfds_text:...), "
-                             f"got data.name={config.data.name!r}")
+            raise ConfigError(f"method 'lm' needs a text dataset (text:... or tfds_text:...), "
+                              f"got data.name={config.data.name!r}")
         if lm.objective not in OBJECTIVES.get(lm.architecture, ()):
-            raise ValueError(f"lm.architecture={lm.architecture!r} with lm.objective="
-                             f"{lm.objective!r} is not supported; valid: {OBJECTIVES}")
+            raise ConfigError(f"lm.architecture={lm.architecture!r} with lm.objective="
+                              f"{lm.objective!r} is not supported; valid: {OBJECTIVES}")
+        if lm.objective == "ul2":
+            try:
+                mixture.check_rates(language.ul2_rates(*lm.ul2_rates))
+            except (TypeError, ValueError) as error:
+                raise ConfigError(f"lm.ul2_rates: {error}") from None
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        super().__init__(config)
+        lm = config.lm
         self.spec = text.parse_text_dataset(config.data.name)
         self.tokenizer = text.tokenizer_for(config.data.name, config.data.data_dir or None)
         self.architecture, self.objective = lm.architecture, lm.objective
@@ -121,7 +131,7 @@ class Method(TokenLossMethod):
         elif self.objective == "prefix":
             self.denoisers, self.rates = (language.Denoiser("prefix"),), (1.0,)
         if self.objective in ("span", "ul2") and self.tokenizer.num_sentinels == 0:
-            raise ValueError(f"lm.objective={self.objective!r} needs sentinel ids: the text "
+            raise ConfigError(f"lm.objective={self.objective!r} needs sentinel ids: the text "
                              f"dataset sets sentinels=0")
         length = self.spec.length
         sizes = dict(

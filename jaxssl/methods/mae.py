@@ -141,12 +141,9 @@ class MaskedAutoencoder(nn.Module):
 
 
 def build_vit(config: ml_collections.ConfigDict) -> ViT:
-    """The config's ViT in the config's compute dtype; ValueError for any other backbone."""
-    backbone = build_backbone(config.model, dtype=base.DTYPES[config.compute_dtype])
-    if not isinstance(backbone, ViT):
-        raise ValueError(f"method '{config.method}' needs a ViT backbone, got model.name="
-                         f"'{config.model.name}'")
-    return backbone
+    """The config's ViT in the config's compute dtype (`check_vit_config` has passed)."""
+    return build_backbone(config.model, dtype=base.DTYPES[config.compute_dtype])
+
 
 
 def backbone_features(model: nn.Module, images: jax.Array) -> jax.Array:
@@ -154,7 +151,7 @@ def backbone_features(model: nn.Module, images: jax.Array) -> jax.Array:
     return model.backbone(images, train=False)
 
 
-class MaskedImageMethod:
+class MaskedImageMethod(base.Method):
     """A masked-image-modelling recipe: view -> mask -> model -> pixel loss.
 
     Subclasses pass `model` (a module whose encoder ViT is `model.backbone`)
@@ -167,7 +164,8 @@ class MaskedImageMethod:
     pixels_normalised = False
 
     def __init__(self, config: ml_collections.ConfigDict, model: nn.Module, mask_ratio: float):
-        self.config, self.model, self.mask_ratio = config, model, mask_ratio
+        super().__init__(config)
+        self.model, self.mask_ratio = model, mask_ratio
         self.patch = config.model.patch
         self.recipe = augment.AugmentRecipe.from_config(config.augment)
         self.reconstruct = jax.jit(self._reconstruct)
@@ -222,14 +220,15 @@ class MaskedImageMethod:
                                   train=False)
         return model_images, pred, mask
 
-    def write_pictures(self, variables: dict, images: np.ndarray, path: str) -> None:
-        """PNG at `path`: rows original / masked / reconstruction of images uint8 [n, H, W, C]."""
-        model_images, pred, mask = jax.device_get(self.reconstruct(variables, images))
+    def write_pictures(self, variables: dict, batch: dict, path: str) -> None:
+        """PNG at `path`: rows original / masked / reconstruction of batch['image'] uint8
+        [n, H, W, C]."""
+        model_images, pred, mask = jax.device_get(self.reconstruct(variables, batch["image"]))
         pictures.write_reconstruction_grid(path, model_images, pred, mask, self.patch,
                                            self.pixels_normalised)
 
 
-class Method(MaskedImageMethod):
+class MAE(MaskedImageMethod):
     """MAE with the config's ViT as encoder."""
 
     @staticmethod
@@ -238,6 +237,10 @@ class Method(MaskedImageMethod):
         return ml_collections.ConfigDict(dict(
             mask_ratio=0.75, norm_pix=True,
             decoder_hidden=512, decoder_depth=8, decoder_heads=16, decoder_mlp_ratio=4.0))
+
+    @staticmethod
+    def check_config(config: ml_collections.ConfigDict) -> None:
+        base.check_vit_config(config, config.mae.mask_ratio)
 
     def __init__(self, config: ml_collections.ConfigDict):
         mae = config.mae

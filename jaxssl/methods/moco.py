@@ -55,6 +55,7 @@ import ml_collections
 
 from jaxssl import optim
 from jaxssl.data import augment
+from jaxssl.errors import ConfigError
 from jaxssl.methods import base
 from jaxssl.methods.simclr import _positive_top1
 from jaxssl.models import build_backbone
@@ -85,13 +86,13 @@ def view_recipes(augment_config: Any, blur_probs: Sequence[float],
     """The two views' recipes: `augment_config` with per-view blur / solarize probabilities.
 
     Empty `blur_probs` / `solarize_probs` keep the augment config's value for both views.
-    Raises ValueError if one is neither empty nor of length 2.
+    Raises ConfigError if one is neither empty nor of length 2.
     """
     recipe = augment.AugmentRecipe.from_config(augment_config)
     per_view = {"blur_prob": tuple(blur_probs), "solarize_prob": tuple(solarize_probs)}
     for field, probs in per_view.items():
         if len(probs) not in (0, 2):
-            raise ValueError(f"moco per-view {field} needs 0 or 2 values (view 1, view 2), "
+            raise ConfigError(f"moco per-view {field} needs 0 or 2 values (view 1, view 2), "
                              f"got {probs}")
     return tuple(
         dataclasses.replace(recipe, **{field: probs[i] for field, probs in per_view.items() if probs})
@@ -117,7 +118,7 @@ class MoCoV3Model(nn.Module):
         return self.backbone(x, train=False)
 
 
-class Method:
+class MocoV3(base.Method):
     """MoCo v3 on any backbone from `config.model` (ResNet or ViT)."""
 
     @staticmethod
@@ -133,8 +134,16 @@ class Method:
             view_solarize_probs=(0.0, 0.2),   # BYOL; () = augment.solarize_prob for both views
         ))
 
+    @staticmethod
+    def check_config(config: ml_collections.ConfigDict) -> None:
+        moco = config.moco
+        view_recipes(config.augment, moco.view_blur_probs, moco.view_solarize_probs)
+        if moco.temperature <= 0 or not 0 <= moco.momentum <= 1:
+            raise ConfigError(f"moco.temperature must be > 0 and moco.momentum in [0, 1], got "
+                              f"{moco.temperature} and {moco.momentum}")
+
     def __init__(self, config: ml_collections.ConfigDict):
-        self.config = config
+        super().__init__(config)
         moco = config.moco
         self.view_recipes = view_recipes(config.augment, moco.view_blur_probs,
                                          moco.view_solarize_probs)

@@ -35,6 +35,7 @@ import ml_collections
 import numpy as np
 
 from jaxssl.data import captions, text
+from jaxssl.errors import ConfigError
 from jaxssl.evaluate.perplexity import NOISE_SEED
 from jaxssl.methods import base
 from jaxssl.methods.lm import TokenLossMethod
@@ -65,7 +66,7 @@ class ImagePrefixLM(nn.Module):
         return self.decoder(tokens, segment_ids, positions, autoregressive, train, prefix=prefix)
 
 
-class Method(TokenLossMethod):
+class PaLI(TokenLossMethod):
     """PaLI-style prefix-completion + masked-token-completion mixture on captioned images.
 
     Evaluation: caption loss, perplexity and bits per byte over the eval split."""
@@ -86,12 +87,17 @@ class Method(TokenLossMethod):
             num_sentinels=16,
         ))
 
+    @staticmethod
+    def check_config(config: ml_collections.ConfigDict) -> None:
+        base.check_vit_config(config)
+        try:
+            mixture.check_rates(config.pali.objective_rates)
+        except ValueError as error:
+            raise ConfigError(f"pali.objective_rates: {error}") from None
+
     def __init__(self, config: ml_collections.ConfigDict):
-        self.config = config
+        super().__init__(config)
         pali = config.pali
-        if config.model.name not in ("vit", "vit_tiny", "vit_small", "vit_base", "vit_large"):
-            raise ValueError(f"method 'pali' needs a ViT (model.name='vit...'), "
-                             f"got {config.model.name!r}")
         self.tokenizer = text.ByteTokenizer(pali.num_sentinels)
         if captions.is_caption_dataset(config.data.name):
             self.captions = None  # each record brings its caption tokens

@@ -7,6 +7,8 @@ and one column per image. Images come in the model's units, float in
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -76,6 +78,7 @@ def write_image_grid(path: str, rows: np.ndarray, row_labels: tuple[str, ...]) -
     draw = ImageDraw.Draw(picture)
     for r, label in enumerate(row_labels):
         draw.text((_GAP, _GAP + r * (tile_h + _GAP) + tile_h // 2 - 5), label, fill=(0, 0, 0))
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     picture.save(path, format="PNG")
 
 

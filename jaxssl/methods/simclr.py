@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxssl.data import augment
+from jaxssl.errors import ConfigError
 from jaxssl.methods import base
 from jaxssl.models import build_backbone
 from jaxssl.models.heads import MLPHead
@@ -30,7 +31,7 @@ class EncoderWithProjection(nn.Module):
         return features, self.projector(features, train=train)
 
 
-class Method:
+class SimCLR(base.Method):
     """SimCLR on any backbone from `config.model`."""
 
     @staticmethod
@@ -41,8 +42,15 @@ class Method:
             proj_dim=128,
         ))
 
+    @staticmethod
+    def check_config(config: ml_collections.ConfigDict) -> None:
+        simclr = config.simclr
+        if simclr.temperature <= 0 or simclr.proj_dim < 1:
+            raise ConfigError(f"simclr.temperature must be > 0 and simclr.proj_dim >= 1, got "
+                              f"{simclr.temperature} and {simclr.proj_dim}")
+
     def __init__(self, config: ml_collections.ConfigDict):
-        self.config = config
+        super().__init__(config)
         self.recipe = augment.AugmentRecipe.from_config(config.augment)
         dtype = base.DTYPES[config.compute_dtype]
         self.model = EncoderWithProjection(

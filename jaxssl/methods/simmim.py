@@ -53,12 +53,16 @@ class MaskTokenViT(nn.Module):
         return self.pixel_head(tokens[:, num_prefix_tokens(self.backbone):], images.shape[-1])
 
 
-class Method(MaskedImageMethod):
+class SimMIM(MaskedImageMethod):
     """SimMIM with the config's ViT as encoder."""
 
     @staticmethod
     def default_config() -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(dict(mask_ratio=0.6))  # the paper's best ratio
+
+    @staticmethod
+    def check_config(config: ml_collections.ConfigDict) -> None:
+        base.check_vit_config(config, config.simmim.mask_ratio)
 
     def __init__(self, config: ml_collections.ConfigDict):
         model = MaskTokenViT(backbone=build_vit(config), dtype=base.DTYPES[config.compute_dtype])

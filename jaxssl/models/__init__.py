@@ -17,7 +17,8 @@ from jaxssl.models.vit import Encoder, ViT, sincos_posemb_2d, vit_config
 RESNET_DEPTHS = {'resnet18': 18, 'resnet34': 34, 'resnet50': 50}
 VIT_NAMES = {'vit_tiny': 'tiny', 'vit_small': 'small', 'vit_base': 'base', 'vit_large': 'large'}
 VIT_DIM_KEYS = ('hidden', 'depth', 'heads')
-BACKBONE_NAMES = (*RESNET_DEPTHS, *VIT_NAMES, 'vit')
+VIT_BACKBONE_NAMES = (*VIT_NAMES, 'vit')
+BACKBONE_NAMES = (*RESNET_DEPTHS, *VIT_BACKBONE_NAMES)
 
 
 def default_model_config() -> ml_collections.ConfigDict:
@@ -65,7 +66,7 @@ def build_backbone(config: Mapping[str, Any], dtype: Any = jnp.float32) -> nn.Mo
     if name in RESNET_DEPTHS:
         return resnet(RESNET_DEPTHS[name], num_filters=config['width'],
                       cifar_stem=config['cifar_stem'], dtype=dtype)
-    if name in VIT_NAMES or name == 'vit':
+    if name in VIT_BACKBONE_NAMES:
         return ViT(
             patch=config['patch'], posemb=config['posemb'], pool=config['pool'],
             drop_path=config['drop_path'], scan_blocks=config['scan_blocks'],
@@ -75,6 +76,6 @@ def build_backbone(config: Mapping[str, Any], dtype: Any = jnp.float32) -> nn.Mo
 
 
 __all__ = [
-    'BACKBONE_NAMES', 'Encoder', 'LinearHead', 'MLPHead', 'ResNet', 'ViT',
+    'BACKBONE_NAMES', 'VIT_BACKBONE_NAMES', 'Encoder', 'LinearHead', 'MLPHead', 'ResNet', 'ViT',
     'build_backbone', 'default_model_config', 'resnet', 'sincos_posemb_2d', 'vit_config',
 ]
