@@ -101,7 +101,7 @@ def method_defaults(method: str) -> ml_collections.ConfigDict:
 
 
 def _nearest(key: str, candidates: Iterable[str], prefix: str) -> str:
-    match = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.0)
+    match = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.5)
     return f" (did you mean '{prefix}{match[0]}'?)" if match else ""
 
 
@@ -142,9 +142,12 @@ def resolve(user_config: Mapping[str, Any]) -> ml_collections.ConfigDict:
     config = base_config()
     method = user.get("method", config.method)
     config[method] = method_defaults(method)
+    from jaxssl import methods
+    for other in set(user) & set(methods.names()) - {method}:
+        raise ConfigError(f"config section '{other}' is for method '{other}', not '{method}' "
+                          f"(set method='{other}', or remove the section)")
     _merge(config, user, "")
     _check_values(config)
-    from jaxssl import methods
     methods.get(method).check_config(config)
     return config
 

@@ -1,0 +1,236 @@
+"""Bad input, tried from the command lines as a new user would: each kind ends with one
+line `<program>: error: ...` naming the problem on stderr, exit status 2, and the workdir
+exactly as it was (every file's bytes). A genuine bug keeps its traceback."""
+
+import hashlib
+import os
+import textwrap
+
+import pytest
+
+from conftest import SIMCLR_RUN_OVERRIDES
+from jaxssl import main as cli, pipeline_run, sample
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_CONFIG = os.path.join(REPO, "tests", "configs", "tiny_simclr.py")
+TINY_FINETUNE = os.path.join(REPO, "tests", "configs", "tiny_finetune.py")
+
+
+def snapshot(directory) -> dict[str, str]:
+    """{relative path: sha1} of every file under `directory` ({} if it does not exist)."""
+    files = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, directory)] = hashlib.sha1(f.read()).hexdigest()
+    return files
+
+
+def write_config(directory, body: str) -> str:
+    """A config file holding `body` (dedented); returns its path."""
+    path = os.path.join(directory, "user_config.py")
+    with open(path, "w") as f:
+        f.write(textwrap.dedent(body))
+    return path
+
+
+# Config files a user may get wrong: (file body, what the message must say).
+BAD_CONFIG_FILES = {
+    "syntax error": ("def get_config(:\n    pass\n", "failed at line 1: SyntaxError"),
+    "not a ConfigDict": ("def get_config():\n    return 3\n",
+                         "returned int, not an ml_collections.ConfigDict"),
+    "no get_config": ("CONFIG = {}\n", "defines no get_config(arg=None)"),
+    "exception in get_config": ("def get_config():\n    return {'method': undefined_name}\n",
+                                "failed at line 2: NameError"),
+}
+
+# Command-line overrides of tests/configs/tiny_simclr.py that must be refused.
+BAD_OVERRIDES = {
+    "unknown key": (["--config.optim.base_lrr=0.1"],
+                    "unknown config key 'optim.base_lrr' (did you mean 'optim.base_lr'?)"),
+    "unknown method": (["--config.method=simclrr"], "unknown method 'simclrr'"),
+    "unknown dataset": (["--config.data.name=cifar11"], "unknown dataset 'cifar11'"),
+    "dataset files missing": (["--config.data.name=mnist", "--config.data.data_dir={empty}"],
+                              "missing {empty}"),
+    "wrong type": (["--config.total_steps=many"], "config key 'total_steps' expects int"),
+    "value for a section": (["--config.optim=3"], "config key 'optim' is a section"),
+    "bad choice": (["--config.optim.name=adam"], "config key 'optim.name' must be one of"),
+    "zero steps": (["--config.total_steps=0"], "config key 'total_steps' must be >= 1"),
+    "negative learning rate": (["--config.optim.base_lr=-1.0"],
+                               "config key 'optim.base_lr' must be >= 0"),
+    "accumulation does not divide": (["--config.grad_accum_steps=3"],
+                                     "data.batch_size=16 is not divisible by grad_accum_steps=3"),
+    "batch does not divide over the mesh": (["--config.data.batch_size=12"],
+                                            "is not divisible by the 8 batch shards"),
+    "mesh larger than the devices": (["--config.mesh.data=3"], "needs 24 devices, 8 are available"),
+    "mesh axis of size 0": (["--config.mesh.tensor=0"], "config key 'mesh.tensor' must be -1"),
+    "augmentation out of range": (["--config.augment.flip_prob=2.0"],
+                                  "augment flip_prob must be in [0, 1]"),
+    "unknown model": (["--config.model.name=resnet19"], "Unknown backbone name 'resnet19'"),
+    "section of another method": (["--config.method=mae"],
+                                  "config section 'simclr' is for method 'simclr', not 'mae'"),
+    "checkpoint of another model": (["--config.model.name=resnet18", "--config.model.width=8"],
+                                    "does not fit this model"),
+    "checkpoint of another input pipeline": (["--config.data.batch_size=32"],
+                                             "holds the input-pipeline state"),
+}
+
+
+# Configs of other methods (written as config files) with one bad value each.
+VIT = {"name": "vit", "hidden": 32, "depth": 1, "heads": 4, "patch": 2}
+BAD_METHOD_CONFIGS = {
+    "method needs a ViT": ({"method": "mae", "model": {"name": "resnet18"}},
+                           "method 'mae' needs a ViT backbone"),
+    "mask ratio that hides everything": ({"method": "mae", "model": VIT, "mae": {"mask_ratio": 1.0}},
+                                         "mae.mask_ratio must be in [0, 1)"),
+    "text method on images": ({"method": "lm"}, "method 'lm' needs a text dataset"),
+    "fine-tuning without classes": ({"method": "finetune"}, "'finetune.num_classes' must be set"),
+    "fine-tuning from nowhere": ({"method": "finetune", "finetune": {
+        "num_classes": 10, "init_from": {"checkpoint": "{empty}"}}}, "no checkpoint there"),
+    "linear probe with layer decay": ({"method": "finetune", "finetune": {
+        "num_classes": 10, "mode": "linear_probe", "layer_decay": 0.5}},
+        "finetune.mode='linear_probe' freezes the encoder"),
+    "contrastive temperature zero": ({"method": "simclr", "simclr": {"temperature": 0.0}},
+                                     "simclr.temperature must be > 0"),
+    "MoCo views of three": ({"method": "moco", "moco": {"view_blur_probs": (1.0, 0.1, 0.5)}},
+                            "moco per-view blur_prob needs 0 or 2 values"),
+    "CLIP without captions": ({"method": "clip", "model": VIT, "data": {"name": "npz",
+                                                                     "data_dir": "{empty}"}},
+                              "method 'clip' on data.name='npz' needs captions"),
+}
+
+
+@pytest.fixture
+def trained(simclr_run):
+    """The finished tiny SimCLR workdir of conftest.py, which bad input must leave alone."""
+    before = snapshot(simclr_run.workdir)
+    yield simclr_run.workdir
+    assert snapshot(simclr_run.workdir) == before
+
+
+def one_error_line(capsys, program: str = "jaxssl") -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"{program}: error: "), err
+    return err[0]
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_OVERRIDES))
+def test_bad_override(kind, trained, tmp_path, capsys):
+    """The trained run's own command line with one bad override."""
+    overrides, message = BAD_OVERRIDES[kind]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = [f"--config.{k}={v}" for k, v in SIMCLR_RUN_OVERRIDES.items()]
+    argv += [o.format(empty=empty) for o in overrides]
+    assert cli.main([f"--config={TINY_CONFIG}", f"--workdir={trained}", *argv]) == 2
+    assert message.format(empty=empty) in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_METHOD_CONFIGS))
+def test_bad_method_config(kind, trained, tmp_path, capsys):
+    config, message = BAD_METHOD_CONFIGS[kind]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    path = write_config(tmp_path, f"def get_config():\n    return {config!r}\n".replace(
+        "{empty}", str(empty)))
+    assert cli.main([f"--config={path}", f"--workdir={trained}"]) == 2
+    assert message in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_CONFIG_FILES))
+def test_bad_config_file(kind, trained, tmp_path, capsys):
+    body, message = BAD_CONFIG_FILES[kind]
+    path = write_config(tmp_path, body)
+    assert cli.main([f"--config={path}", f"--workdir={trained}"]) == 2
+    line = one_error_line(capsys)
+    assert message in line and path in line
+
+
+def test_missing_config_file(trained, tmp_path, capsys):
+    assert cli.main([f"--config={tmp_path}/nope.py", f"--workdir={trained}"]) == 2
+    assert f"config file not found: {tmp_path}/nope.py" in one_error_line(capsys)
+
+
+def test_workdir_that_is_a_file(tmp_path, capsys):
+    path = tmp_path / "notes.txt"
+    path.write_text("mine")
+    assert cli.main([f"--config={TINY_CONFIG}", f"--workdir={path}"]) == 2
+    assert f"--workdir {path} is a file, not a directory" in one_error_line(capsys)
+    assert path.read_text() == "mine"
+
+
+def test_workdir_without_an_intact_checkpoint(simclr_run, tmp_path, capsys):
+    """Every step's arrays damaged: stop naming them, move nothing."""
+    workdir = tmp_path / "run"
+    os.makedirs(workdir)
+    os.system(f"cp -r {simclr_run.workdir}/checkpoints {simclr_run.workdir}/config.json "
+              f"{workdir}/")
+    for root, _, names in os.walk(workdir / "checkpoints"):
+        for name in names:
+            if os.sep + "d" in root:  # the array data files
+                with open(os.path.join(root, name), "r+b") as f:
+                    f.truncate(os.path.getsize(os.path.join(root, name)) // 2)
+    before = snapshot(workdir)
+    overrides = [f"--config.{k}={v}" for k, v in (
+        ("total_steps", 6), ("augment.blur_prob", 0.0), ("optim.warmup_steps", 2),
+        ("mesh.data", 1), ("mesh.fsdp", 8), ("model.posemb", "learned"))]
+    assert cli.main([f"--config={TINY_CONFIG}", f"--workdir={workdir}", *overrides]) == 2
+    line = one_error_line(capsys)
+    assert "no intact checkpoint" in line and "step 6 is unreadable" in line
+    assert snapshot(workdir) == before
+
+
+def test_sample_from_a_workdir_of_another_method(trained, capsys):
+    assert sample.main([f"--workdir={trained}"]) == 2
+    assert "sampling needs a run of method 'lm'" in one_error_line(capsys, "jaxssl.sample")
+
+
+def test_sample_from_a_corrupt_config_json(tmp_path, capsys):
+    (tmp_path / "config.json").write_text("{ not json")
+    before = snapshot(tmp_path)
+    assert sample.main([f"--workdir={tmp_path}"]) == 2
+    assert "config.json is not valid JSON" in one_error_line(capsys, "jaxssl.sample")
+    assert snapshot(tmp_path) == before
+
+
+def test_sample_from_an_empty_directory(tmp_path, capsys):
+    assert sample.main([f"--workdir={tmp_path}"]) == 2
+    assert "config.json not found" in one_error_line(capsys, "jaxssl.sample")
+    assert os.listdir(tmp_path) == []
+
+
+def test_pipeline_evaluation_without_runs(tmp_path, capsys):
+    assert pipeline_run.main([f"--pretrain_config={TINY_CONFIG}",
+                              f"--finetune_config={TINY_FINETUNE}", f"--workdir={tmp_path}",
+                              "--stages=evaluate"]) == 2
+    assert "no fine-tuned run (checkpoints)" in one_error_line(capsys)
+    assert os.listdir(tmp_path) == []
+
+
+def test_pipeline_stage_with_a_bad_override(tmp_path, capsys):
+    assert pipeline_run.main([f"--pretrain_config={TINY_CONFIG}",
+                              f"--finetune_config={TINY_FINETUNE}", f"--workdir={tmp_path}",
+                              "--pretrain.optim.name=adam"]) == 2
+    assert "config key 'optim.name' must be one of" in one_error_line(capsys)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_genuine_bug_keeps_its_traceback(tmp_path, monkeypatch):
+    """A KeyError inside model code is not bad input: it propagates, it is not one line."""
+    from jaxssl.methods import simclr
+
+    def broken_init(self, rng, batch):
+        return {}["backbone"]
+
+    monkeypatch.setattr(simclr.SimCLR, "init", broken_init)
+    with pytest.raises(KeyError, match="backbone"):
+        cli.main([f"--config={TINY_CONFIG}", f"--workdir={tmp_path / 'run'}"])
+
+
+def test_at_least_25_kinds_of_bad_input_are_covered():
+    others = [name for name in globals() if name.startswith("test_") and name not in (
+        "test_bad_override", "test_bad_method_config", "test_bad_config_file", "test_a_genuine_bug_keeps_its_traceback",
+        "test_at_least_25_kinds_of_bad_input_are_covered")]
+    kinds = len(BAD_OVERRIDES) + len(BAD_METHOD_CONFIGS) + len(BAD_CONFIG_FILES) + len(others)
+    assert kinds >= 25

@@ -1,0 +1,101 @@
+"""The method contract (jaxssl/methods/base.py): every recipe subclasses `Method`, hooks
+have defaults that the Trainer calls unconditionally, misspelt hooks are refused, and
+each method's `check_config` runs when a config resolves."""
+
+import inspect
+import os
+
+import pytest
+
+from jaxssl import config as config_lib, methods
+from jaxssl.errors import ConfigError
+from jaxssl.methods import base
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_every_registered_method_subclasses_the_contract_and_is_named_after_its_recipe():
+    classes = {name: methods.get(name) for name in methods.names()}
+    assert {name: cls.__name__ for name, cls in classes.items()} == {
+        "clip": "CLIP", "finetune": "FineTune", "lm": "LanguageModelling", "mae": "MAE",
+        "moco": "MocoV3", "pali": "PaLI", "siglip": "SigLIP", "simclr": "SimCLR",
+        "simmim": "SimMIM"}
+    for cls in classes.values():
+        assert issubclass(cls, base.Method)
+        assert not inspect.isabstract(cls), cls
+
+
+@pytest.mark.parametrize("name", ["write_picture", "evalute", "optimiser", "load_pretrain",
+                                  "_select_train_example", "asset"])
+def test_a_misspelt_hook_is_refused_when_the_class_is_made(name):
+    with pytest.raises(TypeError, match=f"looks like a misspelt method hook"):
+        type("Recipe", (base.Method,), {name: lambda self, *args: None})
+
+
+def test_a_hook_with_other_parameters_is_refused():
+    with pytest.raises(TypeError, match=r"does not match the method hook evaluate"):
+        class Recipe(base.Method):  # noqa: F841
+            def evaluate(self, variables, eval_source, mesh):
+                return {}
+
+
+def test_a_method_missing_a_required_part_cannot_be_built(tiny_simclr_config):
+    class NoLoss(base.Method):
+        @staticmethod
+        def default_config():
+            return {}
+
+        def init(self, rng, batch):
+            return {}
+
+    with pytest.raises(TypeError, match="abstract method.*loss_fn"):
+        NoLoss(tiny_simclr_config)
+
+
+def test_default_hooks_do_the_ordinary_thing(tiny_simclr_config):
+    method = methods.get("simclr")(tiny_simclr_config)
+    source = object()
+    assert method.select_train_examples(source) is source
+    assert method.assets() == {}
+    state = object()
+    assert method.load_pretrained(state, None, "/nonexistent") is state
+    assert method.write_pictures({}, {}, "/nonexistent/picture.png") is None
+    tx, schedule = method.optimizer()
+    peak = tiny_simclr_config.optim.base_lr * tiny_simclr_config.data.batch_size / 256
+    total = tiny_simclr_config.total_steps
+    assert float(schedule(tiny_simclr_config.optim.warmup_steps)) == pytest.approx(peak)
+    assert float(schedule(total)) == pytest.approx(peak * tiny_simclr_config.optim.end_lr_ratio)
+    assert hasattr(tx, "update")
+
+
+def test_the_trainer_probes_no_hook():
+    with open(os.path.join(REPO, "jaxssl", "train.py")) as f:
+        assert "hasattr" not in f.read()
+
+
+@pytest.mark.parametrize("method, overrides, message", [
+    ("simclr", {"simclr": {"temperature": 0.0}}, "simclr.temperature must be > 0"),
+    ("moco", {"moco": {"view_blur_probs": (1.0,)}}, "moco per-view blur_prob needs 0 or 2"),
+    ("mae", {"model": {"name": "resnet18"}}, "method 'mae' needs a ViT backbone"),
+    ("mae", {"model": {"name": "vit_tiny"}, "mae": {"mask_ratio": 1.0}},
+     "mae.mask_ratio must be in [0, 1)"),
+    ("simmim", {"model": {"name": "vit_tiny"}, "simmim": {"mask_ratio": -0.1}},
+     "simmim.mask_ratio must be in [0, 1)"),
+    ("finetune", {}, "'finetune.num_classes' must be set"),
+    ("finetune", {"finetune": {"num_classes": 10, "labels_per_class": 5, "label_fraction": 0.5}},
+     "set labels_per_class or label_fraction, not both"),
+    ("lm", {}, "method 'lm' needs a text dataset"),
+    ("pali", {"model": {"name": "vit_tiny"}, "pali": {"objective_rates": (0.7, 0.7)}},
+     "pali.objective_rates"),
+    ("clip", {"model": {"name": "vit_tiny"}, "data": {"name": "npz"}},
+     "method 'clip' on data.name='npz' needs captions"),
+])
+def test_each_method_checks_its_own_section_when_the_config_resolves(method, overrides, message):
+    with pytest.raises(ConfigError) as info:
+        config_lib.resolve({"method": method, **overrides})
+    assert message in str(info.value)
+
+
+@pytest.fixture
+def tiny_simclr_config():
+    return config_lib.load(os.path.join(REPO, "tests", "configs", "tiny_simclr.py"))
