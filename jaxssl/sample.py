@@ -26,7 +26,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxssl import config as config_lib, parallel
-from jaxssl.data import text
+from jaxssl.data import tokenizers
 from jaxssl.errors import CheckpointError, ConfigError, InputError
 from jaxssl.main import report_input_error
 from jaxssl.train import Trainer
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer = load_trainer(args.workdir)
         method = trainer.method
         params = restore_params(trainer, args.step)
-        prompt = method.tokenizer.encode(args.prompt) if args.prompt else np.array([text.EOS_ID])
+        prompt = method.tokenizer.encode(args.prompt) if args.prompt else np.array([tokenizers.EOS_ID])
         if not len(prompt):
             raise ConfigError("the prompt encodes to no tokens")
     except InputError as error:
