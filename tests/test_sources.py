@@ -217,14 +217,23 @@ def test_corrupt_gzipped_idx_is_one_data_error_naming_the_file(tmp_path, damage)
         get_source("mnist", "train", tmp_path)
 
 
-@pytest.mark.parametrize("damage", ["zeroed", "truncated"])
+@pytest.mark.parametrize("damage", ["zeroed", "truncated", "16x16"])
 def test_a_jpeg_record_that_does_not_decode_names_the_file_and_the_index(tmp_path, damage):
     images = np.random.default_rng(8).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     path = tmp_path / "train.npz"
+    if damage == "16x16":  # decodes, but not to the size of the others
+        other = tmp_path / "other.npz"
+        offsets = write_cifar10_jpeg(other, images[:, :16, :16], np.arange(4))
+        with np.load(other) as small:
+            record_2 = small["jpeg"][offsets[2]:offsets[3]]
     offsets = write_cifar10_jpeg(path, images, np.arange(4))
     with np.load(path) as data:
         jpeg = data["jpeg"].copy()
-    if damage == "zeroed":
+    if damage == "16x16":
+        jpeg = np.concatenate([jpeg[:offsets[2]], record_2, jpeg[offsets[3]:]])
+        offsets = np.concatenate([offsets[:3], offsets[3:] - (offsets[3] - offsets[2])
+                                  + len(record_2)])
+    elif damage == "zeroed":
         jpeg[offsets[2]:offsets[3]] = 0  # record 2's bytes, header included, become zeros
     else:  # record 2 keeps its header and loses the second half of its data
         cut = (offsets[2] + offsets[3]) // 2
@@ -298,6 +307,38 @@ def test_tfds_source_reads_a_locally_prepared_array_record_dataset(tmp_path):
         np.testing.assert_array_equal(labels, _TINY_LABELS[list(indices)])
     with pytest.raises(DataError, match="'tiny_grey_images'.*split 'validation'.*'test', 'train'"):
         get_source("tfds:tiny_grey_images", "validation", data_dir=tmp_path)
+
+
+class _UnreadableRecord:
+    """Stands in for a TFDS data source whose record 3 does not decode."""
+
+    def __init__(self, records):
+        self.records = records
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, index):
+        if index == 3:
+            raise OSError("broken data stream when reading image file")
+        return self.records[index]
+
+
+def test_a_tfds_record_that_does_not_decode_is_a_data_error_through_grain(tmp_path):
+    """TFDS records are read lazily, in grain's reader threads: the error must still
+    reach the training loop as one DataError naming the dataset, split and record."""
+    tfds.disable_progress_bar()
+    TinyGreyImages(data_dir=tmp_path, file_format="array_record").download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    source = get_source("tfds:tiny_grey_images", "train", data_dir=tmp_path)
+    source._records = _UnreadableRecord(source._records)
+    expected = "'tiny_grey_images', split='train'.*record 3 does not read or decode.*broken"
+    with pytest.raises(DataError, match=expected):
+        source[3]
+    loader = pipeline.train_loader(source, local_batch_size=14, seed=0, process_index=0,
+                                   process_count=1, read_threads=2)
+    with pytest.raises(DataError, match=expected):
+        next(iter(loader))
 
 
 # [H, W] of each image: portrait, landscape, square needing a resize, square at size.

@@ -213,28 +213,32 @@ def decode_jpegs(jpeg: np.ndarray, offsets: np.ndarray,
         raise DataError(f"JPEG offsets must rise from >= 0 to <= {len(jpeg_bytes)} bytes, got "
                         f"{offsets[0]}..{offsets[-1]}")
 
-    def decode(i: int) -> np.ndarray:
+    def decode(i: int, out: np.ndarray | None = None) -> tuple[int, int]:
+        """Decodes record i into out[i] (if given); returns its (width, height)."""
+        where = f"JPEG record {i} (bytes {offsets[i]}..{offsets[i + 1]})"
         try:
             with Image.open(io.BytesIO(jpeg_bytes[offsets[i]:offsets[i + 1]]),
                             formats=["JPEG"]) as image:
-                return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+                if out is not None:
+                    if image.size != out.shape[2:0:-1]:
+                        raise DataError(f"{where} is {image.size[0]}x{image.size[1]}, expected "
+                                        f"{out.shape[2]}x{out.shape[1]} like record 0")
+                    # Straight into `out`: no intermediate array per image.
+                    out[i] = image if image.mode == "RGB" else image.convert("RGB")
+                return image.size
+        except DataError:
+            raise
         except UnidentifiedImageError:  # its message names only an anonymous BytesIO
-            raise DataError(f"JPEG record {i} (bytes {offsets[i]}..{offsets[i + 1]}) is not "
-                            f"a JPEG image") from None
+            raise DataError(f"{where} is not a JPEG image") from None
         except (OSError, SyntaxError, ValueError) as error:  # PIL's other decode errors
-            raise DataError(f"JPEG record {i} (bytes {offsets[i]}..{offsets[i + 1]}) does not "
-                            f"decode ({type(error).__name__}: {error})") from None
+            raise DataError(f"{where} does not decode ({type(error).__name__}: {error})") from None
 
-    first = decode(0)
-    out = np.empty((num_images, *first.shape), np.uint8)
+    width, height = decode(0)
+    out = np.empty((num_images, height, width, 3), np.uint8)
 
     def decode_range(indices: range) -> None:
         for i in indices:
-            image = decode(i)
-            if image.shape != first.shape:
-                raise DataError(f"JPEG record {i} is {image.shape[1]}x{image.shape[0]}, "
-                                f"expected {first.shape[1]}x{first.shape[0]} like record 0")
-            out[i] = image
+            decode(i, out)
 
     chunks = [range(start, min(start + _JPEG_DECODE_CHUNK, num_images))
               for start in range(0, num_images, _JPEG_DECODE_CHUNK)]

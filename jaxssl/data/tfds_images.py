@@ -5,8 +5,9 @@ int32 scalar}. `TfdsCaptionSource` ('tfds_captions:NAME?...', see
 `jaxssl.data.captions`): {'image': uint8 [S, S, C], 'tokens': int32 [length]}.
 Both read one record per ``__getitem__`` (lazily, unlike the in-memory
 sources of `jaxssl.data.image_files`); the checks that the dataset is
-prepared and has the features happen when the source is made
-(`jaxssl.data.tfds_io.TfdsRecords`).
+prepared and has the features happen when the source is made, and a record
+that does not read or decode later is a DataError naming the dataset, split
+and index (`jaxssl.data.tfds_io.TfdsRecords`).
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ class TfdsSource(tfds_io.TfdsRecords):
         self.image_shape = _image_shape(tuple(self.features[image_key].shape), image_size)
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        record = self._records[index]
+        record = super().__getitem__(index)
         image = _uint8_image(record[self._image_key], index)
         if self._image_size:
             image = resize_and_centre_crop(image, self._image_size)
@@ -122,7 +123,7 @@ class TfdsCaptionSource(tfds_io.TfdsRecords):
             tuple(tfds_io.feature(self.features, spec.image_key).shape), spec.image_size)
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        record = self._records[index]
+        record = super().__getitem__(index)
         image = _uint8_image(tfds_io.feature(record, self.spec.image_key), index)
         if self.spec.image_size:
             image = resize_and_centre_crop(image, self.spec.image_size)

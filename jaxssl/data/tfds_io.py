@@ -110,4 +110,13 @@ class TfdsRecords:
         return self._description
 
     def __getitem__(self, index: int) -> dict:
-        return self._records[index]
+        """Record `index` as TFDS stores it; DataError naming the dataset and the index if
+        it does not read or decode (records are read lazily, often in a grain worker
+        thread or process, which passes the DataError on to the training loop)."""
+        try:
+            return self._records[index]
+        except MemoryError:
+            raise
+        except Exception as error:  # any failure of TFDS/array_record to read this record
+            raise DataError(f"{self._description}: record {index} does not read or decode "
+                            f"({type(error).__name__}: {error})") from error
