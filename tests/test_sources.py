@@ -194,10 +194,15 @@ def test_corrupt_npz_is_one_data_error_naming_the_file(tmp_path, damage):
         get_source("npz", "train", tmp_path)
 
 
-def test_npz_without_its_arrays_names_the_file_and_the_array(tmp_path):
-    np.savez(tmp_path / "train.npz", image=np.zeros((2, 4, 4), np.uint8))
-    with pytest.raises(DataError, match=re.escape(str(tmp_path / "train.npz")) + ".*label"):
-        get_source("npz", "train", tmp_path)
+def test_npz_without_its_arrays_or_with_bad_ones_names_the_file(tmp_path):
+    path, image = tmp_path / "train.npz", np.zeros((2, 4, 4), np.uint8)
+    for arrays, problem in (({"image": image}, "no array label"),
+                            ({"image": image, "label": [0, 1, 1]}, "labels must have shape"),
+                            ({"image": image, "label": [0, 1], "num_classes": [2, 2]},
+                             "num_classes must be a scalar")):
+        np.savez(path, **arrays)
+        with pytest.raises(DataError, match=re.escape(str(path)) + ": " + problem):
+            get_source("npz", "train", tmp_path)
 
 
 @pytest.mark.parametrize("damage", ["bad gzip stream", "truncated", "not gzip"])

@@ -180,13 +180,16 @@ def load_npz(path: str | os.PathLike) -> ArraySource:
     """
     arrays = _read_npz(path, ("image", "label"), optional=("num_classes",))
     images, labels = arrays["image"], arrays["label"]
-    if images.ndim == 3:
-        images = images[..., None]
-    if "num_classes" in arrays:
-        num_classes = int(arrays["num_classes"])
-    else:
-        num_classes = int(labels.max()) + 1 if labels.size else 0
-    with _reading(path):
+    with _reading(path):  # e.g. labels of another length than the images
+        if images.ndim == 3:
+            images = images[..., None]
+        if "num_classes" in arrays:
+            if arrays["num_classes"].shape != ():
+                raise DataError(f"num_classes must be a scalar, got shape "
+                                f"{arrays['num_classes'].shape}")
+            num_classes = int(arrays["num_classes"])
+        else:
+            num_classes = int(labels.max()) + 1 if labels.size else 0
         return ArraySource(images, labels, num_classes)
 
 
