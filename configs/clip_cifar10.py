@@ -29,7 +29,7 @@ def get_config(arg=None):
     return ml_collections.ConfigDict({
         "method": "clip",
         "total_steps": steps,
-        "data": {"name": "cifar10_jpeg", "data_dir": "../shared/data/cifar10-jpeg",
+        "data": {"name": "cifar10_jpeg", "data_dir": "cifar10-jpeg",
                  "batch_size": BATCH},
         "model": {"name": "vit", "hidden": 96, "depth": 4, "heads": 3, "patch": 8, "pool": "gap"},
         "clip": {"embed_dim": 64, "text_hidden": 64, "text_depth": 2, "text_heads": 4,

@@ -1,4 +1,4 @@
-"""Fine-tune a small ViT encoder on labelled Fashion-MNIST (from ../shared/data).
+"""Fine-tune a small ViT encoder on labelled Fashion-MNIST ($JAXSSL_DATA_DIR/fashion-mnist).
 
 Command (ARG: a pretraining workdir or checkpoint step; none = from scratch):
 
@@ -27,12 +27,12 @@ def get_config(arg=None):
     c.method = "finetune"
     c.seed = 0
     c.total_steps = 300
-    c.data = dict(name="fashion_mnist", data_dir="../shared/data/fashion-mnist", batch_size=128)
+    c.data = dict(name="fashion_mnist", data_dir="fashion-mnist", batch_size=128)
     c.model = dict(name="vit", hidden=64, depth=4, heads=4, patch=4, pool="gap")
     c.finetune = dict(
         num_classes=10, init_from=dict(checkpoint=arg or ""), label_fraction=0.1,
         wise_alphas=(0.25, 0.5, 0.75),
-        forgetting=dict(name="mnist", data_dir="../shared/data/mnist", max_train_examples=10000,
+        forgetting=dict(name="mnist", data_dir="mnist", max_train_examples=10000,
                         max_test_examples=2000))
     c.augment = FINETUNE_AUGMENT
     c.optim = dict(name="adamw", base_lr=2e-3, lr_scaling="linear", b1=0.9, b2=0.999,

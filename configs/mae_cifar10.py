@@ -1,6 +1,6 @@
 """MAE on CIFAR-10 with a small ViT (patch 4), sized for a 2-core CPU.
 
-Command (from the repository root, which holds ../shared/data):
+Command (JAXSSL_DATA_DIR: the folder holding cifar10-jpeg/):
 
   python -m jaxssl.main --config=configs/mae_cifar10.py --workdir=/tmp/mim_runs/mae_cifar10
 
@@ -24,7 +24,7 @@ def get_config(arg=None):
     c.method = "mae"
     c.seed = 0
     c.total_steps = 5000
-    c.data = dict(name="cifar10_jpeg", data_dir="../shared/data/cifar10-jpeg", batch_size=256)
+    c.data = dict(name="cifar10_jpeg", data_dir="cifar10-jpeg", batch_size=256)
     c.model = dict(name="vit", hidden=128, depth=6, heads=4, patch=4, pool="gap")
     c.mae = dict(mask_ratio=0.75, norm_pix=True, decoder_hidden=64, decoder_depth=2,
                  decoder_heads=4)

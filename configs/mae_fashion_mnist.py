@@ -1,6 +1,6 @@
 """MAE on Fashion-MNIST with a small ViT (patch 4), sized for a 2-core CPU.
 
-Command (from the repository root, which holds ../shared/data):
+Command (JAXSSL_DATA_DIR: the folder holding fashion-mnist/):
 
   python -m jaxssl.main --config=configs/mae_fashion_mnist.py \\
       --workdir=/tmp/mim_runs/mae_fashion_mnist
@@ -25,7 +25,7 @@ def get_config(arg=None):
     c.method = "mae"
     c.seed = 0
     c.total_steps = 1000
-    c.data = dict(name="fashion_mnist", data_dir="../shared/data/fashion-mnist", batch_size=128)
+    c.data = dict(name="fashion_mnist", data_dir="fashion-mnist", batch_size=128)
     c.model = dict(name="vit", hidden=64, depth=4, heads=4, patch=4, pool="gap")
     c.mae = dict(mask_ratio=0.75, norm_pix=True, decoder_hidden=32, decoder_depth=2,
                  decoder_heads=2)

@@ -38,7 +38,7 @@ Config values, one per line (tests/test_mae.py checks each against the config):
 
 Images: ImageNet's images differ in size, so the source resizes each on the
 host to 256 x 256 (shorter side to 256, bilinear, then the central crop; the
-'?image_size=256' of data.name, see jaxssl.data.sources.TfdsSource), and the
+'?image_size=256' of data.name, see jaxssl.data.tfds_images.TfdsSource), and the
 device-side RandomResizedCrop then takes its 224 x 224 crops from those.
 
 Steps: ImageNet-1k has 1,281,167 training images; at batch 4096 an epoch is

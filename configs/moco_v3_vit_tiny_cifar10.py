@@ -21,7 +21,7 @@ tests/test_recipes.py checks the resolved config against it.
 Adapted to CIFAR, not from the source: ViT-Tiny width/depth/heads
 (192/12/3, DeiT-Tiny; MoCo v3 has no Tiny) with patch 4 on 32x32 images (an
 8x8 token grid, where the source uses patch 16 on 224x224); data = the JPEG
-(q75) copy of CIFAR-10 in ../shared/data/cifar10-jpeg; total_steps and
+(q75) copy of CIFAR-10 in $JAXSSL_DATA_DIR/cifar10-jpeg; total_steps and
 warmup_steps = epochs * 50000 // batch (the source steps per iteration with
 drop_last: 48 iterations per epoch, 14400 and 1920).
 
@@ -93,7 +93,7 @@ def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.method = "moco"
     c.total_steps = EPOCHS * TRAIN_EXAMPLES // BATCH
-    c.data = dict(name="cifar10_jpeg", data_dir="../shared/data/cifar10-jpeg", batch_size=BATCH)
+    c.data = dict(name="cifar10_jpeg", data_dir="cifar10-jpeg", batch_size=BATCH)
     c.model = dict(name="vit_tiny", patch=4, posemb="sincos2d", pool="cls", mlp_ratio=4.0,
                    frozen_patch_embed=True)
     c.moco = dict(temperature=0.2, momentum=0.99, proj_hidden_dims=(4096, 4096), proj_dim=256,

@@ -3,7 +3,7 @@
 4 layers, 4 heads, width 128, context 64, batch 12, 2000 iterations, AdamW
 (lr 1e-3, 100 warm-up steps, cosine decay to 1e-4, beta2 0.99, weight decay
 0.1, gradient clipping 1.0, nanoGPT's defaults), no dropout, tied embeddings.
-Data: /work/shared/data/tiny-shakespeare/input.txt, first 90% of the
+Data: $JAXSSL_DATA_DIR/tiny-shakespeare/input.txt, first 90% of the
 characters for training (random windows of 65), last 10% for validation
 (consecutive windows; the loss covers every character of the split once).
 The vocabulary is the corpus' 65 characters plus jaxssl's 7 special ids.

@@ -21,7 +21,7 @@ https://github.com/google-research/simclr/tree/master/tf2
 tests/test_recipes.py checks the resolved config against it.
 
 Adapted, not from the source: data = the JPEG (q75) copy of CIFAR-10 in
-../shared/data/cifar10-jpeg (see its README: a few points below the official
+$JAXSSL_DATA_DIR/cifar10-jpeg (see its README: a few points below the official
 binaries); total_steps = epochs * 50000 // batch like every config here (the
 source counts 50000 * 1000 // 512 + 1 = 97657).
 
@@ -96,7 +96,7 @@ def get_config(arg=None):
     c.method = "simclr"
     c.total_steps = EPOCHS * TRAIN_EXAMPLES // BATCH
     c.compute_dtype = "float32"
-    c.data = dict(name="cifar10_jpeg", data_dir="../shared/data/cifar10-jpeg",
+    c.data = dict(name="cifar10_jpeg", data_dir="cifar10-jpeg",
                   batch_size=BATCH, image_size=32)
     c.model = dict(name="resnet18", cifar_stem=True, width=64)
     c.simclr = dict(temperature=0.5, proj_hidden_dims=(512, 512), proj_dim=128)

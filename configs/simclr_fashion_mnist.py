@@ -1,6 +1,6 @@
-"""SimCLR on Fashion-MNIST from ../shared/data, sized for a 2-core CPU.
+"""SimCLR on Fashion-MNIST from $JAXSSL_DATA_DIR/fashion-mnist, sized for a 2-core CPU.
 
-Command (from the repository root, where ../shared/data lives):
+Command (JAXSSL_DATA_DIR: the folder holding fashion-mnist/):
 
   python -m jaxssl.main --config=configs/simclr_fashion_mnist.py \
       --workdir=/tmp/simclr_fmnist
@@ -20,7 +20,7 @@ def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.method = "simclr"
     c.total_steps = 400
-    c.data = dict(name="fashion_mnist", data_dir="../shared/data/fashion-mnist", batch_size=256,
+    c.data = dict(name="fashion_mnist", data_dir="fashion-mnist", batch_size=256,
                   image_size=20)
     c.model = dict(name="resnet18", cifar_stem=True, width=16)
     c.simclr = dict(temperature=0.2, proj_hidden_dims=(512,), proj_dim=128)

@@ -1,6 +1,6 @@
 """SimMIM on Fashion-MNIST: configs/mae_fashion_mnist.py with the method swapped.
 
-Command (from the repository root, which holds ../shared/data):
+Command (JAXSSL_DATA_DIR: the folder holding fashion-mnist/):
 
   python -m jaxssl.main --config=configs/simmim_fashion_mnist.py \\
       --workdir=/tmp/mim_runs/simmim_fashion_mnist

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxssl import config as config_lib
-from jaxssl.data import text
+from jaxssl.data import tokenizers
 from jaxssl.errors import ConfigError, InputError
 from jaxssl.main import report_input_error
 from jaxssl.train import Trainer
@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         trainer = load_trainer(args.workdir)
         method = trainer.method
         params = trainer.restore(args.step).params
-        prompt = method.tokenizer.encode(args.prompt) if args.prompt else np.array([text.EOS_ID])
+        prompt = (method.tokenizer.encode(args.prompt) if args.prompt
+                  else np.array([tokenizers.EOS_ID]))
         if not len(prompt):
             raise ConfigError("the prompt encodes to no tokens")
     except InputError as error:

@@ -11,7 +11,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxssl import config as config_lib, methods, parallel
-from jaxssl.data import captions, pipeline, text
+from jaxssl.data import captions, pipeline, tokenizers
 from jaxssl.data.sources import get_source
 from jaxssl.errors import ConfigError, DataError
 from jaxssl.evaluate import zero_shot
@@ -139,21 +139,21 @@ def test_retrieval_recall_matches_reference(grouped):
 # ----------------------------------------------------------------------------
 
 def test_synthetic_caption_table_spells_each_class_then_eos_and_padding():
-    tokenizer = text.ByteTokenizer(num_sentinels=0)
+    tokenizer = tokenizers.ByteTokenizer(num_sentinels=0)
     table = captions.caption_table(tokenizer, "a photo of a {}.", captions.CIFAR10_NAMES, 32)
     assert table.shape == (10, 32) and table.dtype == np.int32
     for row, name in zip(table, captions.CIFAR10_NAMES):
         caption = f"a photo of a {name}."
         assert tokenizer.decode(row[:len(caption)]) == caption
-        assert row[len(caption)] == text.EOS_ID and np.all(row[len(caption) + 1:] == text.PAD_ID)
-    with pytest.raises(ValueError, match="'a photo of a automobile.' needs 25 tokens"):
+        assert row[len(caption)] == tokenizers.EOS_ID and np.all(row[len(caption) + 1:] == tokenizers.PAD_ID)
+    with pytest.raises(ConfigError, match="'a photo of a automobile.' needs 25 tokens"):
         captions.caption_table(tokenizer, "a photo of a {}.", captions.CIFAR10_NAMES, 20)
     cut = captions.tokenize_captions(tokenizer, ["abcdef"], length=4)
-    np.testing.assert_array_equal(cut[0], list(tokenizer.encode("abc")) + [text.EOS_ID])
+    np.testing.assert_array_equal(cut[0], list(tokenizer.encode("abc")) + [tokenizers.EOS_ID])
 
 
 def test_tfds_caption_source_reads_image_and_first_caption(caption_dir):
-    tokenizer = text.ByteTokenizer(num_sentinels=0)
+    tokenizer = tokenizers.ByteTokenizer(num_sentinels=0)
     splits = {"train": range(CAPTION_TRAIN), "test": range(CAPTION_TRAIN, len(CAPTION_IMAGES))}
     for split, indices in splits.items():
         source = get_source("tfds_captions:tiny_captions?image_size=0&length=24", split,
@@ -165,12 +165,12 @@ def test_tfds_caption_source_reads_image_and_first_caption(caption_dir):
             first = CAPTION_TEXTS[i][0]
             assert record["tokens"].shape == (24,)
             assert tokenizer.decode(record["tokens"][:len(first)]) == first
-            assert record["tokens"][len(first)] == text.EOS_ID
+            assert record["tokens"][len(first)] == tokenizers.EOS_ID
     resized = get_source("tfds_captions:tiny_captions?image_size=4", "train", caption_dir)
     assert resized[0]["image"].shape == (4, 4, 3) and resized.image_shape == (4, 4, 3)
-    with pytest.raises(ValueError, match="bad option 'size=4'"):
+    with pytest.raises(ConfigError, match="bad option 'size=4'"):
         get_source("tfds_captions:tiny_captions?size=4", "train", caption_dir)
-    with pytest.raises(FileNotFoundError, match="'coco_captions' is not prepared"):
+    with pytest.raises(DataError, match="'coco_captions' is not prepared"):
         get_source("tfds_captions:coco_captions", "train", caption_dir)
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from jaxssl import config as config_lib, methods, optim, parallel, pipeline_run
 from jaxssl.data import pipeline, subsets
-from jaxssl.data.sources import ArraySource, load_digits_split
+from jaxssl.data.image_files import ArraySource, load_digits_split
 from jaxssl.evaluate import classification
 from jaxssl.methods.finetune import interpolate_weights, layer_ids
 from jaxssl.train import Trainer

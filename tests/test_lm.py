@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxssl import config as config_lib, methods, parallel, sample
-from jaxssl.data import pipeline, text
+from jaxssl.data import pipeline, text, tokenizers
 from jaxssl.data.sources import get_source
 from jaxssl.evaluate.perplexity import perplexity_metrics
 from jaxssl.logging import read_metrics
@@ -208,11 +208,11 @@ def test_char_vocabulary_is_saved_with_the_run_and_checked_on_resume(tmp_path):
     config = tiny_config(data={"name": text.text_dataset_name("pydoc", tokenizer="char",
                                                               length=17, sentinels=0)})
     trainer = Trainer(config, str(tmp_path))
-    saved = text.CharTokenizer.from_json(trainer.assets["tokenizer.json"])
+    saved = tokenizers.CharTokenizer.from_json(trainer.assets["tokenizer.json"])
     assert saved.chars == trainer.method.tokenizer.chars and len(saved.chars) > 50
     save_assets(trainer.assets, str(tmp_path))
     Trainer(config, str(tmp_path))  # the same vocabulary resumes
-    changed = text.CharTokenizer(saved.chars[1:], num_sentinels=0).to_json()
+    changed = tokenizers.CharTokenizer(saved.chars[1:], num_sentinels=0).to_json()
     (tmp_path / "tokenizer.json").write_text(changed)
     with pytest.raises(ValueError, match="tokenizer.json differs"):
         Trainer(config, str(tmp_path))
@@ -243,7 +243,7 @@ def test_a_run_stopped_after_a_periodic_evaluation_returns_no_final_result(tmp_p
 def test_pali_captions_are_space_padded_class_names():
     from jaxssl.methods.pali import caption_table
 
-    tokenizer = text.ByteTokenizer(num_sentinels=4)
+    tokenizer = tokenizers.ByteTokenizer(num_sentinels=4)
     table = caption_table(tokenizer, "digit {}", ("one", "seven"))
     assert [tokenizer.decode(row) for row in table] == ["digit one  ", "digit seven"]
 
@@ -278,9 +278,9 @@ def test_pali_trains_on_tfds_caption_pairs(caption_dir):
     method = methods.get("pali")(config)
     batch = pipeline.example_batch(get_source(config.data.name, "train", caption_dir),
                                    CAPTION_TRAIN)
-    tokenizer = text.ByteTokenizer(num_sentinels=0)
+    tokenizer = tokenizers.ByteTokenizer(num_sentinels=0)
     tokens = np.asarray(method.caption_tokens(batch))
-    assert [tokenizer.decode(row[row != text.PAD_ID]) for row in tokens] == [
+    assert [tokenizer.decode(row[row != tokenizers.PAD_ID]) for row in tokens] == [
         texts[0] + "[EOS]" for texts in CAPTION_TEXTS[:CAPTION_TRAIN]]
     variables = jax.jit(method.init)(jax.random.key(0), batch)
 
@@ -290,7 +290,7 @@ def test_pali_trains_on_tfds_caption_pairs(caption_dir):
         _, count, _, choice = method.loss_sums(params, batch, rng)
         return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), metrics, count, choice
 
-    params, lengths = variables["params"], np.sum(tokens != text.PAD_ID, axis=1)
+    params, lengths = variables["params"], np.sum(tokens != tokenizers.PAD_ID, axis=1)
     seen = set()
     for step in range(3):
         params, metrics, count, choice = jax.device_get(sgd_step(params, jax.random.key(step)))

@@ -28,7 +28,7 @@ def test_every_registered_method_subclasses_the_contract_and_is_named_after_its_
 @pytest.mark.parametrize("name", ["write_picture", "evalute", "optimiser", "load_pretrain",
                                   "_select_train_example", "asset"])
 def test_a_misspelt_hook_is_refused_when_the_class_is_made(name):
-    with pytest.raises(TypeError, match=f"looks like a misspelt method hook"):
+    with pytest.raises(TypeError, match="looks like a misspelt method hook"):
         type("Recipe", (base.Method,), {name: lambda self, *args: None})
 
 

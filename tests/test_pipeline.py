@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from jaxssl.data import pipeline
-from jaxssl.data.sources import ArraySource
+from jaxssl.data.image_files import ArraySource
 
 
 def _source(n=40):

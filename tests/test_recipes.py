@@ -6,6 +6,7 @@ import os
 import pytest
 
 from jaxssl import config as config_lib
+from jaxssl.data.root import resolve_data_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = ["configs/simclr_cifar10_resnet18.py", "configs/moco_v3_vit_tiny_cifar10.py"]
@@ -42,8 +43,8 @@ def test_config_matches_cited_source(recipe):
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
-def test_recipe_reads_the_shared_cifar10_from_the_repo_root(recipe):
+def test_recipe_reads_cifar10_jpeg_under_the_data_root(recipe, tmp_path, monkeypatch):
     config = config_lib.load(os.path.join(REPO, recipe))
-    assert config.data.name == "cifar10_jpeg"
-    data_dir = os.path.normpath(os.path.join(REPO, config.data.data_dir))
-    assert data_dir == os.path.normpath(os.path.join(REPO, "..", "shared", "data", "cifar10-jpeg"))
+    assert config.data.name == "cifar10_jpeg" and config.data.data_dir == "cifar10-jpeg"
+    monkeypatch.setenv("JAXSSL_DATA_DIR", str(tmp_path))
+    assert resolve_data_dir(config.data.data_dir) == str(tmp_path / "cifar10-jpeg")

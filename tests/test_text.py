@@ -1,19 +1,19 @@
-"""Text data: tokenizers, corpora and splits, windows and packing, dataset names, TFDS text."""
+"""Text data: tokenizers, corpora and splits, windows and packing, dataset names, the data
+root, unreadable corpora, TFDS text."""
 
-import os
+import re
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from jaxssl.data import text
+from jaxssl.data import text, tokenizers
 from jaxssl.data.sources import get_source
-
-SHAKESPEARE = os.path.join(text.DEFAULT_SHAKESPEARE_DIR, "input.txt")
+from jaxssl.errors import ConfigError, DataError
 
 
 def test_byte_tokenizer_layout_round_trip_and_sentinels():
-    tok = text.ByteTokenizer(num_sentinels=10)
+    tok = tokenizers.ByteTokenizer(num_sentinels=10)
     assert tok.vocab_size == 7 + 256 + 10 and tok.regular_ids == (7, 263)
     assert [tok.sentinel_id(k) for k in (0, 9)] == [272, 263]
     sample = "naïve — ok\n"
@@ -21,16 +21,16 @@ def test_byte_tokenizer_layout_round_trip_and_sentinels():
     assert ids.dtype == np.int32 and ids.min() >= 7
     np.testing.assert_array_equal(ids - 7, list(sample.encode("utf-8")))
     assert tok.decode(ids) == sample
-    assert tok.decode([text.BOS_ID, *tok.encode("a"), tok.sentinel_id(1)]) == "[BOS]a<extra_id_1>"
+    assert tok.decode([tokenizers.BOS_ID, *tok.encode("a"), tok.sentinel_id(1)]) == "[BOS]a<extra_id_1>"
     with pytest.raises(ValueError, match="sentinel"):
         tok.sentinel_id(10)
 
 
 def test_char_tokenizer_vocabulary_json_and_unknown_characters():
-    tok = text.CharTokenizer.from_documents(["hello", "world!"], num_sentinels=0)
+    tok = tokenizers.CharTokenizer.from_documents(["hello", "world!"], num_sentinels=0)
     assert tok.chars == "!dehlorw" and tok.vocab_size == 7 + 8
     np.testing.assert_array_equal(tok.encode("hold!"), [7 + "!dehlorw".index(c) for c in "hold!"])
-    again = text.CharTokenizer.from_json(tok.to_json())
+    again = tokenizers.CharTokenizer.from_json(tok.to_json())
     assert again.chars == tok.chars and again.decode(again.encode("world")) == "world"
     with pytest.raises(ValueError, match="not in the vocabulary"):
         tok.encode("help")
@@ -44,29 +44,34 @@ def test_sentencepiece_tokenizer_from_a_model_file(tmp_path):
     corpus.write_text("\n".join(text._local_documents("pydoc", None)[:5]))
     sentencepiece.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "m"),
                                              vocab_size=120, model_type="bpe")
-    tok = text.make_tokenizer(f"spm:{tmp_path / 'm.model'}", num_sentinels=4)
+    tok = tokenizers.make_tokenizer(f"spm:{tmp_path / 'm.model'}", num_sentinels=4)
     sample = "The assert statement"
     ids = tok.encode(sample)
     assert tok.vocab_size == 7 + 120 + 4 and ids.min() >= 7 and ids.max() < 127
     assert tok.decode(ids) == sample
     lengths = tok.char_lengths()
     assert lengths[ids].sum() == len(sample) + 1  # SentencePiece adds a leading space
-    with pytest.raises(FileNotFoundError):
-        text.make_tokenizer(f"spm:{tmp_path / 'missing.model'}")
+    with pytest.raises(DataError, match="missing.model"):
+        tokenizers.make_tokenizer(f"spm:{tmp_path / 'missing.model'}")
 
 
 def test_split_documents_cuts_at_ninety_percent_of_characters():
     docs = ["abcdefghij", "klmno", "pqrst"]  # 20 characters, cut at 18
     train, validation = (text.split_documents(docs, s) for s in ("train", "validation"))
     assert train == ["abcdefghij", "klmno", "pqr"] and validation == ["st"]
-    with pytest.raises(ValueError, match="split"):
+    with pytest.raises(DataError, match="split"):
         text.split_documents(docs, "dev")
 
 
-def test_tiny_shakespeare_char_windows_match_nanogpt_data():
+def test_tiny_shakespeare_char_windows_match_nanogpt_data(tmp_path, monkeypatch):
+    """nanoGPT's char-level data on a stand-in input.txt (40,000 characters of Python's
+    documentation), found where the corpus lives by default: the data root's
+    tiny-shakespeare/input.txt."""
+    data = "".join(text._local_documents("pydoc", None))[:40000]
+    (tmp_path / "tiny-shakespeare").mkdir()
+    (tmp_path / "tiny-shakespeare" / "input.txt").write_text(data, encoding="utf-8")
+    monkeypatch.setenv("JAXSSL_DATA_DIR", str(tmp_path))
     name = text.text_dataset_name("tiny_shakespeare", tokenizer="char", length=65, sentinels=0)
-    with open(SHAKESPEARE, encoding="utf-8") as f:
-        data = f.read()
     chars = sorted(set(data))
     cut = int(0.9 * len(data))
     ids = lambda s: np.array([7 + chars.index(c) for c in s])
@@ -116,12 +121,39 @@ def test_dataset_names_parse_and_reject_mistakes(tmp_path):
     assert text.parse_text_dataset(name) == text.TextDataSpec("file", length=9, tokenizer="char")
     (tmp_path / "a.txt").write_text("abcdefghijklmnopqrstuvwxyz" * 4)
     assert get_source(name, "train", str(tmp_path / "a.txt"))[0]["tokens"].shape == (9,)
-    for bad, error in (("text:nope", ValueError), ("text:pydoc?lenght=4", ValueError),
-                       ("text:pydoc?rows=zigzag", ValueError), ("text:file", ValueError)):
-        with pytest.raises(error):
+    for bad, message in (("text:nope", "unknown text corpus 'nope'"),
+                         ("text:pydoc?lenght=4", "bad option 'lenght=4'"),
+                         ("text:pydoc?length=four", "length='four' is not int"),
+                         ("text:pydoc?rows=zigzag", "rows must be one of"),
+                         ("text:file", "needs data_dir")):
+        with pytest.raises(ConfigError, match=message):
             get_source(bad, "train")
-    with pytest.raises(FileNotFoundError, match="missing.txt"):
+    with pytest.raises(DataError, match="missing.txt"):
         get_source("text:file", "train", str(tmp_path / "missing.txt"))
+
+
+def test_text_paths_resolve_against_the_data_root(tmp_path, monkeypatch):
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.txt").write_text("abcdefghijklmnopqrstuvwxyz" * 4)
+    name = text.text_dataset_name("file", length=9, tokenizer="char")
+    monkeypatch.setenv("JAXSSL_DATA_DIR", str(tmp_path))
+    assert len(get_source(name, "train", "corpus/a.txt")) == 93 - 9 + 1
+    assert text.tokenizer_for(name, "corpus/a.txt").chars == "abcdefghijklmnopqrstuvwxyz"
+    monkeypatch.delenv("JAXSSL_DATA_DIR")
+    monkeypatch.chdir(tmp_path / "corpus")
+    assert len(get_source(name, "train", "a.txt")) == 93 - 9 + 1
+    with pytest.raises(DataError, match="tiny_shakespeare.*" + re.escape(str(tmp_path / "corpus"))):
+        get_source("text:tiny_shakespeare", "train")  # cwd/tiny-shakespeare/input.txt
+
+
+@pytest.mark.parametrize("content, problem", [(b"\xff\xfe not UTF-8 \x80", "as UTF-8 text"),
+                                              (b"ab", "too short")])
+def test_an_unreadable_or_too_short_corpus_is_a_data_error_naming_the_file(tmp_path, content,
+                                                                           problem):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=re.escape(str(path)) + ".*" + problem):
+        get_source(text.text_dataset_name("file", length=9), "train", str(path))
 
 
 _TINY_DOCS = ["first document.", "the second one, longer than the first.", "third",
@@ -156,5 +188,8 @@ def test_tfds_text_source_reads_a_locally_prepared_dataset(tmp_path):
     source = get_source(name, "train", str(tmp_path))
     stream = np.concatenate([source[i]["tokens"] for i in range(len(source))])
     assert tok.decode(stream[stream > 0]) == "".join(d + "[EOS]" for d in _TINY_DOCS[:3])
-    with pytest.raises(FileNotFoundError, match="not prepared"):
+    with pytest.raises(DataError, match="not prepared"):
         get_source("tfds_text:mnist", "train", str(tmp_path))
+    with pytest.raises(DataError, match="'tiny_text_docs' has no feature 'body'"):
+        get_source(text.text_dataset_name("tiny_text_docs", from_tfds=True, text_key="body"),
+                   "train", str(tmp_path))

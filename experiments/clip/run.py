@@ -2,7 +2,8 @@
 
   PYTHONPATH=. python experiments/clip/run.py [--runs /tmp/clip_runs] [--methods clip siglip]
 
-Run from the repository root (the configs read ../shared/data). For each
+Run from the repository root with JAXSSL_DATA_DIR set to the data root (the
+configs read cifar10-jpeg under it). For each
 method, WORKDIR = RUNS/METHOD is replaced; zero-shot accuracy and retrieval
 recall at initialisation go to WORKDIR/random_init.json, training logs them
 every eval.every_steps to WORKDIR/metrics.jsonl, and WORKDIR/run_info.json

@@ -52,7 +52,7 @@ def get_config(arg="simclr"):
     c.method = arg
     c.seed = 0
     c.total_steps = STEPS
-    c.data = dict(name="cifar10_jpeg", data_dir="../shared/data/cifar10-jpeg", batch_size=BATCH,
+    c.data = dict(name="cifar10_jpeg", data_dir="cifar10-jpeg", batch_size=BATCH,
                   image_size=IMAGE_SIZE)
     c.model = dict(name="resnet18", cifar_stem=True, width=8)
     sections = METHOD_SECTIONS[arg]

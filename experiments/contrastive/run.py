@@ -2,7 +2,8 @@
 
   python experiments/contrastive/run.py [--runs /tmp/contrastive_runs] [--methods simclr moco]
 
-Run from the repository root (the config reads ../shared/data). For each
+Run from the repository root with JAXSSL_DATA_DIR set to the data root (the
+config reads cifar10-jpeg under it). For each
 method, WORKDIR = RUNS/METHOD is replaced; the encoder at initialisation is
 evaluated first (the curve's step 0, written to WORKDIR/random_init.json),
 then training logs kNN and linear-probe accuracy every eval.every_steps to

@@ -16,7 +16,7 @@ results.json, is skipped, so rerunning resumes the experiment):
 
 Every fine-tuning run (configs/finetune_fashion_mnist.py) also reports WiSE-FT
 and the forgetting measure. With --dataset=cifar10 the same ViT and recipes run on
-CIFAR-10 (../shared/data/cifar10-jpeg): SimCLR pretraining and {simclr,scratch} x
+CIFAR-10 ($JAXSSL_DATA_DIR/cifar10-jpeg): SimCLR pretraining and {simclr,scratch} x
 {1,10,100}% only, without the forgetting measure (see CIFAR10_FINETUNE). experiments/finetune/summarize.py makes the
 tables and plots.
 """
@@ -49,8 +49,8 @@ MODES = {
 
 # CIFAR-10: the same ViT and recipes on 32x32 colour images (64 patches of 4x4), with
 # SimCLR's colour augmentation and 400 pretraining steps (CPU budget). Its forgetting measure would need a second colour data
-# set, which ../shared/data does not have, so only label efficiency is measured there.
-CIFAR10_DATA = {"data.name": "cifar10_jpeg", "data.data_dir": "../shared/data/cifar10-jpeg"}
+# set, which the data root does not have, so only label efficiency is measured there.
+CIFAR10_DATA = {"data.name": "cifar10_jpeg", "data.data_dir": "cifar10-jpeg"}
 CIFAR10_PRETRAIN = {**CIFAR10_DATA, "total_steps": 400, "augment.brightness": 0.4, "augment.contrast": 0.4,
                     "augment.saturation": 0.4, "augment.hue": 0.1, "augment.grayscale_prob": 0.2}
 CIFAR10_FINETUNE = {**CIFAR10_DATA, "finetune.forgetting.name": ""}

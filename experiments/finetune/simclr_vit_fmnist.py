@@ -1,4 +1,4 @@
-"""SimCLR pretraining of the fine-tuning experiment's ViT on Fashion-MNIST (../shared/data).
+"""SimCLR pretraining of the fine-tuning experiment's ViT on Fashion-MNIST ($JAXSSL_DATA_DIR/fashion-mnist).
 
   python -m jaxssl.main --config=experiments/finetune/simclr_vit_fmnist.py \\
       --workdir=/tmp/ft_runs/simclr_vit
@@ -17,7 +17,7 @@ def get_config(arg=None):
     c.method = "simclr"
     c.seed = 0
     c.total_steps = 600
-    c.data = dict(name="fashion_mnist", data_dir="../shared/data/fashion-mnist", batch_size=128)
+    c.data = dict(name="fashion_mnist", data_dir="fashion-mnist", batch_size=128)
     c.model = dict(name="vit", hidden=64, depth=4, heads=4, patch=4, pool="gap")
     c.simclr = dict(temperature=0.2, proj_hidden_dims=(256,), proj_dim=64)
     c.augment = dict(crop_scale=(0.2, 1.0), flip_prob=0.5, brightness=0.4, contrast=0.4,

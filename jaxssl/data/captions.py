@@ -9,14 +9,14 @@ the label: they are for tests, demos and small experiments, not a substitute
 for real captions. `CLASS_NAMES` holds the names of the built-in labelled
 datasets.
 
-**TFDS caption datasets.** `jaxssl.data.sources.TfdsCaptionSource` (dataset name
+**TFDS caption datasets.** `jaxssl.data.tfds_images.TfdsCaptionSource` (dataset name
 'tfds_captions:NAME?option=value&...', reached through
 `jaxssl.data.sources.get_source`) reads a TFDS dataset prepared as
 array_record in data_dir through `tfds.data_source` (no download), e.g.
 'coco_captions'. Each record becomes {'image': uint8 [S, S, C], 'tokens':
 int32 [length]}: the image resized to `image_size` x `image_size` on the host
 (shorter side to image_size, bilinear, then the central square crop:
-`jaxssl.data.sources.resize_and_centre_crop`; 0 = keep the stored size, which
+`jaxssl.data.tfds_images.resize_and_centre_crop`; 0 = keep the stored size, which
 must then be fixed) and the FIRST caption of the record
 (feature path `caption_key`, '/'-separated; a sequence of captions gives its
 first element), byte-tokenized with EOS and PAD-padded. Options:
@@ -35,7 +35,8 @@ from typing import Sequence
 
 import numpy as np
 
-from jaxssl.data import text
+from jaxssl.data import tfds_io, tokenizers
+from jaxssl.errors import ConfigError
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
@@ -50,7 +51,7 @@ def class_captions(template: str, class_names: Sequence[str]) -> list[str]:
     return [template.format(name) for name in class_names]
 
 
-def tokenize_captions(tokenizer: text.Tokenizer, captions: Sequence[str], length: int = 0,
+def tokenize_captions(tokenizer: tokenizers.Tokenizer, captions: Sequence[str], length: int = 0,
                       append_eos: bool = True) -> np.ndarray:
     """int32 [len(captions), L]: tokens (+ EOS), PAD-padded to L = `length` (0 = the longest).
 
@@ -59,28 +60,28 @@ def tokenize_captions(tokenizer: text.Tokenizer, captions: Sequence[str], length
     """
     rows = [tokenizer.encode(c) for c in captions]
     width = length or max(len(r) for r in rows) + int(append_eos)
-    table = np.full((len(rows), width), text.PAD_ID, np.int32)
+    table = np.full((len(rows), width), tokenizers.PAD_ID, np.int32)
     for i, row in enumerate(rows):
         row = row[:width - int(append_eos)]
         table[i, :len(row)] = row
         if append_eos:
-            table[i, len(row)] = text.EOS_ID
+            table[i, len(row)] = tokenizers.EOS_ID
     return table
 
 
-def caption_table(tokenizer: text.Tokenizer, template: str, class_names: Sequence[str],
+def caption_table(tokenizer: tokenizers.Tokenizer, template: str, class_names: Sequence[str],
                   length: int) -> np.ndarray:
     """int32 [num_classes, length]: each class's SYNTHETIC caption, tokens + EOS + PAD.
 
-    Raises ValueError if a caption needs more than `length` tokens with its EOS.
+    Raises ConfigError if a caption needs more than `length` tokens with its EOS.
     """
     captions = class_captions(template, class_names)
     table = tokenize_captions(tokenizer, captions, append_eos=True)
     if table.shape[1] > length:
         longest = captions[int(np.argmax([len(tokenizer.encode(c)) for c in captions]))]
-        raise ValueError(f"caption {longest!r} needs {table.shape[1]} tokens with EOS, more "
+        raise ConfigError(f"caption {longest!r} needs {table.shape[1]} tokens with EOS, more "
                          f"than the text length {length}")
-    return np.pad(table, ((0, 0), (0, length - table.shape[1])), constant_values=text.PAD_ID)
+    return np.pad(table, ((0, 0), (0, length - table.shape[1])), constant_values=tokenizers.PAD_ID)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,11 +102,11 @@ def is_caption_dataset(name: str) -> bool:
 
 
 def parse_caption_dataset(name: str) -> CaptionDataSpec:
-    """'tfds_captions:NAME?k=v&...' -> CaptionDataSpec; ValueError naming a bad option."""
-    body, _, query = name[len(TFDS_CAPTIONS_PREFIX):].partition("?")
-    spec = CaptionDataSpec(body, **text.parse_options(name, query, _OPTION_TYPES))
+    """'tfds_captions:NAME?k=v&...' -> CaptionDataSpec; ConfigError naming a bad option."""
+    body, query = tfds_io.split_name(name, TFDS_CAPTIONS_PREFIX)
+    spec = CaptionDataSpec(body, **tfds_io.parse_options(name, query, _OPTION_TYPES))
     if not spec.name or spec.length < 2 or spec.image_size < 0:
-        raise ValueError(f"caption dataset {name!r}: needs a TFDS name, length >= 2 and "
+        raise ConfigError(f"caption dataset {name!r}: needs a TFDS name, length >= 2 and "
                          f"image_size >= 0")
     return spec
 

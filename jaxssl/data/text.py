@@ -1,30 +1,26 @@
-"""Text: tokenizers, corpora, and random-access sources of fixed-length token rows.
+"""Text datasets: names, corpora, and random-access sources of fixed-length token rows.
 
-**Token ids.** Every tokenizer uses one layout of the vocabulary:
-
-  [0, NUM_SPECIAL)                      special tokens, ids below (PAD = 0)
-  [NUM_SPECIAL, NUM_SPECIAL + base)     the tokenizer's own tokens (bytes, characters
-                                        or SentencePiece pieces)
-  [vocab_size - num_sentinels, vocab)   sentinels; sentinel k is vocab_size - 1 - k
-                                        (T5's <extra_id_k>, taken from the top down)
-
-**Tokenizers** (`make_tokenizer(spec, documents)`): 'byte' (UTF-8 bytes, no
-download), 'char' (the sorted set of characters of a corpus; its JSON is
-`CharTokenizer.to_json()`), 'spm:PATH' (a SentencePiece model file).
+The tokenizers and the token id layout (PAD = 0, EOS, sentinels) are in
+`jaxssl.data.tokenizers`; the names that `jaxssl.methods` (lm, clip, pali)
+use as ``text.NAME`` are re-exported here.
 
 **Dataset names** (`get_text_source(name, split, data_dir)`, reached through
 `jaxssl.data.sources.get_source`): 'text:CORPUS' or 'tfds_text:NAME',
 optionally followed by '?key=value&key=value' options; build them with
 `text_dataset_name`. Corpora:
 
-- 'text:tiny_shakespeare': data_dir/input.txt (default: the repository's
-  ../shared/data/tiny-shakespeare/input.txt);
+- 'text:tiny_shakespeare': data_dir/input.txt (default data_dir:
+  'tiny-shakespeare', i.e. $JAXSSL_DATA_DIR/tiny-shakespeare/input.txt);
 - 'text:pydoc': the documentation topics embedded in Python itself
   (`pydoc_data.topics`, 79 documents, about 465k characters; no download);
 - 'text:file': data_dir is one UTF-8 text file;
 - 'tfds_text:NAME': a TFDS dataset prepared as array_record in data_dir, read
   through `tfds.data_source`, one document per record (feature `text_key`).
   The whole split is read and tokenized into memory when the source is made.
+
+Every data_dir (and an 'spm:PATH' model) is resolved by the data-root rule
+of `jaxssl.data.root`: absolute as is, relative against $JAXSSL_DATA_DIR
+(else the current directory).
 
 Local corpora are split by characters: 'train' is the first 90% of the
 corpus (documents in order), 'validation' and 'test' the last 10%. TFDS
@@ -53,183 +49,22 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from typing import Sequence
 
 import numpy as np
 
-PAD_ID, BOS_ID, EOS_ID, MASK_ID, NLU_ID, NLG_ID, S2S_ID = range(7)
-SPECIAL_TOKENS = ("[PAD]", "[BOS]", "[EOS]", "[MASK]", "[NLU]", "[NLG]", "[S2S]")
-NUM_SPECIAL = len(SPECIAL_TOKENS)
-DEFAULT_NUM_SENTINELS = 100
+from jaxssl.data import tfds_io
+from jaxssl.data.root import resolve_data_dir, resolve_optional_data_dir
+# Re-exported: jaxssl.methods (lm, clip, pali) reach the tokenizers as text.NAME.
+from jaxssl.data.tokenizers import (  # noqa: F401
+    BOS_ID, DEFAULT_NUM_SENTINELS, EOS_ID, MASK_ID, NLG_ID, NLU_ID, PAD_ID, S2S_ID,
+    ByteTokenizer, CharTokenizer, Tokenizer, make_tokenizer)
+from jaxssl.errors import ConfigError, DataError
+
 TRAIN_FRACTION = 0.9
-
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT_SHAKESPEARE_DIR = os.path.join(os.path.dirname(_REPO), "shared", "data", "tiny-shakespeare")
-
-
-# ------------------------------------------------------------------ tokenizers
-class Tokenizer:
-    """Vocabulary layout shared by all tokenizers (see the module docstring).
-
-    Subclasses define `base_size`, `_encode_base(text) -> int array of base
-    ids in [0, base_size)`, `_decode_base(base_ids) -> str` and
-    `_base_char_lengths() -> int [base_size]`.
-    """
-
-    base_size: int
-
-    def __init__(self, num_sentinels: int):
-        self.num_sentinels = int(num_sentinels)
-
-    @property
-    def vocab_size(self) -> int:
-        return NUM_SPECIAL + self.base_size + self.num_sentinels
-
-    @property
-    def regular_ids(self) -> tuple[int, int]:
-        """[low, high): ids of ordinary tokens (neither special nor sentinel)."""
-        return NUM_SPECIAL, NUM_SPECIAL + self.base_size
-
-    def sentinel_id(self, k: int) -> int:
-        """Id of sentinel k (k = 0 is the top id)."""
-        if not 0 <= k < self.num_sentinels:
-            raise ValueError(f"sentinel {k} out of range: this vocabulary has {self.num_sentinels}")
-        return self.vocab_size - 1 - k
-
-    def encode(self, text: str) -> np.ndarray:
-        """str -> int32 [n] token ids (no BOS/EOS added)."""
-        return (self._encode_base(text) + NUM_SPECIAL).astype(np.int32)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        """Token ids -> str; special tokens and sentinels are written as their names."""
-        pieces, run = [], []
-        low, high = self.regular_ids
-        for i in np.asarray(ids, np.int64).ravel():
-            if low <= i < high:
-                run.append(i - NUM_SPECIAL)
-                continue
-            if run:
-                pieces.append(self._decode_base(np.asarray(run)))
-                run = []
-            pieces.append(SPECIAL_TOKENS[i] if i < NUM_SPECIAL
-                          else f"<extra_id_{self.vocab_size - 1 - i}>")
-        if run:
-            pieces.append(self._decode_base(np.asarray(run)))
-        return "".join(pieces)
-
-    def char_lengths(self) -> np.ndarray:
-        """int32 [vocab_size]: characters (bytes for 'byte') each id stands for; 0 for specials."""
-        lengths = np.zeros(self.vocab_size, np.int32)
-        lengths[NUM_SPECIAL:NUM_SPECIAL + self.base_size] = self._base_char_lengths()
-        return lengths
-
-
-class ByteTokenizer(Tokenizer):
-    """UTF-8 bytes: 256 base tokens; bits per character are bits per byte."""
-
-    base_size = 256
-
-    def __repr__(self) -> str:
-        return f"ByteTokenizer(sentinels={self.num_sentinels})"
-
-    def _encode_base(self, text: str) -> np.ndarray:
-        return np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32)
-
-    def _decode_base(self, base_ids: np.ndarray) -> str:
-        return bytes(base_ids.astype(np.uint8).tolist()).decode("utf-8", errors="replace")
-
-    def _base_char_lengths(self) -> np.ndarray:
-        return np.ones(self.base_size, np.int32)
-
-
-def _codepoints(text: str) -> np.ndarray:
-    """str -> uint32 [len(text)] Unicode code points."""
-    return np.frombuffer(text.encode("utf-32-le"), np.uint32)
-
-
-class CharTokenizer(Tokenizer):
-    """One token per distinct character of a corpus, in code-point order (nanoGPT's vocabulary)."""
-
-    def __init__(self, chars: str, num_sentinels: int):
-        super().__init__(num_sentinels)
-        self.chars = "".join(sorted(set(chars)))
-        self._sorted_codepoints = _codepoints(self.chars)
-        self.base_size = len(self.chars)
-
-    @classmethod
-    def from_documents(cls, documents: Sequence[str], num_sentinels: int) -> "CharTokenizer":
-        return cls("".join(sorted(set().union(*map(set, documents)))), num_sentinels)
-
-    def __repr__(self) -> str:
-        return f"CharTokenizer(chars={len(self.chars)}, sentinels={self.num_sentinels})"
-
-    def to_json(self) -> str:
-        return json.dumps({"chars": self.chars, "num_sentinels": self.num_sentinels})
-
-    @classmethod
-    def from_json(cls, text: str) -> "CharTokenizer":
-        data = json.loads(text)
-        return cls(data["chars"], data["num_sentinels"])
-
-    def _encode_base(self, text: str) -> np.ndarray:
-        points = _codepoints(text)
-        index = np.searchsorted(self._sorted_codepoints, points)
-        index = np.minimum(index, self.base_size - 1)
-        unknown = self._sorted_codepoints[index] != points
-        if unknown.any():
-            missing = sorted({chr(p) for p in points[unknown]})
-            raise ValueError(
-                f"characters not in the vocabulary of {self.base_size}: {missing[:10]}")
-        return index.astype(np.int32)
-
-    def _decode_base(self, base_ids: np.ndarray) -> str:
-        return "".join(self.chars[i] for i in base_ids)
-
-    def _base_char_lengths(self) -> np.ndarray:
-        return np.ones(self.base_size, np.int32)
-
-
-class SentencePieceTokenizer(Tokenizer):
-    """A SentencePiece model file; its ids are shifted up by NUM_SPECIAL."""
-
-    def __init__(self, model_path: str, num_sentinels: int):
-        import sentencepiece
-
-        super().__init__(num_sentinels)
-        if not os.path.isfile(model_path):
-            raise FileNotFoundError(f"SentencePiece model file not found: {model_path}")
-        self.model_path = model_path
-        self._processor = sentencepiece.SentencePieceProcessor(model_file=model_path)
-        self.base_size = int(self._processor.get_piece_size())
-
-    def __repr__(self) -> str:
-        return f"SentencePieceTokenizer({self.model_path!r}, sentinels={self.num_sentinels})"
-
-    def _encode_base(self, text: str) -> np.ndarray:
-        return np.asarray(self._processor.encode(text), np.int32)
-
-    def _decode_base(self, base_ids: np.ndarray) -> str:
-        return self._processor.decode(base_ids.tolist())
-
-    def _base_char_lengths(self) -> np.ndarray:
-        pieces = (self._processor.id_to_piece(i) for i in range(self.base_size))
-        return np.array([len(p.replace("\u2581", " ")) for p in pieces], np.int32)
-
-
-def make_tokenizer(spec: str, documents: Sequence[str] = (),
-                   num_sentinels: int = DEFAULT_NUM_SENTINELS) -> Tokenizer:
-    """'byte' | 'char' (vocabulary from `documents`) | 'spm:PATH' -> Tokenizer."""
-    if spec == "byte":
-        return ByteTokenizer(num_sentinels)
-    if spec == "char":
-        if not documents:
-            raise ValueError("tokenizer 'char' needs a corpus to build its vocabulary from")
-        return CharTokenizer.from_documents(documents, num_sentinels)
-    if spec.startswith("spm:"):
-        return SentencePieceTokenizer(spec[len("spm:"):], num_sentinels)
-    raise ValueError(f"unknown tokenizer {spec!r}; valid: 'byte', 'char', 'spm:PATH'")
+# tiny_shakespeare's data_dir when the config names none, under the data root.
+DEFAULT_SHAKESPEARE_DIR = "tiny-shakespeare"
 
 
 # -------------------------------------------------------------- dataset names
@@ -265,51 +100,51 @@ def text_dataset_name(corpus: str, from_tfds: bool = False, **options) -> str:
     return prefix + corpus + (f"?{query}" if query else "")
 
 
-def parse_options(name: str, query: str, option_types: dict) -> dict:
-    """'k=v&k2=v2' -> {k: option_types[k](v)}; ValueError naming dataset `name` and a bad option."""
-    options = {}
-    for item in filter(None, query.split("&")):
-        key, eq, value = item.partition("=")
-        if not eq or key not in option_types:
-            raise ValueError(f"dataset {name!r}: bad option {item!r}; "
-                             f"options are {', '.join(option_types)} as key=value")
-        options[key] = option_types[key](value)
-    return options
-
-
 def parse_text_dataset(name: str) -> TextDataSpec:
-    """'text:CORPUS?k=v&...' or 'tfds_text:NAME?...' -> TextDataSpec; ValueError if malformed."""
+    """'text:CORPUS?k=v&...' or 'tfds_text:NAME?...' -> TextDataSpec; ConfigError if malformed."""
     from_tfds = name.startswith(TFDS_TEXT_PREFIX)
-    body = name[len(TFDS_TEXT_PREFIX if from_tfds else TEXT_PREFIX):]
-    corpus, _, query = body.partition("?")
-    spec = TextDataSpec(corpus, from_tfds, **parse_options(name, query, _OPTION_TYPES))
+    corpus, query = tfds_io.split_name(name, TFDS_TEXT_PREFIX if from_tfds else TEXT_PREFIX)
+    spec = TextDataSpec(corpus, from_tfds, **tfds_io.parse_options(name, query, _OPTION_TYPES))
     if not from_tfds and corpus not in LOCAL_CORPORA:
         valid = [TEXT_PREFIX + c for c in LOCAL_CORPORA] + [TFDS_TEXT_PREFIX + "NAME"]
-        raise ValueError(f"unknown text corpus {corpus!r} in {name!r}; valid: {', '.join(valid)}")
+        raise ConfigError(f"unknown text corpus {corpus!r} in {name!r}; valid: {', '.join(valid)}")
     if spec.rows not in ROW_KINDS:
-        raise ValueError(f"text dataset {name!r}: rows must be one of {ROW_KINDS}")
+        raise ConfigError(f"text dataset {name!r}: rows must be one of {ROW_KINDS}")
     if spec.length < 2:
-        raise ValueError(f"text dataset {name!r}: length must be >= 2")
+        raise ConfigError(f"text dataset {name!r}: length must be >= 2")
     return spec
 
 
 # -------------------------------------------------------------------- corpora
-@functools.lru_cache(maxsize=8)
-def _local_documents(corpus: str, data_dir: str | None) -> tuple[str, ...]:
-    """All documents of a local corpus, in order."""
+def _corpus_path(corpus: str, data_dir: str | os.PathLike | None) -> str | None:
+    """The resolved file of a local corpus (None for 'pydoc', which has none)."""
     if corpus == "pydoc":
+        return None
+    if corpus == "tiny_shakespeare":
+        return os.path.join(resolve_data_dir(data_dir or DEFAULT_SHAKESPEARE_DIR), "input.txt")
+    if not data_dir:
+        raise ConfigError("text corpus 'file' needs data_dir = the path of a UTF-8 text file")
+    return resolve_data_dir(data_dir)
+
+
+def _local_documents(corpus: str, data_dir: str | os.PathLike | None) -> tuple[str, ...]:
+    """All documents of a local corpus, in order."""
+    return _read_corpus(corpus, _corpus_path(corpus, data_dir))
+
+
+@functools.lru_cache(maxsize=8)  # keyed by the resolved path, so $JAXSSL_DATA_DIR may change
+def _read_corpus(corpus: str, path: str | None) -> tuple[str, ...]:
+    if path is None:
         from pydoc_data import topics
         return tuple(topics.topics[k] for k in sorted(topics.topics))
-    if corpus == "tiny_shakespeare":
-        path = os.path.join(data_dir or DEFAULT_SHAKESPEARE_DIR, "input.txt")
-    elif data_dir:
-        path = data_dir
-    else:
-        raise ValueError("text corpus 'file' needs data_dir = the path of a UTF-8 text file")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"text corpus {corpus!r}: file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        return (f.read(),)
+        raise DataError(f"text corpus {corpus!r}: file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return (f.read(),)
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"text corpus {corpus!r}: cannot read {path} as UTF-8 text "
+                        f"({type(error).__name__}: {error})") from None
 
 
 def split_documents(documents: Sequence[str], split: str,
@@ -320,7 +155,7 @@ def split_documents(documents: Sequence[str], split: str,
     joined in order; the document it falls in is split in two.
     """
     if split not in ("train", "validation", "test"):
-        raise ValueError(f"text split must be 'train', 'validation' or 'test', got {split!r}")
+        raise DataError(f"text split must be 'train', 'validation' or 'test', got {split!r}")
     starts = np.concatenate([[0], np.cumsum([len(d) for d in documents])])
     cut = int(train_fraction * starts[-1])
     pieces = []
@@ -332,28 +167,16 @@ def split_documents(documents: Sequence[str], split: str,
 
 
 def _tfds_documents(name: str, split: str, data_dir: str | None, text_key: str) -> list[str]:
-    import tensorflow_datasets as tfds
-
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.DatasetNotFoundError:
-        raise FileNotFoundError(f"tfds text dataset {name!r} is neither registered nor "
-                                f"prepared in data_dir={data_dir}") from None
-    if not builder.is_prepared():
-        raise FileNotFoundError(f"tfds text dataset {name!r} is not prepared in data_dir="
-                                f"{data_dir}; prepare it first with --file_format=array_record")
-    if text_key not in builder.info.features:
-        raise KeyError(f"tfds dataset {name!r} has no feature {text_key!r}; "
-                       f"features: {sorted(builder.info.features)}")
-    records = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    records = tfds_io.TfdsRecords(name, split, data_dir, (text_key,))
     texts = (records[i][text_key] for i in range(len(records)))
     return [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in texts]
 
 
-def corpus_documents(spec: TextDataSpec, split: str, data_dir: str | None) -> list[str]:
-    """The documents of one split of the corpus named by `spec`."""
+def corpus_documents(spec: TextDataSpec, split: str,
+                     data_dir: str | os.PathLike | None) -> list[str]:
+    """The documents of one split of the corpus named by `spec` (data_dir: as in the config)."""
     if spec.from_tfds:
-        return _tfds_documents(spec.corpus, split, data_dir, spec.text_key)
+        return _tfds_documents(spec.corpus, split, resolve_optional_data_dir(data_dir), spec.text_key)
     return split_documents(_local_documents(spec.corpus, data_dir), split)
 
 
@@ -391,7 +214,7 @@ class TokenWindows:
         else:
             self._count = max(0, -(-(len(self.stream) - 1) // stride))
         if self._count == 0:
-            raise ValueError(f"text of {len(self.stream)} tokens is too short for rows of {length}")
+            raise DataError(f"text of {len(self.stream)} tokens is too short for rows of {length}")
 
     def __len__(self) -> int:
         return self._count
@@ -464,7 +287,11 @@ def text_rows(documents: Sequence[str], tokenizer: Tokenizer, length: int, rows:
 def get_text_source(name: str, split: str, data_dir: str | None = None):
     """Row source for split `split` of text dataset `name` (see the module docstring)."""
     spec = parse_text_dataset(name)
-    data_dir = os.fspath(data_dir) if data_dir else None
     documents = corpus_documents(spec, split, data_dir)
-    return text_rows(documents, tokenizer_for(name, data_dir), spec.length, spec.rows,
-                     training=split.startswith("train"))
+    try:
+        return text_rows(documents, tokenizer_for(name, data_dir), spec.length, spec.rows,
+                         training=split.startswith("train"))
+    except DataError as error:  # the rows cannot say which corpus they were cut from
+        where = (resolve_optional_data_dir(data_dir) if spec.from_tfds
+                 else _corpus_path(spec.corpus, data_dir))
+        raise DataError(f"text dataset {name!r} split {split!r} ({where}): {error}") from None

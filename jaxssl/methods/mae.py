@@ -27,7 +27,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from jaxssl.data import augment
 from jaxssl.methods import base, pictures
