@@ -16,6 +16,7 @@ from jaxssl.data.sources import get_source
 from jaxssl.evaluate.perplexity import perplexity_metrics
 from jaxssl.logging import read_metrics
 from jaxssl.train import Trainer
+from sharding_checks import assert_block_sharding
 from tfds_testdata import CAPTION_TEXTS, CAPTION_TRAIN
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,10 +94,8 @@ def test_sharded_step_matches_single_device(architecture, mesh_name, single_devi
         np.testing.assert_allclose(metrics_n[key], metrics_1[key], rtol=2e-5, atol=1e-6, err_msg=key)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                  params_n, params_1)
-    if mesh["fsdp"] > 1 or mesh["tensor"] > 1:
-        stack = state_n.params["stack" if architecture == "decoder" else "decoder"]
-        kernel = stack["block0"]["mlp"]["fc1"]["kernel"]
-        assert kernel.addressable_shards[0].data.size < kernel.size, kernel.sharding
+    stack = state_n.params["stack" if architecture == "decoder" else "decoder"]
+    assert_block_sharding(stack["block0"], mesh, "self_attention")
 
 
 @pytest.mark.parametrize("lm", [
