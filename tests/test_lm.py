@@ -236,7 +236,13 @@ def test_a_run_stopped_after_a_periodic_evaluation_returns_no_final_result(tmp_p
     trainer = Trainer(tiny_config(eval={"every_steps": 2}), str(tmp_path))
     assert trainer.run(stop_at=2) == {}
     assert [r["step"] for r in read_metrics(str(tmp_path)) if "eval/loss" in r] == [2]
-    assert Trainer(tiny_config(eval={"every_steps": 2}), str(tmp_path)).run()["loss"] > 0
+    results = Trainer(tiny_config(eval={"every_steps": 2}), str(tmp_path)).run()
+    # Resumed to the end: the result is the evaluation of the last step, as logged there.
+    evaluations = [r for r in read_metrics(str(tmp_path)) if "eval/loss" in r]
+    assert [r["step"] for r in evaluations] == [2, 4]
+    assert {f"eval/{k}": v for k, v in results.items()} == {
+        k: v for k, v in evaluations[-1].items() if k != "step"}
+    assert results["loss"] != evaluations[0]["eval/loss"]
 
 
 def test_pali_captions_are_space_padded_class_names():
