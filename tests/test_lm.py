@@ -193,11 +193,17 @@ def test_generate_slides_a_window_of_the_last_context_tokens():
 def test_sample_command_restores_the_checkpoint_and_prints_text(tmp_path, capsys):
     workdir = str(tmp_path / "run")
     config = tiny_config(total_steps=1, lm={"depth": 1}, eval={"max_test_examples": 16})
-    Trainer(config, workdir).run()
+    trainer = Trainer(config, workdir)
+    trainer.run()
     assert sample.main([f"--workdir={workdir}", "--prompt=def ", "--max_new_tokens=5",
                         "--temperature=0"]) == 0
-    printed = capsys.readouterr().out
-    assert printed.startswith("def ") and len(printed) > len("def ")
+    # Greedy: the command prints what the trained parameters (kept in memory) continue with.
+    method, params = trainer.method, jax.device_get(trainer.final_state.params)
+    greedy = sample.generate(jax.jit(lambda w, n: method.next_token_logits(params, w, n)),
+                             method.tokenizer.encode("def "), 5, method.spec.length - 1,
+                             temperature=0.0, top_k=0, rng=jax.random.key(0))
+    assert len(greedy) == len("def ") + 5
+    assert capsys.readouterr().out == method.tokenizer.decode(greedy) + "\n"
     assert sample.main([f"--workdir={tmp_path / 'none'}"]) == 2
 
 
