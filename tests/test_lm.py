@@ -95,7 +95,8 @@ def test_sharded_step_matches_single_device(architecture, mesh_name, single_devi
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                  params_n, params_1)
     stack = state_n.params["stack" if architecture == "decoder" else "decoder"]
-    assert_block_sharding(stack["block0"], mesh, "self_attention")
+    assert_block_sharding(stack["block0"], mesh, "self_attention",
+                          "cross_attention" if architecture == "encoder_decoder" else "")
 
 
 @pytest.mark.parametrize("lm", [
