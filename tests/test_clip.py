@@ -117,21 +117,31 @@ def _recall_reference(queries, items, query_groups, item_groups, k):
 
 @pytest.mark.parametrize("grouped", [False, True])
 def test_retrieval_recall_matches_reference(grouped):
+    """60 random pairs (in 15 groups of equal captions when grouped): far more pairs, and
+    distinct captions, than k = 5, so recall@k is not 1 by construction. R@1 and R@5 both ways
+    equal a loop over the queries and lie strictly between 0 and 1."""
     rng = np.random.default_rng(1)
-    n = 30
-    images = rng.normal(size=(n, 5))
-    groups = rng.integers(0, 4, n) if grouped else np.arange(n)
-    # Texts of a group are one caption: equal rows (as with synthetic captions).
-    texts = rng.normal(size=(n, 5)) if not grouped else rng.normal(size=(4, 5))[groups]
-    texts = texts + 0.8 * images if not grouped else texts
+    n, num_groups, dim = 60, 15, 8
+    if grouped:  # texts of a group are one caption: equal rows (as with synthetic captions)
+        groups = rng.permutation(np.arange(n) % num_groups)
+        captions = rng.normal(size=(num_groups, dim))
+        texts, images = captions[groups], 0.6 * captions[groups] + rng.normal(size=(n, dim))
+    else:
+        groups = np.arange(n)
+        images = rng.normal(size=(n, dim))
+        texts = rng.normal(size=(n, dim)) + 0.6 * images
     results = zero_shot.retrieval_recall(images, texts, groups if grouped else None)
     _, first = np.unique(groups, return_index=True)
+    assert len(first) == (num_groups if grouped else n) > 5
+    expected = {}
     for k in (1, 5):
-        assert results[f"i2t_recall@{k}"] == pytest.approx(
-            _recall_reference(images, texts[first], groups, groups[first], k))
-        assert results[f"t2i_recall@{k}"] == pytest.approx(
-            _recall_reference(texts[first], images, groups[first], groups, k))
-    assert 0 < results["i2t_recall@1"] <= results["i2t_recall@5"] <= 1
+        expected[f"i2t_recall@{k}"] = _recall_reference(images, texts[first], groups,
+                                                        groups[first], k)
+        expected[f"t2i_recall@{k}"] = _recall_reference(texts[first], images, groups[first],
+                                                        groups, k)
+    assert results == pytest.approx(expected, abs=1e-12)
+    for direction in ("i2t", "t2i"):
+        assert 0 < results[f"{direction}_recall@1"] < results[f"{direction}_recall@5"] < 1, results
 
 
 # ----------------------------------------------------------------------------
@@ -260,7 +270,19 @@ def test_evaluate_reports_zero_shot_and_retrieval(single):
     results = trainer.evaluate(state)
     assert set(results) == {"zero_shot_top1", "i2t_recall@1", "i2t_recall@5",
                             "t2i_recall@1", "t2i_recall@5"}
-    assert all(0.0 <= v <= 1.0 for v in results.values())
+    # The eval split's first max_test_examples pairs, embedded in one batch, through the loop
+    # reference: 64 pairs of 10 distinct captions, more than k = 5 of each.
+    count = trainer.config.eval.max_test_examples
+    rows = jax.device_get(jax.jit(trainer.method.embed)(
+        {"params": state.params}, pipeline.example_batch(trainer.eval_source, count)))
+    groups = rows["label"]
+    _, first = np.unique(groups, return_index=True)
+    assert len(groups) == 64 and len(first) == 10
+    for k in (1, 5):
+        assert results[f"i2t_recall@{k}"] == pytest.approx(_recall_reference(
+            rows["image"], rows["text"][first], groups, groups[first], k), abs=1e-12)
+        assert results[f"t2i_recall@{k}"] == pytest.approx(_recall_reference(
+            rows["text"][first], rows["image"], groups[first], groups, k), abs=1e-12)
     # Synthetic captions: image->text retrieval over the distinct captions is zero-shot.
     assert results["i2t_recall@1"] == results["zero_shot_top1"]
 

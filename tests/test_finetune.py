@@ -171,7 +171,7 @@ def test_wise_ft_endpoints_forgetting_and_l2sp(tmp_path):
     start = trainer.initial_state()
     at_start = trainer.evaluate(start)
     start_encoder = flat(start.params["backbone"])
-    final, _, metrics = train_steps(trainer, start, 3)
+    final, history, metrics = train_steps(trainer, start, 3)
     results = trainer.evaluate(final)
     # a = 1 is the fine-tuned model itself; a = 0 puts back the starting encoder exactly.
     assert results["wise1_top1"] == results["top1"]
@@ -187,9 +187,12 @@ def test_wise_ft_endpoints_forgetting_and_l2sp(tmp_path):
     assert results["forgetting_knn_before"] == at_start["forgetting_knn_before"]
     assert results["forgetting_knn_wise0"] == results["forgetting_knn_before"]
     assert 0.0 < results["forgetting_knn_after"] <= 1.0
-    # L2-SP: no penalty while the encoder is still the pretrained one, then a positive one.
-    penalties = [float(m["l2sp_penalty"]) for m in metrics]
-    assert penalties[0] == 0.0 and all(p > 0 for p in penalties[1:])
+    # L2-SP: l2sp / 2 * ||encoder - starting encoder||^2 of the parameters each step starts
+    # from (in float64): 0 at the first step, then positive as the encoder moves.
+    expected = [0.5 / 2 * sum(np.sum((params[f"backbone/{p}"].astype(np.float64) - v) ** 2)
+                              for p, v in start_encoder.items()) for params in history[:-1]]
+    assert expected[0] == 0.0 and all(e > 0 for e in expected[1:])
+    np.testing.assert_allclose([float(m["l2sp_penalty"]) for m in metrics], expected, rtol=1e-4)
 
 
 def test_l2sp_penalty_matches_float64():

@@ -16,6 +16,7 @@ from jaxssl.data.sources import get_source
 from jaxssl.evaluate.perplexity import perplexity_metrics
 from jaxssl.logging import read_metrics
 from jaxssl.train import Trainer
+from sharding_checks import assert_block_sharding
 from tfds_testdata import CAPTION_TEXTS, CAPTION_TRAIN
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,10 +94,9 @@ def test_sharded_step_matches_single_device(architecture, mesh_name, single_devi
         np.testing.assert_allclose(metrics_n[key], metrics_1[key], rtol=2e-5, atol=1e-6, err_msg=key)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                  params_n, params_1)
-    if mesh["fsdp"] > 1 or mesh["tensor"] > 1:
-        stack = state_n.params["stack" if architecture == "decoder" else "decoder"]
-        kernel = stack["block0"]["mlp"]["fc1"]["kernel"]
-        assert kernel.addressable_shards[0].data.size < kernel.size, kernel.sharding
+    stack = state_n.params["stack" if architecture == "decoder" else "decoder"]
+    assert_block_sharding(stack["block0"], mesh, "self_attention",
+                          "cross_attention" if architecture == "encoder_decoder" else "")
 
 
 @pytest.mark.parametrize("lm", [
@@ -194,11 +194,17 @@ def test_generate_slides_a_window_of_the_last_context_tokens():
 def test_sample_command_restores_the_checkpoint_and_prints_text(tmp_path, capsys):
     workdir = str(tmp_path / "run")
     config = tiny_config(total_steps=1, lm={"depth": 1}, eval={"max_test_examples": 16})
-    Trainer(config, workdir).run()
+    trainer = Trainer(config, workdir)
+    trainer.run()
     assert sample.main([f"--workdir={workdir}", "--prompt=def ", "--max_new_tokens=5",
                         "--temperature=0"]) == 0
-    printed = capsys.readouterr().out
-    assert printed.startswith("def ") and len(printed) > len("def ")
+    # Greedy: the command prints what the trained parameters (kept in memory) continue with.
+    method, params = trainer.method, jax.device_get(trainer.final_state.params)
+    greedy = sample.generate(jax.jit(lambda w, n: method.next_token_logits(params, w, n)),
+                             method.tokenizer.encode("def "), 5, method.spec.length - 1,
+                             temperature=0.0, top_k=0, rng=jax.random.key(0))
+    assert len(greedy) == len("def ") + 5
+    assert capsys.readouterr().out == method.tokenizer.decode(greedy) + "\n"
     assert sample.main([f"--workdir={tmp_path / 'none'}"]) == 2
 
 
@@ -237,7 +243,13 @@ def test_a_run_stopped_after_a_periodic_evaluation_returns_no_final_result(tmp_p
     trainer = Trainer(tiny_config(eval={"every_steps": 2}), str(tmp_path))
     assert trainer.run(stop_at=2) == {}
     assert [r["step"] for r in read_metrics(str(tmp_path)) if "eval/loss" in r] == [2]
-    assert Trainer(tiny_config(eval={"every_steps": 2}), str(tmp_path)).run()["loss"] > 0
+    results = Trainer(tiny_config(eval={"every_steps": 2}), str(tmp_path)).run()
+    # Resumed to the end: the result is the evaluation of the last step, as logged there.
+    evaluations = [r for r in read_metrics(str(tmp_path)) if "eval/loss" in r]
+    assert [r["step"] for r in evaluations] == [2, 4]
+    assert {f"eval/{k}": v for k, v in results.items()} == {
+        k: v for k, v in evaluations[-1].items() if k != "step"}
+    assert results["loss"] != evaluations[0]["eval/loss"]
 
 
 def test_pali_captions_are_space_padded_class_names():
