@@ -1,0 +1,160 @@
+"""Runs that go wrong: divergence stops before a non-finite state is saved, a damaged
+newest checkpoint is passed over (and kept), and kill -9 at random moments during
+asynchronous saves loses nothing: the resumed metrics equal an uninterrupted run's."""
+
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import SIMCLR_RUN_OVERRIDES, TINY_SIMCLR
+from jaxssl import config as config_lib, main as cli
+from jaxssl.train import Trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMING = ("step_time_s", "examples_per_s", "mfu")
+
+
+def read_metrics(workdir) -> list[dict]:
+    """metrics.jsonl rows without the timing columns."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+def by_step(rows: list[dict]) -> dict[int, list[dict]]:
+    """{step: every row logged for it} (a resumed run logs some steps again)."""
+    steps: dict[int, list[dict]] = {}
+    for row in rows:
+        steps.setdefault(row["step"], []).append(row)
+    return steps
+
+
+def argv_for(workdir, overrides: dict) -> list[str]:
+    return [f"--config={TINY_SIMCLR}", f"--workdir={workdir}",
+            *(f"--config.{k}={v}" for k, v in overrides.items())]
+
+
+def load(overrides: dict):
+    """tests/configs/tiny_simclr.py with `overrides` as the command line gives them."""
+    return config_lib.load(TINY_SIMCLR, {k: str(v) for k, v in overrides.items()})
+
+
+def all_finite(tree) -> bool:
+    return all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(tree))
+
+
+def test_a_diverging_run_stops_at_its_first_non_finite_step(tmp_path, capsys):
+    """Learning rate 1e9: exit 3 naming the step and values; the newest checkpoint is the
+    last finite state, not the diverged one."""
+    overrides = {"total_steps": 10, "optim.base_lr": 1e9, "checkpoint.every_steps": 1,
+                 "checkpoint.async_save": True}
+    assert cli.main(argv_for(tmp_path, overrides)) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("jaxssl: error: training diverged at step "), err
+    named = int(err[0].split("at step ")[1].split(":")[0])
+    rows = read_metrics(tmp_path)
+    guarded = ("loss", "grad_norm", "param_norm")
+    first_bad = next(r["step"] for r in rows if not all(math.isfinite(r[k]) for k in guarded))
+    assert named == first_bad
+    assert f"loss={rows[first_bad - 1]['loss']:.6g}" in err[0]
+    trainer = Trainer(load(overrides), str(tmp_path))
+    assert trainer.resume_step == first_bad - 1
+    state = trainer.restore()
+    assert int(state.step) == first_bad - 1 and all_finite(state.params)
+    assert all_finite(state.opt_state)
+
+
+def test_the_guard_can_be_switched_off(tmp_path):
+    overrides = {"total_steps": 4, "optim.base_lr": 1e9, "stop_on_nonfinite": False}
+    config = load(overrides)
+    assert Trainer(config, str(tmp_path)).run(stop_at=3) == {}
+    state = Trainer(config, str(tmp_path)).restore()
+    assert int(state.step) == 3 and not all_finite(state.params)
+
+
+def damage(step_dir) -> dict[str, int]:
+    """Truncates every array data file of a checkpoint step to half; {path: new size}."""
+    sizes = {}
+    for root, _, names in os.walk(step_dir):
+        for name in names:
+            path = os.path.join(root, name)
+            if os.sep + "d" in root[len(str(step_dir)):]:
+                os.truncate(path, os.path.getsize(path) // 2)
+                sizes[os.path.relpath(path, step_dir)] = os.path.getsize(path)
+    assert sizes
+    return sizes
+
+
+def test_a_truncated_newest_checkpoint_resumes_from_the_step_before(simclr_run, tmp_path,
+                                                                      capsys):
+    """The run of conftest.py again, saving every 2 steps, stopped at 4 with step 4's
+    arrays truncated: resuming warns, restores step 2, moves step 4 aside intact (never
+    deleted), and trains on to the uninterrupted run's exact metrics."""
+    overrides = {**SIMCLR_RUN_OVERRIDES, "checkpoint.every_steps": 2}
+    config = load(overrides)
+    assert Trainer(config, str(tmp_path)).run(stop_at=4) == {}
+    sizes = damage(tmp_path / "checkpoints" / "4")
+    capsys.readouterr()
+    results = Trainer(config, str(tmp_path)).run()
+    err = capsys.readouterr().err
+    assert "checkpoint step 4 is unreadable" in err
+    assert f"moved unreadable checkpoint step 4 to {tmp_path}/corrupt_checkpoints/4" in err
+    aside = tmp_path / "corrupt_checkpoints" / "4"
+    assert {p: os.path.getsize(aside / p) for p in sizes} == sizes
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4", "6"]
+    expected = by_step(read_metrics(simclr_run.workdir))
+    for step, rows in by_step(read_metrics(tmp_path)).items():
+        assert all(row in expected[step] for row in rows), step
+    assert results == simclr_run.results
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path):
+    """Each attempt is killed (SIGKILL) at a random moment once it has logged a random
+    number of steps, saving asynchronously every step; then one attempt runs to the end.
+    Every logged row of every attempt equals the uninterrupted run's row of that step."""
+    overrides = {"total_steps": 24, "checkpoint.every_steps": 1, "checkpoint.async_save": True,
+                 "checkpoint.keep": 2, "augment.blur_prob": 0.0, "eval.probe_epochs": 1}
+    env = {**os.environ, "PYTHONPATH": REPO}
+    command = [sys.executable, "-m", "jaxssl.main"]
+    reference = tmp_path / "reference"
+    subprocess.run(command + argv_for(reference, overrides), check=True, env=env,
+                   capture_output=True)
+    expected = by_step(read_metrics(reference))
+    workdir, chooser, kills = tmp_path / "killed", random.Random(1234), 0
+    while kills < 4:
+        process = subprocess.Popen(command + argv_for(workdir, overrides), env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        target = chooser.randint(1, 5)
+        start = len(read_metrics(workdir)) if (workdir / "metrics.jsonl").exists() else 0
+        while process.poll() is None:
+            logged = (len(read_metrics(workdir)) - start
+                      if (workdir / "metrics.jsonl").exists() else 0)
+            if logged >= target:
+                time.sleep(chooser.uniform(0.0, 0.3))
+                break
+            time.sleep(0.02)
+        if process.poll() is not None:  # finished before its kill: nothing left to test
+            break
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kills += 1
+    assert kills >= 2
+    subprocess.run(command + argv_for(workdir, overrides), check=True, env=env,
+                   capture_output=True)
+    for step, rows in by_step(read_metrics(workdir)).items():
+        assert all(row in expected[step] for row in rows), step
+    assert set(by_step(read_metrics(workdir))) == set(expected)
+    with open(workdir / "results.json") as f, open(reference / "results.json") as g:
+        assert json.load(f) == json.load(g)
+    shutil.rmtree(tmp_path)
