@@ -1,6 +1,6 @@
 """Curves of one logged metric for several runs: a PNG and a Markdown table.
 
-  python experiments/plot_curves.py --run SimCLR=/tmp/simclr --run MoCo=/tmp/moco \
+  python -m experiments.plot_curves --run SimCLR=/tmp/simclr --run MoCo=/tmp/moco \
       --metric eval/knn_top1 --out experiments/contrastive/knn_curve
 
 writes OUT.png and OUT.md (rows: steps; columns: runs). Metrics are read from
@@ -10,15 +10,12 @@ each workdir's metrics.jsonl, as jaxssl.main wrote it.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from jaxssl.logging import read_metrics  # noqa: E402
 
 

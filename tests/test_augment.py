@@ -1,4 +1,5 @@
-"""Tests for jaxssl.data.augment against float64 NumPy references and defining properties."""
+"""Tests for jaxssl.data.augment (and its ops in augment_colour, augment_geometry) against
+float64 NumPy references and defining properties."""
 import colorsys
 import dataclasses
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-from jaxssl.data import augment
+from jaxssl.data import augment, augment_colour, augment_geometry
 
 LUMA = np.array([0.299, 0.587, 0.114])
 
@@ -16,21 +17,21 @@ LUMA = np.array([0.299, 0.587, 0.114])
 # function is much cheaper than op-by-op dispatch, which keeps this file fast.
 to_float = jax.jit(augment.to_float)
 normalize = jax.jit(augment.normalize)
-crop_and_resize = jax.jit(augment.crop_and_resize, static_argnames=('out_size', 'antialias'))
-random_resized_crop = jax.jit(augment.random_resized_crop, static_argnames=('out_size', 'scale', 'ratio'))
-sample_crop_box = jax.jit(augment.sample_crop_box, static_argnames=('height', 'width', 'scale', 'ratio'))
-horizontal_flip = jax.jit(augment.horizontal_flip, static_argnames='prob')
-random_grayscale = jax.jit(augment.random_grayscale, static_argnames='prob')
-solarize = jax.jit(augment.solarize, static_argnames=('prob', 'threshold'))
-adjust_brightness = jax.jit(augment.adjust_brightness)
-adjust_contrast = jax.jit(augment.adjust_contrast)
-adjust_saturation = jax.jit(augment.adjust_saturation)
-adjust_hue = jax.jit(augment.adjust_hue)
-rgb_to_hsv = jax.jit(augment.rgb_to_hsv)
-hsv_to_rgb = jax.jit(augment.hsv_to_rgb)
-apply_color_jitter = jax.jit(augment.apply_color_jitter)
-blur_with_sigma = jax.jit(augment.blur_with_sigma, static_argnames='kernel_size')
-gaussian_blur = jax.jit(augment.gaussian_blur, static_argnames=('prob', 'sigma', 'kernel_size'))
+crop_and_resize = jax.jit(augment_geometry.crop_and_resize, static_argnames=('out_size', 'antialias'))
+random_resized_crop = jax.jit(augment_geometry.random_resized_crop, static_argnames=('out_size', 'scale', 'ratio'))
+sample_crop_box = jax.jit(augment_geometry.sample_crop_box, static_argnames=('height', 'width', 'scale', 'ratio'))
+horizontal_flip = jax.jit(augment_geometry.horizontal_flip, static_argnames='prob')
+random_grayscale = jax.jit(augment_colour.random_grayscale, static_argnames='prob')
+solarize = jax.jit(augment_colour.solarize, static_argnames=('prob', 'threshold'))
+adjust_brightness = jax.jit(augment_colour.adjust_brightness)
+adjust_contrast = jax.jit(augment_colour.adjust_contrast)
+adjust_saturation = jax.jit(augment_colour.adjust_saturation)
+adjust_hue = jax.jit(augment_colour.adjust_hue)
+rgb_to_hsv = jax.jit(augment_colour.rgb_to_hsv)
+hsv_to_rgb = jax.jit(augment_colour.hsv_to_rgb)
+apply_color_jitter = jax.jit(augment_colour.apply_color_jitter)
+blur_with_sigma = jax.jit(augment_colour.blur_with_sigma, static_argnames='kernel_size')
+gaussian_blur = jax.jit(augment_colour.gaussian_blur, static_argnames=('prob', 'sigma', 'kernel_size'))
 augment_batch = jax.jit(augment.augment_batch, static_argnames=('recipe', 'out_size'))
 
 
@@ -40,7 +41,7 @@ JITTER_KEYS = 32  # one key count for every jitter test, so each image shape com
 @jax.jit
 def forced_color_jitter_per_key(image, strengths):
     """color_jitter (prob 1) of one image under JITTER_KEYS keys: [JITTER_KEYS, H, W, C]; strengths = [b, c, s, h]."""
-    return jax.vmap(lambda key: augment.color_jitter(key, image, *strengths, prob=1.0))(keys(JITTER_KEYS))
+    return jax.vmap(lambda key: augment_colour.color_jitter(key, image, *strengths, prob=1.0))(keys(JITTER_KEYS))
 
 
 def random_image(seed, height=6, width=7, channels=3):
@@ -147,7 +148,7 @@ def test_full_image_resized_crop_matches_jax_image_resize():
 
 def test_crop_boxes_follow_scale_and_ratio():
     size, scale, ratio = 64, (0.3, 0.5), (3 / 4, 4 / 3)
-    sample = jax.jit(jax.vmap(lambda k: augment.sample_crop_box(k, size, size, scale, ratio)))
+    sample = jax.jit(jax.vmap(lambda k: augment_geometry.sample_crop_box(k, size, size, scale, ratio)))
     boxes = np.asarray(sample(keys(2000)))
     top, left, crop_h, crop_w = boxes.T
     assert np.all((top >= 0) & (left >= 0) & (top + crop_h <= size) & (left + crop_w <= size))
@@ -193,7 +194,7 @@ def test_solarize():
 
 def test_flip_probability_is_respected():
     image = random_image(7)
-    flipped = jax.jit(jax.vmap(lambda k: augment.horizontal_flip(k, image, prob=0.3)))(keys(1000))
+    flipped = jax.jit(jax.vmap(lambda k: augment_geometry.horizontal_flip(k, image, prob=0.3)))(keys(1000))
     fraction = np.mean(np.all(np.asarray(flipped) == image[:, ::-1], axis=(1, 2, 3)))
     assert abs(fraction - 0.3) < 0.05
 
@@ -292,8 +293,8 @@ def test_random_blur_forced_and_disabled():
     forced = gaussian_blur(jax.random.key(0), image, prob=1.0, sigma=(1.3, 1.3), kernel_size=5)
     np.testing.assert_allclose(forced, np_gaussian_blur(image, 1.3, 5), atol=1e-6)
     np.testing.assert_array_equal(gaussian_blur(jax.random.key(0), image, prob=0.0), image)
-    assert augment.default_blur_kernel_size(224, 224) == 23
-    assert augment.default_blur_kernel_size(32, 40) == 3
+    assert augment_colour.default_blur_kernel_size(224, 224) == 23
+    assert augment_colour.default_blur_kernel_size(32, 40) == 3
     with pytest.raises(ValueError, match='odd'):
         blur_with_sigma(image, 1.0, 4)
 

@@ -15,7 +15,8 @@ from jaxssl import config as config_lib, methods, optim, parallel, pipeline_run
 from jaxssl.data import pipeline, subsets
 from jaxssl.data.image_files import ArraySource, load_digits_split
 from jaxssl.evaluate import classification
-from jaxssl.methods.finetune import interpolate_weights, layer_ids
+from jaxssl.evaluate.wise_ft import interpolate_weights
+from jaxssl.methods.layerwise import layer_ids
 from jaxssl.train import Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -30,7 +30,7 @@ baby() {
         --steps=100 --warmup=20 --set data.data_dir=$SHAKESPEARE_DIR 2>&1 | tee $OUT/baby_gpt.txt
 }
 simclr() {
-    timeout 150 $PY experiments/benchmarks/simclr_step.py --devices=1 --dtype=bfloat16 \
+    timeout 150 $PY -m experiments.benchmarks.simclr_step --devices=1 --dtype=bfloat16 \
         --model=resnet50 --image_size=224 --batch=128 --cifar_stem=false \
         --json=$OUT/simclr_resnet50.json 2>&1 | tee $OUT/simclr_resnet50.txt
 }

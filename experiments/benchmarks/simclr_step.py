@@ -1,7 +1,7 @@
 """Benchmark: SimCLR train-step time, examples/s and MFU, 1 device vs N, side by side.
 
-  python experiments/benchmarks/simclr_step.py                  # this CPU, 1 vs 8 virtual devices
-  python experiments/benchmarks/simclr_step.py --devices=1 --dtype=bfloat16 \
+  python -m experiments.benchmarks.simclr_step                  # this CPU, 1 vs 8 virtual devices
+  python -m experiments.benchmarks.simclr_step --devices=1 --dtype=bfloat16 \
       --model=resnet50 --image_size=224 --batch=256 --cifar_stem=false   # one GPU
 
 Times the compiled train step (augmentations included, input already on
@@ -90,8 +90,6 @@ def main() -> int:
     if args.virtual_cpu_devices > 1 and "XLA_FLAGS" not in os.environ:
         os.environ["XLA_FLAGS"] = (
             f"--xla_force_host_platform_device_count={args.virtual_cpu_devices}")
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__)))))
     results = [bench(int(n), args) for n in args.devices.split(",")]
     header = ["devices", "device_kind", "step_time_s", "examples_per_s", "tflops_per_step",
               "mfu", "compile_s"]

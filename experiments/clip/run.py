@@ -1,14 +1,14 @@
 """Trains CLIP then SigLIP on captioned CIFAR-10 (configs/{clip,siglip}_cifar10.py), one after the other.
 
-  PYTHONPATH=. python experiments/clip/run.py [--runs /tmp/clip_runs] [--methods clip siglip]
+  python -m experiments.clip.run [--runs /tmp/clip_runs] [--methods clip siglip]
 
 Run from the repository root with JAXSSL_DATA_DIR set to the data root (the
 configs read cifar10-jpeg under it). For each
 method, WORKDIR = RUNS/METHOD is replaced; zero-shot accuracy and retrieval
 recall at initialisation go to WORKDIR/random_init.json, training logs them
 every eval.every_steps to WORKDIR/metrics.jsonl, and WORKDIR/run_info.json
-records wall-clock times, the machine and the date (the runner of
-experiments/contrastive). Summarise with experiments/clip/summarize.py.
+records wall-clock times, the machine and the date (`experiments.common.run`,
+shared with experiments/contrastive). Summarise with experiments.clip.summarize.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
+
+from experiments.common import run
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "experiments", "contrastive"))
-from run import run  # noqa: E402  (experiments/contrastive/run.py)
 
 
 def main() -> None:

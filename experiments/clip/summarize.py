@@ -1,21 +1,17 @@
 """Zero-shot / retrieval curves (PNG), a table (Markdown) and results.json from finished CLIP/SigLIP runs.
 
-  PYTHONPATH=. python experiments/clip/summarize.py [--runs /tmp/clip_runs] [--out experiments/clip]
+  python -m experiments.clip.summarize [--runs /tmp/clip_runs] [--out experiments/clip]
 
-Reads RUNS/{clip,siglip}/ as experiments/clip/run.py wrote them, with the
-helpers of experiments/contrastive/summarize.py.
+Reads RUNS/{clip,siglip}/ as experiments.clip.run wrote them, with the
+helpers of experiments/common.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "experiments", "contrastive"))
-from summarize import plot, summarize, table  # noqa: E402  (experiments/contrastive)
+from experiments.common import write_summaries
 
 METHODS = {"clip": "CLIP", "siglip": "SigLIP"}
 EVAL_METRICS = {"zero_shot_top1": "zero-shot top-1", "i2t_recall@1": "image->text R@1",
@@ -28,15 +24,8 @@ def main() -> None:
     parser.add_argument("--runs", default="/tmp/clip_runs")
     parser.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
     args = parser.parse_args()
-    summaries = {m: summarize(os.path.join(args.runs, m), EVAL_METRICS) for m in METHODS
-                 if os.path.exists(os.path.join(args.runs, m, "run_info.json"))}
-    plot(summaries, os.path.join(args.out, "zero_shot_curves.png"), EVAL_METRICS, METHODS)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(summaries, f, indent=2)
-    markdown = table(summaries, EVAL_METRICS, METHODS)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(markdown + "\n")
-    print(markdown)
+    summaries = write_summaries(args.runs, args.out, "zero_shot_curves.png", EVAL_METRICS,
+                                METHODS)
     for method, s in summaries.items():
         print(f"{METHODS[method]}: {s['train_s_per_epoch']:.0f} s/epoch training "
               f"(median step {s['median_step_time_s']:.2f} s), {s['wall_clock_s']:.0f} s wall "

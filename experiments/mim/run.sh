@@ -19,8 +19,8 @@ for name in mae simmim; do
       | tee -a "$RUNS/runtimes.txt"
   tail -n 3 "$workdir.log"
   cp "$(ls "$workdir"/pictures/*.png | tail -n 1)" "$HERE/${name}_reconstructions.png"
-  "$PYTHON" experiments/plot_curves.py --run "$name=$workdir" --metric loss --no-percent \
+  "$PYTHON" -m experiments.plot_curves --run "$name=$workdir" --metric loss --no-percent \
       --out "$HERE/${name}_loss"
 done
-"$PYTHON" "$HERE/summarize.py" "$RUNS/mae_fashion_mnist" "$RUNS/simmim_fashion_mnist" \
+"$PYTHON" -m experiments.mim.summarize "$RUNS/mae_fashion_mnist" "$RUNS/simmim_fashion_mnist" \
     --out "$HERE/results.json"

@@ -1,6 +1,6 @@
 """One results JSON from finished MIM workdirs: final evaluation, loss and step time.
 
-  python experiments/mim/summarize.py WORKDIR [WORKDIR ...] --out experiments/mim/results.json
+  python -m experiments.mim.summarize WORKDIR [WORKDIR ...] --out experiments/mim/results.json
 
 For each workdir: the method and batch size (config.json), the steps, final
 loss and median logged step time (metrics.jsonl), and the final evaluation
@@ -13,12 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from jaxssl.logging import read_metrics  # noqa: E402
+from jaxssl.logging import read_metrics
 
 
 def _json(workdir: str, name: str) -> dict:

@@ -1,6 +1,6 @@
 """kNN and linear-probe accuracy of a config's encoder at initialisation (step 0).
 
-  python experiments/simclr/random_init_eval.py --config=configs/simclr_fashion_mnist.py
+  python -m experiments.simclr.random_init_eval --config=configs/simclr_fashion_mnist.py
 
 Prints one JSON line {"step": 0, "eval/knn_top1": ..., "eval/linear_probe_top1": ...},
 the same evaluation (same subsets) that the run logs during pretraining.
@@ -8,13 +8,10 @@ the same evaluation (same subsets) that the run logs during pretraining.
 
 import argparse
 import json
-import os
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from jaxssl import config as config_lib  # noqa: E402
-from jaxssl.train import Trainer  # noqa: E402
+from jaxssl import config as config_lib
+from jaxssl.train import Trainer
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ Modes (`finetune.mode`):
 With `full` and `lp_ft`:
   layer_decay     layer-wise learning-rate decay: a parameter of layer l gets
                   the learning rate times layer_decay ** (top - l) (see
-                  `layer_ids`: embeddings 0, block i -> i + 1, final norm and
+                  `layerwise.layer_ids`: embeddings 0, block i -> i + 1, final norm and
                   head top = depth + 1), so block i gets decay ** (depth - i);
   unfreeze_every  gradual unfreezing from the top: layer l is frozen until
                   step start + (top - l) * unfreeze_every (start = lp_steps
@@ -42,9 +42,7 @@ clear `HandoffError`) before anything is written.
 
 from __future__ import annotations
 
-import functools
 import os
-import re
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -58,26 +56,19 @@ from jaxssl import handoff, optim
 from jaxssl.checkpoint import shapes_by_path
 from jaxssl.errors import ConfigError
 from jaxssl.data import augment, subsets
-from jaxssl.data.sources import get_source
+from jaxssl.evaluate import forgetting, wise_ft
 from jaxssl.evaluate.classification import top_k_accuracy
-from jaxssl.evaluate.knn import knn_accuracy
 from jaxssl.evaluate.representation import extract_features
-from jaxssl.methods import base
+from jaxssl.methods import base, layerwise
+from jaxssl.methods.layerwise import ENCODER
 from jaxssl.models import LinearHead, build_backbone
 
 MODES = ("linear_probe", "full", "lp_ft")
-ENCODER = handoff.DESTINATION_ENCODER   # 'backbone'
-HEAD = "head"
 PRETRAINED = "pretrained"               # method-state collection: the starting encoder
 NEVER = np.iinfo(np.int32).max          # open step of the linear probe's frozen encoder
 # Fine-tuning augmentation: random resized crop + flip, no colour changes.
 FINETUNE_AUGMENT = dict(crop_scale=(0.35, 1.0), flip_prob=0.5, jitter_prob=0.0,
                         grayscale_prob=0.0, blur_prob=0.0, solarize_prob=0.0)
-
-_BLOCK = re.compile(r"(?:^|/)(?:block(\d+)|stage(\d+)_block(\d+))(?:/|$)")
-_SCANNED_BLOCKS = re.compile(r"(?:^|/)blocks(?:/|$)")
-_TOP_MODULES = re.compile(r"(?:^|/)encoder_norm(?:/|$)")
-
 
 class Classifier(nn.Module):
     """Encoder features [B, D] -> linear head -> float32 logits [B, num_classes]."""
@@ -92,59 +83,6 @@ class Classifier(nn.Module):
 
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         return self.classify(self.encode(x, train))
-
-
-# ------------------------------------------------------------ pure helpers
-def layer_ids(params: Mapping[str, Any]) -> tuple[dict, int]:
-    """Layer id of every parameter of {'backbone': ..., 'head': ...}, and the top id.
-
-    Blocks (ViT 'block<i>', ResNet 'stage<s>_block<b>' in order, or the
-    stacked 'blocks' of a scanned ViT) get 1..depth; the final 'encoder_norm'
-    and the head get top = depth + 1; everything else (patch / position
-    embeddings, class token, ResNet stem) gets 0. Leaves are ints, or int
-    arrays [depth, 1, ...] for stacked blocks.
-    """
-    leaves = handoff.flatten_paths(params)
-    blocks = sorted({_block_key(path) for path in leaves} - {None})
-    stacked = [leaf.shape[0] for path, leaf in leaves.items() if _SCANNED_BLOCKS.search(path)]
-    depth = len(blocks) or (stacked[0] if stacked else 0)
-    top = depth + 1
-    index = {block: i + 1 for i, block in enumerate(blocks)}
-
-    def leaf_id(path: str, leaf) -> Any:
-        if path.split("/")[0] == HEAD or _TOP_MODULES.search(path):
-            return top
-        if _SCANNED_BLOCKS.search(path):
-            return np.arange(1, depth + 1).reshape((depth,) + (1,) * (leaf.ndim - 1))
-        return index.get(_block_key(path), 0)
-
-    ids = [leaf_id(path, leaf) for path, leaf in leaves.items()]
-    return jax.tree_util.tree_unflatten(jax.tree.structure(params), ids), top
-
-
-def _block_key(path: str) -> tuple[int, ...] | None:
-    """(i,) for a ViT 'block<i>', (s, b) for a ResNet 'stage<s>_block<b>', else None."""
-    match = _BLOCK.search(path)
-    return tuple(int(g) for g in match.groups() if g is not None) if match else None
-
-
-def interpolate_weights(pretrained: Any, finetuned: Any, alpha: float) -> Any:
-    """WiSE-FT mix (1 - alpha) * pretrained + alpha * finetuned, leaf by leaf (same dtypes)."""
-    return jax.tree.map(lambda p, f: ((1.0 - alpha) * p + alpha * f).astype(f.dtype),
-                        pretrained, finetuned)
-
-
-_interpolate = jax.jit(interpolate_weights)
-
-
-def encoder_variables(variables: Mapping[str, Any]) -> dict:
-    """{collection: encoder subtree} of model variables: {'params': ..., 'batch_stats': ...}."""
-    return {c: v[ENCODER] for c, v in variables.items() if c != PRETRAINED and ENCODER in v}
-
-
-def with_encoder(variables: Mapping[str, Any], encoder: Mapping[str, Any]) -> dict:
-    """`variables` with the encoder subtree of each collection replaced by `encoder`'s."""
-    return {c: ({**v, ENCODER: encoder[c]} if c in encoder else v) for c, v in variables.items()}
 
 
 # ------------------------------------------------------------------ method
@@ -188,11 +126,8 @@ class FineTune(base.Method):
         self.plan: handoff.HandoffPlan | None = None
         self.keeps_pretrained = bool(settings.l2sp or settings.wise_alphas
                                      or settings.forgetting.name)
-        forgetting = settings.forgetting
-        self.forgetting_sources = (
-            (get_source(forgetting.name, forgetting.train_split, forgetting.data_dir),
-             get_source(forgetting.name, forgetting.eval_split, forgetting.data_dir))
-            if forgetting.name else None)
+        self.reference = (forgetting.ReferenceSet.from_config(settings.forgetting)
+                          if settings.forgetting.name else None)
 
     # -------------------------------------------------------------- state
     def init(self, rng: jax.Array, batch: dict) -> dict:
@@ -208,7 +143,7 @@ class FineTune(base.Method):
         if self.spec is not None and self.plan is None:
             self.plan = handoff.prepare_handoff(self.spec, shapes_by_path(nn.meta.unbox(variables)))
         if self.keeps_pretrained:
-            variables[PRETRAINED] = encoder_variables(variables)
+            variables[PRETRAINED] = wise_ft.encoder_variables(variables)
         return variables
 
     def select_train_examples(self, train_source):
@@ -233,7 +168,8 @@ class FineTune(base.Method):
                     for path in self.plan.loads}
         variables = handoff.set_paths(variables, handoff.restore_handoff(self.plan, abstract))
         if self.keeps_pretrained:
-            variables[PRETRAINED] = jax.tree.map(lambda x: x.copy(), encoder_variables(variables))
+            variables[PRETRAINED] = jax.tree.map(lambda x: x.copy(),
+                                                 wise_ft.encoder_variables(variables))
         report = self.plan.report()
         if jax.process_index() == 0:
             print(report, flush=True)
@@ -270,17 +206,13 @@ class FineTune(base.Method):
 
     def layer_scales(self, params: Mapping[str, Any]) -> dict:
         """Learning-rate scale of every parameter: layer_decay ** (top - layer id)."""
-        ids, top = layer_ids(params)
-        return optim.layer_decay_scales(ids, self.settings.layer_decay, top)
+        return layerwise.layer_decay_scales(params, self.settings.layer_decay)
 
     def open_steps(self, params: Mapping[str, Any]) -> dict:
         """First step at which each parameter may change (head 0; see the module docstring)."""
         settings = self.settings
-        ids, top = layer_ids(params)
         start = {"linear_probe": NEVER, "lp_ft": settings.lp_steps, "full": 0}[settings.mode]
-        return {k: (jax.tree.map(lambda _: 0, v) if k != ENCODER else
-                    optim.unfreeze_open_steps(v, top, settings.unfreeze_every, start))
-                for k, v in ids.items()}
+        return layerwise.open_steps(params, start, settings.unfreeze_every)
 
     # -------------------------------------------------------------- training
     def _views(self, rng: jax.Array, images: jax.Array) -> jax.Array:
@@ -351,37 +283,34 @@ class FineTune(base.Method):
         'wise<a>_top1'; with a forgetting data set, its kNN top-1 'forgetting_knn_before'
         (the pretrained encoder), 'forgetting_knn_after' and 'forgetting_knn_wise<a>'."""
         del train_source
-        forgetting = self.forgetting_sources is not None
+        features = self.jitted("features", mesh)
         results = self._accuracy(variables, eval_source, mesh, eval_config)
-        if forgetting:
-            results["forgetting_knn_before"] = self.forgetting_knn(
-                with_encoder(variables, variables[PRETRAINED]), mesh, eval_config)
-            results["forgetting_knn_after"] = self.forgetting_knn(variables, mesh, eval_config)
-        for alpha in self.settings.wise_alphas:
-            mixed = with_encoder(variables, _interpolate(variables[PRETRAINED],
-                                                         encoder_variables(variables), alpha))
-            results[f"wise{alpha:g}_top1"] = self._accuracy(
-                mixed, eval_source, mesh, eval_config)["top1"]
-            if forgetting:
-                results[f"forgetting_knn_wise{alpha:g}"] = self.forgetting_knn(mixed, mesh,
-                                                                              eval_config)
+        pretrained = variables.get(PRETRAINED)
+        if self.reference is not None:
+            measure = forgetting.forgetting(features, wise_ft.with_encoder(variables, pretrained),
+                                            variables, self.reference, mesh, eval_config)
+            results["forgetting_knn_before"] = measure["knn_before"]
+            results["forgetting_knn_after"] = measure["knn_after"]
+
+        def wise_scores(mixed):
+            scores = {"top1": self._accuracy(mixed, eval_source, mesh, eval_config)["top1"]}
+            if self.reference is not None:
+                scores["knn"] = forgetting.knn_top1(features, mixed, self.reference, mesh,
+                                                    eval_config)
+            return scores
+
+        wise = wise_ft.evaluate_wise_ft(wise_scores, variables, pretrained,
+                                        self.settings.wise_alphas)
+        for alpha, scores in wise.items():
+            results[f"wise{alpha:g}_top1"] = scores["top1"]
+            if "knn" in scores:
+                results[f"forgetting_knn_wise{alpha:g}"] = scores["knn"]
         return results
 
     def _accuracy(self, variables, source, mesh, eval_config) -> dict[str, float]:
         """top1 and top5 in [0, 1] on the first eval.max_test_examples of `source`."""
         logits, labels = self.eval_logits(variables, source, mesh, eval_config)
         return {f"top{k}": top_k_accuracy(logits, labels, k) for k in (1, 5)}
-
-    def forgetting_knn(self, variables, mesh, eval_config) -> float:
-        """kNN top-1 in [0, 1] of the encoder's features on the forgetting data set."""
-        limits = self.settings.forgetting
-        train_source, test_source = self.forgetting_sources
-        features = functools.partial(extract_features, self.jitted("features", mesh), variables,
-                                     mesh=mesh, batch_size=eval_config["batch_size"])
-        train_x, train_y = features(train_source, limit=limits.max_train_examples)
-        test_x, test_y = features(test_source, limit=limits.max_test_examples)
-        return knn_accuracy(train_x, train_y, test_x, test_y, train_source.num_classes,
-                            k=eval_config["knn_k"], temperature=eval_config["knn_temperature"])
 
 
 def _model_variables(variables: Mapping[str, Any]) -> dict:

@@ -5,7 +5,8 @@ The data are text rows {'tokens', 'segment_ids', 'positions'} int32 [B, L]
 from a text dataset (`jaxssl.data.text`); its name fixes the tokenizer and
 the row length L, e.g. data.name = 'text:tiny_shakespeare?length=65&tokenizer=char'.
 
-Objectives per architecture (config `lm.architecture`, `lm.objective`):
+Objectives per architecture (config `lm.architecture`, `lm.objective`; each
+pair is an entry of the table `jaxssl.objectives.lm_tasks.TASKS`):
 
   decoder          causal  next token on rows[:, :-1] -> rows[:, 1:] (context L - 1)
                    prefix  the same with a random prefix p ~ U[1, L-1] fully visible
@@ -35,29 +36,24 @@ from jaxssl.errors import ConfigError
 from jaxssl.evaluate.perplexity import NOISE_SEED, evaluate_with_fixed_noise
 from jaxssl.methods import base
 from jaxssl.models.transformer import EncoderDecoder, LanguageModel
-from jaxssl.objectives import language, mixture
+from jaxssl.objectives import language, lm_tasks, mixture
 
 TOKENIZER_FILE = "tokenizer.json"
-OBJECTIVES = {
-    "decoder": ("causal", "prefix", "span", "ul2"),
-    "encoder": ("mlm",),
-    "encoder_decoder": ("span", "prefix", "ul2"),
-}
 
 
 class TokenLossMethod(base.Method):
     """The train loss and evaluation of methods that predict tokens ('lm', 'pali').
 
-    Subclasses define `denoisers` (the mixture's objectives, may be empty) and
-    loss_sums(params, batch, rng, train=False) -> (nll sum, target tokens,
-    target characters, objective choice), each [B] per example.
+    Subclasses define `task` (a `jaxssl.objectives.lm_tasks.Task`; its `names`
+    are the mixture's objectives, may be empty) and loss_sums(params, batch,
+    rng, train=False) -> (nll sum, target tokens, target characters,
+    objective choice), each [B] per example.
     """
 
     def loss_fn(self, params, state, batch, rng, step):
         del step
         nll_sum, count, _, choice = self.loss_sums(params, batch, rng, train=True)
-        loss, metrics = mixture.mixture_loss([d.name for d in self.denoisers], choice, nll_sum,
-                                             count)
+        loss, metrics = mixture.mixture_loss(self.task.names, choice, nll_sum, count)
         return loss, (metrics, state)
 
     def assets(self) -> dict[str, str]:
@@ -80,7 +76,7 @@ class LanguageModelling(TokenLossMethod):
     def default_config() -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(dict(
             architecture="decoder",   # decoder | encoder | encoder_decoder
-            objective="causal",       # see OBJECTIVES
+            objective="causal",       # see lm_tasks.TASKS
             hidden=128,
             depth=4,                  # blocks (the encoder's, for encoder_decoder)
             decoder_depth=0,          # encoder_decoder only; 0 = depth
@@ -105,39 +101,24 @@ class LanguageModelling(TokenLossMethod):
         if not text.is_text_dataset(config.data.name):
             raise ConfigError(f"method 'lm' needs a text dataset (text:... or tfds_text:...), "
                               f"got data.name={config.data.name!r}")
-        if lm.objective not in OBJECTIVES.get(lm.architecture, ()):
-            raise ConfigError(f"lm.architecture={lm.architecture!r} with lm.objective="
-                              f"{lm.objective!r} is not supported; valid: {OBJECTIVES}")
-        if lm.objective == "ul2":
-            try:
-                mixture.check_rates(language.ul2_rates(*lm.ul2_rates))
-            except (TypeError, ValueError) as error:
-                raise ConfigError(f"lm.ul2_rates: {error}") from None
+        try:
+            lm_tasks.task_class(lm.architecture, lm.objective).check_settings(lm)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"lm: {error}") from None
 
     def __init__(self, config: ml_collections.ConfigDict):
         super().__init__(config)
         lm = config.lm
         self.spec = text.parse_text_dataset(config.data.name)
         self.tokenizer = text.tokenizer_for(config.data.name, config.data.data_dir or None)
-        self.architecture, self.objective = lm.architecture, lm.objective
-        # Sequence-to-sequence objectives: the denoisers and their sampling rates.
-        self.denoisers, self.rates = (), ()
-        if self.objective == "ul2":
-            self.denoisers = language.ul2_denoisers(text.NLU_ID, text.NLG_ID, text.S2S_ID)
-            self.rates = tuple(mixture.check_rates(language.ul2_rates(*lm.ul2_rates)))
-        elif self.objective == "span":
-            span = language.Denoiser("span", lm.noise_density, lm.mean_span)
-            self.denoisers, self.rates = (span,), (1.0,)
-        elif self.objective == "prefix":
-            self.denoisers, self.rates = (language.Denoiser("prefix"),), (1.0,)
-        if self.objective in ("span", "ul2") and self.tokenizer.num_sentinels == 0:
-            raise ConfigError(f"lm.objective={self.objective!r} needs sentinel ids: the text "
-                             f"dataset sets sentinels=0")
-        length = self.spec.length
+        self.architecture = lm.architecture
+        try:
+            self.task = lm_tasks.build_task(lm.architecture, lm.objective, lm, self.tokenizer)
+        except ValueError as error:
+            raise ConfigError(f"lm.objective={lm.objective!r}: {error}") from None
         sizes = dict(
             vocab_size=self.tokenizer.vocab_size,
-            # A decoder sees L - 1 inputs; denoising streams hold inputs and targets.
-            max_length=2 * length + 2 if self.objective in ("span", "ul2") else length,
+            max_length=self.task.context_length(self.spec.length),
             hidden=lm.hidden, depth=lm.depth, num_heads=lm.heads,
             mlp_dim=int(round(lm.hidden * lm.mlp_ratio)), dropout=lm.dropout,
             attention_dropout=lm.attention_dropout, initialization=lm.init,
@@ -154,38 +135,9 @@ class LanguageModelling(TokenLossMethod):
                     ) -> tuple[dict, jax.Array, jax.Array, jax.Array]:
         """Text rows -> (model inputs, targets [B, T], loss_mask bool [B, T], choice int32 [B]).
 
-        `choice` is each example's index into `self.denoisers` (0 without a mixture).
+        `choice` is each example's index into `self.task.names` (0 without a mixture).
         """
-        tokens, segment_ids = batch["tokens"], batch["segment_ids"]
-        choice_key, noise_key = jax.random.split(rng)
-        choice = jnp.zeros(tokens.shape[0], jnp.int32)
-        if self.objective in ("causal", "prefix") and self.architecture == "decoder":
-            targets, loss_mask = language.next_token_targets(tokens, segment_ids)
-            autoregressive = jnp.ones(targets.shape, bool)
-            if self.objective == "prefix":
-                split = jax.random.randint(noise_key, (tokens.shape[0],), 1, tokens.shape[1])
-                autoregressive = language.split_points_to_flags(split, targets.shape[1])
-                loss_mask &= language.split_points_to_flags(split - 1, targets.shape[1])
-            inputs = dict(tokens=tokens[:, :-1], segment_ids=segment_ids[:, :-1],
-                          positions=batch["positions"][:, :-1], autoregressive=autoregressive)
-            return inputs, targets, loss_mask, choice
-        if self.objective == "mlm":
-            masked, chosen = language.mlm_mask(noise_key, tokens, self.tokenizer.regular_ids,
-                                               text.MASK_ID, self.config.lm.mask_rate)
-            inputs = dict(tokens=masked, segment_ids=segment_ids, positions=batch["positions"],
-                          autoregressive=jnp.zeros(tokens.shape, bool))
-            return inputs, tokens, chosen, choice
-        if len(self.denoisers) > 1:
-            choice = mixture.choose(choice_key, self.rates, tokens.shape[0],
-                                    self.config.lm.per_example_mixture)
-        example = language.mixture_of_denoisers(noise_key, tokens, self.denoisers, choice,
-                                                self.tokenizer.sentinel_id(0))
-        if self.architecture == "encoder_decoder":
-            arrays = language.to_encoder_decoder(example, text.BOS_ID)
-        else:
-            arrays = language.to_decoder_only(example)
-        targets, loss_mask = arrays.pop("targets"), arrays.pop("loss_mask")
-        return arrays, targets, loss_mask, choice
+        return self.task.model_batch(batch, rng)
 
     def _logits(self, params, inputs: dict, train: bool, rng: jax.Array | None = None):
         dropping = self.config.lm.dropout > 0 or self.config.lm.attention_dropout > 0

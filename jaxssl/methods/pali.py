@@ -42,7 +42,7 @@ from jaxssl.methods.lm import TokenLossMethod
 from jaxssl.models import build_backbone
 from jaxssl.models.transformer import LanguageModel
 from jaxssl.models.layers import dense
-from jaxssl.objectives import language, mixture
+from jaxssl.objectives import language, lm_tasks, mixture
 
 def caption_table(tokenizer: text.Tokenizer, template: str, class_names) -> np.ndarray:
     """int32 [num_classes, L]: each class's SYNTHETIC caption (`jaxssl.data.captions`),
@@ -106,9 +106,12 @@ class PaLI(TokenLossMethod):
             self.captions = jnp.asarray(caption_table(self.tokenizer, pali.caption_template,
                                                       pali.class_names))
             caption_length = self.captions.shape[1]
-        self.denoisers = (language.Denoiser("prefix"),
-                          language.Denoiser("masked", pali.noise_density, pali.mean_span))
-        self.rates = tuple(mixture.check_rates(pali.objective_rates))
+        self.task = lm_tasks.Denoising(
+            denoisers=(language.Denoiser("prefix"),
+                       language.Denoiser("masked", pali.noise_density, pali.mean_span)),
+            rates=tuple(mixture.check_rates(pali.objective_rates)),
+            sentinel_top=self.tokenizer.sentinel_id(0), architecture="decoder",
+            per_example=pali.per_example_mixture, padded=True)
         dtype = base.DTYPES[config.compute_dtype]
         decoder = LanguageModel(
             vocab_size=self.tokenizer.vocab_size, max_length=2 * caption_length + 2,
@@ -123,31 +126,22 @@ class PaLI(TokenLossMethod):
         return batch["tokens"] if self.captions is None else self.captions[batch["label"]]
 
     def _model_inputs(self, batch: dict, rng: jax.Array):
-        """(images [B, S, S, C], decoder-only text stream, choice int32 [B]); the
-        stream's loss_mask leaves out PAD targets."""
-        choice_key, noise_key = jax.random.split(rng)
-        tokens = self.caption_tokens(batch)
-        choice = mixture.choose(choice_key, self.rates, tokens.shape[0],
-                                self.config.pali.per_example_mixture)
-        lengths = jnp.sum(tokens != text.PAD_ID, axis=1, dtype=jnp.int32)
-        example = language.mixture_of_denoisers(noise_key, tokens, self.denoisers, choice,
-                                                self.tokenizer.sentinel_id(0), lengths)
-        stream = language.to_decoder_only(example)
-        stream["loss_mask"] &= stream["targets"] != text.PAD_ID
+        """(images [B, S, S, C], the task's decoder-only text stream inputs, targets,
+        loss_mask (no loss on PAD targets), choice int32 [B])."""
+        inputs, targets, loss_mask, choice = self.task.model_batch(
+            {"tokens": self.caption_tokens(batch)}, rng)
         images = base.prepare_images(batch["image"], base.view_size(self.config, batch["image"]))
-        return images, stream, choice
+        return images, inputs, targets, loss_mask, choice
 
     def init(self, rng: jax.Array, batch: dict) -> dict:
-        images, stream, _ = self._model_inputs(batch, jax.random.key(NOISE_SEED))
-        stream = {k: v for k, v in stream.items() if k not in ("targets", "loss_mask")}
-        return self.model.init(rng, images, **stream, train=False)
+        images, inputs, _, _, _ = self._model_inputs(batch, jax.random.key(NOISE_SEED))
+        return self.model.init(rng, images, **inputs, train=False)
 
     def loss_sums(self, params, batch: dict, rng: jax.Array, train: bool = False):
         """Per example: (nll sum, target tokens, target characters, choice), each [B]."""
         noise_key, dropout_key = jax.random.split(rng)
-        images, stream, choice = self._model_inputs(batch, noise_key)
-        targets, loss_mask = stream.pop("targets"), stream.pop("loss_mask")
-        logits = self.model.apply({"params": params}, images, **stream, train=train,
+        images, inputs, targets, loss_mask, choice = self._model_inputs(batch, noise_key)
+        logits = self.model.apply({"params": params}, images, **inputs, train=train,
                                   rngs={"dropout": dropout_key})
         return (*language.loss_sums(logits, targets, loss_mask, self.char_lengths), choice)
 

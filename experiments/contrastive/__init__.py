@@ -1,0 +1,1 @@
+"""experiments/contrastive as a package: its scripts run as `python -m experiments.contrastive.SCRIPT`."""

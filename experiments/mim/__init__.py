@@ -1,0 +1,1 @@
+"""experiments/mim as a package: its scripts run as `python -m experiments.mim.SCRIPT`."""

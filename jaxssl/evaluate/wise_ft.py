@@ -1,0 +1,59 @@
+"""WiSE-FT (Wortsman et al., 2022): evaluate a fine-tuned model whose encoder weights
+are mixed with the pretrained ones, (1 - alpha) * pretrained + alpha * fine-tuned.
+
+Model variables are {collection: {module: subtree}} ({'params': ...,
+'batch_stats': ...}); the encoder is the subtree under `encoder` ('backbone',
+where every method keeps it) in each collection, and an encoder alone is
+{collection: subtree}. Everything else (e.g. a classifier head) keeps its
+fine-tuned values. Any run can call these: its evaluation is a function of
+the variables.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence, TypeVar
+
+import jax
+
+from jaxssl import handoff
+
+ENCODER = handoff.DESTINATION_ENCODER   # 'backbone'
+Result = TypeVar("Result")
+
+
+def interpolate_weights(pretrained: Any, finetuned: Any, alpha: float) -> Any:
+    """WiSE-FT mix (1 - alpha) * pretrained + alpha * finetuned, leaf by leaf (same dtypes)."""
+    return jax.tree.map(lambda p, f: ((1.0 - alpha) * p + alpha * f).astype(f.dtype),
+                        pretrained, finetuned)
+
+
+_interpolate = jax.jit(interpolate_weights)
+
+
+def encoder_variables(variables: Mapping[str, Any], encoder: str = ENCODER) -> dict:
+    """{collection: encoder subtree} of model variables, for the collections that hold one."""
+    return {c: v[encoder] for c, v in variables.items() if encoder in v}
+
+
+def with_encoder(variables: Mapping[str, Any], encoder_vars: Mapping[str, Any],
+                 encoder: str = ENCODER) -> dict:
+    """`variables` with the encoder subtree of each collection replaced by `encoder_vars`'s."""
+    return {c: ({**v, encoder: encoder_vars[c]} if c in encoder_vars else v)
+            for c, v in variables.items()}
+
+
+def wise_ft_variables(variables: Mapping[str, Any], pretrained: Mapping[str, Any], alpha: float,
+                      encoder: str = ENCODER) -> dict:
+    """The fine-tuned `variables` with their encoder mixed with the `pretrained` encoder
+    ({collection: subtree}) at `alpha` (0 = pretrained, 1 = fine-tuned)."""
+    mixed = _interpolate(pretrained, encoder_variables(variables, encoder), alpha)
+    return with_encoder(variables, mixed, encoder)
+
+
+def evaluate_wise_ft(evaluate: Callable[[dict], Result], variables: Mapping[str, Any],
+                     pretrained: Mapping[str, Any], alphas: Sequence[float],
+                     encoder: str = ENCODER) -> dict[float, Result]:
+    """{alpha: `evaluate` (variables -> any result, e.g. {'top1': fraction}) of the WiSE-FT
+    model at alpha}: alpha = 0 gives the pretrained encoder's result, 1 the fine-tuned one's."""
+    return {alpha: evaluate(wise_ft_variables(variables, pretrained, alpha, encoder))
+            for alpha in alphas}
