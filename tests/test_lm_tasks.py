@@ -5,7 +5,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxssl.data import text
+from jaxssl.data import tokenizers
 from jaxssl.methods.lm import LanguageModelling
 from jaxssl.objectives import language, lm_tasks
 
@@ -15,7 +15,7 @@ LENGTH = 17
 def rows(batch=4, length=LENGTH, pad_from=None):
     tokens = np.random.RandomState(0).randint(4, 200, (batch, length)).astype(np.int32)
     if pad_from is not None:
-        tokens[:, pad_from:] = text.PAD_ID
+        tokens[:, pad_from:] = tokenizers.PAD_ID
     return {"tokens": tokens, "segment_ids": np.ones((batch, length), np.int32),
             "positions": np.tile(np.arange(length), (batch, 1)).astype(np.int32)}
 
@@ -23,7 +23,7 @@ def rows(batch=4, length=LENGTH, pad_from=None):
 @pytest.mark.parametrize("architecture, objective", sorted(lm_tasks.TASKS))
 def test_every_entry_builds_batches_that_fit_its_context(architecture, objective):
     settings = LanguageModelling.default_config()
-    task = lm_tasks.build_task(architecture, objective, settings, text.ByteTokenizer(16))
+    task = lm_tasks.build_task(architecture, objective, settings, tokenizers.ByteTokenizer(16))
     inputs, targets, loss_mask, choice = task.model_batch(rows(), jax.random.key(0))
     assert targets.shape == loss_mask.shape and loss_mask.dtype == bool
     assert choice.shape == (4,) and int(choice.max()) < max(len(task.names), 1)
@@ -38,13 +38,13 @@ def test_unknown_pairs_and_bad_rates_are_refused_by_the_table():
         lm_tasks.task_class("decoder", "ul2").check_settings(settings)
     span = LanguageModelling.default_config()
     with pytest.raises(ValueError, match="sentinel"):
-        lm_tasks.build_task("decoder", "span", span, text.ByteTokenizer(0))
+        lm_tasks.build_task("decoder", "span", span, tokenizers.ByteTokenizer(0))
 
 
 def test_padded_rows_put_no_loss_on_pad_targets():
-    tokenizer = text.ByteTokenizer(16)
+    tokenizer = tokenizers.ByteTokenizer(16)
     task = lm_tasks.Denoising((language.Denoiser("prefix"), language.Denoiser("masked", 0.15, 3.0)),
                               (0.5, 0.5), tokenizer.sentinel_id(0), padded=True)
     _, targets, loss_mask, _ = task.model_batch(rows(pad_from=9), jax.random.key(1))
-    assert not np.any(np.asarray(loss_mask) & (np.asarray(targets) == text.PAD_ID))
+    assert not np.any(np.asarray(loss_mask) & (np.asarray(targets) == tokenizers.PAD_ID))
     assert np.asarray(loss_mask).any()

@@ -56,10 +56,7 @@ import numpy as np
 
 from jaxssl.data import tfds_io
 from jaxssl.data.root import resolve_data_dir, resolve_optional_data_dir
-# Re-exported: jaxssl.methods (lm, clip, pali) reach the tokenizers as text.NAME.
-from jaxssl.data.tokenizers import (  # noqa: F401
-    BOS_ID, DEFAULT_NUM_SENTINELS, EOS_ID, MASK_ID, NLG_ID, NLU_ID, PAD_ID, S2S_ID,
-    ByteTokenizer, CharTokenizer, Tokenizer, make_tokenizer)
+from jaxssl.data.tokenizers import DEFAULT_NUM_SENTINELS, EOS_ID, Tokenizer, make_tokenizer
 from jaxssl.errors import ConfigError, DataError
 
 TRAIN_FRACTION = 0.9

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxssl.data import captions, text
+from jaxssl.data import captions, tokenizers
 from jaxssl.evaluate import zero_shot
 from jaxssl.evaluate.representation import gather_split
 from jaxssl.errors import ConfigError, DataError
@@ -56,7 +56,7 @@ from jaxssl.models.transformer import Embedder, TransformerStack, attention_mask
 from jaxssl.objectives import contrastive
 
 
-TOKENIZER = text.ByteTokenizer(num_sentinels=0)
+TOKENIZER = tokenizers.ByteTokenizer(num_sentinels=0)
 
 
 class TextEncoder(nn.Module):
@@ -72,7 +72,7 @@ class TextEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, tokens: jax.Array, train: bool) -> jax.Array:
-        segment_ids = (tokens != text.PAD_ID).astype(jnp.int32)
+        segment_ids = (tokens != tokenizers.PAD_ID).astype(jnp.int32)
         positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
         embedder = Embedder(self.vocab_size, self.hidden, self.max_length, dtype=self.dtype,
                             name="embedder")

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxssl.data import text
+from jaxssl.data import text, tokenizers
 from jaxssl.errors import ConfigError
 from jaxssl.evaluate.perplexity import NOISE_SEED, evaluate_with_fixed_noise
 from jaxssl.methods import base
@@ -58,7 +58,7 @@ class TokenLossMethod(base.Method):
 
     def assets(self) -> dict[str, str]:
         """A character vocabulary built from the corpus is saved as tokenizer.json."""
-        if isinstance(self.tokenizer, text.CharTokenizer):
+        if isinstance(self.tokenizer, tokenizers.CharTokenizer):
             return {TOKENIZER_FILE: self.tokenizer.to_json()}
         return {}
 

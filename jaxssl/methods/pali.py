@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxssl.data import captions, text
+from jaxssl.data import captions, tokenizers
 from jaxssl.errors import ConfigError
 from jaxssl.evaluate.perplexity import NOISE_SEED
 from jaxssl.methods import base
@@ -44,7 +44,7 @@ from jaxssl.models.transformer import LanguageModel
 from jaxssl.models.layers import dense
 from jaxssl.objectives import language, lm_tasks, mixture
 
-def caption_table(tokenizer: text.Tokenizer, template: str, class_names) -> np.ndarray:
+def caption_table(tokenizer: tokenizers.Tokenizer, template: str, class_names) -> np.ndarray:
     """int32 [num_classes, L]: each class's SYNTHETIC caption (`jaxssl.data.captions`),
     space-padded to the longest, without EOS (the decoder learns every token)."""
     texts = captions.class_captions(template, class_names)
@@ -98,7 +98,7 @@ class PaLI(TokenLossMethod):
     def __init__(self, config: ml_collections.ConfigDict):
         super().__init__(config)
         pali = config.pali
-        self.tokenizer = text.ByteTokenizer(pali.num_sentinels)
+        self.tokenizer = tokenizers.ByteTokenizer(pali.num_sentinels)
         if captions.is_caption_dataset(config.data.name):
             self.captions = None  # each record brings its caption tokens
             caption_length = captions.parse_caption_dataset(config.data.name).length

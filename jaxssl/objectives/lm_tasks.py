@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxssl.data import text
+from jaxssl.data import tokenizers
 from jaxssl.objectives import language, mixture
 
 ModelBatch = tuple[dict, jax.Array, jax.Array, jax.Array]
@@ -45,7 +45,7 @@ class Task:
 
     @classmethod
     def from_settings(cls, settings: ml_collections.ConfigDict, architecture: str,
-                      tokenizer: text.Tokenizer) -> "Task":
+                      tokenizer: tokenizers.Tokenizer) -> "Task":
         """The task of the method's config section, for `architecture` and `tokenizer`."""
         raise NotImplementedError
 
@@ -105,7 +105,7 @@ class MaskedLM(Task):
     chosen tokens against the originals."""
     mask_rate: float
     regular_ids: tuple[int, int]
-    mask_id: int = text.MASK_ID
+    mask_id: int = tokenizers.MASK_ID
 
     @classmethod
     def from_settings(cls, settings, architecture, tokenizer):
@@ -172,17 +172,17 @@ class Denoising(Task):
         choice = _no_choice(tokens)
         if len(self.denoisers) > 1:
             choice = mixture.choose(choice_key, self.rates, tokens.shape[0], self.per_example)
-        lengths = (jnp.sum(tokens != text.PAD_ID, axis=1, dtype=jnp.int32) if self.padded
+        lengths = (jnp.sum(tokens != tokenizers.PAD_ID, axis=1, dtype=jnp.int32) if self.padded
                    else None)
         example = language.mixture_of_denoisers(noise_key, tokens, self.denoisers, choice,
                                                 self.sentinel_top, lengths)
         if self.architecture == "encoder_decoder":
-            arrays = language.to_encoder_decoder(example, text.BOS_ID)
+            arrays = language.to_encoder_decoder(example, tokenizers.BOS_ID)
         else:
             arrays = language.to_decoder_only(example)
         targets, loss_mask = arrays.pop("targets"), arrays.pop("loss_mask")
         if self.padded:
-            loss_mask &= targets != text.PAD_ID
+            loss_mask &= targets != tokenizers.PAD_ID
         return arrays, targets, loss_mask, choice
 
 
@@ -216,7 +216,7 @@ class UL2(Denoising):
     @classmethod
     def mixture(cls, settings):
         rates = mixture.check_rates(language.ul2_rates(*settings.ul2_rates))
-        return language.ul2_denoisers(text.NLU_ID, text.NLG_ID, text.S2S_ID), tuple(rates)
+        return language.ul2_denoisers(tokenizers.NLU_ID, tokenizers.NLG_ID, tokenizers.S2S_ID), tuple(rates)
 
 
 TASKS: dict[tuple[str, str], type[Task]] = {
@@ -243,6 +243,6 @@ def task_class(architecture: str, objective: str) -> type[Task]:
 
 
 def build_task(architecture: str, objective: str, settings: ml_collections.ConfigDict,
-               tokenizer: text.Tokenizer) -> Task:
+               tokenizer: tokenizers.Tokenizer) -> Task:
     """The task `TASKS[architecture, objective]` of the config section `settings`."""
     return task_class(architecture, objective).from_settings(settings, architecture, tokenizer)
