@@ -2,6 +2,7 @@
 XLA settings that make the many small compilations cheap; the shared locally prepared
 TFDS caption dataset; the shared tiny SimCLR run."""
 import atexit
+import hashlib
 import json
 import os
 import shutil
@@ -30,6 +31,17 @@ jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
+def snapshot(directory) -> dict[str, str]:
+    """{relative path: sha1} of every file under `directory` ({} if it does not exist)."""
+    files = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, directory)] = hashlib.sha1(f.read()).hexdigest()
+    return files
+
+
 @pytest.fixture(scope="session")
 def caption_dir(tmp_path_factory):
     """A TFDS data_dir holding `tfds_testdata.TinyCaptions` prepared as array_record."""
@@ -52,7 +64,7 @@ SIMCLR_RUN_OVERRIDES = {
 def simclr_run(tmp_path_factory):
     """tests/configs/tiny_simclr.py with SIMCLR_RUN_OVERRIDES, trained to the end by the
     command line (`jaxssl.main`, exit status 0), made once for the tests that need a
-    finished run: test_cli (a workdir that bad input must leave alone), test_train (the
+    finished run: test_bad_input (a workdir that bad input must leave alone), test_train (the
     uninterrupted run that an interrupted and resumed one must equal) and test_handoff
     (the pretrained encoder). Tests must not write into its workdir.
 

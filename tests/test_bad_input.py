@@ -2,29 +2,20 @@
 line `<program>: error: ...` naming the problem on stderr, exit status 2, and the workdir
 exactly as it was (every file's bytes). A genuine bug keeps its traceback."""
 
-import hashlib
+import io
 import os
 import textwrap
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from conftest import SIMCLR_RUN_OVERRIDES
+from conftest import SIMCLR_RUN_OVERRIDES, snapshot
 from jaxssl import main as cli, pipeline_run, sample
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONFIG = os.path.join(REPO, "tests", "configs", "tiny_simclr.py")
 TINY_FINETUNE = os.path.join(REPO, "tests", "configs", "tiny_finetune.py")
-
-
-def snapshot(directory) -> dict[str, str]:
-    """{relative path: sha1} of every file under `directory` ({} if it does not exist)."""
-    files = {}
-    for root, _, names in os.walk(directory):
-        for name in names:
-            path = os.path.join(root, name)
-            with open(path, "rb") as f:
-                files[os.path.relpath(path, directory)] = hashlib.sha1(f.read()).hexdigest()
-    return files
 
 
 def write_config(directory, body: str) -> str:
@@ -147,9 +138,65 @@ def test_bad_config_file(kind, trained, tmp_path, capsys):
     assert message in line and path in line
 
 
+def write_corrupt_data(kind: str, directory) -> tuple[str, str]:
+    """Writes a data set of `kind` whose files are damaged into `directory`.
+
+    Returns (data.name, what the error line must name)."""
+    split_file = os.path.join(directory, "{split}.npz")
+    if kind == "npz":
+        for split in ("train", "test"):
+            with open(split_file.format(split=split), "wb") as f:
+                f.write(b"PK\x03\x04 not a zip archive")
+        return "npz", split_file.format(split="train")
+    if kind == "mnist":
+        for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                     "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+            with open(os.path.join(directory, name), "wb") as f:
+                f.write(b"\x1f\x8b\x08\x00 broken gzip stream")
+        return "mnist", os.path.join(directory, "train-images-idx3-ubyte.gz")
+    images = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    records = []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG")
+        records.append(np.frombuffer(buffer.getvalue(), np.uint8))
+    records[1] = np.zeros_like(records[1])  # record 1 no longer decodes
+    offsets = np.cumsum([0] + [len(r) for r in records])
+    for split in ("train", "test"):
+        np.savez(split_file.format(split=split), jpeg=np.concatenate(records), offsets=offsets,
+                 label=np.arange(3, dtype=np.uint8))
+    return "cifar10_jpeg", split_file.format(split="train")
+
+
+@pytest.mark.parametrize("kind", ["npz", "mnist", "cifar10_jpeg"])
+def test_corrupt_data_files(kind, trained, tmp_path, capsys):
+    name, path = write_corrupt_data(kind, tmp_path)
+    assert cli.main([f"--config={TINY_CONFIG}", f"--workdir={trained}",
+                     f"--config.data.name={name}", f"--config.data.data_dir={tmp_path}"]) == 2
+    line = one_error_line(capsys)
+    assert path in line
+    if kind == "cifar10_jpeg":
+        assert "JPEG record 1" in line
+
+
 def test_missing_config_file(trained, tmp_path, capsys):
     assert cli.main([f"--config={tmp_path}/nope.py", f"--workdir={trained}"]) == 2
     assert f"config file not found: {tmp_path}/nope.py" in one_error_line(capsys)
+
+
+def test_bad_input_creates_no_workdir(tmp_path, capsys):
+    workdir = tmp_path / "never"
+    assert cli.main([f"--config={TINY_CONFIG}", f"--workdir={workdir}",
+                     "--config.totl_steps=3"]) == 2
+    assert "did you mean 'total_steps'" in one_error_line(capsys)
+    assert not workdir.exists()
+
+
+def test_unrecognised_argument_is_rejected(tmp_path):
+    with pytest.raises(SystemExit) as info:
+        cli.main([f"--config={TINY_CONFIG}", f"--workdir={tmp_path}", "--learning_rate=3"])
+    assert info.value.code == 2
+    assert os.listdir(tmp_path) == []
 
 
 def test_workdir_that_is_a_file(tmp_path, capsys):
@@ -230,7 +277,8 @@ def test_a_genuine_bug_keeps_its_traceback(tmp_path, monkeypatch):
 
 def test_at_least_25_kinds_of_bad_input_are_covered():
     others = [name for name in globals() if name.startswith("test_") and name not in (
-        "test_bad_override", "test_bad_method_config", "test_bad_config_file", "test_a_genuine_bug_keeps_its_traceback",
+        "test_bad_override", "test_bad_method_config", "test_bad_config_file",
+        "test_unrecognised_argument_is_rejected", "test_a_genuine_bug_keeps_its_traceback",
         "test_at_least_25_kinds_of_bad_input_are_covered")]
     kinds = len(BAD_OVERRIDES) + len(BAD_METHOD_CONFIGS) + len(BAD_CONFIG_FILES) + len(others)
     assert kinds >= 25

@@ -9,7 +9,7 @@ import pytest
 from jaxssl import config as config_lib, handoff, main as cli
 from jaxssl.train import Trainer
 
-from test_cli import snapshot
+from conftest import snapshot
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FINETUNE_CONFIG = os.path.join(REPO, "tests", "configs", "tiny_finetune.py")
