@@ -80,7 +80,7 @@ class Checkpointer:
         for inspection (never deleted) and out of the way of the steps the run saves next."""
         if not steps:
             return
-        self.close()
+        self.close()  # the next use rescans the remaining steps
         aside = os.path.join(os.path.dirname(self.directory), "corrupt_checkpoints")
         os.makedirs(aside, exist_ok=True)
         for step in steps:
@@ -91,7 +91,6 @@ class Checkpointer:
             os.rename(os.path.join(self.directory, str(step)), target)
             print(f"jaxssl: warning: moved unreadable checkpoint step {step} to {target}",
                   file=sys.stderr, flush=True)
-        self._manager = None  # rescans the remaining steps
 
     def check_fits(self, step: int, abstract_state: Any, subtrees=("params", "method_state")) -> None:
         """Raises CheckpointError naming paths whose shapes differ."""
@@ -151,8 +150,10 @@ class Checkpointer:
             self._manager.wait_until_finished()
 
     def close(self) -> None:
+        """Closes the Orbax manager; the next use opens a new one."""
         if self._manager is not None:
             self._manager.close()
+            self._manager = None
 
 
 def describe_failure(step: int, error: Exception) -> str:

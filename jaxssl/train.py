@@ -174,12 +174,9 @@ class Trainer:
         (or the given one) can be read.
         """
         abstract = parallel.abstract_with_shardings(self.abstract_state, self.state_shardings)
-        if step is not None:
-            candidates = [step]
-        elif self.resume_step is None:
+        candidates = [step] if step is not None else self.checkpointer.all_steps()
+        if not candidates:
             raise CheckpointError(f"no checkpoint in {self.checkpointer.directory}")
-        else:
-            candidates = self.checkpointer.all_steps()
         self.unreadable_steps, failures = [], []
         for candidate in candidates:
             try:
@@ -313,7 +310,6 @@ class Trainer:
             progress.close()
             logger.close()
             preemption.restore()
-        self.final_state = state
         self.mfu_info = {"flops_per_step_per_device": flops, "peak_flops_per_device": peak,
                          "peak_source": peak_source}
         # A periodic evaluation of a run stopped early is in metrics.jsonl, not a final result.

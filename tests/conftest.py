@@ -72,7 +72,7 @@ def simclr_run(tmp_path_factory):
     (host copies of the parameters restored from it) and results (the final evaluation,
     as the command line saved it in results.json).
     """
-    from jaxssl import config as config_lib, main as cli, parallel
+    from jaxssl import config as config_lib, main as cli
     from jaxssl.train import Trainer
 
     workdir = tmp_path_factory.mktemp("simclr_run")
@@ -83,9 +83,7 @@ def simclr_run(tmp_path_factory):
     trainer = Trainer(config, str(workdir))  # constructing a Trainer writes nothing
     step = trainer.resume_step
     assert step == config.total_steps
-    abstract = parallel.abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
-    state = trainer.checkpointer.restore(step, abstract, iter(trainer.loader))
-    trainer.checkpointer.close()
+    state = trainer.restore()
     with open(workdir / "results.json") as f:
         results = json.load(f)["pretrained"]
     return types.SimpleNamespace(workdir=workdir, config=config, step=step,

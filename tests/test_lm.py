@@ -199,7 +199,7 @@ def test_sample_command_restores_the_checkpoint_and_prints_text(tmp_path, capsys
     assert sample.main([f"--workdir={workdir}", "--prompt=def ", "--max_new_tokens=5",
                         "--temperature=0"]) == 0
     # Greedy: the command prints what the trained parameters (kept in memory) continue with.
-    method, params = trainer.method, jax.device_get(trainer.final_state.params)
+    method, params = trainer.method, jax.device_get(trainer.restore().params)
     greedy = sample.generate(jax.jit(lambda w, n: method.next_token_logits(params, w, n)),
                              method.tokenizer.encode("def "), 5, method.spec.length - 1,
                              temperature=0.0, top_k=0, rng=jax.random.key(0))
@@ -232,7 +232,7 @@ def test_dropout_run_resumes_exactly_with_either_key_kind(prng_impl, tmp_path):
     losses = lambda d: [r["loss"] for r in read_metrics(str(d)) if "loss" in r]
     straight = Trainer(config, str(tmp_path / "straight"))
     straight.run()
-    assert str(jax.random.key_impl(straight.final_state.rng)) == prng_impl
+    assert str(jax.random.key_impl(straight.restore().rng)) == prng_impl
     Trainer(config, str(tmp_path / "resumed")).run(stop_at=2)
     Trainer(config, str(tmp_path / "resumed")).run()
     assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")

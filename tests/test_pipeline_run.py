@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxssl import config as config_lib, parallel, pipeline_run
+from jaxssl import config as config_lib, pipeline_run
 from jaxssl.train import Trainer
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
@@ -45,9 +45,7 @@ def direct_evaluation(run_dir):
     (step, the Trainer's evaluation, the eval logits and labels, labelled examples)."""
     config = config_lib.resolve(json.loads(read(run_dir / "config.json")))
     trainer = Trainer(config, str(run_dir))
-    abstract = parallel.abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
-    state = trainer.checkpointer.restore(trainer.resume_step, abstract, iter(trainer.loader))
-    trainer.checkpointer.close()
+    state = trainer.restore()
     variables = {"params": state.params, **state.method_state}
     logits, labels = trainer.method.eval_logits(variables, trainer.eval_source, trainer.mesh,
                                                 config.eval)

@@ -102,7 +102,7 @@ def test_exact_resume(simclr_run, tmp_path):
     assert resumed.resume_step == 3
     results = resumed.run()
     assert computed_metrics(workdir) == computed_metrics(simclr_run.workdir)
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed.final_state.params),
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed.restore().params),
                  simclr_run.params)
     assert results == simclr_run.results
 
@@ -144,7 +144,7 @@ def test_exact_resume_with_asynchronous_checkpoint_saves(async_resumed_run, simc
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]
     assert rows == computed_metrics(simclr_run.workdir)
     jax.tree.map(np.testing.assert_array_equal,
-                 jax.device_get(run.trainers[1].final_state.params), simclr_run.params)
+                 jax.device_get(run.trainers[1].restore().params), simclr_run.params)
     assert run.results == simclr_run.results
     assert sorted(int(n) for n in os.listdir(os.path.join(run.workdir, "checkpoints"))) == [3, 4, 6]
 
