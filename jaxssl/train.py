@@ -228,7 +228,7 @@ class Trainer:
             batch = pipeline.example_batch(self.eval_source, self.config.eval.num_pictures)
             path = os.path.join(self.workdir, "pictures",
                                 f"step_{int(jax.device_get(state.step)):07d}.png")
-            self.method.write_pictures(jax.device_get(variables), batch, path)
+            self.method.write_pictures(variables, batch, path)
         return results
 
     def evaluate_random_init(self) -> dict[str, float]:

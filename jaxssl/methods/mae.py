@@ -222,7 +222,9 @@ class MaskedImageMethod(base.Method):
     def write_pictures(self, variables: dict, batch: dict, path: str) -> None:
         """PNG at `path`: rows original / masked / reconstruction of batch['image'] uint8
         [n, H, W, C]."""
-        model_images, pred, mask = jax.device_get(self.reconstruct(variables, batch["image"]))
+        host_variables = jax.device_get(variables)  # drawn on process 0 alone, from a host copy
+        model_images, pred, mask = jax.device_get(self.reconstruct(host_variables,
+                                                                   batch["image"]))
         pictures.write_reconstruction_grid(path, model_images, pred, mask, self.patch,
                                            self.pixels_normalised)
 
