@@ -167,7 +167,10 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
             value = value[part]
         if value not in allowed:
             raise ConfigError(f"config key '{path}' must be one of {allowed}, got {value!r}")
-    minimums = {"total_steps": 1, "grad_accum_steps": 1, "data.batch_size": 1,
+    minimums = {"seed": 0, "total_steps": 1, "grad_accum_steps": 1, "data.batch_size": 1,
+                "eval.knn_k": 1, "eval.probe_epochs": 1, "eval.probe_batch_size": 1,
+                "eval.max_train_examples": 0, "eval.max_test_examples": 0,
+                "eval.num_pictures": 0,
                 "log.every_steps": 1, "checkpoint.keep": 1, "eval.batch_size": 1,
                 "eval.every_steps": 0, "checkpoint.every_steps": 0, "optim.warmup_steps": 0,
                 "optim.base_lr": 0, "optim.weight_decay": 0, "optim.clip_grad_norm": 0,
@@ -178,6 +181,10 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
         value = (config[section] if section else config)[key]
         if value < minimum:
             raise ConfigError(f"config key '{path}' must be >= {minimum}, got {value}")
+    for path in ("eval.knn_temperature", "eval.probe_lr"):
+        section, key = path.split(".")
+        if not config[section][key] > 0:
+            raise ConfigError(f"config key '{path}' must be > 0, got {config[section][key]}")
     for axis, size in config.mesh.items():
         if size != -1 and size < 1:
             raise ConfigError(f"config key 'mesh.{axis}' must be -1 (the remaining devices) or "

@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from jaxssl.errors import ConfigError
 from jaxssl.models.heads import LinearHead, MLPHead
 from jaxssl.models.resnet import ResNet, resnet
 from jaxssl.models.vit import Encoder, ViT, sincos_posemb_2d, vit_config
@@ -46,7 +47,7 @@ def _vit_dims(config: Mapping[str, Any]) -> dict:
     dims.update({k: config[k] for k in VIT_DIM_KEYS if config[k]})
     missing = [k for k in VIT_DIM_KEYS if k not in dims]
     if missing:
-        raise ValueError(f"model name 'vit' needs non-zero {missing} in the model config")
+        raise ConfigError(f"model name 'vit' needs non-zero {missing} in the model config")
     dims['mlp_ratio'] = config['mlp_ratio']
     return dims
 
@@ -58,7 +59,7 @@ def build_backbone(config: Mapping[str, Any], dtype: Any = jnp.float32) -> nn.Mo
       config: dict-like (dict or ConfigDict) with the keys of `default_model_config()`.
       dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32.
     Raises:
-      ValueError: unknown name (the message lists the valid ones) or a 'vit'
+      ConfigError: unknown name (the message lists the valid ones) or a 'vit'
         without explicit dimensions.
     """
     config = {**default_model_config().to_dict(), **dict(config)}
@@ -72,7 +73,7 @@ def build_backbone(config: Mapping[str, Any], dtype: Any = jnp.float32) -> nn.Mo
             drop_path=config['drop_path'], scan_blocks=config['scan_blocks'],
             remat=config['remat'], frozen_patch_embed=config['frozen_patch_embed'],
             attention_impl=config['attention_impl'] or None, dtype=dtype, **_vit_dims(config))
-    raise ValueError(f'Unknown backbone name {name!r}; valid: {", ".join(BACKBONE_NAMES)}')
+    raise ConfigError(f'Unknown backbone name {name!r}; valid: {", ".join(BACKBONE_NAMES)}')
 
 
 __all__ = [

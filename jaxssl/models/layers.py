@@ -12,6 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxssl.errors import ConfigError
+
 LAYER_NORM_EPSILON = 1e-6
 ROTARY_BASE = 10000.0
 
@@ -143,9 +145,9 @@ class Attention(nn.Module):
                  deterministic: bool = True):
         hidden = x.shape[-1]
         if hidden % self.num_heads:
-            raise ValueError(f"hidden size {hidden} not divisible by {self.num_heads} heads")
+            raise ConfigError(f"hidden size {hidden} not divisible by {self.num_heads} heads")
         if self.dropout_rate > 0 and self.attention_impl is not None:
-            raise ValueError(f"attention dropout needs jaxssl's attention (attention_impl ''), "
+            raise ConfigError(f"attention dropout needs jaxssl's attention (attention_impl ''), "
                              f"not {self.attention_impl!r}")
 
         def project(name, count, y):

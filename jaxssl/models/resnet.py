@@ -11,6 +11,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxssl.errors import ConfigError
+
 CONV_AXES = ('conv_h', 'conv_w', 'conv_in', 'conv_out')
 CHANNEL_AXES = ('conv_out',)
 BN_MOMENTUM = 0.9
@@ -152,6 +154,6 @@ RESNET_SPECS = {
 def resnet(depth: int, **kwargs) -> ResNet:
     """ResNet of the given depth (18, 34, 50, 101, 152); kwargs go to `ResNet`."""
     if depth not in RESNET_SPECS:
-        raise ValueError(f'Unknown ResNet depth {depth}; valid: {sorted(RESNET_SPECS)}')
+        raise ConfigError(f'Unknown ResNet depth {depth}; valid: {sorted(RESNET_SPECS)}')
     stage_sizes, block_cls = RESNET_SPECS[depth]
     return ResNet(stage_sizes=stage_sizes, block_cls=block_cls, **kwargs)

@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxssl.errors import ConfigError
 from jaxssl.models.layers import Attention, Initializer, MlpBlock, layer_norm, xavier_uniform
 
 POSEMB_KINDS = ("learned", "rotary")
@@ -42,7 +43,7 @@ def block_initializers(kind: str, depth: int) -> tuple[Initializer, Initializer]
         return xavier_uniform, xavier_uniform
     if kind == "gpt2":
         return nn.initializers.normal(0.02), nn.initializers.normal(0.02 / (2 * depth) ** 0.5)
-    raise ValueError(f"unknown init {kind!r}; valid: {INIT_KINDS}")
+    raise ConfigError(f"unknown init {kind!r}; valid: {INIT_KINDS}")
 
 
 def attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array,
@@ -149,7 +150,7 @@ class Embedder(nn.Module):
 
     def setup(self):
         if self.posemb not in POSEMB_KINDS:
-            raise ValueError(f"unknown posemb {self.posemb!r}; valid: {POSEMB_KINDS}")
+            raise ConfigError(f"unknown posemb {self.posemb!r}; valid: {POSEMB_KINDS}")
         self.token_embedding = self.param(
             "token_embedding", nn.with_logical_partitioning(_embedding_init, ("vocab", "embed")),
             (self.vocab_size, self.hidden), jnp.float32)

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxssl.errors import ConfigError
 from jaxssl.models.layers import Attention, MlpBlock, layer_norm, xavier_uniform
 
 VIT_SIZES = {
@@ -35,7 +36,7 @@ def vit_config(name: str) -> dict:
     """Standard size `name` ('tiny'|'small'|'base'|'large') ->
     dict(hidden, depth, heads, mlp_ratio)."""
     if name not in VIT_SIZES:
-        raise ValueError(f'Unknown ViT size {name!r}; valid: {sorted(VIT_SIZES)}')
+        raise ConfigError(f'Unknown ViT size {name!r}; valid: {sorted(VIT_SIZES)}')
     return dict(VIT_SIZES[name])
 
 
@@ -55,7 +56,7 @@ def sincos_posemb_2d(grid_h: int, grid_w: int, dim: int) -> np.ndarray:
     `dim` must be divisible by 4.
     """
     if dim % 4:
-        raise ValueError(f'sincos_posemb_2d needs dim divisible by 4, got {dim}')
+        raise ConfigError(f'sincos_posemb_2d needs dim divisible by 4, got {dim}')
     rows, cols = np.meshgrid(np.arange(grid_h), np.arange(grid_w), indexing='ij')
     emb = np.concatenate([_sincos_1d(cols.ravel(), dim // 2),
                           _sincos_1d(rows.ravel(), dim // 2)], axis=1)
@@ -169,7 +170,7 @@ class PatchEmbedding(nn.Module):
         b, h, w, c = x.shape
         p = self.patch
         if h % p or w % p:
-            raise ValueError(f'image size {h}x{w} is not divisible by patch size {p}')
+            raise ConfigError(f'image size {h}x{w} is not divisible by patch size {p}')
         kernel = self.param(
             'kernel', nn.with_logical_partitioning(
     xavier_uniform, ('patch_h', 'patch_w', 'conv_in', 'embed')),
@@ -202,7 +203,7 @@ class PositionEmbedding(nn.Module):
                 'pos_embedding', nn.with_logical_partitioning(_token_init, ('pos', 'embed')),
                 (gh * gw, d), jnp.float32)
         else:
-            raise ValueError(f'Unknown posemb {self.kind!r}; valid: {POSEMB_KINDS}')
+            raise ConfigError(f'Unknown posemb {self.kind!r}; valid: {POSEMB_KINDS}')
         return grid.reshape(b, gh * gw, d) + posemb.astype(grid.dtype)
 
 
@@ -247,7 +248,7 @@ class ViT(nn.Module):
 
     def setup(self):
         if self.pool not in POOL_KINDS:
-            raise ValueError(f'Unknown pool {self.pool!r}; valid: {POOL_KINDS}')
+            raise ConfigError(f'Unknown pool {self.pool!r}; valid: {POOL_KINDS}')
         self.patch_embedding = PatchEmbedding(
             self.patch, self.hidden, frozen=self.frozen_patch_embed, dtype=self.dtype)
         self.position_embedding = PositionEmbedding(self.posemb)
