@@ -102,8 +102,8 @@ class Trainer:
     def _newest_fitting_step(self) -> int | None:
         """The newest checkpoint step whose metadata reads and fits this run (None if the
         workdir has no checkpoint). A step that does not fit stops the run
-        (CheckpointError); one whose metadata is unreadable is passed over with a warning
-        (`restore` says so again if it ends up resuming from an older one)."""
+        (CheckpointError); one whose metadata is unreadable is passed over here, and
+        `restore` warns about it when it resumes from an older one."""
         unreadable = []
         for step in self.checkpointer.all_steps():
             try:
