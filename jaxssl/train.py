@@ -48,6 +48,19 @@ def save_assets(assets: dict[str, str], workdir: str) -> None:
             f.write(contents)
 
 
+def check_workdir(workdir: str) -> None:
+    """ConfigError unless `workdir` names a directory this process can create or write."""
+    if not workdir:
+        raise ConfigError("--workdir is empty")
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ConfigError(f"--workdir {workdir} is a file, not a directory")
+    existing = os.path.abspath(workdir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--workdir {workdir}: {existing} is not a writable directory")
+
+
 class Preemption:
     """Records SIGTERM so the loop can save and stop at the next step boundary."""
 
@@ -69,8 +82,7 @@ class Trainer:
     def __init__(self, config: ml_collections.ConfigDict, workdir: str,
                  devices: Sequence[jax.Device] | None = None):
         self.config, self.workdir = config, workdir
-        if os.path.exists(workdir) and not os.path.isdir(workdir):
-            raise ConfigError(f"--workdir {workdir} is a file, not a directory")
+        check_workdir(workdir)
         self.mesh = parallel.make_mesh(config.mesh, devices)
         if self.mesh.devices.flat[0].platform == "cpu":
             host_memory.keep_freed_memory()
@@ -174,9 +186,13 @@ class Trainer:
         (or the given one) can be read.
         """
         abstract = parallel.abstract_with_shardings(self.abstract_state, self.state_shardings)
-        candidates = [step] if step is not None else self.checkpointer.all_steps()
-        if not candidates:
+        saved = self.checkpointer.all_steps()
+        if not saved:
             raise CheckpointError(f"no checkpoint in {self.checkpointer.directory}")
+        if step is not None and step not in saved:
+            raise CheckpointError(f"no checkpoint step {step} in {self.checkpointer.directory} "
+                                  f"(it holds steps {sorted(saved)})")
+        candidates = saved if step is None else [step]
         self.unreadable_steps, failures = [], []
         for candidate in candidates:
             try:

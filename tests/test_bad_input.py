@@ -12,6 +12,8 @@ from PIL import Image
 
 from conftest import SIMCLR_RUN_OVERRIDES, snapshot
 from jaxssl import main as cli, pipeline_run, sample
+from jaxssl.errors import CheckpointError
+from jaxssl.train import Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONFIG = os.path.join(REPO, "tests", "configs", "tiny_simclr.py")
@@ -207,6 +209,26 @@ def test_unrecognised_argument_is_rejected(tmp_path):
         cli.main([f"--config={TINY_CONFIG}", f"--workdir={tmp_path}", "--learning_rate=3"])
     assert info.value.code == 2
     assert os.listdir(tmp_path) == []
+
+
+def test_empty_workdir(capsys):
+    assert cli.main([f"--config={TINY_CONFIG}", "--workdir="]) == 2
+    assert "--workdir is empty" in one_error_line(capsys)
+
+
+def test_workdir_under_a_file(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert cli.main([f"--config={TINY_CONFIG}", f"--workdir={tmp_path}/notes.txt/run"]) == 2
+    assert f"{tmp_path}/notes.txt is not a writable directory" in one_error_line(capsys)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_restoring_a_step_that_was_not_saved(simclr_run):
+    """What `jaxssl.sample --step=999` meets: a message listing the saved steps."""
+    trainer = Trainer(simclr_run.config, str(simclr_run.workdir))
+    with pytest.raises(CheckpointError,
+                       match=r"no checkpoint step 999 in .* \(it holds steps \[6\]\)"):
+        trainer.restore(999)
 
 
 def test_workdir_that_is_a_file(tmp_path, capsys):
