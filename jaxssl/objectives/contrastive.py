@@ -209,6 +209,12 @@ def _sharded(partial_sum: PartialSum, embeddings: Sequence[jax.Array], scalars: 
         return jax.lax.psum(partial_sum(local, full, offset, *scalars), axes)
 
     scalars = tuple(jnp.asarray(s, jnp.float32) for s in scalars)
+    # Enter replicated: every device gathers all rows inside anyway. Handing the shard_map
+    # rows still split over other axes ('tensor' on a data x fsdp x tensor mesh) made XLA
+    # partition the backward pass of the MoCo v3 step wrongly (right loss and embedding
+    # cotangents, parameter gradients off by up to 8; tests/test_moco.py).
+    replicated = jax.sharding.NamedSharding(mesh, P())
+    embeddings = tuple(jax.lax.with_sharding_constraint(e, replicated) for e in embeddings)
     return jax.shard_map(shard_sum, mesh=mesh, in_specs=(P(axes), P()), out_specs=P())(
         tuple(embeddings), scalars)
 
