@@ -19,10 +19,11 @@ xavier_uniform = nn.initializers.xavier_uniform()
 Initializer = Callable[..., jax.Array]
 
 
-def layer_norm(dtype: Any, name: str) -> nn.LayerNorm:
-    """LayerNorm (epsilon 1e-6) over the last axis, float32 scale and bias named 'embed'."""
+def layer_norm(dtype: Any, name: str, epsilon: float = LAYER_NORM_EPSILON) -> nn.LayerNorm:
+    """LayerNorm (epsilon 1e-6 unless given) over the last axis, float32 scale and bias
+    named 'embed'."""
     return nn.LayerNorm(
-        epsilon=LAYER_NORM_EPSILON, dtype=dtype, param_dtype=jnp.float32,
+        epsilon=epsilon, dtype=dtype, param_dtype=jnp.float32,
         scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), name=name)
 
@@ -54,20 +55,28 @@ def gelu(x: jax.Array) -> jax.Array:
     return 0.5 * x * (1 + jax.lax.erf(x * jnp.asarray(2 ** -0.5, x.dtype)))
 
 
+def activation(x: jax.Array, approximate_gelu: bool) -> jax.Array:
+    """Exact `gelu`, or with `approximate_gelu` the tanh approximation GPT-2 uses
+    (Hugging Face 'gelu_new'): x / 2 * (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))."""
+    return jax.nn.gelu(x, approximate=True) if approximate_gelu else gelu(x)
+
+
 class MlpBlock(nn.Module):
-    """Dense(mlp_dim) -> exact GELU -> Dense(D): [..., D] -> [..., D] in `dtype`.
+    """Dense(mlp_dim) -> GELU -> Dense(D): [..., D] -> [..., D] in `dtype`.
 
     Kernels: 'fc1' from `kernel_init`, 'fc2' (the residual output) from `out_kernel_init`.
+    GELU is exact unless `approximate_gelu` (`activation`).
     """
     mlp_dim: int
     dtype: Any = jnp.float32
     kernel_init: Initializer = xavier_uniform
     out_kernel_init: Initializer = xavier_uniform
+    approximate_gelu: bool = False
 
     @nn.compact
     def __call__(self, x):
         y = dense(self.mlp_dim, ("embed", "mlp"), self.dtype, "fc1", kernel_init=self.kernel_init)(x)
-        y = gelu(y)
+        y = activation(y, self.approximate_gelu)
         return dense(x.shape[-1], ("mlp", "embed"), self.dtype, "fc2",
                      kernel_init=self.out_kernel_init)(y)
 

@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxssl.models.layers import Attention, MlpBlock, layer_norm, xavier_uniform
+from jaxssl.models.layers import (LAYER_NORM_EPSILON, Attention, MlpBlock, layer_norm,
+                                  xavier_uniform)
 
 VIT_SIZES = {
     'tiny': dict(hidden=192, depth=12, heads=3, mlp_ratio=4.0),
@@ -78,12 +79,14 @@ class EncoderBlock(nn.Module):
 
     `drop_rate` is this block's stochastic-depth rate (a float, or a traced
     scalar under `nn.scan`); `deterministic=True` disables it.
-    [B, T, D] -> [B, T, D] in `dtype`.
+    [B, T, D] -> [B, T, D] in `dtype`. `layer_norm_epsilon`: of both norms
+    (1e-6; Hugging Face ViTs use 1e-12).
     """
     num_heads: int
     mlp_dim: int
     dtype: Any = jnp.float32
     attention_impl: Optional[str] = None
+    layer_norm_epsilon: float = LAYER_NORM_EPSILON
 
     @nn.compact
     def __call__(self, x, drop_rate, deterministic: bool):
@@ -92,10 +95,10 @@ class EncoderBlock(nn.Module):
                 return x + y
             return x + drop_path(self.make_rng('dropout'), y, drop_rate)
 
-        y = layer_norm(self.dtype, 'norm1')(x)
+        y = layer_norm(self.dtype, 'norm1', self.layer_norm_epsilon)(x)
         x = residual(Attention(self.num_heads, self.dtype, attention_impl=self.attention_impl,
                                 name='attention')(y))
-        y = layer_norm(self.dtype, 'norm2')(x)
+        y = layer_norm(self.dtype, 'norm2', self.layer_norm_epsilon)(x)
         return residual(MlpBlock(self.mlp_dim, self.dtype, name='mlp')(y))
 
 
@@ -117,7 +120,7 @@ class Encoder(nn.Module):
     With `scan_blocks` the blocks are one `nn.scan`ned module 'blocks' whose
     parameters are stacked on a leading axis named 'layers'; otherwise they are
     'block0' ... 'block{depth-1}'. `remat` recomputes each block's activations in
-    the backward pass.
+    the backward pass. `layer_norm_epsilon`: of every norm (see EncoderBlock).
     """
     depth: int
     num_heads: int
@@ -127,6 +130,7 @@ class Encoder(nn.Module):
     remat: bool = False
     dtype: Any = jnp.float32
     attention_impl: Optional[str] = None
+    layer_norm_epsilon: float = LAYER_NORM_EPSILON
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -137,7 +141,8 @@ class Encoder(nn.Module):
             # static_argnums counts `self` as 0: `deterministic` is argument 3.
             block_cls = nn.remat(block_cls, prevent_cse=not self.scan_blocks, static_argnums=(3,))
         block_kwargs = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
-                            dtype=self.dtype, attention_impl=self.attention_impl)
+                            dtype=self.dtype, attention_impl=self.attention_impl,
+                            layer_norm_epsilon=self.layer_norm_epsilon)
         if self.scan_blocks:
             stack = nn.scan(
                 block_cls, variable_axes={'params': 0},
@@ -149,7 +154,7 @@ class Encoder(nn.Module):
         else:
             for i, rate in enumerate(rates):
                 x = block_cls(**block_kwargs, name=f'block{i}')(x, float(rate), deterministic)
-        return layer_norm(self.dtype, 'encoder_norm')(x)
+        return layer_norm(self.dtype, 'encoder_norm', self.layer_norm_epsilon)(x)
 
 
 class PatchEmbedding(nn.Module):
@@ -221,6 +226,7 @@ class ViT(nn.Module):
       frozen_patch_embed: no gradient into the patch projection (MoCo v3).
       dtype: compute dtype; parameters stay float32.
       attention_impl: see `layers.Attention`.
+      layer_norm_epsilon: of every layer norm (1e-6; 1e-12 for Hugging Face ViTs).
     """
     patch: int = 16
     hidden: int = 768
@@ -235,6 +241,7 @@ class ViT(nn.Module):
     frozen_patch_embed: bool = False
     dtype: Any = jnp.float32
     attention_impl: Optional[str] = None
+    layer_norm_epsilon: float = LAYER_NORM_EPSILON
 
     @classmethod
     def from_name(cls, name: str, patch: int = 16, **overrides) -> 'ViT':
@@ -259,7 +266,8 @@ class ViT(nn.Module):
             depth=self.depth, num_heads=self.heads, mlp_dim=int(
                 round(self.hidden * self.mlp_ratio)),
             drop_path=self.drop_path, scan_blocks=self.scan_blocks, remat=self.remat,
-            dtype=self.dtype, attention_impl=self.attention_impl)
+            dtype=self.dtype, attention_impl=self.attention_impl,
+            layer_norm_epsilon=self.layer_norm_epsilon)
 
     def embed_patches(self, x):
         """Images [B, H, W, C] -> patch tokens [B, L, D] with position embedding, in `dtype`."""
