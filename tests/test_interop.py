@@ -169,3 +169,82 @@ def test_a_corrupt_safetensors_file_is_a_checkpoint_error(tmp_path):
     path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         interop.load(f"timm:{path}")
+
+
+# ------------------------------------------------------- fine-tuning hand-off
+FINETUNE_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "tiny_finetune.py")
+TIMM_VIT_MODEL = {"model.name": "vit", "model.hidden": "32", "model.depth": "2",
+                  "model.heads": "4", "model.patch": "8", "model.mlp_ratio": "2.0",
+                  "model.posemb": "learned", "model.pool": "cls"}
+RESNET_MODEL = {"model.name": "resnet50", "model.width": "4", "model.cifar_stem": "False"}
+
+
+def colour_images(directory, size: int) -> None:
+    """train.npz and test.npz of 16 random colour images [size, size, 3] and 10 labels."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        np.savez(directory / f"{split}.npz",
+                 image=rng.integers(0, 256, (16, size, size, 3), dtype=np.uint8),
+                 label=np.arange(16) % 10)
+
+
+@pytest.mark.parametrize("spec, model, size, reference_key, skipped", [
+    ("timm:timm_vit/model.safetensors", TIMM_VIT_MODEL, 48, ("timm_vit", "images48", "tokens48"),
+     "skipped 2 arrays: head.bias (1), head.weight (1)"),
+    ("torchvision:torchvision_resnet50/model.safetensors", RESNET_MODEL, 64,
+     ("torchvision_resnet50", "images", "features"), "skipped 55 arrays: bn*.num_batches_tracked (1), fc.bias (1), fc.weight (1)"),
+])
+def test_fine_tuning_starts_from_a_public_checkpoint(spec, model, size, reference_key, skipped,
+                                                     tmp_path):
+    import jax
+    from jaxssl import config as config_lib
+    from jaxssl.methods.finetune import Classifier
+    from jaxssl.train import Trainer
+
+    kind, _, path = spec.partition(":")
+    colour_images(tmp_path, size)
+    config = config_lib.load(FINETUNE_CONFIG, {
+        "mesh.data": "1", "mesh.fsdp": "1", "data.name": "npz", "data.data_dir": str(tmp_path),
+        "data.batch_size": "8", "finetune.init_from.checkpoint": f"{kind}:{fixture(path)}",
+        **model})
+    trainer = Trainer(config, str(tmp_path / "run"), devices=jax.devices()[:1])
+    state = trainer.method.load_pretrained(trainer.initial_state(), trainer.state_shardings,
+                                           workdir=str(tmp_path / "run"))
+    report = (tmp_path / "run" / "handoff.txt").read_text()
+    assert report.startswith(f"hand-off from {kind}:{fixture(path)}") and skipped in report
+    if kind == "timm":
+        assert "resized params/backbone/position_embedding/pos_embedding (16, 32) -> (36, 32)" \
+            in report
+    name, images, expected = reference_key
+    ref = reference(name)
+    features = trainer.method.model.apply({"params": state.params, **state.method_state},
+                                          jnp.asarray(ref[images]), False,
+                                          method=Classifier.encode)
+    want = ref[expected][:, 0] if kind == "timm" else ref[expected]
+    assert max_difference(features, want) <= TOLERANCE
+
+
+def test_a_public_checkpoint_that_does_not_fit_the_config_stops_the_command(tmp_path, capsys):
+    from jaxssl import main as cli
+    workdir = tmp_path / "finetune"
+    argv = [f"--config={FINETUNE_CONFIG}", f"--workdir={workdir}",
+            f"--config.finetune.init_from.checkpoint=timm:{fixture('timm_vit', 'model.safetensors')}",
+            "--config.model.heads=4"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the checkpoint has model.patch=8 but the config says 2" in err[0]
+    assert not workdir.exists()
+
+
+def test_pipeline_fine_tunes_from_public_weights_without_a_pretrain_stage(tmp_path):
+    from jaxssl import pipeline_run
+    args, overrides = pipeline_run.parse_args([
+        "--finetune_config=f.py", f"--workdir={tmp_path}", "--stages=finetune,scratch,evaluate",
+        "--init_from=hf:/weights/vit-mae-base"])
+    assert pipeline_run.stage_argv(args, overrides, "finetune")[-1] == \
+        "--config.finetune.init_from.checkpoint=hf:/weights/vit-mae-base"
+    assert pipeline_run.stage_argv(args, overrides, "scratch")[-1] == \
+        "--config.finetune.init_from.checkpoint="
+    with pytest.raises(SystemExit):
+        pipeline_run.parse_args(["--finetune_config=f.py", f"--workdir={tmp_path}"])
+
