@@ -248,3 +248,36 @@ def test_pipeline_fine_tunes_from_public_weights_without_a_pretrain_stage(tmp_pa
     with pytest.raises(SystemExit):
         pipeline_run.parse_args(["--finetune_config=f.py", f"--workdir={tmp_path}"])
 
+
+# ------------------------------------------------------------------- export
+@pytest.mark.parametrize("posemb", ["learned", "sincos2d"])
+def test_exported_vit_imports_back_with_the_same_features(posemb, tmp_path):
+    import jax
+    from jaxssl.interop.export import export_hf_vit
+    from jaxssl.models import build_backbone
+
+    config = dict(name="vit", hidden=32, depth=2, heads=4, patch=8, mlp_ratio=2.0,
+                  posemb=posemb, pool="cls", layer_norm_epsilon=1e-6)
+    model = build_backbone(config)
+    images = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
+    params = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.PRNGKey(2), x.shape),
+                          model.init(jax.random.PRNGKey(0), images, train=False)["params"])
+    params = jax.tree.map(np.asarray, nn_unbox(params))
+    directory = export_hf_vit(params, config, str(tmp_path / "exported"), image_size=32)
+    assert sorted(os.listdir(directory)) == ["config.json", "model.safetensors"]
+    imported = interop.load(f"hf:{directory}")
+    assert imported.family == "hf_vit" and imported.config["hidden"] == 32
+    want = model.apply({"params": params}, images, train=False)
+    got = imported.build().apply(imported.variables(), images, train=False)
+    assert max_difference(got, want) <= 1e-5
+
+
+def nn_unbox(tree):
+    from flax import linen as nn
+    return nn.meta.unbox(tree)
+
+
+def test_export_needs_a_class_token(tmp_path):
+    from jaxssl.interop.export import export_hf_vit
+    with pytest.raises(CheckpointError, match="pool='gap'"):
+        export_hf_vit({}, dict(pool="gap"), str(tmp_path), image_size=32)
