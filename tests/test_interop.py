@@ -281,3 +281,28 @@ def test_export_needs_a_class_token(tmp_path):
     from jaxssl.interop.export import export_hf_vit
     with pytest.raises(CheckpointError, match="pool='gap'"):
         export_hf_vit({}, dict(pool="gap"), str(tmp_path), image_size=32)
+
+
+# --------------------------------------------------------------- tokenizers
+@pytest.mark.parametrize("name, kind", [("gpt2", "BytePairTokenizer"),
+                                        ("bert", "WordPieceTokenizer")])
+def test_shipped_tokenizer_gives_the_reference_ids(name, kind):
+    import json
+    from jaxssl.interop.tokenizers import load_tokenizer
+    tokenizer = load_tokenizer(fixture(name))
+    assert type(tokenizer).__name__ == kind
+    ref = reference(name)
+    for text, ids in zip(ref["strings"], json.loads(str(ref["token_ids"]))):
+        assert tokenizer.encode(str(text)) == ids, text
+
+
+def test_gpt2_tokenizer_from_vocab_and_merges_round_trips_text(tmp_path):
+    import shutil
+    from jaxssl.interop.tokenizers import BytePairTokenizer
+    for file in ("vocab.json", "merges.txt"):
+        shutil.copy(fixture("gpt2", file), tmp_path)
+    from_json = BytePairTokenizer.from_directory(fixture("gpt2"))
+    from_files = BytePairTokenizer.from_directory(str(tmp_path))
+    text = "Zebra quokka!? ünïcödé 中文 tabs\tand  double  spaces<|endoftext|>"
+    assert from_files.encode(text) == from_json.encode(text)
+    assert from_files.decode(from_files.encode(text)) == text
