@@ -330,8 +330,12 @@ def prepare_handoff(spec: HandoffSpec, target: Mapping[str, tuple[int, ...]],
         imported = interop.load(spec.checkpoint, given=model_config)
         source = {f"{path.partition('/')[0]}/{spec.subtree}/{path.partition('/')[2]}": array
                   for path, array in imported.encoder.items()}
+        folded = imported.extra.get("pixel_normalization")
+        note = (f" ({imported.family} weights" + (
+            f"; pixel mean {list(folded[0])} and std {list(folded[1])} folded into the patch "
+            f"projection" if folded else "") + ")")
         plan = plan_handoff(spec, spec.checkpoint, {p: a.shape for p, a in source.items()},
-                            target, pretraining=f" ({imported.family} weights)")
+                            target, pretraining=note)
         return dataclasses.replace(plan, arrays=source,
                                    skipped=plan.skipped + tuple(imported.skipped))
     step_dir = find_step_dir(spec.checkpoint)

@@ -306,3 +306,26 @@ def test_gpt2_tokenizer_from_vocab_and_merges_round_trips_text(tmp_path):
     text = "Zebra quokka!? ünïcödé 中文 tabs\tand  double  spaces<|endoftext|>"
     assert from_files.encode(text) == from_json.encode(text)
     assert from_files.decode(from_files.encode(text)) == text
+
+
+# ---------------------------------------------------- pixel normalisation
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def test_pixel_normalization_folds_into_the_patch_projection(tmp_path):
+    """The model takes jaxssl's [-1, 1] pixels and computes what transformers computes on
+    (pixels - mean) / std, from preprocessor_config.json or given explicitly."""
+    import json
+    import shutil
+    directory = tmp_path / "hf_vit"
+    shutil.copytree(fixture("hf_vit"), directory)
+    (directory / "preprocessor_config.json").write_text(json.dumps(
+        {"do_normalize": True, "image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD}))
+    ref = reference("hf_vit")
+    pixels01 = ref["images"] * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)
+    jaxssl_range = (2 * pixels01 - 1).astype(np.float32)
+    for imported in (interop.load(f"hf:{directory}"),
+                     interop.load("hf:" + fixture("hf_vit"),
+                                  pixel_normalization=(IMAGENET_MEAN, IMAGENET_STD))):
+        assert imported.extra["pixel_normalization"] == (IMAGENET_MEAN, IMAGENET_STD)
+        assert max_difference(vit_tokens(imported, jaxssl_range), ref["tokens"]) <= TOLERANCE

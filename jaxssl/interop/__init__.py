@@ -32,7 +32,7 @@ def parse_spec(spec: str) -> Optional[tuple[str, str]]:
 
 
 def load(spec: str, given: Optional[Mapping[str, Any]] = None,
-         image_size: Optional[int] = None) -> Imported:
+         image_size: Optional[int] = None, pixel_normalization=None) -> Imported:
     """The checkpoint `spec` ('timm:FILE', 'hf:DIR', 'torchvision:FILE') as an Imported.
 
     given: a jaxssl model config to check the checkpoint against (and to
@@ -40,6 +40,10 @@ def load(spec: str, given: Optional[Mapping[str, Any]] = None,
       None builds the config from the checkpoint.
     image_size: for ViTs, the input size; the position embedding is resized
       to its grid.
+    pixel_normalization: for ViTs, the (mean, std) per channel the checkpoint
+      was trained with, folded into the patch projection so that the model
+      takes jaxssl's [-1, 1] pixels; Hugging Face directories default to their
+      preprocessor_config.json.
     """
     parsed = parse_spec(spec)
     if parsed is None:
@@ -48,7 +52,7 @@ def load(spec: str, given: Optional[Mapping[str, Any]] = None,
     kind, path = parsed
     if kind == "timm":
         from jaxssl.interop.vit import import_timm_vit
-        return import_timm_vit(path, given, image_size)
+        return import_timm_vit(path, given, image_size, pixel_normalization=pixel_normalization)
     if kind == "torchvision":
         from jaxssl.interop.resnet import import_torchvision_resnet
         return import_torchvision_resnet(path, given)
@@ -57,7 +61,7 @@ def load(spec: str, given: Optional[Mapping[str, Any]] = None,
     model_type = hf_config.get("model_type")
     if model_type in ("vit", "vit_mae"):
         from jaxssl.interop.vit import import_hf_vit
-        return import_hf_vit(path, given, image_size, hf_config, state)
+        return import_hf_vit(path, given, image_size, hf_config, state, pixel_normalization)
     if model_type == "gpt2":
         from jaxssl.interop.gpt2 import import_gpt2
         return import_gpt2(path, hf_config, state, given)

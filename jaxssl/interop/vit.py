@@ -8,6 +8,13 @@ Layouts: the fused timm qkv [3D, D] and the separate Hugging Face q, k, v
 conv [D, C, p, p] becomes [p, p, C, D]; position 0 of the [1, 1 + g*g, D]
 position table is folded into the class token (`common.split_position_embedding`);
 the patch part is resized bilinearly when `image_size` asks for another grid.
+
+Pixels: jaxssl feeds every backbone images in [-1, 1]; public ViTs expect
+(pixels in [0, 1] - mean) / std per channel. The patch projection is linear
+and unpadded, so that normalisation folds into its kernel and bias exactly
+(`fold_pixel_normalization`): given `pixel_normalization=(mean, std)` (read
+from a Hugging Face directory's preprocessor_config.json when there is one),
+the imported model computes the original function of jaxssl's inputs.
 timm checkpoints do not record the number of heads: it is `heads` (or the
 given config's), else hidden / 64 as in every standard ViT.
 """
@@ -138,9 +145,33 @@ def _position_arrays(posemb: np.ndarray, cls_token: Optional[np.ndarray], grid: 
     return arrays, resized
 
 
+def fold_pixel_normalization(kernel: np.ndarray, bias: np.ndarray, mean, std
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """Patch projection (kernel [p, p, C, D], bias [D]) for inputs x in [-1, 1] that equals
+    the given one on (x01 - mean) / std, x01 = (x + 1) / 2, per channel C."""
+    mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    scaled = kernel.astype(np.float64) / (2 * std)[None, None, :, None]
+    shift = np.einsum("pqcd,c->d", kernel.astype(np.float64), (0.5 - mean) / std)
+    return scaled.astype(np.float32), (bias.astype(np.float64) + shift).astype(np.float32)
+
+
+def hf_pixel_normalization(directory: str) -> Optional[tuple[list, list]]:
+    """(image_mean, image_std) of a Hugging Face preprocessor_config.json, if it normalises."""
+    import json
+    import os
+    path = os.path.join(directory, "preprocessor_config.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        settings = json.load(f)
+    if not settings.get("do_normalize", True) or "image_mean" not in settings:
+        return None
+    return settings["image_mean"], settings["image_std"]
+
+
 def _finish(family: str, source: str, config: dict, given, mapped_arrays: dict,
             skipped: list, posemb: np.ndarray, cls_token, image_size: Optional[int],
-            sincos: bool = False) -> Imported:
+            sincos: bool = False, pixel_normalization=None) -> Imported:
     """Checks and builds the Imported of a plain ViT encoder."""
     from jaxssl.models import build_backbone
     grid = _grid_side(posemb.reshape(-1, posemb.shape[-1]).shape[0] - (cls_token is not None),
@@ -154,10 +185,18 @@ def _finish(family: str, source: str, config: dict, given, mapped_arrays: dict,
     arrays, resized = _position_arrays(posemb, cls_token, grid, image_size // config["patch"],
                                        sincos, "params/")
     arrays.update(mapped_arrays)
+    if pixel_normalization is not None:
+        mean, std = pixel_normalization
+        if len(mean) != arrays["params/patch_embedding/kernel"].shape[2]:
+            raise CheckpointError(f"{source}: pixel mean {list(mean)} does not have one value "
+                                  f"per input channel")
+        arrays["params/patch_embedding/kernel"], arrays["params/patch_embedding/bias"] = \
+            fold_pixel_normalization(arrays["params/patch_embedding/kernel"],
+                                     arrays["params/patch_embedding/bias"], mean, std)
     build = lambda: build_backbone(config)
     check_shapes(expected_shapes(build(), image_size), arrays, source)
     return Imported(family, source, config, arrays, arrays, skipped, resized, build,
-                    extra={"image_size": image_size})
+                    extra={"image_size": image_size, "pixel_normalization": pixel_normalization})
 
 
 def _sincos_like(table: np.ndarray, grid: int, where: str) -> bool:
@@ -170,8 +209,12 @@ def _sincos_like(table: np.ndarray, grid: int, where: str) -> bool:
 
 # --------------------------------------------------------------------- timm
 def import_timm_vit(path: str, given: Optional[Mapping[str, Any]] = None,
-                    image_size: Optional[int] = None, heads: Optional[int] = None) -> Imported:
-    """A timm VisionTransformer state dict (.safetensors) -> Imported (family 'timm_vit')."""
+                    image_size: Optional[int] = None, heads: Optional[int] = None,
+                    pixel_normalization=None) -> Imported:
+    """A timm VisionTransformer state dict (.safetensors) -> Imported (family 'timm_vit').
+
+    The file does not say how pixels were normalised: give `pixel_normalization`
+    (mean, std), e.g. timm's pretrained_cfg values, to fold it in."""
     source = f"timm:{path}"
     state = dict(read_state_dict(path))
     kernel = require(state, "patch_embed.proj.weight", "timm ViT", source)
@@ -190,7 +233,7 @@ def import_timm_vit(path: str, given: Optional[Mapping[str, Any]] = None,
                   layer_norm_epsilon=1e-6)
     mapped = apply_rules(state, timm_rules(), {"heads": heads}, source)
     return _finish("timm_vit", source, config, given, mapped.arrays, mapped.skipped, posemb,
-                   cls_token, image_size)
+                   cls_token, image_size, pixel_normalization=pixel_normalization)
 
 
 # ------------------------------------------------------------- Hugging Face
@@ -207,7 +250,8 @@ def _hf_vit_config(hf: Mapping[str, Any], source: str) -> dict:
 
 
 def import_hf_vit(directory: str, given: Optional[Mapping[str, Any]] = None,
-                  image_size: Optional[int] = None, hf_config=None, state=None) -> Imported:
+                  image_size: Optional[int] = None, hf_config=None, state=None,
+                  pixel_normalization=None) -> Imported:
     """A Hugging Face ViT directory (model_type 'vit' or 'vit_mae') -> Imported.
 
     ViTMAEForPreTraining checkpoints import with their decoder (family
@@ -235,7 +279,8 @@ def import_hf_vit(directory: str, given: Optional[Mapping[str, Any]] = None,
                          {"heads": config["heads"]}, source)
     family = "hf_vit_mae" if model_type == "vit_mae" else "hf_vit"
     imported = _finish(family, source, config, given, mapped.arrays, mapped.skipped,
-                       posemb, cls_token, image_size, sincos)
+                       posemb, cls_token, image_size, sincos,
+                       pixel_normalization or hf_pixel_normalization(directory))
     if decoder and given is None:
         return _with_mae_decoder(imported, hf_config, decoder, source)
     imported.skipped += sorted(decoder)
