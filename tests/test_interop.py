@@ -329,3 +329,20 @@ def test_pixel_normalization_folds_into_the_patch_projection(tmp_path):
                                   pixel_normalization=(IMAGENET_MEAN, IMAGENET_STD))):
         assert imported.extra["pixel_normalization"] == (IMAGENET_MEAN, IMAGENET_STD)
         assert max_difference(vit_tokens(imported, jaxssl_range), ref["tokens"]) <= TOLERANCE
+
+
+def test_the_public_mae_config_matches_vit_mae_base():
+    """configs/finetune_public_mae_vit_base.py (the README command) passes the importer's
+    check against facebook/vit-mae-base's config.json."""
+    from jaxssl import config as config_lib
+    from jaxssl.interop.mapping import check_config
+    from jaxssl.interop.vit import _given_vit_config, _hf_vit_config
+    mae_base = {"model_type": "vit_mae", "hidden_size": 768, "num_hidden_layers": 12,
+                "num_attention_heads": 12, "intermediate_size": 3072, "patch_size": 16,
+                "image_size": 224, "hidden_act": "gelu", "qkv_bias": True,
+                "layer_norm_eps": 1e-12}
+    found = {**_hf_vit_config(mae_base, "hf:vit-mae-base"), "posemb": "sincos2d"}
+    config = config_lib.load(os.path.join(os.path.dirname(__file__), "..", "configs",
+                                          "finetune_public_mae_vit_base.py"))
+    check_config(found, _given_vit_config(config.model), "hf:vit-mae-base")
+    assert config.data.image_size // config.model.patch == 224 // 16
