@@ -346,3 +346,26 @@ def test_the_public_mae_config_matches_vit_mae_base():
                                           "finetune_public_mae_vit_base.py"))
     check_config(found, _given_vit_config(config.model), "hf:vit-mae-base")
     assert config.data.image_size // config.model.patch == 224 // 16
+
+
+def test_bfloat16_and_float16_safetensors_read_as_float32(tmp_path):
+    """Hub checkpoints are often bf16, which safetensors.numpy cannot return."""
+    import json
+    import ml_dtypes
+    from jaxssl.interop.mapping import read_state_dict
+    values = {"a": np.linspace(-2, 2, 12, dtype=np.float32).reshape(3, 4),
+              "b": np.array([0.1, 7.5], np.float32)}
+    stored = {"a": values["a"].astype(ml_dtypes.bfloat16), "b": values["b"].astype(np.float16)}
+    header, data = {}, b""
+    for name, kind in (("a", "BF16"), ("b", "F16")):
+        raw = stored[name].tobytes()
+        header[name] = {"dtype": kind, "shape": list(stored[name].shape),
+                        "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    encoded = json.dumps(header).encode()
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(len(encoded).to_bytes(8, "little") + encoded + data)
+    state = read_state_dict(str(path))
+    for name in values:
+        assert state[name].dtype == np.float32
+        np.testing.assert_array_equal(state[name], stored[name].astype(np.float32))

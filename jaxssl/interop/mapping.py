@@ -43,6 +43,8 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
         import safetensors.numpy
         try:
             state = safetensors.numpy.load_file(path)
+        except TypeError:   # numpy has no bfloat16: read the file format directly
+            state = read_safetensors_with_ml_dtypes(path)
         except Exception as error:  # the library raises several types for a corrupt file
             raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
     else:
@@ -54,8 +56,37 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state.get("model", state))
         state = {k: v.float().numpy() for k, v in state.items() if hasattr(v, "numpy")}
-    return {name: np.asarray(a, np.float32) if a.dtype.kind == "f" else np.asarray(a)
+    is_float = lambda a: a.dtype.kind == "f" or a.dtype.name == "bfloat16"
+    return {name: np.asarray(a, np.float32) if is_float(a) else np.asarray(a)
             for name, a in state.items()}
+
+
+SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+                      "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8",
+                      "U8": "uint8", "BOOL": "bool"}
+
+
+def read_safetensors_with_ml_dtypes(path: str) -> dict[str, np.ndarray]:
+    """A .safetensors file read by hand (8-byte header length, JSON header, raw little-endian
+    data), with bfloat16 from ml_dtypes, which `safetensors.numpy` cannot return."""
+    import ml_dtypes
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        length = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8:8 + length])
+        state = {}
+        for name, entry in header.items():
+            if name == "__metadata__":
+                continue
+            kind = SAFETENSORS_DTYPES[entry["dtype"]]
+            dtype = ml_dtypes.bfloat16 if kind == "bfloat16" else np.dtype(kind)
+            start, end = entry["data_offsets"]
+            state[name] = np.frombuffer(data[8 + length + start:8 + length + end],
+                                        dtype).reshape(entry["shape"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
+    return state
 
 
 def read_hf_directory(directory: str) -> tuple[dict, dict[str, np.ndarray]]:
