@@ -47,7 +47,7 @@ def test_timm_vit_tokens_and_class_feature_match_timm():
     ref = reference("timm_vit")
     assert imported.config == dict(name="vit", hidden=32, depth=2, heads=4, patch=8,
                                    mlp_ratio=2.0, posemb="learned", pool="cls",
-                                   layer_norm_epsilon=1e-6)
+                                   layer_norm_epsilon=1e-6, activation="gelu", pre_norm=False)
     assert imported.skipped == ["head.bias", "head.weight"]
     assert max_difference(vit_tokens(imported, ref["images"]), ref["tokens"]) <= TOLERANCE
     features = imported.build().apply(imported.variables(), jnp.asarray(ref["images"]), False)
@@ -99,7 +99,7 @@ def test_hf_vit_mae_as_a_fine_tuning_encoder_skips_the_decoder():
 def test_gpt2_logits_and_loss_match_transformers():
     imported = interop.load("hf:" + fixture("gpt2"))
     ref = reference("gpt2")
-    assert imported.config["approximate_gelu"] and imported.config["layer_norm_epsilon"] == 1e-5
+    assert imported.config["activation"] == "gelu_tanh" and imported.config["layer_norm_epsilon"] == 1e-5
     tokens = jnp.asarray(ref["tokens"])
     batch, length = tokens.shape
     logits = imported.build().apply(
@@ -128,6 +128,30 @@ def test_bert_masked_lm_logits_and_loss_match_transformers():
     loss, _ = weighted_mean(token_nll(logits, jnp.asarray(np.maximum(labels, 0))),
                             jnp.asarray(labels >= 0))
     assert abs(float(loss) - float(ref["loss"])) <= TOLERANCE
+
+
+# --------------------------------------------------------------------- CLIP
+def test_clip_towers_and_logits_match_transformers():
+    imported = interop.load("hf:" + fixture("hf_clip"))
+    ref = reference("hf_clip")
+    assert imported.config["activation"] == "quick_gelu" and imported.config["pre_norm"]
+    assert imported.extra["text"]["pooling"] == "eos" and imported.extra["text"]["eos_id"] == 98
+    model, variables = imported.build(), imported.variables()
+    image, text, scalars = model.apply(variables, jnp.asarray(ref["images"]),
+                                       jnp.asarray(ref["tokens"]), train=False)
+    assert max_difference(image, ref["image_features"]) <= TOLERANCE
+    assert max_difference(text, ref["text_features"]) <= TOLERANCE
+    unit = lambda x: x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+    logits = jnp.exp(scalars["logit_scale"]) * unit(image) @ unit(text).T
+    assert max_difference(logits, ref["logits_per_image"]) <= TOLERANCE
+
+
+def test_clip_as_a_fine_tuning_encoder_skips_the_text_tower():
+    imported = interop.load("hf:" + fixture("hf_clip"), given={"name": "vit", "pre_norm": True})
+    assert "text_projection.weight" in imported.skipped and "logit_scale" in imported.skipped
+    features = imported.build().apply(imported.variables(),
+                                      jnp.asarray(reference("hf_clip")["images"]), False)
+    assert max_difference(features, reference("hf_clip")["image_pooled"]) <= TOLERANCE
 
 
 # ------------------------------------------------------------------- ResNet
@@ -177,6 +201,9 @@ TIMM_VIT_MODEL = {"model.name": "vit", "model.hidden": "32", "model.depth": "2",
                   "model.heads": "4", "model.patch": "8", "model.mlp_ratio": "2.0",
                   "model.posemb": "learned", "model.pool": "cls"}
 RESNET_MODEL = {"model.name": "resnet50", "model.width": "4", "model.cifar_stem": "False"}
+CLIP_MODEL = {**TIMM_VIT_MODEL, "model.hidden": "48", "model.heads": "3",
+              "model.layer_norm_epsilon": "1e-5", "model.activation": "quick_gelu",
+              "model.pre_norm": "True"}
 
 
 def colour_images(directory, size: int) -> None:
@@ -191,6 +218,8 @@ def colour_images(directory, size: int) -> None:
 @pytest.mark.parametrize("spec, model, size, reference_key, skipped", [
     ("timm:timm_vit/model.safetensors", TIMM_VIT_MODEL, 48, ("timm_vit", "images48", "tokens48"),
      "skipped 2 arrays: head.bias (1), head.weight (1)"),
+    ("hf:hf_clip", CLIP_MODEL, 32, ("hf_clip", "images", "image_pooled"),
+     "text_model.embeddings.token_embedding.weight (1)"),
     ("torchvision:torchvision_resnet50/model.safetensors", RESNET_MODEL, 64,
      ("torchvision_resnet50", "images", "features"), "skipped 55 arrays: bn*.num_batches_tracked (1), fc.bias (1), fc.weight (1)"),
 ])

@@ -14,7 +14,7 @@ from jaxssl.errors import CheckpointError
 from jaxssl.interop.common import Imported
 from jaxssl.interop.mapping import (Rule, apply_rules, dense_rules, fused_qkv, heads_in,
                                     identity, norm_rules, require)
-from jaxssl.interop.text import approximate_gelu, language_model_import
+from jaxssl.interop.text import hf_activation, language_model_import
 
 
 def gpt2_rules() -> list[Rule]:
@@ -50,7 +50,6 @@ def import_gpt2(directory: str, hf: Mapping[str, Any], state: Mapping,
                   mlp_dim=hf.get("n_inner") or 4 * hidden, posemb="learned",
                   tied_embeddings=True,
                   layer_norm_epsilon=float(hf.get("layer_norm_epsilon", 1e-5)),
-                  approximate_gelu=approximate_gelu(hf.get("activation_function", "gelu_new"),
-                                                    source))
+                  activation=hf_activation(hf.get("activation_function", "gelu_new"), source))
     mapped = apply_rules(state, gpt2_rules(), {"heads": hf["n_head"]}, source)
     return language_model_import("gpt2", source, config, given, mapped)

@@ -174,11 +174,12 @@ def dense_rules(source: str, destination: str, kernel: Transform = linear,
             Rule(source + r"\.bias", destination + "/bias", bias)]
 
 
-def separate_qkv_rules(template: str, destination: str) -> list[Rule]:
-    """Three Linears `template`.format(name='query'|'key'|'value') (weights [D, D]) stacked
-    into one fused jaxssl projection: kernel [D, 3, H, Dh], bias [3, H, Dh]."""
+def separate_qkv_rules(template: str, destination: str,
+                       names: tuple[str, str, str] = ("query", "key", "value")) -> list[Rule]:
+    """Three Linears `template`.format(name=names[i]) (weights [D, D]) stacked into one
+    fused jaxssl projection: kernel [D, 3, H, Dh], bias [3, H, Dh]."""
     rules = []
-    for index, name in enumerate(("query", "key", "value")):
+    for index, name in enumerate(names):
         rules += [Rule(template.format(name=name) + r"\.weight", destination + "/kernel",
                        chain(linear, split_heads), (index, 3, 1)),
                   Rule(template.format(name=name) + r"\.bias", destination + "/bias",

@@ -14,16 +14,17 @@ from jaxssl.errors import CheckpointError
 from jaxssl.interop.common import Imported
 from jaxssl.interop.mapping import Mapped, check_config, check_shapes
 
-GELU_KINDS = {"gelu": False, "gelu_new": True, "gelu_pytorch_tanh": True}
+HF_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+                  "quick_gelu": "quick_gelu"}
 
 
-def approximate_gelu(name: str, where: str) -> bool:
-    """Hugging Face activation name -> LanguageModel.approximate_gelu; CheckpointError if
+def hf_activation(name: str, where: str) -> str:
+    """Hugging Face activation name -> jaxssl's (`layers.activation`); CheckpointError if
     jaxssl has no such activation."""
-    if name not in GELU_KINDS:
+    if name not in HF_ACTIVATIONS:
         raise CheckpointError(f"{where}: activation {name!r} is not one jaxssl has "
-                              f"({', '.join(GELU_KINDS)})")
-    return GELU_KINDS[name]
+                              f"({', '.join(HF_ACTIVATIONS)})")
+    return HF_ACTIVATIONS[name]
 
 
 def language_model_import(family: str, source: str, config: dict,

@@ -230,7 +230,7 @@ def import_timm_vit(path: str, given: Optional[Mapping[str, Any]] = None,
                   heads=heads, patch=patch,
                   mlp_ratio=state["blocks.0.mlp.fc1.weight"].shape[0] / hidden,
                   posemb="learned", pool="cls" if cls_token is not None else "gap",
-                  layer_norm_epsilon=1e-6)
+                  layer_norm_epsilon=1e-6, activation="gelu", pre_norm=False)
     mapped = apply_rules(state, timm_rules(), {"heads": heads}, source)
     return _finish("timm_vit", source, config, given, mapped.arrays, mapped.skipped, posemb,
                    cls_token, image_size, pixel_normalization=pixel_normalization)
@@ -246,7 +246,8 @@ def _hf_vit_config(hf: Mapping[str, Any], source: str) -> dict:
                 heads=hf["num_attention_heads"], patch=hf["patch_size"],
                 mlp_ratio=hf["intermediate_size"] / hf["hidden_size"], posemb="learned",
                 pool="cls", layer_norm_epsilon=float(hf.get("layer_norm_eps",
-                                                            HF_LAYER_NORM_EPSILON)))
+                                                            HF_LAYER_NORM_EPSILON)),
+                activation="gelu", pre_norm=False)
 
 
 def import_hf_vit(directory: str, given: Optional[Mapping[str, Any]] = None,

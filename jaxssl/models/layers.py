@@ -55,28 +55,38 @@ def gelu(x: jax.Array) -> jax.Array:
     return 0.5 * x * (1 + jax.lax.erf(x * jnp.asarray(2 ** -0.5, x.dtype)))
 
 
-def activation(x: jax.Array, approximate_gelu: bool) -> jax.Array:
-    """Exact `gelu`, or with `approximate_gelu` the tanh approximation GPT-2 uses
-    (Hugging Face 'gelu_new'): x / 2 * (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))."""
-    return jax.nn.gelu(x, approximate=True) if approximate_gelu else gelu(x)
+ACTIVATIONS = ("gelu", "gelu_tanh", "quick_gelu")
+
+
+def activation(x: jax.Array, kind: str) -> jax.Array:
+    """The MLP nonlinearity `kind`: 'gelu' (exact, `gelu`), 'gelu_tanh' (the tanh
+    approximation GPT-2 uses, Hugging Face 'gelu_new': x / 2 * (1 + tanh(sqrt(2 / pi)
+    (x + 0.044715 x^3)))) or 'quick_gelu' (OpenAI CLIP's x * sigmoid(1.702 x))."""
+    if kind == "gelu":
+        return gelu(x)
+    if kind == "gelu_tanh":
+        return jax.nn.gelu(x, approximate=True)
+    if kind == "quick_gelu":
+        return x * jax.nn.sigmoid(jnp.asarray(1.702, x.dtype) * x)
+    raise ValueError(f"unknown activation {kind!r}; valid: {ACTIVATIONS}")
 
 
 class MlpBlock(nn.Module):
     """Dense(mlp_dim) -> GELU -> Dense(D): [..., D] -> [..., D] in `dtype`.
 
     Kernels: 'fc1' from `kernel_init`, 'fc2' (the residual output) from `out_kernel_init`.
-    GELU is exact unless `approximate_gelu` (`activation`).
+    The nonlinearity is `activation` (exact GELU by default).
     """
     mlp_dim: int
     dtype: Any = jnp.float32
     kernel_init: Initializer = xavier_uniform
     out_kernel_init: Initializer = xavier_uniform
-    approximate_gelu: bool = False
+    activation: str = "gelu"
 
     @nn.compact
     def __call__(self, x):
         y = dense(self.mlp_dim, ("embed", "mlp"), self.dtype, "fc1", kernel_init=self.kernel_init)(x)
-        y = activation(y, self.approximate_gelu)
+        y = activation(y, self.activation)
         return dense(x.shape[-1], ("mlp", "embed"), self.dtype, "fc2",
                      kernel_init=self.out_kernel_init)(y)
 

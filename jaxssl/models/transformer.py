@@ -73,8 +73,8 @@ class TransformerBlock(nn.Module):
     [B, 1, T, S] are given exactly when the block has cross-attention.
     `dropout` drops branch outputs, `attention_dropout` attention weights.
     Kernel initializers as in `block_initializers`. For imported weights:
-    `layer_norm_epsilon` (GPT-2 1e-5, BERT 1e-12), `approximate_gelu` (GPT-2's
-    tanh GELU) and `post_norm` (BERT: each norm after its residual sum,
+    `layer_norm_epsilon` (GPT-2 1e-5, BERT 1e-12), `activation` (GPT-2's
+    'gelu_tanh', see layers.activation) and `post_norm` (BERT: each norm after its residual sum,
     x = LN(x + branch(x)), instead of before the branch).
     """
     num_heads: int
@@ -87,7 +87,7 @@ class TransformerBlock(nn.Module):
     kernel_init: Initializer = xavier_uniform
     out_kernel_init: Initializer = xavier_uniform
     layer_norm_epsilon: float = LAYER_NORM_EPSILON
-    approximate_gelu: bool = False
+    activation: str = "gelu"
     post_norm: bool = False
 
     @nn.compact
@@ -115,14 +115,14 @@ class TransformerBlock(nn.Module):
         y = before("mlp_norm", x)
         return after("mlp_norm", residual("mlp", MlpBlock(
             self.mlp_dim, self.dtype, self.kernel_init, self.out_kernel_init,
-            self.approximate_gelu, name="mlp")(y)))
+            self.activation, name="mlp")(y)))
 
 
 class TransformerStack(nn.Module):
     """`depth` TransformerBlocks and a final LayerNorm: [B, T, D] -> [B, T, D].
 
     `initialization`: 'xavier' or 'gpt2' (`block_initializers`, scaled by this stack's
-    depth). `layer_norm_epsilon`, `approximate_gelu`, `post_norm`: see
+    depth). `layer_norm_epsilon`, `activation`, `post_norm`: see
     TransformerBlock; `final_norm` False leaves out the final LayerNorm (BERT).
     """
     depth: int
@@ -135,7 +135,7 @@ class TransformerStack(nn.Module):
     attention_dropout: float = 0.0
     initialization: str = "xavier"  # (a field named `init` would hide Module.init)
     layer_norm_epsilon: float = LAYER_NORM_EPSILON
-    approximate_gelu: bool = False
+    activation: str = "gelu"
     post_norm: bool = False
     final_norm: bool = True
 
@@ -147,7 +147,7 @@ class TransformerStack(nn.Module):
             x = TransformerBlock(self.num_heads, self.mlp_dim, self.dropout, self.rotary,
                                  self.dtype, self.attention_impl, self.attention_dropout,
                                  kernel_init, out_kernel_init, self.layer_norm_epsilon,
-                                 self.approximate_gelu, self.post_norm, name=f"block{i}")(
+                                 self.activation, self.post_norm, name=f"block{i}")(
                 x, mask, positions, deterministic, encoded, cross_mask, encoded_positions)
         if not self.final_norm:
             return x
@@ -223,7 +223,7 @@ class Embedder(nn.Module):
 
     def logits(self, x):
         if self.logits_transform:
-            x = self.transform_norm(activation(self.transform(x), False))
+            x = self.transform_norm(activation(self.transform(x), "gelu"))
         if self.tied:
             y = x @ self.token_embedding.astype(self.dtype).T
             if self.tied_bias:
@@ -250,7 +250,7 @@ class _Sizes(nn.Module):
     initialization: str = "xavier"
     # Options of imported models (jaxssl.interop): see TransformerBlock and Embedder.
     layer_norm_epsilon: float = LAYER_NORM_EPSILON
-    approximate_gelu: bool = False
+    activation: str = "gelu"
     post_norm: bool = False
     type_vocab_size: int = 0
     embedding_norm: bool = False
@@ -267,7 +267,7 @@ class _Sizes(nn.Module):
         return TransformerStack(depth, self.num_heads, self.mlp_dim, self.dropout,
                                 self.posemb == "rotary", self.dtype, self.attention_impl,
                                 self.attention_dropout, self.initialization,
-                                self.layer_norm_epsilon, self.approximate_gelu, self.post_norm,
+                                self.layer_norm_epsilon, self.activation, self.post_norm,
                                 not self.post_norm, name=name)
 
     def _embed(self, embedder, tokens, positions, train: bool):

@@ -80,13 +80,14 @@ class EncoderBlock(nn.Module):
     `drop_rate` is this block's stochastic-depth rate (a float, or a traced
     scalar under `nn.scan`); `deterministic=True` disables it.
     [B, T, D] -> [B, T, D] in `dtype`. `layer_norm_epsilon`: of both norms
-    (1e-6; Hugging Face ViTs use 1e-12).
+    (1e-6; Hugging Face ViTs use 1e-12); `activation`: the MLP's (`layers.activation`).
     """
     num_heads: int
     mlp_dim: int
     dtype: Any = jnp.float32
     attention_impl: Optional[str] = None
     layer_norm_epsilon: float = LAYER_NORM_EPSILON
+    activation: str = 'gelu'
 
     @nn.compact
     def __call__(self, x, drop_rate, deterministic: bool):
@@ -99,7 +100,8 @@ class EncoderBlock(nn.Module):
         x = residual(Attention(self.num_heads, self.dtype, attention_impl=self.attention_impl,
                                 name='attention')(y))
         y = layer_norm(self.dtype, 'norm2', self.layer_norm_epsilon)(x)
-        return residual(MlpBlock(self.mlp_dim, self.dtype, name='mlp')(y))
+        return residual(MlpBlock(self.mlp_dim, self.dtype, activation=self.activation,
+                                 name='mlp')(y))
 
 
 class _ScannedEncoderBlock(EncoderBlock):
@@ -120,7 +122,7 @@ class Encoder(nn.Module):
     With `scan_blocks` the blocks are one `nn.scan`ned module 'blocks' whose
     parameters are stacked on a leading axis named 'layers'; otherwise they are
     'block0' ... 'block{depth-1}'. `remat` recomputes each block's activations in
-    the backward pass. `layer_norm_epsilon`: of every norm (see EncoderBlock).
+    the backward pass. `layer_norm_epsilon`, `activation`: see EncoderBlock.
     """
     depth: int
     num_heads: int
@@ -131,6 +133,7 @@ class Encoder(nn.Module):
     dtype: Any = jnp.float32
     attention_impl: Optional[str] = None
     layer_norm_epsilon: float = LAYER_NORM_EPSILON
+    activation: str = 'gelu'
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -142,7 +145,8 @@ class Encoder(nn.Module):
             block_cls = nn.remat(block_cls, prevent_cse=not self.scan_blocks, static_argnums=(3,))
         block_kwargs = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
                             dtype=self.dtype, attention_impl=self.attention_impl,
-                            layer_norm_epsilon=self.layer_norm_epsilon)
+                            layer_norm_epsilon=self.layer_norm_epsilon,
+                            activation=self.activation)
         if self.scan_blocks:
             stack = nn.scan(
                 block_cls, variable_axes={'params': 0},
@@ -227,6 +231,9 @@ class ViT(nn.Module):
       dtype: compute dtype; parameters stay float32.
       attention_impl: see `layers.Attention`.
       layer_norm_epsilon: of every layer norm (1e-6; 1e-12 for Hugging Face ViTs).
+      activation: of the MLPs ('gelu'; CLIP's 'quick_gelu', see `layers.activation`).
+      pre_norm: a LayerNorm 'pre_norm' over the tokens (class token included) before
+        the first block, as CLIP's vision tower has.
     """
     patch: int = 16
     hidden: int = 768
@@ -242,6 +249,8 @@ class ViT(nn.Module):
     dtype: Any = jnp.float32
     attention_impl: Optional[str] = None
     layer_norm_epsilon: float = LAYER_NORM_EPSILON
+    activation: str = 'gelu'
+    pre_norm: bool = False
 
     @classmethod
     def from_name(cls, name: str, patch: int = 16, **overrides) -> 'ViT':
@@ -267,7 +276,9 @@ class ViT(nn.Module):
                 round(self.hidden * self.mlp_ratio)),
             drop_path=self.drop_path, scan_blocks=self.scan_blocks, remat=self.remat,
             dtype=self.dtype, attention_impl=self.attention_impl,
-            layer_norm_epsilon=self.layer_norm_epsilon)
+            layer_norm_epsilon=self.layer_norm_epsilon, activation=self.activation)
+        if self.pre_norm:
+            self.pre_norm_layer = layer_norm(self.dtype, 'pre_norm', self.layer_norm_epsilon)
 
     def embed_patches(self, x):
         """Images [B, H, W, C] -> patch tokens [B, L, D] with position embedding, in `dtype`."""
@@ -279,6 +290,8 @@ class ViT(nn.Module):
             cls = jnp.broadcast_to(self.cls_token.astype(tokens.dtype),
                                    (tokens.shape[0], 1, self.hidden))
             tokens = jnp.concatenate([cls, tokens], axis=1)
+        if self.pre_norm:
+            tokens = self.pre_norm_layer(tokens)
         return self.encoder(tokens, train)
 
     def __call__(self, x, train: bool):
