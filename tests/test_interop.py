@@ -131,27 +131,42 @@ def test_bert_masked_lm_logits_and_loss_match_transformers():
 
 
 # --------------------------------------------------------------------- CLIP
-def test_clip_towers_and_logits_match_transformers():
-    imported = interop.load("hf:" + fixture("hf_clip"))
-    ref = reference("hf_clip")
-    assert imported.config["activation"] == "quick_gelu" and imported.config["pre_norm"]
-    assert imported.extra["text"]["pooling"] == "eos" and imported.extra["text"]["eos_id"] == 98
+@pytest.mark.parametrize("name, config, logits_of", [
+    ("hf_clip", {"activation": "quick_gelu", "pre_norm": True, "pool": "cls"},
+     lambda cosine, scalars: jnp.exp(scalars["logit_scale"]) * cosine),
+    ("hf_siglip", {"activation": "gelu_tanh", "pre_norm": False, "pool": "map"},
+     lambda cosine, scalars: jnp.exp(scalars["log_t"]) * cosine + scalars["bias"]),
+])
+def test_two_towers_and_logits_match_transformers(name, config, logits_of):
+    imported = interop.load("hf:" + fixture(name))
+    ref = reference(name)
+    assert {key: imported.config[key] for key in config} == config
     model, variables = imported.build(), imported.variables()
     image, text, scalars = model.apply(variables, jnp.asarray(ref["images"]),
                                        jnp.asarray(ref["tokens"]), train=False)
     assert max_difference(image, ref["image_features"]) <= TOLERANCE
     assert max_difference(text, ref["text_features"]) <= TOLERANCE
     unit = lambda x: x / jnp.linalg.norm(x, axis=-1, keepdims=True)
-    logits = jnp.exp(scalars["logit_scale"]) * unit(image) @ unit(text).T
+    logits = logits_of(unit(image) @ unit(text).T, scalars)
     assert max_difference(logits, ref["logits_per_image"]) <= TOLERANCE
 
 
 def test_clip_as_a_fine_tuning_encoder_skips_the_text_tower():
     imported = interop.load("hf:" + fixture("hf_clip"), given={"name": "vit", "pre_norm": True})
+    assert imported.extra["image_size"] == 32
     assert "text_projection.weight" in imported.skipped and "logit_scale" in imported.skipped
     features = imported.build().apply(imported.variables(),
                                       jnp.asarray(reference("hf_clip")["images"]), False)
     assert max_difference(features, reference("hf_clip")["image_pooled"]) <= TOLERANCE
+
+
+def test_siglip_image_tower_alone_has_the_map_head():
+    imported = interop.load("hf:" + fixture("hf_siglip"), given={"name": "vit", "pool": "map"})
+    assert any(path.startswith("params/map_head/") for path in imported.arrays)
+    assert "text_model.head.weight" in imported.skipped
+    features = imported.build().apply(imported.variables(),
+                                      jnp.asarray(reference("hf_siglip")["images"]), False)
+    assert max_difference(features, reference("hf_siglip")["image_features"]) <= TOLERANCE
 
 
 # ------------------------------------------------------------------- ResNet

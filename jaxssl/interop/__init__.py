@@ -4,7 +4,7 @@
 
   timm:FILE          a timm VisionTransformer state dict (.safetensors)
   hf:DIR             a Hugging Face model directory (config.json + model.safetensors):
-                     ViT, ViT-MAE, CLIP, GPT-2, BERT
+                     ViT, ViT-MAE, CLIP, SigLIP, GPT-2, BERT
   torchvision:FILE   a torchvision ResNet state dict (.safetensors)
 
 and returns an `Imported`: the jaxssl config the checkpoint implies (or the
@@ -65,6 +65,9 @@ def load(spec: str, given: Optional[Mapping[str, Any]] = None,
     if model_type == "clip":
         from jaxssl.interop.clip import import_clip
         return import_clip(path, hf_config, state, given, image_size)
+    if model_type == "siglip":
+        from jaxssl.interop.clip import import_siglip
+        return import_siglip(path, hf_config, state, given, image_size)
     if model_type == "gpt2":
         from jaxssl.interop.gpt2 import import_gpt2
         return import_gpt2(path, hf_config, state, given)
@@ -72,7 +75,7 @@ def load(spec: str, given: Optional[Mapping[str, Any]] = None,
         from jaxssl.interop.bert import import_bert
         return import_bert(path, hf_config, state, given)
     raise CheckpointError(f"hf:{path}: model_type {model_type!r} has no importer "
-                          f"(supported: vit, vit_mae, clip, gpt2, bert)")
+                          f"(supported: vit, vit_mae, clip, siglip, gpt2, bert)")
 
 
 __all__ = ["Imported", "PREFIXES", "load", "parse_spec"]

@@ -60,7 +60,7 @@ from jaxssl.objectives import contrastive
 TOKENIZER = tokenizers.ByteTokenizer(num_sentinels=0)
 
 
-TEXT_POOLING = ("last", "argmax", "eos")
+TEXT_POOLING = ("last", "argmax", "eos", "final")
 
 
 class TextEncoder(nn.Module):
@@ -68,7 +68,8 @@ class TextEncoder(nn.Module):
 
     Options for imported CLIP text towers (`jaxssl.interop.clip`): `pooling`
     'argmax' takes the position of the largest token id (OpenAI CLIP's EOT),
-    'eos' the first `eos_id`; `mask_padding` False lets every token attend
+    'eos' the first `eos_id`, 'final' the last position whatever the token
+    (SigLIP's, whose text is padded to full length); `mask_padding` False lets every token attend
     (within the causal mask) whatever its id; `layer_norm_epsilon` and
     `activation` as in `TransformerStack`.
     """
@@ -105,6 +106,8 @@ class TextEncoder(nn.Module):
             last = jnp.argmax(tokens, axis=1)
         elif self.pooling == "eos":
             last = jnp.argmax(tokens == self.eos_id, axis=1)
+        elif self.pooling == "final":
+            last = jnp.full(tokens.shape[:1], tokens.shape[1] - 1)
         else:
             last = jnp.maximum(jnp.sum(not_padding, axis=1) - 1, 0)
         return x[jnp.arange(tokens.shape[0]), last].astype(jnp.float32)
@@ -114,20 +117,23 @@ class TwoTower(nn.Module):
     """Images [B, H, W, C] and tokens [B, L] -> (image, text) embeddings, float32 [B, E] each.
 
     `scalars` names the learnable 0-d loss parameters and their initial values.
+    `text_projection_bias` gives 'text_projection' a bias (SigLIP's text head).
     """
     backbone: nn.Module
     text_tower: TextEncoder
     embed_dim: int
     scalars: tuple[tuple[str, float], ...]
     dtype: Any = jnp.float32
+    text_projection_bias: bool = False
 
     def setup(self):
-        projection = lambda: nn.DenseGeneral(
-            self.embed_dim, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
+        projection = lambda bias=False: nn.DenseGeneral(
+            self.embed_dim, use_bias=bias, dtype=self.dtype, param_dtype=jnp.float32,
             kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
-                                                     ("embed", "mlp")))
+                                                     ("embed", "mlp")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)))
         self.image_projection = projection()
-        self.text_projection = projection()
+        self.text_projection = projection(self.text_projection_bias)
         self.loss_scalars = {name: self.param(name, nn.initializers.constant(value), ())
                              for name, value in self.scalars}
 

@@ -27,7 +27,7 @@ VIT_SIZES = {
     'large': dict(hidden=1024, depth=24, heads=16, mlp_ratio=4.0),
 }
 POSEMB_KINDS = ('sincos2d', 'learned')
-POOL_KINDS = ('cls', 'gap')
+POOL_KINDS = ('cls', 'gap', 'map')
 
 _token_init = nn.initializers.normal(stddev=0.02)
 
@@ -161,6 +161,31 @@ class Encoder(nn.Module):
         return layer_norm(self.dtype, 'encoder_norm', self.layer_norm_epsilon)(x)
 
 
+class MAPHead(nn.Module):
+    """Multi-head attention pooling (SigLIP's 'MAP' head): tokens [B, L, D] -> [B, D].
+
+    A learned query 'probe' [1, 1, D] attends over the tokens ('attention',
+    cross-attention kernels 'query' and 'key_value'), then a pre-norm MLP
+    residual ('norm', 'mlp'); the result is the probe's output, in `dtype`.
+    """
+    num_heads: int
+    mlp_dim: int
+    dtype: Any = jnp.float32
+    layer_norm_epsilon: float = LAYER_NORM_EPSILON
+    activation: str = 'gelu'
+
+    @nn.compact
+    def __call__(self, tokens):
+        hidden = tokens.shape[-1]
+        probe = self.param('probe', nn.with_logical_partitioning(_token_init, (None, None, 'embed')),
+                           (1, 1, hidden), jnp.float32)
+        query = jnp.broadcast_to(probe.astype(tokens.dtype), (tokens.shape[0], 1, hidden))
+        y = Attention(self.num_heads, self.dtype, name='attention')(query, tokens)
+        normed = layer_norm(self.dtype, 'norm', self.layer_norm_epsilon)(y)
+        y = y + MlpBlock(self.mlp_dim, self.dtype, activation=self.activation, name='mlp')(normed)
+        return y[:, 0]
+
+
 class PatchEmbedding(nn.Module):
     """Non-overlapping patch projection (a conv with kernel = stride = patch).
 
@@ -223,8 +248,9 @@ class ViT(nn.Module):
       hidden, depth, heads, mlp_ratio: width D, number of blocks, attention
         heads, MLP width / D.
       posemb: 'sincos2d' (fixed, MAE) or 'learned'.
-      pool: 'cls' (prepend a class token, features = its output) or 'gap'
-        (no class token, features = mean over tokens).
+      pool: 'cls' (prepend a class token, features = its output), 'gap'
+        (no class token, features = mean over tokens) or 'map' (no class token,
+        features = a `MAPHead` 'map_head' over the tokens, SigLIP's).
       drop_path: stochastic-depth rate of the last block.
       scan_blocks, remat: see `Encoder`.
       frozen_patch_embed: no gradient into the patch projection (MoCo v3).
@@ -279,6 +305,9 @@ class ViT(nn.Module):
             layer_norm_epsilon=self.layer_norm_epsilon, activation=self.activation)
         if self.pre_norm:
             self.pre_norm_layer = layer_norm(self.dtype, 'pre_norm', self.layer_norm_epsilon)
+        if self.pool == 'map':
+            self.map_head = MAPHead(self.heads, int(round(self.hidden * self.mlp_ratio)),
+                                    self.dtype, self.layer_norm_epsilon, self.activation)
 
     def embed_patches(self, x):
         """Images [B, H, W, C] -> patch tokens [B, L, D] with position embedding, in `dtype`."""
@@ -296,5 +325,8 @@ class ViT(nn.Module):
 
     def __call__(self, x, train: bool):
         """Images [B, H, W, C] -> features [B, D] float32."""
+        if self.pool == 'map':
+            return self.map_head(self.encode_tokens(self.embed_patches(x), train)).astype(
+                jnp.float32)
         tokens = self.encode_tokens(self.embed_patches(x), train).astype(jnp.float32)
         return tokens[:, 0] if self.pool == 'cls' else jnp.mean(tokens, axis=1)
