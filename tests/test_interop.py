@@ -316,6 +316,35 @@ def test_exported_vit_imports_back_with_the_same_features(posemb, tmp_path):
     assert max_difference(got, want) <= 1e-5
 
 
+@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh"])
+def test_exported_language_model_imports_back_as_gpt2(activation, tmp_path):
+    import jax
+    from jaxssl.interop.export import export_hf_gpt2
+    from jaxssl.models.transformer import LanguageModel
+
+    config = dict(vocab_size=50, max_length=16, hidden=32, depth=2, num_heads=4, mlp_dim=48,
+                  activation=activation)
+    model = LanguageModel(**config)
+    tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 16), 0, 50)
+    inputs = (tokens, jnp.ones_like(tokens), jnp.broadcast_to(jnp.arange(16), (2, 16)),
+              jnp.ones((2, 16), bool))
+    params = jax.tree.map(np.asarray, nn_unbox(
+        model.init(jax.random.PRNGKey(0), *inputs, train=False)["params"]))
+    directory = export_hf_gpt2(params, config, str(tmp_path / "gpt2"))
+    imported = interop.load(f"hf:{directory}")
+    assert imported.family == "gpt2" and imported.config["activation"] == activation
+    assert imported.config["layer_norm_epsilon"] == 1e-6
+    want = model.apply({"params": params}, *inputs, train=False)
+    got = imported.build().apply(imported.variables(), *inputs, train=False)
+    assert max_difference(got, want) <= 1e-5
+
+
+def test_export_refuses_a_language_model_gpt2_cannot_express(tmp_path):
+    from jaxssl.interop.export import export_hf_gpt2
+    with pytest.raises(CheckpointError, match="GPT-2 needs posemb='learned'"):
+        export_hf_gpt2({}, dict(posemb="rotary"), str(tmp_path))
+
+
 def nn_unbox(tree):
     from flax import linen as nn
     return nn.meta.unbox(tree)

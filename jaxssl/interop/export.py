@@ -1,5 +1,6 @@
-"""A jaxssl ViT written out as a Hugging Face `ViTModel` directory (config.json +
-model.safetensors), loadable with `transformers.ViTModel.from_pretrained(DIR)`.
+"""jaxssl models written out as Hugging Face directories (config.json + model.safetensors):
+a ViT as `ViTModel` (`export_hf_vit`), a decoder-only LanguageModel as `GPT2LMHeadModel`
+(`export_hf_gpt2`).
 
 The ViT needs a class token (pool='cls'), as Hugging Face's ViT always has
 one; its features are then the class token's output, as jaxssl's. The
@@ -10,6 +11,12 @@ is not written (load with add_pooling_layer=False, or transformers
 initialises it). Before anything is written, the state dict is imported back
 through `jaxssl.interop.vit` and compared with the given arrays, so the
 export and the importer cannot drift apart.
+
+A LanguageModel exports as GPT-2 when it is one: learned positions, tied
+embeddings, pre-norm blocks (jaxssl's defaults); its layer norm epsilon and
+GELU ('gelu' exact or 'gelu_tanh') go into config.json
+(layer_norm_epsilon, activation_function), so transformers computes the same
+function.
 """
 
 from __future__ import annotations
@@ -22,8 +29,34 @@ import numpy as np
 
 from jaxssl.errors import CheckpointError
 from jaxssl.handoff import flatten_paths
-from jaxssl.interop.mapping import apply_rules
+from jaxssl.interop.gpt2 import gpt2_rules
+from jaxssl.interop.mapping import Rule, apply_rules
 from jaxssl.interop.vit import hf_encoder_rules
+
+GPT2_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_new"}
+
+
+def assert_imports_back(state: Mapping[str, np.ndarray], rules: list[Rule], heads: int,
+                        expected: Mapping[str, Any]) -> None:
+    """The exporter's self-check: importing `state` back with `rules` gives `expected`
+    ({jaxssl path: array}) exactly."""
+    back = apply_rules(state, rules, {"heads": heads}, "export").arrays
+    if set(back) != set(expected):
+        raise AssertionError(f"export: paths differ on import: "
+                             f"{sorted(set(back) ^ set(expected))[:4]}")
+    for path, array in back.items():
+        if not np.array_equal(array, np.asarray(expected[path], np.float32)):
+            raise AssertionError(f"export: {path} does not import back unchanged")
+
+
+def _write(directory: str, hf_config: dict, state: Mapping[str, np.ndarray]) -> str:
+    import safetensors.numpy
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(hf_config, f, indent=2)
+    safetensors.numpy.save_file(dict(state), os.path.join(directory, "model.safetensors"),
+                                metadata={"format": "pt"})
+    return directory
 
 
 def hf_vit_state_dict(params: Mapping[str, Any], config: Mapping[str, Any],
@@ -75,7 +108,6 @@ def export_hf_vit(params: Mapping[str, Any], config: Mapping[str, Any], director
     filled in); image_size: the input side the exported model is for.
     Returns `directory`. CheckpointError for a ViT Hugging Face cannot hold.
     """
-    import safetensors.numpy
     if config.get("pool") != "cls":
         raise CheckpointError(f"export: a Hugging Face ViT has a class token; this ViT has "
                               f"pool={config.get('pool')!r} (export needs pool='cls')")
@@ -85,12 +117,10 @@ def export_hf_vit(params: Mapping[str, Any], config: Mapping[str, Any], director
     state = hf_vit_state_dict(params, config, image_size)
     # The self-check: importing the state dict back gives the same arrays.
     tables = ("embeddings.cls_token", "embeddings.position_embeddings")
-    back = apply_rules({k: v for k, v in state.items() if k not in tables},
-                       hf_encoder_rules("", ""), {"heads": config["heads"]}, "export")
-    flat = flatten_paths(params)
-    for path, array in back.arrays.items():
-        if not np.array_equal(array, np.asarray(flat[path], np.float32)):
-            raise AssertionError(f"export: {path} does not import back unchanged")
+    flat = {p: a for p, a in flatten_paths(params).items()
+            if p not in ("cls_token", "position_embedding/pos_embedding")}
+    assert_imports_back({k: v for k, v in state.items() if k not in tables},
+                        hf_encoder_rules("", ""), config["heads"], flat)
     hf_config = {
         "architectures": ["ViTModel"], "model_type": "vit",
         "hidden_size": config["hidden"], "num_hidden_layers": config["depth"],
@@ -102,9 +132,55 @@ def export_hf_vit(params: Mapping[str, Any], config: Mapping[str, Any], director
         "num_channels": int(state["embeddings.patch_embeddings.projection.weight"].shape[1]),
         "qkv_bias": True, "encoder_stride": config["patch"],
     }
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "config.json"), "w") as f:
-        json.dump(hf_config, f, indent=2)
-    safetensors.numpy.save_file(state, os.path.join(directory, "model.safetensors"),
-                                metadata={"format": "pt"})
-    return directory
+    return _write(directory, hf_config, state)
+
+
+def export_hf_gpt2(params: Mapping[str, Any], config: Mapping[str, Any], directory: str) -> str:
+    """Writes a decoder-only jaxssl LanguageModel as a GPT2LMHeadModel directory.
+
+    params: the LanguageModel's 'params' tree; config: its fields (vocab_size,
+    max_length, hidden, depth, num_heads, mlp_dim, and any non-default options).
+    CheckpointError for a model GPT-2 cannot express. Returns `directory`.
+    """
+    unsupported = {"posemb": "learned", "tied_embeddings": True, "post_norm": False,
+                   "type_vocab_size": 0, "embedding_norm": False, "logits_transform": False,
+                   "tied_bias": False}
+    for key, value in unsupported.items():
+        if config.get(key, value) != value:
+            raise CheckpointError(f"export: GPT-2 needs {key}={value!r}, this model has "
+                                  f"{config[key]!r}")
+    activation = config.get("activation", "gelu")
+    if activation not in GPT2_ACTIVATIONS:
+        raise CheckpointError(f"export: GPT-2 has no activation {activation!r}")
+    flat = {k: np.asarray(v, np.float32) for k, v in flatten_paths(params).items()}
+    hidden = config["hidden"]
+    state = {"transformer.wte.weight": flat["embedder/token_embedding"],
+             "transformer.wpe.weight": flat["embedder/position_embedding"],
+             "transformer.ln_f.weight": flat["stack/final_norm/scale"],
+             "transformer.ln_f.bias": flat["stack/final_norm/bias"]}
+    for i in range(config["depth"]):
+        block, to = f"stack/block{i}/", f"transformer.h.{i}."
+        for source, target in (("self_attention_norm", "ln_1"), ("mlp_norm", "ln_2")):
+            state[to + f"{target}.weight"] = flat[block + f"{source}/scale"]
+            state[to + f"{target}.bias"] = flat[block + f"{source}/bias"]
+        # Conv1D weights are [in, out]: jaxssl kernels flattened, not transposed.
+        for source, target in (("self_attention/qkv", "attn.c_attn"),
+                               ("self_attention/out", "attn.c_proj"),
+                               ("mlp/fc1", "mlp.c_fc"), ("mlp/fc2", "mlp.c_proj")):
+            kernel, bias = flat[block + source + "/kernel"], flat[block + source + "/bias"]
+            rows = hidden if source != "mlp/fc2" else kernel.shape[0]
+            state[to + f"{target}.weight"] = kernel.reshape(rows, -1)
+            state[to + f"{target}.bias"] = bias.reshape(-1)
+    state = {k: np.ascontiguousarray(v, np.float32) for k, v in state.items()}
+    assert_imports_back(state, gpt2_rules(), config["num_heads"],
+                        {"params/" + p: a for p, a in flat.items()})
+    hf_config = {
+        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
+        "vocab_size": config["vocab_size"], "n_positions": config["max_length"],
+        "n_embd": hidden, "n_layer": config["depth"], "n_head": config["num_heads"],
+        "n_inner": config["mlp_dim"], "activation_function": GPT2_ACTIVATIONS[activation],
+        "layer_norm_epsilon": float(config.get("layer_norm_epsilon", 1e-6)),
+        "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
+        "tie_word_embeddings": True,
+    }
+    return _write(directory, hf_config, state)
