@@ -268,15 +268,22 @@ def test_fine_tuning_starts_from_a_public_checkpoint(spec, model, size, referenc
     assert max_difference(features, want) <= TOLERANCE
 
 
-def test_a_public_checkpoint_that_does_not_fit_the_config_stops_the_command(tmp_path, capsys):
+@pytest.mark.parametrize("checkpoint, message", [
+    ("timm:timm_vit/model.safetensors", "the checkpoint has model.patch=8 but the config says 2"),
+    ("torchvision:timm_vit/model.safetensors", "not a torchvision ResNet checkpoint"),
+    ("hf:gpt2", "a gpt2 text model, not an image encoder for model.name='vit'"),
+])
+def test_a_public_checkpoint_that_does_not_fit_the_config_stops_the_command(
+        checkpoint, message, tmp_path, capsys):
     from jaxssl import main as cli
+    kind, _, path = checkpoint.partition(":")
     workdir = tmp_path / "finetune"
     argv = [f"--config={FINETUNE_CONFIG}", f"--workdir={workdir}",
-            f"--config.finetune.init_from.checkpoint=timm:{fixture('timm_vit', 'model.safetensors')}",
+            f"--config.finetune.init_from.checkpoint={kind}:{fixture(path)}",
             "--config.model.heads=4"]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "the checkpoint has model.patch=8 but the config says 2" in err[0]
+    assert len(err) == 1 and message in err[0], err
     assert not workdir.exists()
 
 

@@ -68,6 +68,9 @@ def load(spec: str, given: Optional[Mapping[str, Any]] = None,
     if model_type == "siglip":
         from jaxssl.interop.clip import import_siglip
         return import_siglip(path, hf_config, state, given, image_size)
+    if model_type in ("gpt2", "bert") and given is not None and "name" in given:
+        raise CheckpointError(f"hf:{path}: a {model_type} text model, not an image encoder "
+                              f"for model.name={given['name']!r}")
     if model_type == "gpt2":
         from jaxssl.interop.gpt2 import import_gpt2
         return import_gpt2(path, hf_config, state, given)
