@@ -449,3 +449,34 @@ def test_bfloat16_and_float16_safetensors_read_as_float32(tmp_path):
     for name in values:
         assert state[name].dtype == np.float32
         np.testing.assert_array_equal(state[name], stored[name].astype(np.float32))
+
+
+def test_a_pretrained_jaxssl_checkpoint_exports_and_fine_tunes_from_either(tmp_path, capsys):
+    """Pretrain 1 step (class token, learned positions), export its encoder from the command
+    line, then fine-tune from the Orbax checkpoint and from the export: the same arrays."""
+    import jax
+    from jaxssl import config as config_lib, main as cli
+    from jaxssl.interop import export
+    from jaxssl.train import Trainer
+
+    simclr = os.path.join(os.path.dirname(__file__), "configs", "tiny_simclr.py")
+    model = {"model.pool": "cls", "model.posemb": "learned"}
+    pretrain = tmp_path / "pretrain"
+    assert cli.main([f"--config={simclr}", f"--workdir={pretrain}", "--config.total_steps=1",
+                     "--config.mesh.data=8", "--config.mesh.fsdp=1",
+                     "--config.checkpoint.async_save=false",
+                     *(f"--config.{k}={v}" for k, v in model.items())]) == 0
+    out = tmp_path / "exported"
+    assert export.main([f"--checkpoint={pretrain}", f"--out={out}"]) == 2   # no image size
+    assert "pass --image_size" in capsys.readouterr().err
+    assert export.main([f"--checkpoint={pretrain}", f"--out={out}", "--image_size=8"]) == 0
+    loaded = {}
+    for name, checkpoint in (("orbax", str(pretrain)), ("hf", f"hf:{out}")):
+        config = config_lib.load(FINETUNE_CONFIG, {
+            "mesh.data": "1", "mesh.fsdp": "1", "finetune.init_from.checkpoint": checkpoint,
+            **model})
+        trainer = Trainer(config, str(tmp_path / name), devices=jax.devices()[:1])
+        state = trainer.method.load_pretrained(trainer.initial_state(), trainer.state_shardings,
+                                               workdir=None)
+        loaded[name] = jax.device_get(state.params["backbone"])
+    jax.tree.map(np.testing.assert_array_equal, loaded["hf"], loaded["orbax"])

@@ -184,3 +184,74 @@ def export_hf_gpt2(params: Mapping[str, Any], config: Mapping[str, Any], directo
         "tie_word_embeddings": True,
     }
     return _write(directory, hf_config, state)
+
+
+# ------------------------------------------------------------ command line
+def export_checkpoint(checkpoint: str, out: str, image_size: int = 0,
+                      subtree: str = "backbone") -> str:
+    """The ViT under `subtree` of a jaxssl checkpoint (a workdir or step directory) as a
+    Hugging Face ViTModel directory `out`; the image size defaults to the run's
+    data.image_size. Reads only that subtree, through the fine-tuning hand-off."""
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from jaxssl import handoff
+    from jaxssl.handoff import HandoffSpec, find_step_dir, read_saved_config, set_paths
+    from jaxssl.interop.vit import expected_shapes
+    from jaxssl.models import VIT_BACKBONE_NAMES, _vit_dims, build_backbone, default_model_config
+
+    step_dir = find_step_dir(checkpoint)
+    saved = read_saved_config(step_dir)
+    if not saved:
+        raise CheckpointError(f"{step_dir}: no config saved with the checkpoint")
+    model = {**default_model_config().to_dict(), **saved["model"]}
+    if model["name"] not in VIT_BACKBONE_NAMES:
+        raise CheckpointError(f"{step_dir}: model.name={model['name']!r} is not a ViT")
+    model.update(_vit_dims(model), name="vit")
+    image_size = image_size or saved.get("data", {}).get("image_size", 0)
+    if not image_size:
+        raise CheckpointError(f"{step_dir}: the run has no data.image_size; pass --image_size")
+    shapes = handoff.saved_shapes(step_dir)
+    kernel = shapes.get(f"params/{subtree}/patch_embedding/kernel")
+    if kernel is None:
+        raise CheckpointError(f"{step_dir}: no ViT patch embedding under '{subtree}'")
+    target = {f"{path.partition('/')[0]}/{handoff.DESTINATION_ENCODER}/"
+              f"{path.partition('/')[2]}": shape
+              for path, shape in expected_shapes(build_backbone(model), image_size,
+                                                 kernel[2]).items()}
+    spec = HandoffSpec(checkpoint=step_dir, subtree=subtree)
+    plan = handoff.plan_handoff(spec, step_dir, shapes, target)
+    mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
+    abstract = {path: jax.ShapeDtypeStruct(target[path], np.float32,
+                                           sharding=NamedSharding(mesh, PartitionSpec()))
+                for path in plan.loads}
+    arrays = handoff.restore_handoff(plan, abstract)
+    params = set_paths({}, {path.split("/", 2)[2]: np.asarray(array)
+                            for path, array in arrays.items() if path.startswith("params/")})
+    return export_hf_vit(params, model, out, image_size)
+
+
+def main(argv=None) -> int:
+    """python -m jaxssl.interop.export --checkpoint=WORKDIR --out=DIR [--image_size=N]
+    [--subtree=backbone]; bad input: one line on stderr, exit status 2."""
+    import argparse
+
+    from jaxssl.errors import InputError
+    from jaxssl.main import report_input_error
+    parser = argparse.ArgumentParser(prog="python -m jaxssl.interop.export",
+                                     description=export_checkpoint.__doc__)
+    parser.add_argument("--checkpoint", required=True, help="a jaxssl workdir or step directory")
+    parser.add_argument("--out", required=True, help="the Hugging Face directory to write")
+    parser.add_argument("--image_size", type=int, default=0)
+    parser.add_argument("--subtree", default="backbone")
+    args = parser.parse_args(argv)
+    try:
+        directory = export_checkpoint(args.checkpoint, args.out, args.image_size, args.subtree)
+    except InputError as error:
+        return report_input_error(error)
+    print(f"wrote {directory}/config.json and model.safetensors")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -120,9 +120,9 @@ def _given_vit_config(given: Optional[Mapping[str, Any]]) -> Optional[dict]:
     return given
 
 
-def expected_shapes(module, image_size: int) -> dict[str, tuple]:
-    """{variable path: shape} of `module` initialised on [1, image_size, image_size, 3]."""
-    images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+def expected_shapes(module, image_size: int, channels: int = 3) -> dict[str, tuple]:
+    """{variable path: shape} of `module` initialised on [1, image_size, image_size, channels]."""
+    images = jax.ShapeDtypeStruct((1, image_size, image_size, channels), jnp.float32)
     variables = jax.eval_shape(lambda x: module.init(jax.random.PRNGKey(0), x, train=False),
                                images)
     from flax import linen as nn
@@ -194,7 +194,9 @@ def _finish(family: str, source: str, config: dict, given, mapped_arrays: dict,
             fold_pixel_normalization(arrays["params/patch_embedding/kernel"],
                                      arrays["params/patch_embedding/bias"], mean, std)
     build = lambda: build_backbone(config)
-    check_shapes(expected_shapes(build(), image_size), arrays, source)
+    kernel = arrays.get("params/patch_embedding/kernel")
+    channels = 3 if kernel is None else kernel.shape[2]
+    check_shapes(expected_shapes(build(), image_size, channels), arrays, source)
     return Imported(family, source, config, arrays, arrays, skipped, resized, build,
                     extra={"image_size": image_size, "pixel_normalization": pixel_normalization})
 
