@@ -54,6 +54,14 @@ def test_timm_vit_tokens_and_class_feature_match_timm():
     assert max_difference(features, ref["tokens"][:, 0]) <= TOLERANCE
 
 
+def test_timm_vit_into_a_scan_blocks_vit():
+    imported = interop.load("timm:" + fixture("timm_vit", "model.safetensors"),
+                            given={"heads": 4, "scan_blocks": True})
+    assert imported.arrays["params/encoder/blocks/mlp/fc1/kernel"].shape == (2, 32, 64)
+    ref = reference("timm_vit")
+    assert max_difference(vit_tokens(imported, ref["images"]), ref["tokens"]) <= TOLERANCE
+
+
 def test_timm_vit_position_embedding_interpolated_to_a_larger_image():
     imported = interop.load("timm:" + fixture("timm_vit", "model.safetensors"),
                             given={"heads": 4}, image_size=48)

@@ -22,6 +22,7 @@ given config's), else hidden / 64 as in every standard ViT.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Mapping, Optional
 
 import jax
@@ -193,12 +194,31 @@ def _finish(family: str, source: str, config: dict, given, mapped_arrays: dict,
         arrays["params/patch_embedding/kernel"], arrays["params/patch_embedding/bias"] = \
             fold_pixel_normalization(arrays["params/patch_embedding/kernel"],
                                      arrays["params/patch_embedding/bias"], mean, std)
+    if config.get("scan_blocks"):
+        arrays = stack_blocks(arrays, config["depth"])
     build = lambda: build_backbone(config)
     kernel = arrays.get("params/patch_embedding/kernel")
     channels = 3 if kernel is None else kernel.shape[2]
     check_shapes(expected_shapes(build(), image_size, channels), arrays, source)
     return Imported(family, source, config, arrays, arrays, skipped, resized, build,
                     extra={"image_size": image_size, "pixel_normalization": pixel_normalization})
+
+
+def stack_blocks(arrays: Mapping[str, np.ndarray], depth: int,
+                 prefix: str = "params/encoder/") -> dict[str, np.ndarray]:
+    """'<prefix>block<i>/<rest>' arrays stacked into '<prefix>blocks/<rest>' [depth, ...], the
+    layout of a `scan_blocks` Encoder (nn.scan over the blocks)."""
+    pattern = re.compile(re.escape(prefix) + r"block(\d+)/(.*)")
+    out, parts = {}, {}
+    for path, array in arrays.items():
+        match = pattern.fullmatch(path)
+        if match:
+            parts.setdefault(match.group(2), {})[int(match.group(1))] = array
+        else:
+            out[path] = array
+    for rest, blocks in parts.items():
+        out[f"{prefix}blocks/{rest}"] = np.stack([blocks[i] for i in range(depth)])
+    return out
 
 
 def _sincos_like(table: np.ndarray, grid: int, where: str) -> bool:
