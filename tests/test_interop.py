@@ -138,6 +138,50 @@ def test_bert_masked_lm_logits_and_loss_match_transformers():
     assert abs(float(loss) - float(ref["loss"])) <= TOLERANCE
 
 
+def t5_logits(imported, ref):
+    tokens, decoder = jnp.asarray(ref["tokens"]), jnp.asarray(ref["decoder_tokens"])
+    positions = lambda x: jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape)
+    return imported.build().apply(
+        imported.variables(), tokens, jnp.asarray(ref["attention_mask"]), positions(tokens),
+        decoder, jnp.ones_like(decoder), positions(decoder), train=False)
+
+
+@pytest.mark.parametrize("name, activation, gated", [("t5", "relu", False),
+                                                     ("t5_v1_1", "gelu_tanh", True)])
+def test_t5_logits_and_loss_match_transformers(name, activation, gated):
+    imported = interop.load("hf:" + fixture(name))
+    ref = reference(name)
+    assert (imported.config["activation"], imported.config["gated_mlp"]) == (activation, gated)
+    assert imported.config["posemb"] == "relative" and imported.config["rms_norm"]
+    logits = t5_logits(imported, ref)
+    assert max_difference(logits, ref["logits"]) <= TOLERANCE
+    loss = jnp.mean(token_nll(logits, jnp.asarray(ref["labels"])))
+    assert abs(float(loss) - float(ref["loss"])) <= TOLERANCE
+
+
+def test_t5_with_its_own_lm_head_imports_untied(tmp_path):
+    """T5.1.1 hub checkpoints carry lm_head.weight apart from the shared embedding."""
+    import shutil
+    import safetensors.numpy
+    directory = tmp_path / "t5"
+    shutil.copytree(fixture("t5_v1_1"), directory)
+    state = safetensors.numpy.load_file(str(directory / "model.safetensors"))
+    rng = np.random.default_rng(0)
+    state["lm_head.weight"] = state["shared.weight"] + rng.normal(0, 0.01, (64, 32)).astype(
+        np.float32)
+    safetensors.numpy.save_file(state, str(directory / "model.safetensors"))
+    untied = interop.load(f"hf:{directory}")
+    assert not untied.config["tied_embeddings"]
+    np.testing.assert_array_equal(untied.arrays["params/embedder/output_kernel"],
+                                  state["lm_head.weight"].T)
+    state["lm_head.weight"] = state["shared.weight"]   # the tied layout, saved twice
+    safetensors.numpy.save_file(state, str(directory / "model.safetensors"))
+    tied = interop.load(f"hf:{directory}")
+    ref = reference("t5_v1_1")
+    assert tied.config["tied_embeddings"]
+    assert max_difference(t5_logits(tied, ref), ref["logits"]) <= TOLERANCE
+
+
 # --------------------------------------------------------------------- CLIP
 @pytest.mark.parametrize("name, config, logits_of", [
     ("hf_clip", {"activation": "quick_gelu", "pre_norm": True, "pool": "cls"},
@@ -197,6 +241,7 @@ def test_torchvision_resnet50_features_match_torchvision():
     ("hf:hf_vit", {"name": "resnet50"}, ["model.name is 'resnet50'"]),
     ("timm:timm_vit/model.safetensors", {"heads": 4, "pool": "gap"}, ["model.pool='cls'"]),
     ("hf:gpt2", {"num_heads": 8}, ["model.num_heads=4", "config says 8"]),
+    ("hf:t5", {"decoder_depth": 6}, ["model.decoder_depth=2", "config says 6"]),
     ("torchvision:torchvision_resnet50/model.safetensors", {"name": "resnet18"},
      ["model.name='resnet50'"]),
     ("timm:timm_vit/missing.safetensors", None, ["no such checkpoint file"]),

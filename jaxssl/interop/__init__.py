@@ -4,7 +4,7 @@
 
   timm:FILE          a timm VisionTransformer state dict (.safetensors)
   hf:DIR             a Hugging Face model directory (config.json + model.safetensors):
-                     ViT, ViT-MAE, CLIP, SigLIP, GPT-2, BERT
+                     ViT, ViT-MAE, CLIP, SigLIP, GPT-2, BERT, T5
   torchvision:FILE   a torchvision ResNet state dict (.safetensors)
 
 and returns an `Imported`: the jaxssl config the checkpoint implies (or the
@@ -68,17 +68,20 @@ def load(spec: str, given: Optional[Mapping[str, Any]] = None,
     if model_type == "siglip":
         from jaxssl.interop.clip import import_siglip
         return import_siglip(path, hf_config, state, given, image_size)
-    if model_type in ("gpt2", "bert") and given is not None and "name" in given:
+    if model_type in ("gpt2", "bert", "t5") and given is not None and "name" in given:
         raise CheckpointError(f"hf:{path}: a {model_type} text model, not an image encoder "
                               f"for model.name={given['name']!r}")
     if model_type == "gpt2":
         from jaxssl.interop.gpt2 import import_gpt2
         return import_gpt2(path, hf_config, state, given)
+    if model_type == "t5":
+        from jaxssl.interop.t5 import import_t5
+        return import_t5(path, hf_config, state, given)
     if model_type == "bert":
         from jaxssl.interop.bert import import_bert
         return import_bert(path, hf_config, state, given)
     raise CheckpointError(f"hf:{path}: model_type {model_type!r} has no importer "
-                          f"(supported: vit, vit_mae, clip, siglip, gpt2, bert)")
+                          f"(supported: vit, vit_mae, clip, siglip, gpt2, bert, t5)")
 
 
 __all__ = ["Imported", "PREFIXES", "load", "parse_spec"]

@@ -18,6 +18,7 @@ and never across segments (packed documents), padding (segment 0) apart.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 from jaxssl.models.layers import (LAYER_NORM_EPSILON, Attention, Initializer, MlpBlock,
                                   activation, dense, layer_norm, xavier_uniform)
 
-POSEMB_KINDS = ("learned", "rotary")
+POSEMB_KINDS = ("learned", "rotary", "relative")
 INIT_KINDS = ("xavier", "gpt2")
 _embedding_init = nn.initializers.normal(stddev=0.02)
 
@@ -66,6 +67,25 @@ def attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array,
     return allowed[:, None]
 
 
+def relative_position_bucket(relative: jax.Array, bidirectional: bool, num_buckets: int,
+                             max_distance: int) -> jax.Array:
+    """T5's bucket (int32, < num_buckets) of each key - query distance `relative`: exact
+    below num_buckets / 4 (per direction when `bidirectional`, else only looking back),
+    then logarithmic up to max_distance, beyond which all share the last bucket."""
+    buckets = jnp.zeros_like(relative)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = (relative > 0).astype(relative.dtype) * num_buckets
+        relative = jnp.abs(relative)
+    else:
+        relative = -jnp.minimum(relative, 0)
+    max_exact = num_buckets // 2
+    scaled = (jnp.log(jnp.maximum(relative, 1).astype(jnp.float32) / max_exact)
+              / math.log(max_distance / max_exact) * (num_buckets - max_exact))
+    large = jnp.minimum(max_exact + scaled.astype(relative.dtype), num_buckets - 1)
+    return buckets + jnp.where(relative < max_exact, relative, large)
+
+
 class TransformerBlock(nn.Module):
     """Pre-norm block: self-attention, optional cross-attention, MLP; dropout on each branch.
 
@@ -75,7 +95,9 @@ class TransformerBlock(nn.Module):
     Kernel initializers as in `block_initializers`. For imported weights:
     `layer_norm_epsilon` (GPT-2 1e-5, BERT 1e-12), `activation` (GPT-2's
     'gelu_tanh', see layers.activation) and `post_norm` (BERT: each norm after its residual sum,
-    x = LN(x + branch(x)), instead of before the branch).
+    x = LN(x + branch(x)), instead of before the branch). For T5: `rms_norm`
+    (RMS norms), `gated_mlp` (`MlpBlock.gated`) and `self_attention_bias`
+    [B, H, T, T] added to the self-attention logits (relative positions).
     """
     num_heads: int
     mlp_dim: int
@@ -89,11 +111,14 @@ class TransformerBlock(nn.Module):
     layer_norm_epsilon: float = LAYER_NORM_EPSILON
     activation: str = "gelu"
     post_norm: bool = False
+    rms_norm: bool = False
+    gated_mlp: bool = False
 
     @nn.compact
     def __call__(self, x, mask, positions, deterministic: bool, encoded=None, cross_mask=None,
-                 encoded_positions=None):
-        norm = lambda name, y: layer_norm(self.dtype, name, self.layer_norm_epsilon)(y)
+                 encoded_positions=None, self_attention_bias=None):
+        norm = lambda name, y: layer_norm(self.dtype, name, self.layer_norm_epsilon,
+                                          self.rms_norm)(y)
         before = (lambda name, y: y) if self.post_norm else norm
         after = norm if self.post_norm else (lambda name, y: y)
 
@@ -105,7 +130,8 @@ class TransformerBlock(nn.Module):
             self.kernel_init, self.out_kernel_init, name=name)
         y = before("self_attention_norm", x)
         x = after("self_attention_norm", residual("self_attention", attention(
-            "self_attention", self.rotary)(y, None, mask, positions, None, deterministic)))
+            "self_attention", self.rotary)(y, None, mask, positions, None, deterministic,
+                                           self_attention_bias)))
         if encoded is not None:
             y = before("cross_attention_norm", x)
             # Relative (rotary) positions mean nothing across two sequences.
@@ -115,7 +141,7 @@ class TransformerBlock(nn.Module):
         y = before("mlp_norm", x)
         return after("mlp_norm", residual("mlp", MlpBlock(
             self.mlp_dim, self.dtype, self.kernel_init, self.out_kernel_init,
-            self.activation, name="mlp")(y)))
+            self.activation, self.gated_mlp, name="mlp")(y)))
 
 
 class TransformerStack(nn.Module):
@@ -124,6 +150,11 @@ class TransformerStack(nn.Module):
     `initialization`: 'xavier' or 'gpt2' (`block_initializers`, scaled by this stack's
     depth). `layer_norm_epsilon`, `activation`, `post_norm`: see
     TransformerBlock; `final_norm` False leaves out the final LayerNorm (BERT).
+    T5: `rms_norm`, `gated_mlp` (TransformerBlock) and, with `relative_buckets`
+    > 0, a learned 'relative_attention_bias' [buckets, heads] of the
+    `relative_position_bucket` of every key - query distance (looking back
+    only unless `bidirectional_positions`), added to every block's
+    self-attention logits.
     """
     depth: int
     num_heads: int
@@ -138,20 +169,36 @@ class TransformerStack(nn.Module):
     activation: str = "gelu"
     post_norm: bool = False
     final_norm: bool = True
+    rms_norm: bool = False
+    gated_mlp: bool = False
+    relative_buckets: int = 0
+    relative_max_distance: int = 128
+    bidirectional_positions: bool = True
 
     @nn.compact
     def __call__(self, x, mask, positions, deterministic: bool, encoded=None, cross_mask=None,
                  encoded_positions=None):
         kernel_init, out_kernel_init = block_initializers(self.initialization, self.depth)
+        bias = None
+        if self.relative_buckets:
+            table = self.param(
+                "relative_attention_bias",
+                nn.with_logical_partitioning(_embedding_init, (None, "heads")),
+                (self.relative_buckets, self.num_heads), jnp.float32)
+            buckets = relative_position_bucket(
+                positions[:, None, :] - positions[:, :, None], self.bidirectional_positions,
+                self.relative_buckets, self.relative_max_distance)
+            bias = jnp.transpose(table[buckets], (0, 3, 1, 2))
         for i in range(self.depth):
             x = TransformerBlock(self.num_heads, self.mlp_dim, self.dropout, self.rotary,
                                  self.dtype, self.attention_impl, self.attention_dropout,
                                  kernel_init, out_kernel_init, self.layer_norm_epsilon,
-                                 self.activation, self.post_norm, name=f"block{i}")(
-                x, mask, positions, deterministic, encoded, cross_mask, encoded_positions)
+                                 self.activation, self.post_norm, self.rms_norm,
+                                 self.gated_mlp, name=f"block{i}")(
+                x, mask, positions, deterministic, encoded, cross_mask, encoded_positions, bias)
         if not self.final_norm:
             return x
-        return layer_norm(self.dtype, "final_norm", self.layer_norm_epsilon)(x)
+        return layer_norm(self.dtype, "final_norm", self.layer_norm_epsilon, self.rms_norm)(x)
 
 
 class Embedder(nn.Module):
@@ -256,6 +303,10 @@ class _Sizes(nn.Module):
     embedding_norm: bool = False
     logits_transform: bool = False
     tied_bias: bool = False
+    rms_norm: bool = False
+    gated_mlp: bool = False
+    relative_buckets: int = 0
+    relative_max_distance: int = 128
 
     def _embedder(self) -> Embedder:
         return Embedder(self.vocab_size, self.hidden, self.max_length, self.posemb,
@@ -263,12 +314,14 @@ class _Sizes(nn.Module):
                         self.embedding_norm, self.logits_transform, self.tied_bias,
                         self.layer_norm_epsilon, name="embedder")
 
-    def _stack(self, name: str, depth: int) -> TransformerStack:
+    def _stack(self, name: str, depth: int, bidirectional: bool = True) -> TransformerStack:
+        relative = self.relative_buckets if self.posemb == "relative" else 0
         return TransformerStack(depth, self.num_heads, self.mlp_dim, self.dropout,
                                 self.posemb == "rotary", self.dtype, self.attention_impl,
                                 self.attention_dropout, self.initialization,
                                 self.layer_norm_epsilon, self.activation, self.post_norm,
-                                not self.post_norm, name=name)
+                                not self.post_norm, self.rms_norm, self.gated_mlp, relative,
+                                self.relative_max_distance, bidirectional, name=name)
 
     def _embed(self, embedder, tokens, positions, train: bool):
         return nn.Dropout(self.dropout)(embedder.embed(tokens, positions), deterministic=not train)
@@ -326,7 +379,7 @@ class EncoderDecoder(_Sizes):
             attention_mask(encoder_segment_ids, encoder_segment_ids, bidirectional),
             encoder_positions, not train)
         causal = jnp.ones(decoder_tokens.shape, bool)
-        y = self._stack("decoder", self.decoder_depth)(
+        y = self._stack("decoder", self.decoder_depth, bidirectional=False)(
             self._embed(embedder, decoder_tokens, decoder_positions, train),
             attention_mask(decoder_segment_ids, decoder_segment_ids, causal),
             decoder_positions, not train, encoded,
