@@ -418,15 +418,19 @@ def test_export_needs_a_class_token(tmp_path):
 
 # --------------------------------------------------------------- tokenizers
 @pytest.mark.parametrize("name, kind", [("gpt2", "BytePairTokenizer"),
-                                        ("bert", "WordPieceTokenizer")])
+                                        ("bert", "WordPieceTokenizer"),
+                                        ("t5", "SentencePieceTokenizer")])
 def test_shipped_tokenizer_gives_the_reference_ids(name, kind):
+    """transformers' T5Tokenizer (a converted copy) splits on tabs where SentencePiece maps
+    them to unk: strings with a tab are compared for the other tokenizers only."""
     import json
     from jaxssl.interop.tokenizers import load_tokenizer
     tokenizer = load_tokenizer(fixture(name))
     assert type(tokenizer).__name__ == kind
     ref = reference(name)
     for text, ids in zip(ref["strings"], json.loads(str(ref["token_ids"]))):
-        assert tokenizer.encode(str(text)) == ids, text
+        if name != "t5" or "\t" not in str(text):
+            assert tokenizer.encode(str(text)) == ids, text
 
 
 def test_gpt2_tokenizer_from_vocab_and_merges_round_trips_text(tmp_path):

@@ -16,8 +16,12 @@ trained on:
   word pieces ('##' continuations, [UNK] for a word that does not split);
   `encode` adds [CLS] ... [SEP] as BertTokenizer does.
 
-SentencePiece models (T5) need no port: `sentencepiece.SentencePieceProcessor`
-already gives the original ids. `load_tokenizer(DIR)` picks by the files there.
+- `SentencePieceTokenizer`: T5's spiece.model through `sentencepiece` itself
+  (the original ids), EOS appended as T5Tokenizer does. transformers 5 runs a
+  converted `tokenizers` copy, which differs on tabs (it splits on them; the
+  model maps them to unk).
+
+`load_tokenizer(DIR)` picks by the files there.
 """
 
 from __future__ import annotations
@@ -243,9 +247,30 @@ class WordPieceTokenizer:
         return text.replace(" ##", "")
 
 
+class SentencePieceTokenizer:
+    """A SentencePiece model (T5's spiece.model) with its own ids; see the module docstring."""
+
+    def __init__(self, model_path: str, add_eos: bool = True):
+        import sentencepiece
+        if not os.path.isfile(model_path):
+            raise DataError(f"SentencePiece model file not found: {model_path}")
+        self.processor = sentencepiece.SentencePieceProcessor(model_file=model_path)
+        self.add_eos = add_eos
+
+    def encode(self, text: str) -> list[int]:
+        ids = list(self.processor.encode(text))
+        return ids + [self.processor.eos_id()] if self.add_eos else ids
+
+    def decode(self, ids) -> str:
+        return self.processor.decode([int(i) for i in ids])
+
+
 def load_tokenizer(directory: str):
-    """The tokenizer shipped in a Hugging Face directory: WordPiece for vocab.txt, byte-level
-    BPE for tokenizer.json (BPE) or vocab.json + merges.txt."""
+    """The tokenizer shipped in a Hugging Face directory: SentencePiece for spiece.model,
+    WordPiece for vocab.txt, byte-level BPE for tokenizer.json (BPE) or vocab.json +
+    merges.txt."""
+    if os.path.isfile(os.path.join(directory, "spiece.model")):
+        return SentencePieceTokenizer(os.path.join(directory, "spiece.model"))
     if os.path.isfile(os.path.join(directory, "vocab.txt")):
         return WordPieceTokenizer.from_directory(directory)
     return BytePairTokenizer.from_directory(directory)
