@@ -3,7 +3,10 @@
 A fine-tuning config names `init_from`:
 
   checkpoint  a pretraining workdir (its newest step) or one step directory
-              `workdir/checkpoints/<step>`;
+              `workdir/checkpoints/<step>`; or a public checkpoint
+              'timm:FILE', 'hf:DIR' or 'torchvision:FILE' (`jaxssl.interop`),
+              whose encoder arrays appear under 'backbone' and whose
+              architecture is checked against config.model first;
   subtree     the source module that becomes the fine-tuning encoder
               (default 'backbone', where every method keeps its encoder);
   renames     [(regex, replacement)] applied in order with `re.sub` to each
@@ -37,6 +40,7 @@ import re
 from typing import Any, Mapping
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -154,6 +158,8 @@ class HandoffPlan:
     (source shape, destination shape)} for resized position embeddings;
     skipped: source paths not read; fresh: destination paths keeping their
     initialisation (the new head). source_shapes: {source path: shape}.
+    arrays: {source path: numpy array} when the source is a public checkpoint
+    already read by `jaxssl.interop` (None: read from the Orbax step_dir).
     """
     step_dir: str
     loads: dict[str, str]
@@ -162,6 +168,7 @@ class HandoffPlan:
     fresh: tuple[str, ...]
     source_shapes: dict[str, tuple[int, ...]]
     pretraining: str = ""
+    arrays: Mapping[str, np.ndarray] | None = dataclasses.field(default=None, repr=False)
 
     def report(self) -> str:
         """A few lines: what was loaded, resized, skipped and freshly initialised."""
@@ -272,6 +279,13 @@ def restore_handoff(plan: HandoffPlan, abstract: Mapping[str, jax.ShapeDtypeStru
     Only the planned arrays are read; each arrives with the destination's
     sharding and dtype (resized ones are read replicated, then resized).
     """
+    if plan.arrays is not None:
+        restored = {_disk_path(source): jax.device_put(
+            np.asarray(plan.arrays[source], abstract[destination].dtype),
+            NamedSharding(abstract[destination].sharding.mesh, P())
+            if destination in plan.resizes else abstract[destination].sharding)
+            for destination, source in plan.loads.items()}
+        return _resized(plan, abstract, restored)
     targets = {}
     for destination, source in plan.loads.items():
         want = abstract[destination]
@@ -286,8 +300,13 @@ def restore_handoff(plan: HandoffPlan, abstract: Mapping[str, jax.ShapeDtypeStru
             epath.Path(plan.step_dir) / STATE_ITEM,
             args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args,
                                         partial_restore=True))
+    return _resized(plan, abstract, flatten_paths(restored))
+
+
+def _resized(plan: HandoffPlan, abstract: Mapping[str, jax.ShapeDtypeStruct],
+             restored: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """{destination path: array} from {disk path: array}, position embeddings resized."""
     arrays = {}
-    restored = flatten_paths(restored)
     for destination, source in plan.loads.items():
         array = restored[_disk_path(source)]
         if destination in plan.resizes:
@@ -298,8 +317,27 @@ def restore_handoff(plan: HandoffPlan, abstract: Mapping[str, jax.ShapeDtypeStru
     return arrays
 
 
-def prepare_handoff(spec: HandoffSpec, target: Mapping[str, tuple[int, ...]]) -> HandoffPlan:
-    """find_step_dir + saved_shapes + plan_handoff: the checked plan for `spec` and `target`."""
+def prepare_handoff(spec: HandoffSpec, target: Mapping[str, tuple[int, ...]],
+                    model_config: Mapping[str, Any] | None = None) -> HandoffPlan:
+    """find_step_dir + saved_shapes + plan_handoff: the checked plan for `spec` and `target`.
+
+    A public checkpoint ('timm:FILE', ...) is read whole by `jaxssl.interop`,
+    after checking it against `model_config` (the fine-tuning config.model);
+    the tensors the importer does not use are listed as skipped.
+    """
+    from jaxssl import interop
+    if interop.parse_spec(spec.checkpoint):
+        imported = interop.load(spec.checkpoint, given=model_config)
+        source = {f"{path.partition('/')[0]}/{spec.subtree}/{path.partition('/')[2]}": array
+                  for path, array in imported.encoder.items()}
+        folded = imported.extra.get("pixel_normalization")
+        note = (f" ({imported.family} weights" + (
+            f"; pixel mean {list(folded[0])} and std {list(folded[1])} folded into the patch "
+            f"projection" if folded else "") + ")")
+        plan = plan_handoff(spec, spec.checkpoint, {p: a.shape for p, a in source.items()},
+                            target, pretraining=note)
+        return dataclasses.replace(plan, arrays=source,
+                                   skipped=plan.skipped + tuple(imported.skipped))
     step_dir = find_step_dir(spec.checkpoint)
     config = read_saved_config(step_dir)
     note = (f" (pretrained with method '{config.get('method')}', model "

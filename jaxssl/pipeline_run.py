@@ -17,6 +17,9 @@ stage that already wrote its results.json is not trained again):
             DIR/<run>/evaluation.json and the table DIR/results.md (also printed).
 
 `--stages=evaluate` alone evaluates the checkpoints already in DIR.
+`--init_from=timm:FILE` (or hf:DIR, torchvision:FILE, see `jaxssl.interop`)
+fine-tunes from public weights instead of DIR/pretrain: run it with
+`--stages=finetune,scratch,evaluate`.
 `--pretrain.X=V` and `--finetune.X=V` are `--config.X=V` overrides of one
 stage; the scratch stage takes the fine-tuning overrides and then its own
 `--scratch.X=V` (e.g. the higher learning rate that training from
@@ -41,11 +44,14 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, list[str]
     """--pretrain_config/--finetune_config/--workdir/--stages and per-stage overrides."""
     parser = argparse.ArgumentParser(prog="python -m jaxssl.pipeline_run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pretrain_config", required=True, help="configs/NAME.py[:ARG]")
+    parser.add_argument("--pretrain_config", default="",
+                        help="configs/NAME.py[:ARG] (needed by the pretrain stage)")
     parser.add_argument("--finetune_config", required=True, help="configs/NAME.py[:ARG]")
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of "
                         + ", ".join(STAGES))
+    parser.add_argument("--init_from", default="", help="the fine-tuning stage's checkpoint "
+                        "(default DIR/pretrain); e.g. timm:FILE, hf:DIR, torchvision:FILE")
     args, rest = parser.parse_known_args(argv)
     overrides: dict[str, list[str]] = {"pretrain": [], "finetune": [], "scratch": []}
     for item in rest:
@@ -55,6 +61,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, list[str]
                          f"--pretrain.a.b=VALUE, --finetune.a.b=VALUE or --scratch.a.b=VALUE)")
         overrides[stage].append(f"--config.{override}")
     args.stages = [s for s in args.stages.split(",") if s]
+    if "pretrain" in args.stages and not args.pretrain_config:
+        parser.error("the pretrain stage needs --pretrain_config (or leave it out of --stages "
+                     "and give --init_from)")
     unknown = sorted(set(args.stages) - set(STAGES))
     if unknown:
         parser.error(f"unknown stages {unknown}; valid: {', '.join(STAGES)}")
@@ -66,7 +75,8 @@ def stage_argv(args, overrides: dict[str, list[str]], stage: str) -> list[str]:
     workdir = os.path.join(args.workdir, stage)
     if stage == "pretrain":
         return [f"--config={args.pretrain_config}", f"--workdir={workdir}", *overrides["pretrain"]]
-    init = os.path.join(args.workdir, "pretrain") if stage == "finetune" else ""
+    pretrained = args.init_from or os.path.join(args.workdir, "pretrain")
+    init = pretrained if stage == "finetune" else ""
     own = overrides["scratch"] if stage == "scratch" else []
     return [f"--config={args.finetune_config}", f"--workdir={workdir}", *overrides["finetune"],
             *own, f"--config.finetune.init_from.checkpoint={init}"]

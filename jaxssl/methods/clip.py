@@ -52,6 +52,7 @@ from jaxssl.evaluate.representation import gather_split
 from jaxssl.errors import ConfigError, DataError
 from jaxssl.methods import base
 from jaxssl.models import build_backbone
+from jaxssl.models.layers import LAYER_NORM_EPSILON
 from jaxssl.models.transformer import Embedder, TransformerStack, attention_mask
 from jaxssl.objectives import contrastive
 
@@ -59,8 +60,19 @@ from jaxssl.objectives import contrastive
 TOKENIZER = tokenizers.ByteTokenizer(num_sentinels=0)
 
 
+TEXT_POOLING = ("last", "argmax", "eos", "final")
+
+
 class TextEncoder(nn.Module):
-    """Byte tokens [B, L] (PAD = 0 after the EOS) -> float32 [B, hidden] at the last non-PAD token."""
+    """Byte tokens [B, L] (PAD = 0 after the EOS) -> float32 [B, hidden] at the last non-PAD token.
+
+    Options for imported CLIP text towers (`jaxssl.interop.clip`): `pooling`
+    'argmax' takes the position of the largest token id (OpenAI CLIP's EOT),
+    'eos' the first `eos_id`, 'final' the last position whatever the token
+    (SigLIP's, whose text is padded to full length); `mask_padding` False lets every token attend
+    (within the causal mask) whatever its id; `layer_norm_epsilon` and
+    `activation` as in `TransformerStack`.
+    """
     vocab_size: int
     max_length: int
     hidden: int
@@ -69,18 +81,35 @@ class TextEncoder(nn.Module):
     mlp_dim: int
     causal: bool = False
     dtype: Any = jnp.float32
+    pooling: str = "last"
+    eos_id: int = 0
+    mask_padding: bool = True
+    layer_norm_epsilon: float = LAYER_NORM_EPSILON
+    activation: str = "gelu"
 
     @nn.compact
     def __call__(self, tokens: jax.Array, train: bool) -> jax.Array:
-        segment_ids = (tokens != tokenizers.PAD_ID).astype(jnp.int32)
+        if self.pooling not in TEXT_POOLING:
+            raise ValueError(f"unknown pooling {self.pooling!r}; valid: {TEXT_POOLING}")
+        not_padding = (tokens != tokenizers.PAD_ID).astype(jnp.int32)
+        segment_ids = not_padding if self.mask_padding else jnp.ones_like(not_padding)
         positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
         embedder = Embedder(self.vocab_size, self.hidden, self.max_length, dtype=self.dtype,
                             name="embedder")
         mask = attention_mask(segment_ids, segment_ids, jnp.full(tokens.shape, self.causal))
         x = TransformerStack(self.depth, self.num_heads, self.mlp_dim, dtype=self.dtype,
+                             layer_norm_epsilon=self.layer_norm_epsilon,
+                             activation=self.activation,
                              name="stack")(embedder.embed(tokens, positions), mask, positions,
                                            not train)
-        last = jnp.maximum(jnp.sum(segment_ids, axis=1) - 1, 0)
+        if self.pooling == "argmax":
+            last = jnp.argmax(tokens, axis=1)
+        elif self.pooling == "eos":
+            last = jnp.argmax(tokens == self.eos_id, axis=1)
+        elif self.pooling == "final":
+            last = jnp.full(tokens.shape[:1], tokens.shape[1] - 1)
+        else:
+            last = jnp.maximum(jnp.sum(not_padding, axis=1) - 1, 0)
         return x[jnp.arange(tokens.shape[0]), last].astype(jnp.float32)
 
 
@@ -88,20 +117,23 @@ class TwoTower(nn.Module):
     """Images [B, H, W, C] and tokens [B, L] -> (image, text) embeddings, float32 [B, E] each.
 
     `scalars` names the learnable 0-d loss parameters and their initial values.
+    `text_projection_bias` gives 'text_projection' a bias (SigLIP's text head).
     """
     backbone: nn.Module
     text_tower: TextEncoder
     embed_dim: int
     scalars: tuple[tuple[str, float], ...]
     dtype: Any = jnp.float32
+    text_projection_bias: bool = False
 
     def setup(self):
-        projection = lambda: nn.DenseGeneral(
-            self.embed_dim, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
+        projection = lambda bias=False: nn.DenseGeneral(
+            self.embed_dim, use_bias=bias, dtype=self.dtype, param_dtype=jnp.float32,
             kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
-                                                     ("embed", "mlp")))
+                                                     ("embed", "mlp")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)))
         self.image_projection = projection()
-        self.text_projection = projection()
+        self.text_projection = projection(self.text_projection_bias)
         self.loss_scalars = {name: self.param(name, nn.initializers.constant(value), ())
                              for name, value in self.scalars}
 

@@ -141,7 +141,8 @@ class FineTune(base.Method):
         images = base.prepare_images(batch["image"], size)
         variables = dict(self.model.init(rng, images, train=False))
         if self.spec is not None and self.plan is None:
-            self.plan = handoff.prepare_handoff(self.spec, shapes_by_path(nn.meta.unbox(variables)))
+            self.plan = handoff.prepare_handoff(self.spec, shapes_by_path(nn.meta.unbox(variables)),
+                                                model_config=self.config.model)
         if self.keeps_pretrained:
             variables[PRETRAINED] = wise_ft.encoder_variables(variables)
         return variables

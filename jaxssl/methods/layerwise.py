@@ -3,7 +3,7 @@ layer-wise learning-rate decay scales and gradual-unfreezing open steps.
 
 Parameters are {'backbone': encoder, 'head': ...}. Blocks (ViT 'block<i>',
 ResNet 'stage<s>_block<b>' in order, or the stacked 'blocks' of a scanned
-ViT) get layer ids 1..depth; the final 'encoder_norm' and the head get
+ViT) get layer ids 1..depth; the final 'encoder_norm' (and a 'map_head') and the head get
 top = depth + 1; everything else (patch / position embeddings, class token,
 ResNet stem) gets 0.
 """
@@ -23,7 +23,7 @@ HEAD = "head"
 
 _BLOCK = re.compile(r"(?:^|/)(?:block(\d+)|stage(\d+)_block(\d+))(?:/|$)")
 _SCANNED_BLOCKS = re.compile(r"(?:^|/)blocks(?:/|$)")
-_TOP_MODULES = re.compile(r"(?:^|/)encoder_norm(?:/|$)")
+_TOP_MODULES = re.compile(r"(?:^|/)(?:encoder_norm|map_head)(?:/|$)")
 
 
 def layer_ids(params: Mapping[str, Any]) -> tuple[dict, int]:

@@ -97,7 +97,8 @@ class MaskedAutoencoder(nn.Module):
         self.decoder = Encoder(
             depth=self.decoder_depth, num_heads=self.decoder_heads,
             mlp_dim=int(round(self.decoder_hidden * self.decoder_mlp_ratio)), dtype=self.dtype,
-            attention_impl=self.backbone.attention_impl)
+            attention_impl=self.backbone.attention_impl,
+            layer_norm_epsilon=self.backbone.layer_norm_epsilon)
         self.decoder_pred = PixelHead(self.backbone.patch, self.dtype)
 
     def encode(self, images: jax.Array, keep_idx: jax.Array, train: bool) -> jax.Array:

@@ -28,15 +28,17 @@ def default_model_config() -> ml_collections.ConfigDict:
     `hidden`, `depth`, `heads` = 0 mean "the named size's default" (they are
     required for name='vit'). `width` is the ResNet base filter count; `patch`,
     `posemb`, `pool`, `drop_path`, `scan_blocks`, `remat`, `frozen_patch_embed`
-    and `attention_impl` ('' = jaxssl's XLA attention, 'xla' / 'cudnn' = jax.nn's, the
-    latter a fused GPU kernel) apply to
-    ViTs.
+    `attention_impl` ('' = jaxssl's XLA attention, 'xla' / 'cudnn' = jax.nn's, the
+    latter a fused GPU kernel), `layer_norm_epsilon` (1e-12 for weights imported
+    from Hugging Face), `activation` and `pre_norm` (CLIP's: 'quick_gelu', True)
+    apply to ViTs.
     """
     return ml_collections.ConfigDict(dict(
         name='resnet18', cifar_stem=True, width=64,
         patch=4, posemb='sincos2d', pool='gap', drop_path=0.0,
         scan_blocks=False, remat=False, frozen_patch_embed=False, attention_impl='',
-        hidden=0, depth=0, heads=0, mlp_ratio=4.0))
+        hidden=0, depth=0, heads=0, mlp_ratio=4.0, layer_norm_epsilon=1e-6,
+        activation='gelu', pre_norm=False))
 
 
 def _vit_dims(config: Mapping[str, Any]) -> dict:
@@ -72,7 +74,9 @@ def build_backbone(config: Mapping[str, Any], dtype: Any = jnp.float32) -> nn.Mo
             patch=config['patch'], posemb=config['posemb'], pool=config['pool'],
             drop_path=config['drop_path'], scan_blocks=config['scan_blocks'],
             remat=config['remat'], frozen_patch_embed=config['frozen_patch_embed'],
-            attention_impl=config['attention_impl'] or None, dtype=dtype, **_vit_dims(config))
+            attention_impl=config['attention_impl'] or None, dtype=dtype,
+            layer_norm_epsilon=config['layer_norm_epsilon'], activation=config['activation'],
+            pre_norm=config['pre_norm'], **_vit_dims(config))
     raise ConfigError(f'Unknown backbone name {name!r}; valid: {", ".join(BACKBONE_NAMES)}')
 
 

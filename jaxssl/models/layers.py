@@ -21,10 +21,17 @@ xavier_uniform = nn.initializers.xavier_uniform()
 Initializer = Callable[..., jax.Array]
 
 
-def layer_norm(dtype: Any, name: str) -> nn.LayerNorm:
-    """LayerNorm (epsilon 1e-6) over the last axis, float32 scale and bias named 'embed'."""
+def layer_norm(dtype: Any, name: str, epsilon: float = LAYER_NORM_EPSILON,
+               rms: bool = False) -> nn.Module:
+    """LayerNorm (epsilon 1e-6 unless given) over the last axis, float32 scale and bias
+    named 'embed'; with `rms`, T5's RMS norm x / sqrt(mean(x^2) + epsilon) * scale (no
+    mean, no bias)."""
+    if rms:
+        return nn.RMSNorm(
+            epsilon=epsilon, dtype=dtype, param_dtype=jnp.float32,
+            scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)), name=name)
     return nn.LayerNorm(
-        epsilon=LAYER_NORM_EPSILON, dtype=dtype, param_dtype=jnp.float32,
+        epsilon=epsilon, dtype=dtype, param_dtype=jnp.float32,
         scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), name=name)
 
@@ -56,20 +63,46 @@ def gelu(x: jax.Array) -> jax.Array:
     return 0.5 * x * (1 + jax.lax.erf(x * jnp.asarray(2 ** -0.5, x.dtype)))
 
 
+ACTIVATIONS = ("gelu", "gelu_tanh", "quick_gelu", "relu")
+
+
+def activation(x: jax.Array, kind: str) -> jax.Array:
+    """The MLP nonlinearity `kind`: 'gelu' (exact, `gelu`), 'gelu_tanh' (the tanh
+    approximation GPT-2 uses, Hugging Face 'gelu_new': x / 2 * (1 + tanh(sqrt(2 / pi)
+    (x + 0.044715 x^3)))) or 'quick_gelu' (OpenAI CLIP's x * sigmoid(1.702 x))."""
+    if kind == "gelu":
+        return gelu(x)
+    if kind == "gelu_tanh":
+        return jax.nn.gelu(x, approximate=True)
+    if kind == "quick_gelu":
+        return x * jax.nn.sigmoid(jnp.asarray(1.702, x.dtype) * x)
+    if kind == "relu":
+        return jax.nn.relu(x)
+    raise ConfigError(f"unknown activation {kind!r}; valid: {ACTIVATIONS}")
+
+
 class MlpBlock(nn.Module):
-    """Dense(mlp_dim) -> exact GELU -> Dense(D): [..., D] -> [..., D] in `dtype`.
+    """Dense(mlp_dim) -> GELU -> Dense(D): [..., D] -> [..., D] in `dtype`.
 
     Kernels: 'fc1' from `kernel_init`, 'fc2' (the residual output) from `out_kernel_init`.
+    The nonlinearity is `activation` (exact GELU by default). With `gated`
+    (T5.1.1's gated GELU) a second projection 'gate' multiplies it:
+    fc2(activation(fc1(x)) * gate(x)).
     """
     mlp_dim: int
     dtype: Any = jnp.float32
     kernel_init: Initializer = xavier_uniform
     out_kernel_init: Initializer = xavier_uniform
+    activation: str = "gelu"
+    gated: bool = False
 
     @nn.compact
     def __call__(self, x):
         y = dense(self.mlp_dim, ("embed", "mlp"), self.dtype, "fc1", kernel_init=self.kernel_init)(x)
-        y = gelu(y)
+        y = activation(y, self.activation)
+        if self.gated:
+            y = y * dense(self.mlp_dim, ("embed", "mlp"), self.dtype, "gate",
+                          kernel_init=self.kernel_init)(x)
         return dense(x.shape[-1], ("mlp", "embed"), self.dtype, "fc2",
                      kernel_init=self.out_kernel_init)(y)
 
@@ -90,7 +123,8 @@ def apply_rotary(x: jax.Array, positions: jax.Array) -> jax.Array:
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
                           mask: Optional[jax.Array] = None, dropout_rate: float = 0.0,
-                          dropout_rng: Optional[jax.Array] = None) -> jax.Array:
+                          dropout_rng: Optional[jax.Array] = None,
+                          logit_bias: Optional[jax.Array] = None) -> jax.Array:
     """softmax(q k^T / sqrt(Dh) where mask, else -inf) v, with the heads as a leading batch axis.
 
     q [B, Tq, N, Dh], k and v [B, Tk, N, Dh], mask bool [B, 1, Tq, Tk] or
@@ -105,6 +139,8 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
     heads_major = lambda x: jnp.swapaxes(x, 1, 2)
     q = heads_major(q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype))
     logits = jnp.einsum("bnqd,bnkd->bnqk", q, heads_major(k), preferred_element_type=jnp.float32)
+    if logit_bias is not None:   # float [B or 1, N, Tq, Tk], e.g. T5's relative position bias
+        logits = logits + logit_bias.astype(jnp.float32)
     if mask is not None:
         logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1)
@@ -142,7 +178,7 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x, context=None, mask=None, q_positions=None, kv_positions=None,
-                 deterministic: bool = True):
+                 deterministic: bool = True, logit_bias=None):
         hidden = x.shape[-1]
         if hidden % self.num_heads:
             raise ConfigError(f"hidden size {hidden} not divisible by {self.num_heads} heads")
@@ -167,7 +203,9 @@ class Attention(nn.Module):
         if self.attention_impl is None:
             dropping = self.dropout_rate > 0 and not deterministic
             y = dot_product_attention(q, k, v, mask, self.dropout_rate,
-                                      self.make_rng("dropout") if dropping else None)
+                                      self.make_rng("dropout") if dropping else None, logit_bias)
+        elif logit_bias is not None:
+            raise ConfigError("a logit bias (relative positions) needs jaxssl's attention")
         else:
             y = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.attention_impl)
         return dense(hidden, ("heads", "kv", "embed"), self.dtype, "out", axis=(-2, -1),

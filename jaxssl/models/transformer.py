@@ -18,6 +18,7 @@ and never across segments (packed documents), padding (segment 0) apart.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -25,9 +26,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxssl.errors import ConfigError
-from jaxssl.models.layers import Attention, Initializer, MlpBlock, layer_norm, xavier_uniform
+from jaxssl.models.layers import (LAYER_NORM_EPSILON, Attention, Initializer, MlpBlock,
+                                  activation, dense, layer_norm, xavier_uniform)
 
-POSEMB_KINDS = ("learned", "rotary")
+POSEMB_KINDS = ("learned", "rotary", "relative")
 INIT_KINDS = ("xavier", "gpt2")
 _embedding_init = nn.initializers.normal(stddev=0.02)
 
@@ -66,13 +68,37 @@ def attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array,
     return allowed[:, None]
 
 
+def relative_position_bucket(relative: jax.Array, bidirectional: bool, num_buckets: int,
+                             max_distance: int) -> jax.Array:
+    """T5's bucket (int32, < num_buckets) of each key - query distance `relative`: exact
+    below num_buckets / 4 (per direction when `bidirectional`, else only looking back),
+    then logarithmic up to max_distance, beyond which all share the last bucket."""
+    buckets = jnp.zeros_like(relative)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = (relative > 0).astype(relative.dtype) * num_buckets
+        relative = jnp.abs(relative)
+    else:
+        relative = -jnp.minimum(relative, 0)
+    max_exact = num_buckets // 2
+    scaled = (jnp.log(jnp.maximum(relative, 1).astype(jnp.float32) / max_exact)
+              / math.log(max_distance / max_exact) * (num_buckets - max_exact))
+    large = jnp.minimum(max_exact + scaled.astype(relative.dtype), num_buckets - 1)
+    return buckets + jnp.where(relative < max_exact, relative, large)
+
+
 class TransformerBlock(nn.Module):
     """Pre-norm block: self-attention, optional cross-attention, MLP; dropout on each branch.
 
     x [B, T, D] -> [B, T, D] in `dtype`. `encoded` [B, S, D] and `cross_mask`
     [B, 1, T, S] are given exactly when the block has cross-attention.
     `dropout` drops branch outputs, `attention_dropout` attention weights.
-    Kernel initializers as in `block_initializers`.
+    Kernel initializers as in `block_initializers`. For imported weights:
+    `layer_norm_epsilon` (GPT-2 1e-5, BERT 1e-12), `activation` (GPT-2's
+    'gelu_tanh', see layers.activation) and `post_norm` (BERT: each norm after its residual sum,
+    x = LN(x + branch(x)), instead of before the branch). For T5: `rms_norm`
+    (RMS norms), `gated_mlp` (`MlpBlock.gated`) and `self_attention_bias`
+    [B, H, T, T] added to the self-attention logits (relative positions).
     """
     num_heads: int
     mlp_dim: int
@@ -83,34 +109,53 @@ class TransformerBlock(nn.Module):
     attention_dropout: float = 0.0
     kernel_init: Initializer = xavier_uniform
     out_kernel_init: Initializer = xavier_uniform
+    layer_norm_epsilon: float = LAYER_NORM_EPSILON
+    activation: str = "gelu"
+    post_norm: bool = False
+    rms_norm: bool = False
+    gated_mlp: bool = False
 
     @nn.compact
     def __call__(self, x, mask, positions, deterministic: bool, encoded=None, cross_mask=None,
-                 encoded_positions=None):
+                 encoded_positions=None, self_attention_bias=None):
+        norm = lambda name, y: layer_norm(self.dtype, name, self.layer_norm_epsilon,
+                                          self.rms_norm)(y)
+        before = (lambda name, y: y) if self.post_norm else norm
+        after = norm if self.post_norm else (lambda name, y: y)
+
         def residual(name, branch):
             return x + nn.Dropout(self.dropout, name=f"{name}_dropout")(branch, deterministic)
 
         attention = lambda name, rotary: Attention(
             self.num_heads, self.dtype, rotary, self.attention_impl, self.attention_dropout,
             self.kernel_init, self.out_kernel_init, name=name)
-        y = layer_norm(self.dtype, "self_attention_norm")(x)
-        x = residual("self_attention", attention("self_attention", self.rotary)(
-            y, None, mask, positions, None, deterministic))
+        y = before("self_attention_norm", x)
+        x = after("self_attention_norm", residual("self_attention", attention(
+            "self_attention", self.rotary)(y, None, mask, positions, None, deterministic,
+                                           self_attention_bias)))
         if encoded is not None:
-            y = layer_norm(self.dtype, "cross_attention_norm")(x)
+            y = before("cross_attention_norm", x)
             # Relative (rotary) positions mean nothing across two sequences.
-            x = residual("cross_attention", attention("cross_attention", False)(
-                y, encoded, cross_mask, positions, encoded_positions, deterministic))
-        y = layer_norm(self.dtype, "mlp_norm")(x)
-        return residual("mlp", MlpBlock(self.mlp_dim, self.dtype, self.kernel_init,
-                                        self.out_kernel_init, name="mlp")(y))
+            x = after("cross_attention_norm", residual("cross_attention", attention(
+                "cross_attention", False)(y, encoded, cross_mask, positions, encoded_positions,
+                                          deterministic)))
+        y = before("mlp_norm", x)
+        return after("mlp_norm", residual("mlp", MlpBlock(
+            self.mlp_dim, self.dtype, self.kernel_init, self.out_kernel_init,
+            self.activation, self.gated_mlp, name="mlp")(y)))
 
 
 class TransformerStack(nn.Module):
     """`depth` TransformerBlocks and a final LayerNorm: [B, T, D] -> [B, T, D].
 
     `initialization`: 'xavier' or 'gpt2' (`block_initializers`, scaled by this stack's
-    depth).
+    depth). `layer_norm_epsilon`, `activation`, `post_norm`: see
+    TransformerBlock; `final_norm` False leaves out the final LayerNorm (BERT).
+    T5: `rms_norm`, `gated_mlp` (TransformerBlock) and, with `relative_buckets`
+    > 0, a learned 'relative_attention_bias' [buckets, heads] of the
+    `relative_position_bucket` of every key - query distance (looking back
+    only unless `bidirectional_positions`), added to every block's
+    self-attention logits.
     """
     depth: int
     num_heads: int
@@ -121,17 +166,40 @@ class TransformerStack(nn.Module):
     attention_impl: Optional[str] = None
     attention_dropout: float = 0.0
     initialization: str = "xavier"  # (a field named `init` would hide Module.init)
+    layer_norm_epsilon: float = LAYER_NORM_EPSILON
+    activation: str = "gelu"
+    post_norm: bool = False
+    final_norm: bool = True
+    rms_norm: bool = False
+    gated_mlp: bool = False
+    relative_buckets: int = 0
+    relative_max_distance: int = 128
+    bidirectional_positions: bool = True
 
     @nn.compact
     def __call__(self, x, mask, positions, deterministic: bool, encoded=None, cross_mask=None,
                  encoded_positions=None):
         kernel_init, out_kernel_init = block_initializers(self.initialization, self.depth)
+        bias = None
+        if self.relative_buckets:
+            table = self.param(
+                "relative_attention_bias",
+                nn.with_logical_partitioning(_embedding_init, (None, "heads")),
+                (self.relative_buckets, self.num_heads), jnp.float32)
+            buckets = relative_position_bucket(
+                positions[:, None, :] - positions[:, :, None], self.bidirectional_positions,
+                self.relative_buckets, self.relative_max_distance)
+            bias = jnp.transpose(table[buckets], (0, 3, 1, 2))
         for i in range(self.depth):
             x = TransformerBlock(self.num_heads, self.mlp_dim, self.dropout, self.rotary,
                                  self.dtype, self.attention_impl, self.attention_dropout,
-                                 kernel_init, out_kernel_init, name=f"block{i}")(
-                x, mask, positions, deterministic, encoded, cross_mask, encoded_positions)
-        return layer_norm(self.dtype, "final_norm")(x)
+                                 kernel_init, out_kernel_init, self.layer_norm_epsilon,
+                                 self.activation, self.post_norm, self.rms_norm,
+                                 self.gated_mlp, name=f"block{i}")(
+                x, mask, positions, deterministic, encoded, cross_mask, encoded_positions, bias)
+        if not self.final_norm:
+            return x
+        return layer_norm(self.dtype, "final_norm", self.layer_norm_epsilon, self.rms_norm)(x)
 
 
 class Embedder(nn.Module):
@@ -140,6 +208,13 @@ class Embedder(nn.Module):
     `embed(tokens, positions)` -> [B, T, D] in `dtype`; `logits(x)` -> float32
     [B, T, vocab_size], through the transposed token embedding when `tied`,
     else through its own 'output_kernel' [D, V] and 'output_bias' [V].
+
+    Options for imported BERT weights: `type_vocab_size` > 0 adds row 0 of a
+    'type_embedding' [type_vocab_size, D] (every token of type 0);
+    `embedding_norm` puts a LayerNorm 'embedding_norm' after the sum;
+    `logits_transform` applies Dense(D) 'transform' -> exact GELU -> LayerNorm
+    'transform_norm' before the logits; `tied_bias` adds an 'output_bias' [V]
+    to tied logits. `layer_norm_epsilon` is that of both norms.
     """
     vocab_size: int
     hidden: int
@@ -147,6 +222,11 @@ class Embedder(nn.Module):
     posemb: str = "learned"
     tied: bool = True
     dtype: Any = jnp.float32
+    type_vocab_size: int = 0
+    embedding_norm: bool = False
+    logits_transform: bool = False
+    tied_bias: bool = False
+    layer_norm_epsilon: float = LAYER_NORM_EPSILON
 
     def setup(self):
         if self.posemb not in POSEMB_KINDS:
@@ -159,10 +239,22 @@ class Embedder(nn.Module):
                 "position_embedding",
                 nn.with_logical_partitioning(_embedding_init, ("pos", "embed")),
                 (self.max_length, self.hidden), jnp.float32)
+        if self.type_vocab_size:
+            self.type_embedding = self.param(
+                "type_embedding", nn.with_logical_partitioning(_embedding_init, (None, "embed")),
+                (self.type_vocab_size, self.hidden), jnp.float32)
+        if self.embedding_norm:
+            self.embedding_norm_layer = layer_norm(self.dtype, "embedding_norm",
+                                                   self.layer_norm_epsilon)
+        if self.logits_transform:
+            self.transform = dense(self.hidden, ("embed", "mlp"), self.dtype, "transform",
+                                   kernel_init=_embedding_init)
+            self.transform_norm = layer_norm(self.dtype, "transform_norm", self.layer_norm_epsilon)
         if not self.tied:
             self.output_kernel = self.param(
                 "output_kernel", nn.with_logical_partitioning(_embedding_init, ("embed", "vocab")),
                 (self.hidden, self.vocab_size), jnp.float32)
+        if not self.tied or self.tied_bias:
             self.output_bias = self.param(
                 "output_bias", nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
                 (self.vocab_size,), jnp.float32)
@@ -171,11 +263,19 @@ class Embedder(nn.Module):
         x = jnp.take(self.token_embedding, tokens, axis=0)
         if self.posemb == "learned":
             x = x + jnp.take(self.position_embedding, positions, axis=0)
+        if self.type_vocab_size:
+            x = x + self.type_embedding[0]
+        if self.embedding_norm:
+            x = self.embedding_norm_layer(x)
         return x.astype(self.dtype)
 
     def logits(self, x):
+        if self.logits_transform:
+            x = self.transform_norm(activation(self.transform(x), "gelu"))
         if self.tied:
             y = x @ self.token_embedding.astype(self.dtype).T
+            if self.tied_bias:
+                y = y + self.output_bias.astype(self.dtype)
         else:
             y = x @ self.output_kernel.astype(self.dtype) + self.output_bias.astype(self.dtype)
         return y.astype(jnp.float32)
@@ -196,15 +296,33 @@ class _Sizes(nn.Module):
     attention_impl: Optional[str] = None
     attention_dropout: float = 0.0
     initialization: str = "xavier"
+    # Options of imported models (jaxssl.interop): see TransformerBlock and Embedder.
+    layer_norm_epsilon: float = LAYER_NORM_EPSILON
+    activation: str = "gelu"
+    post_norm: bool = False
+    type_vocab_size: int = 0
+    embedding_norm: bool = False
+    logits_transform: bool = False
+    tied_bias: bool = False
+    rms_norm: bool = False
+    gated_mlp: bool = False
+    relative_buckets: int = 0
+    relative_max_distance: int = 128
 
     def _embedder(self) -> Embedder:
         return Embedder(self.vocab_size, self.hidden, self.max_length, self.posemb,
-                        self.tied_embeddings, self.dtype, name="embedder")
+                        self.tied_embeddings, self.dtype, self.type_vocab_size,
+                        self.embedding_norm, self.logits_transform, self.tied_bias,
+                        self.layer_norm_epsilon, name="embedder")
 
-    def _stack(self, name: str, depth: int) -> TransformerStack:
+    def _stack(self, name: str, depth: int, bidirectional: bool = True) -> TransformerStack:
+        relative = self.relative_buckets if self.posemb == "relative" else 0
         return TransformerStack(depth, self.num_heads, self.mlp_dim, self.dropout,
                                 self.posemb == "rotary", self.dtype, self.attention_impl,
-                                self.attention_dropout, self.initialization, name=name)
+                                self.attention_dropout, self.initialization,
+                                self.layer_norm_epsilon, self.activation, self.post_norm,
+                                not self.post_norm, self.rms_norm, self.gated_mlp, relative,
+                                self.relative_max_distance, bidirectional, name=name)
 
     def _embed(self, embedder, tokens, positions, train: bool):
         return nn.Dropout(self.dropout)(embedder.embed(tokens, positions), deterministic=not train)
@@ -262,7 +380,7 @@ class EncoderDecoder(_Sizes):
             attention_mask(encoder_segment_ids, encoder_segment_ids, bidirectional),
             encoder_positions, not train)
         causal = jnp.ones(decoder_tokens.shape, bool)
-        y = self._stack("decoder", self.decoder_depth)(
+        y = self._stack("decoder", self.decoder_depth, bidirectional=False)(
             self._embed(embedder, decoder_tokens, decoder_positions, train),
             attention_mask(decoder_segment_ids, decoder_segment_ids, causal),
             decoder_positions, not train, encoded,

@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxssl.errors import ConfigError
-from jaxssl.models.layers import Attention, MlpBlock, layer_norm, xavier_uniform
+from jaxssl.models.layers import (LAYER_NORM_EPSILON, Attention, MlpBlock, layer_norm,
+                                  xavier_uniform)
 
 VIT_SIZES = {
     'tiny': dict(hidden=192, depth=12, heads=3, mlp_ratio=4.0),
@@ -27,7 +28,7 @@ VIT_SIZES = {
     'large': dict(hidden=1024, depth=24, heads=16, mlp_ratio=4.0),
 }
 POSEMB_KINDS = ('sincos2d', 'learned')
-POOL_KINDS = ('cls', 'gap')
+POOL_KINDS = ('cls', 'gap', 'map')
 
 _token_init = nn.initializers.normal(stddev=0.02)
 
@@ -79,12 +80,15 @@ class EncoderBlock(nn.Module):
 
     `drop_rate` is this block's stochastic-depth rate (a float, or a traced
     scalar under `nn.scan`); `deterministic=True` disables it.
-    [B, T, D] -> [B, T, D] in `dtype`.
+    [B, T, D] -> [B, T, D] in `dtype`. `layer_norm_epsilon`: of both norms
+    (1e-6; Hugging Face ViTs use 1e-12); `activation`: the MLP's (`layers.activation`).
     """
     num_heads: int
     mlp_dim: int
     dtype: Any = jnp.float32
     attention_impl: Optional[str] = None
+    layer_norm_epsilon: float = LAYER_NORM_EPSILON
+    activation: str = 'gelu'
 
     @nn.compact
     def __call__(self, x, drop_rate, deterministic: bool):
@@ -93,11 +97,12 @@ class EncoderBlock(nn.Module):
                 return x + y
             return x + drop_path(self.make_rng('dropout'), y, drop_rate)
 
-        y = layer_norm(self.dtype, 'norm1')(x)
+        y = layer_norm(self.dtype, 'norm1', self.layer_norm_epsilon)(x)
         x = residual(Attention(self.num_heads, self.dtype, attention_impl=self.attention_impl,
                                 name='attention')(y))
-        y = layer_norm(self.dtype, 'norm2')(x)
-        return residual(MlpBlock(self.mlp_dim, self.dtype, name='mlp')(y))
+        y = layer_norm(self.dtype, 'norm2', self.layer_norm_epsilon)(x)
+        return residual(MlpBlock(self.mlp_dim, self.dtype, activation=self.activation,
+                                 name='mlp')(y))
 
 
 class _ScannedEncoderBlock(EncoderBlock):
@@ -118,7 +123,7 @@ class Encoder(nn.Module):
     With `scan_blocks` the blocks are one `nn.scan`ned module 'blocks' whose
     parameters are stacked on a leading axis named 'layers'; otherwise they are
     'block0' ... 'block{depth-1}'. `remat` recomputes each block's activations in
-    the backward pass.
+    the backward pass. `layer_norm_epsilon`, `activation`: see EncoderBlock.
     """
     depth: int
     num_heads: int
@@ -128,6 +133,8 @@ class Encoder(nn.Module):
     remat: bool = False
     dtype: Any = jnp.float32
     attention_impl: Optional[str] = None
+    layer_norm_epsilon: float = LAYER_NORM_EPSILON
+    activation: str = 'gelu'
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -138,7 +145,9 @@ class Encoder(nn.Module):
             # static_argnums counts `self` as 0: `deterministic` is argument 3.
             block_cls = nn.remat(block_cls, prevent_cse=not self.scan_blocks, static_argnums=(3,))
         block_kwargs = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
-                            dtype=self.dtype, attention_impl=self.attention_impl)
+                            dtype=self.dtype, attention_impl=self.attention_impl,
+                            layer_norm_epsilon=self.layer_norm_epsilon,
+                            activation=self.activation)
         if self.scan_blocks:
             stack = nn.scan(
                 block_cls, variable_axes={'params': 0},
@@ -150,7 +159,32 @@ class Encoder(nn.Module):
         else:
             for i, rate in enumerate(rates):
                 x = block_cls(**block_kwargs, name=f'block{i}')(x, float(rate), deterministic)
-        return layer_norm(self.dtype, 'encoder_norm')(x)
+        return layer_norm(self.dtype, 'encoder_norm', self.layer_norm_epsilon)(x)
+
+
+class MAPHead(nn.Module):
+    """Multi-head attention pooling (SigLIP's 'MAP' head): tokens [B, L, D] -> [B, D].
+
+    A learned query 'probe' [1, 1, D] attends over the tokens ('attention',
+    cross-attention kernels 'query' and 'key_value'), then a pre-norm MLP
+    residual ('norm', 'mlp'); the result is the probe's output, in `dtype`.
+    """
+    num_heads: int
+    mlp_dim: int
+    dtype: Any = jnp.float32
+    layer_norm_epsilon: float = LAYER_NORM_EPSILON
+    activation: str = 'gelu'
+
+    @nn.compact
+    def __call__(self, tokens):
+        hidden = tokens.shape[-1]
+        probe = self.param('probe', nn.with_logical_partitioning(_token_init, (None, None, 'embed')),
+                           (1, 1, hidden), jnp.float32)
+        query = jnp.broadcast_to(probe.astype(tokens.dtype), (tokens.shape[0], 1, hidden))
+        y = Attention(self.num_heads, self.dtype, name='attention')(query, tokens)
+        normed = layer_norm(self.dtype, 'norm', self.layer_norm_epsilon)(y)
+        y = y + MlpBlock(self.mlp_dim, self.dtype, activation=self.activation, name='mlp')(normed)
+        return y[:, 0]
 
 
 class PatchEmbedding(nn.Module):
@@ -215,13 +249,18 @@ class ViT(nn.Module):
       hidden, depth, heads, mlp_ratio: width D, number of blocks, attention
         heads, MLP width / D.
       posemb: 'sincos2d' (fixed, MAE) or 'learned'.
-      pool: 'cls' (prepend a class token, features = its output) or 'gap'
-        (no class token, features = mean over tokens).
+      pool: 'cls' (prepend a class token, features = its output), 'gap'
+        (no class token, features = mean over tokens) or 'map' (no class token,
+        features = a `MAPHead` 'map_head' over the tokens, SigLIP's).
       drop_path: stochastic-depth rate of the last block.
       scan_blocks, remat: see `Encoder`.
       frozen_patch_embed: no gradient into the patch projection (MoCo v3).
       dtype: compute dtype; parameters stay float32.
       attention_impl: see `layers.Attention`.
+      layer_norm_epsilon: of every layer norm (1e-6; 1e-12 for Hugging Face ViTs).
+      activation: of the MLPs ('gelu'; CLIP's 'quick_gelu', see `layers.activation`).
+      pre_norm: a LayerNorm 'pre_norm' over the tokens (class token included) before
+        the first block, as CLIP's vision tower has.
     """
     patch: int = 16
     hidden: int = 768
@@ -236,6 +275,9 @@ class ViT(nn.Module):
     frozen_patch_embed: bool = False
     dtype: Any = jnp.float32
     attention_impl: Optional[str] = None
+    layer_norm_epsilon: float = LAYER_NORM_EPSILON
+    activation: str = 'gelu'
+    pre_norm: bool = False
 
     @classmethod
     def from_name(cls, name: str, patch: int = 16, **overrides) -> 'ViT':
@@ -260,7 +302,13 @@ class ViT(nn.Module):
             depth=self.depth, num_heads=self.heads, mlp_dim=int(
                 round(self.hidden * self.mlp_ratio)),
             drop_path=self.drop_path, scan_blocks=self.scan_blocks, remat=self.remat,
-            dtype=self.dtype, attention_impl=self.attention_impl)
+            dtype=self.dtype, attention_impl=self.attention_impl,
+            layer_norm_epsilon=self.layer_norm_epsilon, activation=self.activation)
+        if self.pre_norm:
+            self.pre_norm_layer = layer_norm(self.dtype, 'pre_norm', self.layer_norm_epsilon)
+        if self.pool == 'map':
+            self.map_head = MAPHead(self.heads, int(round(self.hidden * self.mlp_ratio)),
+                                    self.dtype, self.layer_norm_epsilon, self.activation)
 
     def embed_patches(self, x):
         """Images [B, H, W, C] -> patch tokens [B, L, D] with position embedding, in `dtype`."""
@@ -272,9 +320,14 @@ class ViT(nn.Module):
             cls = jnp.broadcast_to(self.cls_token.astype(tokens.dtype),
                                    (tokens.shape[0], 1, self.hidden))
             tokens = jnp.concatenate([cls, tokens], axis=1)
+        if self.pre_norm:
+            tokens = self.pre_norm_layer(tokens)
         return self.encoder(tokens, train)
 
     def __call__(self, x, train: bool):
         """Images [B, H, W, C] -> features [B, D] float32."""
+        if self.pool == 'map':
+            return self.map_head(self.encode_tokens(self.embed_patches(x), train)).astype(
+                jnp.float32)
         tokens = self.encode_tokens(self.embed_patches(x), train).astype(jnp.float32)
         return tokens[:, 0] if self.pool == 'cls' else jnp.mean(tokens, axis=1)
