@@ -1,6 +1,7 @@
 """Trains CLIP then SigLIP on captioned CIFAR-10 (configs/{clip,siglip}_cifar10.py), one after the other.
 
-  PYTHONPATH=. python experiments/clip/run.py [--runs /tmp/clip_runs] [--methods clip siglip]
+  PYTHONPATH=. python experiments/clip/run.py [--runs /tmp/clip_runs] [--methods clip siglip] \
+      [--set data.data_dir=$JAXSSL_DATA_DIR/cifar10-jpeg]
 
 Run from the repository root (the configs read ../shared/data). For each
 method, WORKDIR = RUNS/METHOD is replaced; zero-shot accuracy and retrieval
@@ -26,10 +27,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="/tmp/clip_runs")
     parser.add_argument("--methods", nargs="+", default=["clip", "siglip"])
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for every method, e.g. "
+                             "data.data_dir=$JAXSSL_DATA_DIR/cifar10-jpeg (repeatable)")
     args = parser.parse_args()
+    overrides = dict(item.split("=", 1) for item in args.set)
     for method in args.methods:
         config = os.path.join(REPO, "configs", f"{method}_cifar10.py")
-        print(json.dumps(run(method, args.runs, config)), flush=True)
+        print(json.dumps(run(method, args.runs, config, overrides)), flush=True)
 
 
 if __name__ == "__main__":

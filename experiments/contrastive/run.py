@@ -1,6 +1,7 @@
 """Pretrains SimCLR and MoCo v3 (experiments/contrastive/config.py), one after the other.
 
-  python experiments/contrastive/run.py [--runs /tmp/contrastive_runs] [--methods simclr moco]
+  python experiments/contrastive/run.py [--runs /tmp/contrastive_runs] [--methods simclr moco] \
+      [--set data.data_dir=$JAXSSL_DATA_DIR/cifar10-jpeg]
 
 Run from the repository root (the config reads ../shared/data). For each
 method, WORKDIR = RUNS/METHOD is replaced; the encoder at initialisation is
@@ -34,11 +35,14 @@ def cpu_model() -> str:
     return names[0] if names else platform.processor()
 
 
-def run(method: str, runs_dir: str, config_spec: str | None = None) -> dict:
-    """Evaluates at initialisation, then trains; config_spec defaults to CONFIG:method."""
+def run(method: str, runs_dir: str, config_spec: str | None = None,
+        overrides: dict[str, str] | None = None) -> dict:
+    """Evaluates at initialisation, then trains; config_spec defaults to CONFIG:method.
+
+    overrides: {"a.b": "VALUE"}, as `--config.a.b=VALUE` of jaxssl.main."""
     workdir = os.path.join(runs_dir, method)
     shutil.rmtree(workdir, ignore_errors=True)
-    config = config_lib.load(config_spec or f"{CONFIG}:{method}")
+    config = config_lib.load(config_spec or f"{CONFIG}:{method}", overrides)
     info = {"method": method, "date": datetime.datetime.now().astimezone().isoformat(),
             "cpu": cpu_model(), "cpu_count": os.cpu_count(), "jax": jax.__version__,
             "devices": [str(d) for d in jax.devices()], "load_average_start": os.getloadavg()}
@@ -62,9 +66,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="/tmp/contrastive_runs")
     parser.add_argument("--methods", nargs="+", default=["simclr", "moco"])
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for every method, e.g. "
+                             "data.data_dir=$JAXSSL_DATA_DIR/cifar10-jpeg (repeatable)")
     args = parser.parse_args()
+    overrides = dict(item.split("=", 1) for item in args.set)
     for method in args.methods:
-        info = run(method, args.runs)
+        info = run(method, args.runs, overrides=overrides)
         print(json.dumps(info), flush=True)
 
 
