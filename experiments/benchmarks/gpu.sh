@@ -9,11 +9,12 @@
 #   mae     MAE ViT-B/16 train step at mask ratio 0.75 and 0.0 (3.5 min)
 # Writes each part's output to $OUT/*.txt (the 6-layer run also its metrics.jsonl and
 # results.json). Needs jax with CUDA, torch (for the PyTorch baseline) and this repo's
-# requirements; SHAKESPEARE_DIR points at tiny-shakespeare/input.txt's folder.
+# requirements; SHAKESPEARE_DIR points at tiny-shakespeare/input.txt's folder (default
+# $JAXSSL_DATA_DIR/tiny-shakespeare).
 set -u
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 PY=${PY:-python3}
-SHAKESPEARE_DIR=${SHAKESPEARE_DIR:-../shared/data/tiny-shakespeare}
+SHAKESPEARE_DIR=${SHAKESPEARE_DIR:-${JAXSSL_DATA_DIR:-}/tiny-shakespeare}
 
 gpt6l() {
     local workdir=/tmp/gpu_sh_6l
