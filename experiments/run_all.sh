@@ -21,6 +21,7 @@ DATA=${JAXSSL_DATA_DIR:-}
 EXPERIMENTS="
 quickstart        README.md (Quickstart table)                            4 min
 quickstart_ft     README.md, experiments/finetune/README.md (digits)      8 min
+quickstart_ft_lr  experiments/finetune/README.md (learning rates, LP-FT)  6 min, after quickstart_ft
 baby_gpt          experiments/language/README.md (nanoGPT baby GPT)       3 min
 ul2               experiments/language/README.md (UL2)                    10 min
 pali              experiments/language/README.md (PaLI digits)            4 min
@@ -62,13 +63,27 @@ record() {
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), nproc $(nproc)"
     echo "command: $*"
   } > "$dest/run_info.txt"
+  anonymise "$dest"
 }
 
-# copy_logs WORKDIR DEST: the small files of one jaxssl.main workdir.
+# copy_logs WORKDIR DEST: the small files of one jaxssl.main workdir (the data root written
+# as $JAXSSL_DATA_DIR, the run root as $RUNS, so the logs name no machine's folders).
 copy_logs() {
   mkdir -p "$2"
-  for f in metrics.jsonl results.json results.md config.json evaluation.json; do
+  for f in metrics.jsonl results.json results.md config.json evaluation.json \
+      random_init.json run_info.json handoff.txt; do
     if [ -f "$1/$f" ]; then cp "$1/$f" "$2/"; fi
+  done
+  anonymise "$2"
+}
+
+# anonymise DIR: the data root -> $JAXSSL_DATA_DIR, the run root -> $RUNS in DIR's text files.
+anonymise() {
+  local f
+  for f in "$1"/*.json "$1"/*.jsonl "$1"/*.md "$1"/*.txt; do
+    [ -f "$f" ] || continue
+    if [ -n "$DATA" ]; then sed -i "s#$DATA#\$JAXSSL_DATA_DIR#g" "$f"; fi
+    sed -i "s#$RUNS#\$RUNS#g" "$f"
   done
 }
 
@@ -88,9 +103,27 @@ run_one() {
           --finetune_config=configs/quickstart_finetune.py --workdir="$RUNS/quickstart_ft" \
           --scratch.optim.base_lr=0.1
       cp "$RUNS/quickstart_ft/results.md" "$dest/results.md"
+      cp "$RUNS/quickstart_ft/finetune/handoff.txt" "$dest/handoff.txt"
+      anonymise "$dest"
       for run in pretrain finetune scratch; do copy_logs "$RUNS/quickstart_ft/$run" "$dest/logs/$run"; done
       cp "$RUNS/quickstart_ft/finetune/confusion.png" "$dest/confusion_finetune.png"
       cp "$RUNS/quickstart_ft/scratch/confusion.png" "$dest/confusion_scratch.png" ;;
+    quickstart_ft_lr)
+      # the other learning rates of the quickstart fine-tuning and LP-FT, from quickstart_ft's pretraining
+      local pre="$RUNS/quickstart_ft/pretrain" run lr init
+      [ -d "$pre/checkpoints" ] || { echo "run_all.sh: run quickstart_ft first" >&2; exit 2; }
+      rm -rf "$RUNS/quickstart_ft_lr"
+      for run in finetune_0.05 scratch_0.01 scratch_0.05 lp_ft_0.01; do
+        lr=${run##*_}
+        init=$pre; [ "${run%%_*}" = scratch ] && init=
+        extra=(); [ "${run%_*}" = lp_ft ] && extra=(--config.finetune.mode=lp_ft \
+          --config.finetune.lp_steps=50 --config.finetune.lp_base_lr=0.1)
+        record "quickstart_ft_lr/$run" "experiments/finetune/quickstart/logs/lr/$run" \
+          "$PYTHON" -m jaxssl.main --config="configs/quickstart_finetune.py${init:+:$init}" \
+            --workdir="$RUNS/quickstart_ft_lr/$run" --config.optim.base_lr="$lr" "${extra[@]}" \
+            --config.log.progress_bar=false
+        copy_logs "$RUNS/quickstart_ft_lr/$run" "experiments/finetune/quickstart/logs/lr/$run"
+      done ;;
     baby_gpt)
       need_data tiny-shakespeare/input.txt
       rm -rf "$RUNS/baby_gpt"
@@ -120,7 +153,8 @@ run_one() {
     mim)
       need_data fashion-mnist/
       record mim experiments/mim/logs \
-        env PYTHON="$PYTHON" bash experiments/mim/run.sh "$RUNS/mim" ;;
+        env PYTHON="$PYTHON" bash experiments/mim/run.sh "$RUNS/mim"
+      for d in experiments/mim/logs/*/; do anonymise "$d"; done ;;
     clip)
       need_data cifar10-jpeg/
       record clip experiments/clip/logs \
@@ -128,7 +162,6 @@ run_one() {
           --set data.data_dir="$DATA/cifar10-jpeg"
       for m in clip siglip; do
         copy_logs "$RUNS/clip/$m" "experiments/clip/logs/$m"
-        cp "$RUNS/clip/$m"/{random_init.json,run_info.json} "experiments/clip/logs/$m/"
       done
       env PYTHONPATH=. "$PYTHON" experiments/clip/summarize.py --runs "$RUNS/clip" ;;
     simclr_fmnist)
