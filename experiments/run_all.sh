@@ -27,6 +27,8 @@ ul2               experiments/language/README.md (UL2)                    10 min
 pali              experiments/language/README.md (PaLI digits)            4 min
 pydoc             experiments/language/README.md (byte-level pydoc)       7 min
 mim               experiments/mim/README.md (MAE vs SimMIM)               25 min
+mim_bench         experiments/mim/README.md (MAE step, mask 0.75 vs 0)    2 min
+logits_memory     experiments/clip/README.md (contrastive/logits_memory.md) 2 min
 clip              experiments/clip/README.md (CLIP vs SigLIP)             20 min
 simclr_fmnist     experiments/simclr/README.md (SimCLR Fashion-MNIST)     60 min
 contrastive       experiments/contrastive/README.md (SimCLR vs MoCo v3)   30 min
@@ -155,6 +157,16 @@ run_one() {
       record mim experiments/mim/logs \
         env PYTHON="$PYTHON" bash experiments/mim/run.sh "$RUNS/mim"
       for d in experiments/mim/logs/*/; do anonymise "$d"; done ;;
+    mim_bench)
+      need_data fashion-mnist/
+      record mim_bench experiments/mim/logs/bench \
+        sh -c 'PYTHONPATH=. "$0" experiments/benchmarks/ab_step.py --config=configs/mae_fashion_mnist.py \
+          --set data.data_dir="$1/fashion-mnist" \
+          --variant 0.75:mae.mask_ratio=0.75 --variant 0.0:mae.mask_ratio=0.0 --steps 20 \
+          > experiments/mim/logs/bench/mask_ratio.txt' "$PYTHON" "$DATA" ;;
+    logits_memory)
+      record logits_memory experiments/contrastive/logs/logits_memory \
+        env PYTHONPATH=. "$PYTHON" experiments/contrastive/logits_memory.py ;;
     clip)
       need_data cifar10-jpeg/
       record clip experiments/clip/logs \
