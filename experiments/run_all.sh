@@ -10,7 +10,11 @@
 # repository; each experiment copies only its small logs (metrics.jsonl, results.json,
 # results.md, config.json; never checkpoints) next to the README that quotes them, and
 # writes run_info.txt there: the commit, the date, the load average and the wall clock.
-# PYTHON picks the interpreter (default python).
+# PYTHON picks the interpreter (default python). finetune_fmnist and finetune_cifar10 pass
+# no data_dir: experiments/finetune/run.py uses its configs' data_dir as they are.
+#
+# Each README says which of its tables were regenerated on which commit (run_info.txt);
+# the rest say "not rerun on the current code" and point here.
 set -euo pipefail
 
 RUNS=${RUNS:-/tmp/jaxssl_runs}
