@@ -36,6 +36,7 @@ logits_memory     experiments/clip/README.md (contrastive/logits_memory.md) 2 mi
 clip              experiments/clip/README.md (CLIP vs SigLIP)             20 min
 simclr_fmnist     experiments/simclr/README.md (SimCLR Fashion-MNIST)     60 min
 contrastive       experiments/contrastive/README.md (SimCLR vs MoCo v3)   30 min
+finetune_fmnist_10pct experiments/finetune/README.md (the 10% rows only)  30 min
 finetune_fmnist   experiments/finetune/README.md (Fashion-MNIST tables)   3 h
 finetune_cifar10  experiments/finetune/README.md (CIFAR-10 table)         2 h
 gpt_6l            experiments/language/README.md (6-layer nanoGPT)        27 h (GPU: experiments/benchmarks/gpu.sh gpt6l)
@@ -202,15 +203,27 @@ run_one() {
           --set data.data_dir="$DATA/cifar10-jpeg"
       for m in simclr moco; do copy_logs "$RUNS/contrastive/$m" "experiments/contrastive/logs/$m"; done
       env PYTHONPATH=. "$PYTHON" experiments/contrastive/summarize.py --runs "$RUNS/contrastive" ;;
+    finetune_fmnist_10pct)
+      # the central comparison alone: SimCLR pretraining, then SimCLR vs scratch at 10% of the labels
+      need_data "fashion-mnist/ and mnist/"
+      record finetune_fmnist_10pct experiments/finetune/logs \
+        "$PYTHON" experiments/finetune/run.py --root="$RUNS/ft_fmnist" \
+          --only=simclr_vit,simclr_full_10pct,scratch_full_10pct
+      for run in simclr_vit simclr_full_10pct scratch_full_10pct; do
+        copy_logs "$RUNS/ft_fmnist/$run" "experiments/finetune/logs/$run"
+      done
+      "$PYTHON" experiments/finetune/summarize.py --root="$RUNS/ft_fmnist" --out=experiments/finetune ;;
     finetune_fmnist)
       need_data "fashion-mnist/ and mnist/"
       record finetune_fmnist experiments/finetune/logs \
         "$PYTHON" experiments/finetune/run.py --root="$RUNS/ft_fmnist"
+      for d in "$RUNS/ft_fmnist"/*/; do copy_logs "$d" "experiments/finetune/logs/$(basename "$d")"; done
       "$PYTHON" experiments/finetune/summarize.py --root="$RUNS/ft_fmnist" --out=experiments/finetune ;;
     finetune_cifar10)
       need_data cifar10-jpeg/
       record finetune_cifar10 experiments/finetune/cifar10 \
         "$PYTHON" experiments/finetune/run.py --root="$RUNS/ft_cifar10" --dataset=cifar10
+      for d in "$RUNS/ft_cifar10"/*/; do copy_logs "$d" "experiments/finetune/cifar10/logs/$(basename "$d")"; done
       "$PYTHON" experiments/finetune/summarize.py --root="$RUNS/ft_cifar10" \
         --out=experiments/finetune/cifar10 --dataset=CIFAR-10 ;;
     gpt_6l)
