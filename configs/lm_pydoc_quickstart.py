@@ -7,8 +7,9 @@ crosses documents; first 90% train, last 10% validation.
   python -m jaxssl.main --config=configs/lm_pydoc_quickstart.py --workdir=/tmp/lm_runs/pydoc
   python -m jaxssl.sample --workdir=/tmp/lm_runs/pydoc --prompt="The " --temperature=0.8
 
-Measured on a shared 2-core CPU (2026-11-27): validation loss 1.447 nats/byte
-(2.09 bits per character), 14 min wall (experiments/language/README.md).
+Measured 2026-12-05 (commit 5175a3c's code, shared 2-core CPU, load average
+4.6-7.5): validation loss 1.434 nats/byte (2.07 bits per character), 5 min
+49 s wall (experiments/language/README.md, logs/pydoc/).
 """
 
 import ml_collections

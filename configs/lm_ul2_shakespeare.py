@@ -7,11 +7,13 @@ random 65-character windows of the first 90% of the text; evaluation is the
 same mixture (fixed key) over the last 10%. Metrics log each denoiser's loss
 ('R/loss', 'X/loss', 'S/loss') and token count.
 
-  python -m jaxssl.main --config=configs/lm_ul2_shakespeare.py --workdir=/tmp/lm_runs/ul2
+  python -m jaxssl.main --config=configs/lm_ul2_shakespeare.py --workdir=/tmp/lm_runs/ul2 \
+      --config.data.data_dir=$JAXSSL_DATA_DIR/tiny-shakespeare
 
-Measured on a shared 2-core CPU (2026-11-27): per-denoiser losses fall from
-about 3.5-3.7 to R 2.44, X 2.77, S 2.50; validation loss 2.52; 21 min wall
-(experiments/language/README.md).
+Measured 2026-12-05 (commit 5175a3c's code, shared 2-core CPU, load average
+about 5): per-denoiser losses fall from about 3.4-3.6 to R 2.40, X 2.60,
+S 2.47; validation loss 2.52; 3 min 12 s wall (experiments/language/README.md,
+logs/ul2/).
 """
 
 import ml_collections

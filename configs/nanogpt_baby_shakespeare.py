@@ -8,12 +8,13 @@ characters for training (random windows of 65), last 10% for validation
 (consecutive windows; the loss covers every character of the split once).
 The vocabulary is the corpus' 65 characters plus jaxssl's 7 special ids.
 
-  python -m jaxssl.main --config=configs/nanogpt_baby_shakespeare.py --workdir=/tmp/lm_runs/baby
+  python -m jaxssl.main --config=configs/nanogpt_baby_shakespeare.py --workdir=/tmp/lm_runs/baby \
+      --config.data.data_dir=$JAXSSL_DATA_DIR/tiny-shakespeare
 
-Published (nanoGPT README, CPU): validation loss 1.88. Measured here on a
-2-core AMD EPYC CPU, idle (2026-11-27): validation loss 1.849 over the whole
-last 10%, 2 min 26 s for the whole command; 56.7-58.7 ms per step vs 60.2-64.3 ms
-for PyTorch 2.13 eager side by side, two runs (experiments/language/README.md).
+Published (nanoGPT README, CPU): validation loss 1.88. Measured here
+(2026-12-05, commit 5175a3c, shared 2-core x86-64 CPU, load average 5-7):
+validation loss 1.849 over the whole last 10%, 5 min 40 s for the whole
+command under that load (experiments/language/README.md, logs/baby_gpt/).
 """
 
 import ml_collections

@@ -6,9 +6,11 @@ and bias (init -10).
 
   python -m jaxssl.main --config=configs/siglip_cifar10.py --workdir=/tmp/siglip_cifar10
 
-Measured (2-core AMD EPYC CPU, shared, 2026-11-27; experiments/clip/README.md): zero-shot
-top-1 on the first 2,000 test images 9.6% -> 47.4% after 3 epochs, image->text R@5 92.1%,
-text->image R@1 80%; about 0.9 s/step, 10 minutes for the whole run.
+Measured (2-core AMD EPYC CPU, shared, load average 5-7, 2026-12-05, commit
+5175a3c's code; experiments/clip/README.md, logs/siglip/): zero-shot top-1
+on the first 2,000 test images 9.1% -> 48.1% after 3 epochs, image->text
+R@5 92.8%, text->image R@1 80%; 1.13 s/step, 14 minutes for the whole run
+under that load.
 """
 
 import os

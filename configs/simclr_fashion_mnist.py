@@ -7,9 +7,8 @@ Command (JAXSSL_DATA_DIR: the folder holding fashion-mnist/):
 
 ResNet-18 with the CIFAR stem and 16 base filters on 20x20 random crops,
 batch 256, 400 steps (1.7 epochs), LARS. kNN (k=20, T=0.07) and linear probe on 10,000 training /
-2,000 test images every 100 steps. Measured (2026-11-27, shared 2-core
-CPU, stopped at step 330): kNN 64.3% at step 0, 77.9% at 100, 78.2% at 300;
-details in experiments/simclr/README.md.
+2,000 test images every 100 steps. Not rerun on the current code (about an hour of a 2-core CPU); see
+experiments/simclr/README.md.
 """
 
 import ml_collections

@@ -10,6 +10,7 @@ Scripts that use these run from the repository root as modules, e.g.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -37,15 +38,29 @@ def cpu_model() -> str:
     return names[0] if names else platform.processor()
 
 
-def run(method: str, runs_dir: str, config_spec: str) -> dict:
+def add_set_argument(parser: argparse.ArgumentParser) -> None:
+    """--set KEY=VALUE (repeatable): `--config.KEY=VALUE` overrides of jaxssl.main."""
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, e.g. data.data_dir=$JAXSSL_DATA_DIR/cifar10-jpeg "
+                             "(repeatable)")
+
+
+def overrides_of(args: argparse.Namespace) -> dict[str, str]:
+    """{KEY: VALUE} of the --set arguments."""
+    return dict(item.split("=", 1) for item in args.set)
+
+
+def run(method: str, runs_dir: str, config_spec: str,
+        overrides: dict[str, str] | None = None) -> dict:
     """Evaluates the config's model at initialisation, then trains it, in RUNS/METHOD.
 
-    config_spec: a config file, optionally with ':ARG' (`jaxssl.config.load`).
+    config_spec: a config file, optionally with ':ARG' (`jaxssl.config.load`);
+    overrides: {"a.b": "VALUE"} as `--config.a.b=VALUE` of jaxssl.main.
     Returns the run_info.json record.
     """
     workdir = os.path.join(runs_dir, method)
     shutil.rmtree(workdir, ignore_errors=True)
-    config = config_lib.load(config_spec)
+    config = config_lib.load(config_spec, overrides)
     info = {"method": method, "date": datetime.datetime.now().astimezone().isoformat(),
             "cpu": cpu_model(), "cpu_count": os.cpu_count(), "jax": jax.__version__,
             "devices": [str(d) for d in jax.devices()], "load_average_start": os.getloadavg()}

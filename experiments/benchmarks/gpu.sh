@@ -9,12 +9,12 @@
 #   mae     MAE ViT-B/16 train step at mask ratio 0.75 and 0.0 (3.5 min)
 # Writes each part's output to $OUT/*.txt (the 6-layer run also its metrics.jsonl and
 # results.json). Needs jax with CUDA, torch (for the PyTorch baseline) and this repo's
-# requirements; JAXSSL_DATA_DIR is the data root holding tiny-shakespeare/input.txt
-# (SHAKESPEARE_DIR, default tiny-shakespeare, is input.txt's folder, relative to it).
+# requirements; SHAKESPEARE_DIR points at tiny-shakespeare/input.txt's folder (default
+# $JAXSSL_DATA_DIR/tiny-shakespeare).
 set -u
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 PY=${PY:-python3}
-SHAKESPEARE_DIR=${SHAKESPEARE_DIR:-tiny-shakespeare}
+SHAKESPEARE_DIR=${SHAKESPEARE_DIR:-${JAXSSL_DATA_DIR:-}/tiny-shakespeare}
 
 gpt6l() {
     local workdir=/tmp/gpu_sh_6l
@@ -26,11 +26,11 @@ gpt6l() {
     cp $workdir/results.json $OUT/gpt6l_results.json
 }
 baby() {
-    timeout 150 $PY experiments/language/compare_pytorch.py --torch_python=$PY --rounds=2 \
+    timeout 150 $PY -m experiments.language.compare_pytorch --torch_python=$PY --rounds=2 \
         --steps=100 --warmup=20 --set data.data_dir=$SHAKESPEARE_DIR 2>&1 | tee $OUT/baby_gpt.txt
 }
 simclr() {
-    timeout 150 $PY -m experiments.benchmarks.simclr_step --devices=1 --dtype=bfloat16 \
+    timeout 150 $PY experiments/benchmarks/simclr_step.py --devices=1 --dtype=bfloat16 \
         --model=resnet50 --image_size=224 --batch=128 --cifar_stem=false \
         --json=$OUT/simclr_resnet50.json 2>&1 | tee $OUT/simclr_resnet50.txt
 }

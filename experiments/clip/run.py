@@ -17,7 +17,7 @@ import argparse
 import json
 import os
 
-from experiments.common import run
+from experiments.common import add_set_argument, overrides_of, run
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -26,10 +26,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="/tmp/clip_runs")
     parser.add_argument("--methods", nargs="+", default=["clip", "siglip"])
+    add_set_argument(parser)
     args = parser.parse_args()
     for method in args.methods:
         config = os.path.join(REPO, "configs", f"{method}_cifar10.py")
-        print(json.dumps(run(method, args.runs, config)), flush=True)
+        print(json.dumps(run(method, args.runs, config, overrides_of(args))), flush=True)
 
 
 if __name__ == "__main__":

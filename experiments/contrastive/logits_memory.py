@@ -1,6 +1,6 @@
 """Temp memory per device of each contrastive loss (value and gradients), naive vs sharded.
 
-  PYTHONPATH=. python experiments/contrastive/logits_memory.py [--batches 256 1024] [--dim 64]
+  python -m experiments.contrastive.logits_memory [--batches 256 1024] [--dim 64]
 
 On 8 virtual CPU devices (set here, before JAX starts), with the batch
 sharded over ('data', 'fsdp') of an 8 x 1 x 1 mesh, each loss of
@@ -93,7 +93,7 @@ def main() -> None:
     rows = measure(args.batches, args.dim)
     header = (f"Temp memory of loss + gradients, embedding dim {args.dim}, jax {jax.__version__}, "
               f"8 virtual CPU devices, {datetime.date.today().isoformat()} "
-              f"(`PYTHONPATH=. python experiments/contrastive/logits_memory.py`)\n\n")
+              f"(`python -m experiments.contrastive.logits_memory`)\n\n")
     print(header + table(rows))
     with open(args.out, "w") as f:
         f.write(header + table(rows))

@@ -18,7 +18,7 @@ import argparse
 import json
 import os
 
-from experiments.common import run
+from experiments.common import add_set_argument, overrides_of, run
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.py")
 
@@ -27,9 +27,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="/tmp/contrastive_runs")
     parser.add_argument("--methods", nargs="+", default=["simclr", "moco"])
+    add_set_argument(parser)
     args = parser.parse_args()
     for method in args.methods:
-        info = run(method, args.runs, f"{CONFIG}:{method}")
+        info = run(method, args.runs, f"{CONFIG}:{method}", overrides_of(args))
         print(json.dumps(info), flush=True)
 
 

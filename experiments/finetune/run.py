@@ -1,7 +1,7 @@
 """The fine-tuning experiment on Fashion-MNIST: pretrained vs scratch, and the fine-tuning modes.
 
-  python experiments/finetune/run.py --root=/tmp/ft_runs [--only=NAME,...]
-  python experiments/finetune/run.py --root=/tmp/ft_cifar10 --dataset=cifar10
+  python -m experiments.finetune.run --root=/tmp/ft_runs [--only=NAME,...]
+  python -m experiments.finetune.run --root=/tmp/ft_cifar10 --dataset=cifar10
 
 Runs, one `jaxssl.main` workdir each under ROOT (a finished run, one with
 results.json, is skipped, so rerunning resumes the experiment):

@@ -1,6 +1,6 @@
 """Median train-step time of the nanoGPT baby-GPT setting in jaxssl (a benchmark, not a test).
 
-  PYTHONPATH=. python experiments/language/bench_baby_gpt.py [--steps=200] [--warmup=20]
+  python -m experiments.language.bench_baby_gpt [--steps=200] [--warmup=20]
       [--config=configs/nanogpt_shakespeare_6l.py]
 
 Builds the Trainer of configs/nanogpt_baby_shakespeare.py (or --config), compiles its

@@ -1,6 +1,6 @@
 """The PyTorch eager baseline for bench_baby_gpt.py: nanoGPT's baby-GPT step, timed the same way.
 
-  python experiments/language/bench_pytorch_baby_gpt.py [--steps=50] [--warmup=10]
+  python -m experiments.language.bench_pytorch_baby_gpt [--steps=50] [--warmup=10]
 
 Needs only torch (not a jaxssl dependency; `pip install torch==2.13.0` in a
 separate venv). A GPT written here to match nanoGPT's model.py in shape and

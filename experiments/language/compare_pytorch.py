@@ -1,6 +1,6 @@
 """jaxssl vs PyTorch eager on the baby-GPT step, side by side in one run.
 
-  PYTHONPATH=. python experiments/language/compare_pytorch.py \
+  python -m experiments.language.compare_pytorch \
       --torch_python=/path/to/venv-with-torch/bin/python [--rounds=3] [--steps=50]
 
 Alternates the two benchmarks (bench_baby_gpt.py in this interpreter,

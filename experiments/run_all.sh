@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# Every experiment whose numbers a README quotes: the exact command that regenerates them.
+#
+#   JAXSSL_DATA_DIR=/path/to/data bash experiments/run_all.sh [NAME ...]   # from the repository root
+#   bash experiments/run_all.sh --list                                      # names, README, cost
+#
+# With no NAME, runs every experiment, one after the other (days on a 2-core CPU: see
+# --list). JAXSSL_DATA_DIR is the folder holding cifar10-jpeg/, fashion-mnist/, mnist/ and
+# tiny-shakespeare/input.txt. Workdirs go to RUNS (default /tmp/jaxssl_runs), outside the
+# repository; each experiment copies only its small logs (metrics.jsonl, results.json,
+# results.md, config.json; never checkpoints) next to the README that quotes them, and
+# writes run_info.txt there: the commit, the date, the load average and the wall clock.
+# PYTHON picks the interpreter (default python). finetune_fmnist and finetune_cifar10 pass
+# no data_dir: experiments/finetune/run.py uses its configs' data_dir as they are.
+#
+# Each README says which of its tables were regenerated on which commit (run_info.txt);
+# the rest say "not rerun on the current code" and point here.
+set -euo pipefail
+
+RUNS=${RUNS:-/tmp/jaxssl_runs}
+PYTHON=${PYTHON:-python}
+DATA=${JAXSSL_DATA_DIR:-}
+
+# name | README that quotes it | idle 2-core CPU cost, roughly
+EXPERIMENTS="
+quickstart        README.md (Quickstart table)                            4 min
+quickstart_ft     README.md, experiments/finetune/README.md (digits)      8 min
+quickstart_ft_lr  experiments/finetune/README.md (learning rates, LP-FT)  6 min, after quickstart_ft
+baby_gpt          experiments/language/README.md (nanoGPT baby GPT)       3 min
+ul2               experiments/language/README.md (UL2)                    10 min
+pali              experiments/language/README.md (PaLI digits)            4 min
+pydoc             experiments/language/README.md (byte-level pydoc)       7 min
+mim               experiments/mim/README.md (MAE vs SimMIM)               25 min
+mim_bench         experiments/mim/README.md (MAE step, mask 0.75 vs 0)    2 min
+logits_memory     experiments/clip/README.md (contrastive/logits_memory.md) 2 min
+clip              experiments/clip/README.md (CLIP vs SigLIP)             20 min
+simclr_fmnist     experiments/simclr/README.md (SimCLR Fashion-MNIST)     60 min
+contrastive       experiments/contrastive/README.md (SimCLR vs MoCo v3)   30 min
+finetune_fmnist_10pct experiments/finetune/README.md (the 10% rows only)  30 min
+finetune_fmnist   experiments/finetune/README.md (Fashion-MNIST tables)   3 h
+finetune_cifar10  experiments/finetune/README.md (CIFAR-10 table)         2 h
+gpt_6l            experiments/language/README.md (6-layer nanoGPT)        27 h (GPU: experiments/benchmarks/gpu.sh gpt6l)
+"
+
+need_data() {
+  if [ -z "$DATA" ]; then
+    echo "run_all.sh: set JAXSSL_DATA_DIR to the folder that holds $1" >&2
+    exit 2
+  fi
+}
+
+# record NAME DEST CMD...: runs CMD, then writes DEST/run_info.txt (commit, date, load, wall clock).
+record() {
+  local name=$1 dest=$2
+  shift 2
+  mkdir -p "$RUNS" "$dest"
+  local commit start load_start
+  commit=$(git rev-parse --short HEAD)
+  start=$(date +%s)
+  load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+  echo "== $name: $*" >&2
+  "$@"
+  {
+    echo "experiment: $name"
+    echo "commit: $commit$(git diff --quiet HEAD -- jaxssl configs || echo ' (with uncommitted changes)')"
+    echo "started: $(date -u -d "@$start" +%FT%TZ)"
+    echo "wall_clock_s: $(( $(date +%s) - start ))"
+    echo "load_average_start: $load_start"
+    echo "load_average_end: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), nproc $(nproc)"
+    echo "command: $*"
+  } > "$dest/run_info.txt"
+  anonymise "$dest"
+}
+
+# copy_logs WORKDIR DEST: the small files of one jaxssl.main workdir (the data root written
+# as $JAXSSL_DATA_DIR, the run root as $RUNS, so the logs name no machine's folders).
+copy_logs() {
+  mkdir -p "$2"
+  for f in metrics.jsonl results.json results.md config.json evaluation.json \
+      random_init.json run_info.json handoff.txt; do
+    if [ -f "$1/$f" ]; then cp "$1/$f" "$2/"; fi
+  done
+  anonymise "$2"
+}
+
+# anonymise DIR: the data root -> $JAXSSL_DATA_DIR, the run root -> $RUNS in DIR's text files.
+anonymise() {
+  local f
+  for f in "$1"/*.json "$1"/*.jsonl "$1"/*.md "$1"/*.txt; do
+    [ -f "$f" ] || continue
+    if [ -n "$DATA" ]; then sed -i "s#$DATA#\$JAXSSL_DATA_DIR#g" "$f"; fi
+    sed -i "s#$RUNS#\$RUNS#g" "$f"
+  done
+}
+
+run_one() {
+  case "$1" in
+    quickstart)
+      rm -rf "$RUNS/quickstart"
+      record quickstart experiments/quickstart \
+        "$PYTHON" -m jaxssl.main --config=configs/quickstart.py --workdir="$RUNS/quickstart" \
+          --config.log.progress_bar=false
+      copy_logs "$RUNS/quickstart" experiments/quickstart ;;
+    quickstart_ft)
+      local dest=experiments/finetune/quickstart
+      rm -rf "$RUNS/quickstart_ft"
+      record quickstart_ft "$dest" \
+        "$PYTHON" -m jaxssl.pipeline_run --pretrain_config=configs/quickstart.py \
+          --finetune_config=configs/quickstart_finetune.py --workdir="$RUNS/quickstart_ft" \
+          --scratch.optim.base_lr=0.1
+      cp "$RUNS/quickstart_ft/results.md" "$dest/results.md"
+      cp "$RUNS/quickstart_ft/finetune/handoff.txt" "$dest/handoff.txt"
+      anonymise "$dest"
+      for run in pretrain finetune scratch; do copy_logs "$RUNS/quickstart_ft/$run" "$dest/logs/$run"; done
+      cp "$RUNS/quickstart_ft/finetune/confusion.png" "$dest/confusion_finetune.png"
+      cp "$RUNS/quickstart_ft/scratch/confusion.png" "$dest/confusion_scratch.png" ;;
+    quickstart_ft_lr)
+      # the other learning rates of the quickstart fine-tuning and LP-FT, from quickstart_ft's pretraining
+      local pre="$RUNS/quickstart_ft/pretrain" run lr init
+      [ -d "$pre/checkpoints" ] || { echo "run_all.sh: run quickstart_ft first" >&2; exit 2; }
+      rm -rf "$RUNS/quickstart_ft_lr"
+      for run in finetune_0.05 scratch_0.01 scratch_0.05 lp_ft_0.01; do
+        lr=${run##*_}
+        init=$pre; [ "${run%%_*}" = scratch ] && init=
+        extra=(); [ "${run%_*}" = lp_ft ] && extra=(--config.finetune.mode=lp_ft \
+          --config.finetune.lp_steps=50 --config.finetune.lp_base_lr=0.1)
+        record "quickstart_ft_lr/$run" "experiments/finetune/quickstart/logs/lr/$run" \
+          "$PYTHON" -m jaxssl.main --config="configs/quickstart_finetune.py${init:+:$init}" \
+            --workdir="$RUNS/quickstart_ft_lr/$run" --config.optim.base_lr="$lr" "${extra[@]}" \
+            --config.log.progress_bar=false
+        copy_logs "$RUNS/quickstart_ft_lr/$run" "experiments/finetune/quickstart/logs/lr/$run"
+      done ;;
+    baby_gpt)
+      need_data tiny-shakespeare/input.txt
+      rm -rf "$RUNS/baby_gpt"
+      record baby_gpt experiments/language/logs/baby_gpt \
+        "$PYTHON" -m jaxssl.main --config=configs/nanogpt_baby_shakespeare.py --workdir="$RUNS/baby_gpt" \
+          --config.data.data_dir="$DATA/tiny-shakespeare" --config.log.progress_bar=false
+      copy_logs "$RUNS/baby_gpt" experiments/language/logs/baby_gpt ;;
+    ul2)
+      need_data tiny-shakespeare/input.txt
+      rm -rf "$RUNS/ul2"
+      record ul2 experiments/language/logs/ul2 \
+        "$PYTHON" -m jaxssl.main --config=configs/lm_ul2_shakespeare.py --workdir="$RUNS/ul2" \
+          --config.data.data_dir="$DATA/tiny-shakespeare" --config.log.progress_bar=false
+      copy_logs "$RUNS/ul2" experiments/language/logs/ul2 ;;
+    pali)
+      rm -rf "$RUNS/pali"
+      record pali experiments/language/logs/pali \
+        "$PYTHON" -m jaxssl.main --config=configs/lm_pali_digits.py --workdir="$RUNS/pali" \
+          --config.log.progress_bar=false
+      copy_logs "$RUNS/pali" experiments/language/logs/pali ;;
+    pydoc)
+      rm -rf "$RUNS/pydoc"
+      record pydoc experiments/language/logs/pydoc \
+        "$PYTHON" -m jaxssl.main --config=configs/lm_pydoc_quickstart.py --workdir="$RUNS/pydoc" \
+          --config.log.progress_bar=false
+      copy_logs "$RUNS/pydoc" experiments/language/logs/pydoc ;;
+    mim)
+      need_data fashion-mnist/
+      record mim experiments/mim/logs \
+        env PYTHON="$PYTHON" bash experiments/mim/run.sh "$RUNS/mim"
+      for d in experiments/mim/logs/*/; do anonymise "$d"; done ;;
+    mim_bench)
+      need_data fashion-mnist/
+      record mim_bench experiments/mim/logs/bench \
+        sh -c '"$0" -m experiments.benchmarks.ab_step --config=configs/mae_fashion_mnist.py \
+          --set data.data_dir="$1/fashion-mnist" \
+          --variant 0.75:mae.mask_ratio=0.75 --variant 0.0:mae.mask_ratio=0.0 --steps 20 \
+          > experiments/mim/logs/bench/mask_ratio.txt' "$PYTHON" "$DATA" ;;
+    logits_memory)
+      record logits_memory experiments/contrastive/logs/logits_memory \
+        "$PYTHON" -m experiments.contrastive.logits_memory ;;
+    clip)
+      need_data cifar10-jpeg/
+      record clip experiments/clip/logs \
+        "$PYTHON" -m experiments.clip.run --runs "$RUNS/clip" \
+          --set data.data_dir="$DATA/cifar10-jpeg"
+      for m in clip siglip; do
+        copy_logs "$RUNS/clip/$m" "experiments/clip/logs/$m"
+      done
+      "$PYTHON" -m experiments.clip.summarize --runs "$RUNS/clip" ;;
+    simclr_fmnist)
+      need_data fashion-mnist/
+      rm -rf "$RUNS/simclr_fmnist"
+      record simclr_fmnist experiments/simclr \
+        "$PYTHON" -m jaxssl.main --config=configs/simclr_fashion_mnist.py --workdir="$RUNS/simclr_fmnist" \
+          --config.data.data_dir="$DATA/fashion-mnist" --config.log.progress_bar=false
+      # the step-0 row (the same evaluation at initialisation), then the run's own rows
+      "$PYTHON" -m experiments.simclr.random_init_eval --config=configs/simclr_fashion_mnist.py \
+        --set data.data_dir="$DATA/fashion-mnist" > experiments/simclr/metrics.jsonl
+      cat "$RUNS/simclr_fmnist/metrics.jsonl" >> experiments/simclr/metrics.jsonl
+      cp "$RUNS/simclr_fmnist/config.json" experiments/simclr/config.json
+      for metric in knn_top1 linear_probe_top1; do
+        "$PYTHON" -m experiments.plot_curves --run "SimCLR ResNet-18/16, Fashion-MNIST=experiments/simclr" \
+          --metric "eval/$metric" --out "experiments/simclr/${metric%_top1}_curve"
+      done ;;
+    contrastive)
+      need_data cifar10-jpeg/
+      record contrastive experiments/contrastive/logs \
+        "$PYTHON" -m experiments.contrastive.run --runs "$RUNS/contrastive" \
+          --set data.data_dir="$DATA/cifar10-jpeg"
+      for m in simclr moco; do copy_logs "$RUNS/contrastive/$m" "experiments/contrastive/logs/$m"; done
+      "$PYTHON" -m experiments.contrastive.summarize --runs "$RUNS/contrastive" ;;
+    finetune_fmnist_10pct)
+      # the central comparison alone: SimCLR pretraining, then SimCLR vs scratch at 10% of the labels
+      need_data "fashion-mnist/ and mnist/"
+      record finetune_fmnist_10pct experiments/finetune/logs \
+        "$PYTHON" -m experiments.finetune.run --root="$RUNS/ft_fmnist" \
+          --only=simclr_vit,simclr_full_10pct,scratch_full_10pct
+      for run in simclr_vit simclr_full_10pct scratch_full_10pct; do
+        copy_logs "$RUNS/ft_fmnist/$run" "experiments/finetune/logs/$run"
+      done
+      "$PYTHON" -m experiments.finetune.summarize --root="$RUNS/ft_fmnist" --out=experiments/finetune ;;
+    finetune_fmnist)
+      need_data "fashion-mnist/ and mnist/"
+      record finetune_fmnist experiments/finetune/logs \
+        "$PYTHON" -m experiments.finetune.run --root="$RUNS/ft_fmnist"
+      for d in "$RUNS/ft_fmnist"/*/; do copy_logs "$d" "experiments/finetune/logs/$(basename "$d")"; done
+      "$PYTHON" -m experiments.finetune.summarize --root="$RUNS/ft_fmnist" --out=experiments/finetune ;;
+    finetune_cifar10)
+      need_data cifar10-jpeg/
+      record finetune_cifar10 experiments/finetune/cifar10 \
+        "$PYTHON" -m experiments.finetune.run --root="$RUNS/ft_cifar10" --dataset=cifar10
+      for d in "$RUNS/ft_cifar10"/*/; do copy_logs "$d" "experiments/finetune/cifar10/logs/$(basename "$d")"; done
+      "$PYTHON" -m experiments.finetune.summarize --root="$RUNS/ft_cifar10" \
+        --out=experiments/finetune/cifar10 --dataset=CIFAR-10 ;;
+    gpt_6l)
+      need_data tiny-shakespeare/input.txt
+      rm -rf "$RUNS/gpt_6l"
+      record gpt_6l experiments/language/logs/gpt_6l \
+        "$PYTHON" -m jaxssl.main --config=configs/nanogpt_shakespeare_6l.py --workdir="$RUNS/gpt_6l" \
+          --config.data.data_dir="$DATA/tiny-shakespeare" --config.log.progress_bar=false
+      copy_logs "$RUNS/gpt_6l" experiments/language/logs/gpt_6l ;;
+    *)
+      echo "run_all.sh: unknown experiment '$1'; known:" >&2
+      echo "$EXPERIMENTS" | awk 'NF {print "  " $1}' >&2
+      exit 2 ;;
+  esac
+}
+
+if [ "${1:-}" = "--list" ]; then
+  echo "$EXPERIMENTS" | sed '/^$/d'
+  exit 0
+fi
+names=("$@")
+if [ ${#names[@]} -eq 0 ]; then
+  mapfile -t names < <(echo "$EXPERIMENTS" | awk 'NF {print $1}')
+fi
+for name in "${names[@]}"; do
+  run_one "$name"
+done
