@@ -105,11 +105,33 @@ class TransformerBlock(nn.Module):
                                         self.out_kernel_init, name="mlp")(y))
 
 
+class _ScannedBlock(TransformerBlock):
+    """TransformerBlock with the (carry, output) signature `nn.scan` expects."""
+
+    def __call__(self, x, mask, positions, deterministic: bool, encoded=None, cross_mask=None,
+                 encoded_positions=None):
+        return super().__call__(x, mask, positions, deterministic, encoded, cross_mask,
+                                encoded_positions), None
+
+
+# remat setting -> what the backward pass keeps of each block's forward pass
+# (None: nothing, the whole block is recomputed). 'dots' keeps the outputs of the
+# matmuls with the weights and recomputes the rest (attention scores included).
+REMAT_POLICIES = {"full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
+
 class TransformerStack(nn.Module):
     """`depth` TransformerBlocks and a final LayerNorm: [B, T, D] -> [B, T, D].
 
     `initialization`: 'xavier' or 'gpt2' (`block_initializers`, scaled by this stack's
     depth).
+
+    With `scan_layers` the blocks are one `nn.scan`ned module 'blocks' whose
+    parameters are stacked on a leading axis named 'layers' (one compiled block
+    whatever the depth); otherwise they are 'block0' ... 'block{depth-1}'.
+    `remat` ('none', 'full' or 'dots', see `REMAT_POLICIES`) recomputes each
+    block's activations in the backward pass. Both change memory and compile
+    time, not the function computed.
     """
     depth: int
     num_heads: int
@@ -120,16 +142,33 @@ class TransformerStack(nn.Module):
     attention_impl: Optional[str] = None
     attention_dropout: float = 0.0
     initialization: str = "xavier"  # (a field named `init` would hide Module.init)
+    scan_layers: bool = False
+    remat: str = "none"
 
     @nn.compact
     def __call__(self, x, mask, positions, deterministic: bool, encoded=None, cross_mask=None,
                  encoded_positions=None):
         kernel_init, out_kernel_init = block_initializers(self.initialization, self.depth)
-        for i in range(self.depth):
-            x = TransformerBlock(self.num_heads, self.mlp_dim, self.dropout, self.rotary,
-                                 self.dtype, self.attention_impl, self.attention_dropout,
-                                 kernel_init, out_kernel_init, name=f"block{i}")(
-                x, mask, positions, deterministic, encoded, cross_mask, encoded_positions)
+        block_cls = _ScannedBlock if self.scan_layers else TransformerBlock
+        if self.remat != "none":
+            if self.remat not in REMAT_POLICIES:
+                raise ValueError(f"remat must be 'none' or one of {sorted(REMAT_POLICIES)}, "
+                                  f"got {self.remat!r}")
+            # static_argnums counts `self` as 0: `deterministic` is argument 4.
+            block_cls = nn.remat(block_cls, prevent_cse=not self.scan_layers,
+                                 policy=REMAT_POLICIES[self.remat], static_argnums=(4,))
+        block_args = (self.num_heads, self.mlp_dim, self.dropout, self.rotary, self.dtype,
+                      self.attention_impl, self.attention_dropout, kernel_init, out_kernel_init)
+        inputs = (mask, positions, deterministic, encoded, cross_mask, encoded_positions)
+        if self.scan_layers:
+            stack = nn.scan(block_cls, variable_axes={"params": 0},
+                            split_rngs={"params": True, "dropout": True},
+                            in_axes=(nn.broadcast,) * len(inputs), length=self.depth,
+                            metadata_params={nn.PARTITION_NAME: "layers"})
+            x, _ = stack(*block_args, name="blocks")(x, *inputs)
+        else:
+            for i in range(self.depth):
+                x = block_cls(*block_args, name=f"block{i}")(x, *inputs)
         return layer_norm(self.dtype, "final_norm")(x)
 
 
@@ -195,6 +234,8 @@ class _Sizes(nn.Module):
     attention_impl: Optional[str] = None
     attention_dropout: float = 0.0
     initialization: str = "xavier"
+    scan_layers: bool = False     # see TransformerStack
+    remat: str = "none"
 
     def _embedder(self) -> Embedder:
         return Embedder(self.vocab_size, self.hidden, self.max_length, self.posemb,
@@ -203,7 +244,8 @@ class _Sizes(nn.Module):
     def _stack(self, name: str, depth: int) -> TransformerStack:
         return TransformerStack(depth, self.num_heads, self.mlp_dim, self.dropout,
                                 self.posemb == "rotary", self.dtype, self.attention_impl,
-                                self.attention_dropout, self.initialization, name=name)
+                                self.attention_dropout, self.initialization, self.scan_layers,
+                                self.remat, name=name)
 
     def _embed(self, embedder, tokens, positions, train: bool):
         return nn.Dropout(self.dropout)(embedder.embed(tokens, positions), deterministic=not train)
