@@ -96,3 +96,54 @@ def test_scanned_stack_is_one_rematerialised_scan_with_params_on_a_layers_axis()
 def test_unknown_remat_is_a_config_error():
     with pytest.raises(ConfigError, match="lm.remat"):
         lm_config(ONE, remat="sometimes")
+
+
+# ------------------------------------------------------------ optimizer-state dtype
+
+def train_steps(config, devices, params, steps=2):
+    """Params after `steps` train steps on one fixed batch, from `params`, on `devices`."""
+    method = methods.get(config.method)(config)
+    source = get_source(config.data.name, config.data.train_split)
+    batch = pipeline.example_batch(source, config.data.batch_size)
+    step = TrainStep(config, parallel.make_mesh(config.mesh, devices), method, batch)
+    state = jax.device_put(step.abstract_state.replace(
+        step=np.int32(0), params=params, opt_state=step.tx.init(params), method_state={},
+        rng=jax.random.key(0)), step.state_shardings)
+    train_step = step.compile_train_step()
+    global_batch = parallel.host_batch_to_global(batch, step.mesh)
+    for _ in range(steps):
+        state, _ = train_step(state, global_batch)
+    return jax.device_get(state.params), state.opt_state
+
+
+def test_bfloat16_moments_store_adams_first_moment_in_bfloat16():
+    opt_bytes, dtypes = {}, {}
+    for moments in ("float32", "bfloat16"):
+        config = lm_config(MESH, hidden=64)
+        config.optim.moments_dtype = moments
+        method = methods.get("lm")(config)
+        batch = pipeline.example_batch(get_source(config.data.name, "train"), 2)
+        step = TrainStep(config, parallel.make_mesh(config.mesh, jax.devices()), method, batch)
+        adam = step.abstract_state.opt_state[0]
+        dtypes[moments] = ({x.dtype for x in jax.tree.leaves(adam.mu)},
+                           {x.dtype for x in jax.tree.leaves(adam.nu)})
+        opt_bytes[moments] = sum(np.prod(x.shape) * x.dtype.itemsize
+                                 for x in jax.tree.leaves(step.abstract_state.opt_state))
+    assert dtypes["bfloat16"] == ({jnp.dtype(jnp.bfloat16)}, {jnp.dtype(jnp.float32)})
+    assert dtypes["float32"] == ({jnp.dtype(jnp.float32)}, {jnp.dtype(jnp.float32)})
+    assert opt_bytes["bfloat16"] == pytest.approx(0.75 * opt_bytes["float32"], rel=0.01)
+
+
+def test_bfloat16_momentum_steps_on_the_mesh_match_one_device():
+    sgd = {"name": "sgd", "base_lr": 0.1, "momentum": 0.9, "lr_scaling": "none",
+           "moments_dtype": "bfloat16"}
+    one, mesh = (config_lib.resolve({**config_lib.load_config_file(TINY_LM).to_dict(),
+                                     "mesh": m, "optim": sgd}) for m in (ONE, MESH))
+    _, _, params = loss_and_grads(one, jax.devices()[:1])
+    single, _ = train_steps(one, jax.devices()[:1], params)
+    sharded, opt_state = train_steps(mesh, jax.devices(), params)
+    assert {x.dtype for x in jax.tree.leaves(opt_state) if x.ndim} == {jnp.dtype(jnp.bfloat16)}
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-2, atol=1e-5),
+                 sharded, single)
+    moved = jax.tree.map(lambda a, b: np.abs(a - b).max(), single, params)
+    assert max(jax.tree.leaves(moved)) > 1e-3  # the steps did change the params
