@@ -19,7 +19,7 @@ TensorCore on v4, whose chips show two devices each):
   cost analysis;
 - XLA's TPU cost-model time for the step and the fraction of the bf16 peak
   it implies: a cost-model upper bound, not a measured time;
-- every collective of the compiled program: count and operand bytes per
+- every collective of the compiled program: count and result bytes per
   device (an op inside a loop, e.g. a scan over layers, is counted once);
 - the compile time.
 
@@ -112,19 +112,21 @@ def _shape_bytes(text: str) -> int:
 
 
 def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
-    """{op: {'count', 'bytes'}} of the collectives in compiled HLO text; an async pair
-    (op-start / op-done) counts once; bytes are the operands' sizes on one device."""
+    """{op: {'count', 'bytes'}} of the collectives in compiled HLO text. An async pair
+    (op-start / op-done) counts once. Bytes are the result's size on one device (the
+    gathered array of an all-gather; of an async op's (operand, result, ...) tuple,
+    the largest element)."""
     found: dict[str, dict[str, int]] = {}
-    pattern = re.compile(r"=\s*(.*?)\s(" + "|".join(COLLECTIVES) + r")(-start)?\((.*)$")
+    pattern = re.compile(r"=\s*(.*?)\s(" + "|".join(COLLECTIVES) + r")(-start)?\(")
     for line in hlo_text.splitlines():
         match = pattern.search(line)
         if not match:
             continue
-        op, operands = match.group(2), match.group(4)
-        operands = operands.split("), ")[0]  # drop attributes such as replica_groups
+        result, op, start = match.groups()
+        sizes = [_shape_bytes(m) for m in re.findall(r"[a-z]+\d*[a-z0-9]*\[[\d,]*\]", result)]
         entry = found.setdefault(op, {"count": 0, "bytes": 0})
         entry["count"] += 1
-        entry["bytes"] += _shape_bytes(operands)
+        entry["bytes"] += (max(sizes) if start else sum(sizes)) if sizes else 0
     return found
 
 
@@ -220,6 +222,8 @@ def analyse(config_spec: str, overrides: dict[str, str], topology: str,
              + analysis.generated_code_size_in_bytes)
     cost = _cost(compiled)
     seconds = cost.get("optimal_seconds")
+    if seconds is not None and seconds <= 0:  # seen for large programs: not a time
+        seconds = None
     report.update(
         memory_gib={k: v / GIB for k, v in memory.items()},
         arguments_gib=analysis.argument_size_in_bytes / GIB,
@@ -227,6 +231,9 @@ def analyse(config_spec: str, overrides: dict[str, str], topology: str,
         flops_per_device_xla=float(cost.get("flops", 0.0)),
         bytes_accessed_per_device_xla=float(cost.get("bytes accessed", 0.0)),
         cost_model_seconds=float(seconds) if seconds is not None else None,
+        xla_cost_analysis={k: float(v) for k, v in cost.items()
+                           if k in ("flops", "bytes accessed", "transcendentals",
+                                    "optimal_seconds")},
         cost_model_fraction_of_peak=(flops_jaxpr / float(seconds) / peak
                                      if seconds and peak else None),
         collectives=collectives(compiled.as_text()),
@@ -256,9 +263,10 @@ def format_report(r: dict[str, Any]) -> str:
                      f"{100 * fraction:.1f}% of the bf16 peak (a cost-model upper bound, "
                      f"not a measured time)")
     elif "flops_per_device_xla" in r:
-        lines.append("XLA cost model: no optimal_seconds in this libtpu's cost analysis")
+        raw = r["xla_cost_analysis"].get("optimal_seconds")
+        lines.append(f"XLA cost model: no usable optimal_seconds (got {raw})")
     if "collectives" in r:
-        lines.append("collectives (count, operand MiB per device; loop bodies once):")
+        lines.append("collectives (count, result MiB per device; loop bodies once):")
         for op, c in sorted(r["collectives"].items()):
             lines.append(f"  {op:<20}{c['count']:6d}{c['bytes'] / 2**20:12.3f}")
         if not r["collectives"]:
