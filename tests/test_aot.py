@@ -107,6 +107,9 @@ def test_multi_slice_mesh_puts_the_data_axis_over_slices():
     slices = np.vectorize(lambda d: d.slice_index)(step.mesh.devices)
     assert step.mesh.devices.shape == (2, 4, 1)
     assert (slices[0] == slices[0].flat[0]).all() and (slices[1] != slices[0].flat[0]).all()
+    report = aot.analyse(tiny("tiny_simclr.py"), {"mesh.data": "2", "mesh.fsdp": "4"}, TOPOLOGY,
+                         num_slices=2)
+    assert report["chips"] == 8 and report["fits"]
 
 
 def test_plain_cpu_start_up_prints_nothing_with_libtpu_installed():
