@@ -92,6 +92,15 @@ def test_a_step_too_big_for_the_slice_exits_2_with_one_line(tmp_path):
     assert json.loads(out.read_text())["fits"] is False
 
 
+def test_unknown_chip_is_one_line_and_exit_2():
+    result = subprocess.run(
+        [sys.executable, "-m", "jaxssl.aot", f"--config={tiny('tiny_simclr.py')}",
+         "--topology=v9:2x2"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith("jaxssl.aot: error: --topology='v9:2x2': expected CHIP")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_element_spec_matches_the_records_read():
     for name in ("digits", "synthetic:12x10x3", "text:pydoc?length=17"):
         spec = sources.element_spec(name)
