@@ -29,16 +29,15 @@ def lm_config(mesh, **lm):
 
 
 def stack_blocks(params: dict) -> dict:
-    """Unscanned Transformer params ('block0'...) -> the scan_layers layout ('blocks')."""
-    out = {}
-    for name, sub in params.items():
-        if isinstance(sub, dict) and "block0" in sub:
-            blocks = [sub[f"block{i}"] for i in range(sum(k.startswith("block") for k in sub))]
-            rest = {k: v for k, v in sub.items() if not k.startswith("block")}
-            out[name] = {**rest, "blocks": jax.tree.map(lambda *xs: np.stack(xs), *blocks)}
-        else:
-            out[name] = sub
-    return out
+    """Unscanned text-Transformer params ('block0'...) -> the scan_layers layout ('blocks'),
+    wherever they are in the tree but under 'backbone' (PaLI's ViT, not scanned)."""
+    if not isinstance(params, dict):
+        return params
+    if "block0" in params:
+        blocks = [params[f"block{i}"] for i in range(sum(k.startswith("block") for k in params))]
+        rest = {k: v for k, v in params.items() if not k.startswith("block")}
+        return {**rest, "blocks": jax.tree.map(lambda *xs: np.stack(xs), *blocks)}
+    return {k: v if k == "backbone" else stack_blocks(v) for k, v in params.items()}
 
 
 def loss_and_grads(config, devices, params=None):
@@ -78,6 +77,21 @@ def test_scanned_rematerialised_lm_matches_the_plain_one_on_one_device(lm):
     assert sharded_loss == pytest.approx(loss, rel=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                  sharded_grads, expected)
+
+
+def test_pali_decoder_scanned_and_rematerialised_matches_the_plain_one():
+    user = config_lib.load_config_file(os.path.join(REPO, "tests", "configs",
+                                                    "tiny_pali.py")).to_dict()
+    user["pali"].update(text_depth=2)
+    loss, grads, params = loss_and_grads(config_lib.resolve({**user, "mesh": ONE}),
+                                         jax.devices()[:1])
+    user["pali"].update(scan_layers=True, remat="dots")
+    sharded_loss, sharded_grads, _ = loss_and_grads(config_lib.resolve({**user, "mesh": MESH}),
+                                                    jax.devices(), stack_blocks(params))
+    assert "blocks" in sharded_grads["decoder"]["stack"]
+    assert sharded_loss == pytest.approx(loss, rel=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 sharded_grads, stack_blocks(grads))
 
 
 def test_scanned_stack_is_one_rematerialised_scan_with_params_on_a_layers_axis():

@@ -35,7 +35,7 @@ from jaxssl.data import text, tokenizers
 from jaxssl.errors import ConfigError
 from jaxssl.evaluate.perplexity import NOISE_SEED, evaluate_with_fixed_noise
 from jaxssl.methods import base
-from jaxssl.models.transformer import REMAT_POLICIES, EncoderDecoder, LanguageModel
+from jaxssl.models.transformer import EncoderDecoder, LanguageModel
 from jaxssl.objectives import language, lm_tasks, mixture
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -103,9 +103,7 @@ class LanguageModelling(TokenLossMethod):
         if not text.is_text_dataset(config.data.name):
             raise ConfigError(f"method 'lm' needs a text dataset (text:... or tfds_text:...), "
                               f"got data.name={config.data.name!r}")
-        if lm.remat not in ("none", *REMAT_POLICIES):
-            raise ConfigError(f"lm.remat must be one of none, {', '.join(REMAT_POLICIES)}; "
-                              f"got {lm.remat!r}")
+        base.check_remat("lm.remat", lm.remat)
         try:
             lm_tasks.task_class(lm.architecture, lm.objective).check_settings(lm)
         except (TypeError, ValueError) as error:
