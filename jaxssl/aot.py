@@ -1,7 +1,7 @@
 """Command line: compile a config's train step ahead of time for a TPU slice, on any machine.
 
   python -m jaxssl.aot --config=configs/NAME.py[:ARG] --topology=v5e:2x2 [--num_slices=N]
-      [--json=PATH] [--config.a.b=VALUE ...]
+      [--json=PATH] [--hlo=PATH] [--config.a.b=VALUE ...]
 
 Needs libtpu (requirements-tpu.txt), not a TPU: the slice's devices come from
 `jax.experimental.topologies.get_topology_desc` and the real TPU compiler
@@ -154,8 +154,9 @@ def build_step(config, topology: str, num_slices: int = 1):
 
 
 def analyse(config_spec: str, overrides: dict[str, str], topology: str,
-            num_slices: int = 1) -> dict[str, Any]:
-    """Compiles the config's train step for the slice(s); returns the report's fields."""
+            num_slices: int = 1, hlo_path: str = "") -> dict[str, Any]:
+    """Compiles the config's train step for the slice(s); returns the report's fields.
+    With `hlo_path`, the compiled program's HLO text is written there."""
     import jax
 
     from jaxssl import config as config_lib, flops as flops_lib, logging as log_lib, parallel
@@ -220,6 +221,10 @@ def analyse(config_spec: str, overrides: dict[str, str], topology: str,
     total = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
              - analysis.alias_size_in_bytes + analysis.temp_size_in_bytes
              + analysis.generated_code_size_in_bytes)
+    hlo_text = compiled.as_text()
+    if hlo_path:
+        with open(hlo_path, "w") as f:
+            f.write(hlo_text)
     cost = _cost(compiled)
     seconds = cost.get("optimal_seconds")
     if seconds is not None and seconds <= 0:  # seen for large programs: not a time
@@ -236,7 +241,7 @@ def analyse(config_spec: str, overrides: dict[str, str], topology: str,
                                     "optimal_seconds")},
         cost_model_fraction_of_peak=(flops_jaxpr / float(seconds) / peak
                                      if seconds and peak else None),
-        collectives=collectives(compiled.as_text()),
+        collectives=collectives(hlo_text),
     )
     return report
 
@@ -297,6 +302,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
     parser.add_argument("--topology", required=True, help="e.g. v5e:2x2, v5p:4x4x4, v4:4x4x4")
     parser.add_argument("--num_slices", type=int, default=1, help="slices joined over DCN")
     parser.add_argument("--json", default="", help="write the report's fields to this file")
+    parser.add_argument("--hlo", default="", help="write the compiled program's HLO text here")
     return parse_with_overrides(parser, argv)
 
 
@@ -304,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     from jaxssl.main import report_input_error
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        report = analyse(args.config, overrides, args.topology, args.num_slices)
+        report = analyse(args.config, overrides, args.topology, args.num_slices, args.hlo)
         print(format_report(report), flush=True)
         if args.json:
             with open(args.json, "w") as f:
