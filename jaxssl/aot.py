@@ -115,14 +115,24 @@ def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
     """{op: {'count', 'bytes'}} of the collectives in compiled HLO text. An async pair
     (op-start / op-done) counts once. Bytes are the result's size on one device (the
     gathered array of an all-gather; of an async op's (operand, result, ...) tuple,
-    the largest element)."""
+    the largest element). XLA:TPU writes a reduce-scatter as an all-reduce inside a
+    fused computation named all-reduce-scatter*: it counts as a reduce-scatter with
+    that computation's (scattered) result."""
     found: dict[str, dict[str, int]] = {}
     pattern = re.compile(r"=\s*(.*?)\s(" + "|".join(COLLECTIVES) + r")(-start)?\(")
+    header = re.compile(r"^\s*(?:ENTRY\s+)?%?([\w.-]+)\s+\(.*\)\s+->\s+(.*)\s+\{\s*$")
+    computation, computation_result = "", ""
     for line in hlo_text.splitlines():
+        top = header.match(line)
+        if top:
+            computation, computation_result = top.groups()
+            continue
         match = pattern.search(line)
         if not match:
             continue
         result, op, start = match.groups()
+        if op == "all-reduce" and computation.startswith("all-reduce-scatter"):
+            op, result, start = "reduce-scatter", computation_result, None
         sizes = [_shape_bytes(m) for m in re.findall(r"[a-z]+\d*[a-z0-9]*\[[\d,]*\]", result)]
         entry = found.setdefault(op, {"count": 0, "bytes": 0})
         entry["count"] += 1

@@ -45,9 +45,16 @@ def test_collectives_are_counted_with_their_result_bytes():
   %all-reduce.4 = (f32[4]{0}, bf16[8]{0}) all-reduce(%a, %b), channel_id=8
   %all-gather-start = (bf16[2,4]{1,0}, bf16[8,4]{1,0}) all-gather-start(%c), dimensions={0}
   %all-gather-done = bf16[8,4]{1,0} all-gather-done(%all-gather-start)
-  %fusion.1 = f32[8]{0} fusion(%all-reduce.3), kind=kLoop"""
+  %fusion.1 = f32[8]{0} fusion(%all-reduce.3), kind=kLoop
+}
+
+%all-reduce-scatter.4 (input_0: f32[256,64]) -> (f32[64,64]) {
+  %input_0 = f32[256,64]{1,0} parameter(0)
+  %all-reduce.9 = (f32[256,64]{1,0}) all-reduce(%input_0), channel_id=1, to_apply=%add
+}"""
     assert aot.collectives(hlo) == {"all-reduce": {"count": 2, "bytes": 16 * 16 * 4 + 16 + 16},
-                                    "all-gather": {"count": 1, "bytes": 8 * 4 * 2}}
+                                    "all-gather": {"count": 1, "bytes": 8 * 4 * 2},
+                                    "reduce-scatter": {"count": 1, "bytes": 64 * 64 * 4}}
 
 
 def test_parameter_and_optimizer_memory_fall_as_one_over_fsdp():
