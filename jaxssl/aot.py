@@ -8,8 +8,8 @@ Needs libtpu (requirements-tpu.txt), not a TPU: the slice's devices come from
 compiles the Trainer's own train step (`jaxssl.train.TrainStep`) for the
 config's mesh over them. No data is read and no array is allocated: the
 batch's shapes come from the data source's spec
-(`jaxssl.data.sources.element_spec`). Prints, per device (a chip; a
-TensorCore on v4, whose chips show two devices each):
+(`jaxssl.data.sources.element_spec`). v4 and v5p chips are compiled for as
+one device each (megacore). Prints, per device (= per chip):
 
 - devices, chips, mesh and chip kind;
 - parameters, optimizer state, method state and batch (from the state's
@@ -45,6 +45,9 @@ GIB = 2**30
 # Chip generation (the topology name's prefix) -> (HBM per chip in GiB, libtpu's
 # TPU_ACCELERATOR_TYPE prefix).
 CHIPS = {"v4": (32, "v4"), "v5e": (16, "v5litepod"), "v5p": (95, "v5p"), "v6e": (32, "v6e")}
+# Chips with two TensorCores, compiled for as one device per chip ("megacore"), as they
+# run; libtpu's default for them is a device per core.
+MEGACORE = ("v4", "v5p")
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
                 "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16,
@@ -76,6 +79,8 @@ def topology_devices(name: str, num_slices: int = 1) -> list:
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     from jax.experimental import topologies
     kwargs = {"num_slices": num_slices} if num_slices > 1 else {}
+    if chip in MEGACORE:
+        kwargs["chip_config_name"] = "megacore"
     try:
         return list(topologies.get_topology_desc(topology_name=name, platform="tpu",
                                                  **kwargs).devices)
