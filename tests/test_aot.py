@@ -99,6 +99,12 @@ def test_a_step_too_big_for_the_slice_exits_2_with_one_line(tmp_path):
     assert json.loads(out.read_text())["fits"] is False
 
 
+def test_v4_and_v5p_compile_as_one_device_per_chip():
+    for topology in ("v4:2x2x1", "v5p:2x2x1"):
+        devices = aot.topology_devices(topology)
+        assert len(devices) == 4 and {d.core_on_chip for d in devices} == {0}
+
+
 def test_unknown_chip_is_one_line_and_exit_2():
     result = subprocess.run(
         [sys.executable, "-m", "jaxssl.aot", f"--config={tiny('tiny_simclr.py')}",
