@@ -1,0 +1,9 @@
+"""jaxssl: self-supervised learning in JAX/Flax.
+
+Importing jaxssl keeps JAX from probing for a TPU on machines that have none
+when libtpu is installed (see `jaxssl.platforms`).
+"""
+
+from jaxssl import platforms as _platforms
+
+_platforms.default_platforms()

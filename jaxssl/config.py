@@ -73,6 +73,7 @@ def base_config() -> ml_collections.ConfigDict:
         eps=1e-8,
         lars_trust_coefficient=0.001,
         clip_grad_norm=0.0,   # 0 = off
+        moments_dtype="float32",  # adamw's first moment, sgd's momentum: float32 | bfloat16
     )
 
     c.eval = dict(
@@ -159,6 +160,7 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
         "optim.name": ("adamw", "sgd", "lars"),
         "optim.schedule": ("cosine", "constant"),
         "optim.lr_scaling": ("linear", "sqrt", "none"),
+        "optim.moments_dtype": ("float32", "bfloat16"),
         "distributed.initialize": ("auto", "yes", "no"),
     }
     for path, allowed in choices.items():
@@ -194,6 +196,8 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
         build_backbone(config.model)
     except ValueError as error:  # the recipe's and the model registry's own range checks
         raise ConfigError(str(error)) from None
+    if config.optim.name == "lars" and config.optim.moments_dtype != "float32":
+        raise ConfigError("optim.moments_dtype applies to adamw and sgd; lars keeps float32")
     if config.data.batch_size % config.grad_accum_steps:
         raise ConfigError(f"data.batch_size={config.data.batch_size} is not divisible by "
                           f"grad_accum_steps={config.grad_accum_steps}")

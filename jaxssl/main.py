@@ -25,6 +25,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="configs/NAME.py[:ARG]")
     parser.add_argument("--workdir", required=True, help="checkpoints, logs and config.json")
+    return parse_with_overrides(parser, argv)
+
+
+def parse_with_overrides(parser: argparse.ArgumentParser, argv: list[str]
+                         ) -> tuple[argparse.Namespace, dict[str, str]]:
+    """`parser`'s arguments, and the --config.a.b=VALUE overrides among `argv`."""
     args, rest = parser.parse_known_args(argv)
     overrides = {}
     for item in rest:

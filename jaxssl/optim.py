@@ -71,16 +71,22 @@ def optimizer_with_schedule(optim_config: Mapping[str, Any], lr: optax.Schedule,
                             ) -> optax.GradientTransformation:
     """The config's optimizer (name, weight decay, clipping) driven by the schedule `lr`.
 
-    `mask(params)` -> bool tree: the parameters that get weight decay (and
+    `optim_config['moments_dtype']` is the dtype of AdamW's first moment and
+    SGD's momentum. `mask(params)` -> bool tree: the parameters that get weight decay (and
     LARS trust-ratio scaling).
     """
     name, wd = optim_config["name"], optim_config["weight_decay"]
+    # bfloat16 halves the first moment (AdamW) or the momentum (SGD); AdamW's second
+    # moment stays float32, as optax's mu_dtype and MaxText keep it.
+    moments_dtype = ({"float32": None, "bfloat16": jnp.bfloat16}  # None: the params' dtype
+                     [optim_config.get("moments_dtype", "float32")])
     if name == "adamw":
         tx = optax.adamw(lr, b1=optim_config["b1"], b2=optim_config["b2"], eps=optim_config["eps"],
-                         weight_decay=wd, mask=mask)
+                         weight_decay=wd, mask=mask, mu_dtype=moments_dtype)
     elif name == "sgd":
         tx = optax.chain(optax.add_decayed_weights(wd, mask=mask),
-                         optax.sgd(lr, momentum=optim_config["momentum"]))
+                         optax.sgd(lr, momentum=optim_config["momentum"],
+                                   accumulator_dtype=moments_dtype))
     elif name == "lars":
         tx = optax.lars(lr, weight_decay=wd, weight_decay_mask=mask,
                         trust_coefficient=optim_config["lars_trust_coefficient"],

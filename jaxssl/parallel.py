@@ -65,12 +65,32 @@ def mesh_shape(mesh_config: Mapping[str, int], num_devices: int) -> tuple[int, i
     return tuple(sizes)
 
 
-def make_mesh(mesh_config: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """Builds the ('data', 'fsdp', 'tensor') mesh over `devices` (default: all)."""
+def make_mesh(mesh_config: Mapping[str, int], devices: Sequence[jax.Device] | None = None,
+              num_slices: int = 1) -> Mesh:
+    """Builds the ('data', 'fsdp', 'tensor') mesh over `devices` (default: all).
+
+    All of this process's devices, or TPU devices (e.g. the compile-only ones of
+    `jax.experimental.topologies`), are laid out along the chips' interconnect
+    (`mesh_utils.create_device_mesh`). With `num_slices` > 1 the devices are that
+    many TPU slices (each device has a `slice_index`) and the 'data' axis spans the
+    slices over the data-centre network: a hybrid mesh of per-slice shape
+    (data / num_slices, fsdp, tensor) (`mesh_utils.create_hybrid_device_mesh`).
+    """
     devices = list(jax.devices() if devices is None else devices)
     shape = mesh_shape(mesh_config, len(devices))
-    if len(devices) == len(jax.devices()):
-        device_grid = mesh_utils.create_device_mesh(shape, devices)
+    if num_slices > 1:
+        if shape[0] % num_slices:
+            raise MeshError(f"mesh: data={shape[0]} must be a multiple of the {num_slices} "
+                            f"slices (the data axis spans the slices)")
+        device_grid = mesh_utils.create_hybrid_device_mesh(
+            (shape[0] // num_slices,) + shape[1:], (num_slices, 1, 1), devices,
+            allow_split_physical_axes=True)
+    elif len(devices) == len(jax.devices()) or devices[0].platform == "tpu":
+        try:
+            device_grid = mesh_utils.create_device_mesh(shape, devices)
+        except (ValueError, NotImplementedError):  # a shape the torus does not map to as is
+            device_grid = mesh_utils.create_device_mesh(shape, devices,
+                                                        allow_split_physical_axes=True)
     else:
         device_grid = np.asarray(devices).reshape(shape)
     return Mesh(device_grid, MESH_AXES)

@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from jaxssl import (checkpoint, config as config_lib, flops as flops_lib, host_memory,
@@ -76,30 +77,96 @@ class Preemption:
         signal.signal(signal.SIGTERM, self._previous)
 
 
-class Trainer:
+class TrainStep:
+    """The sharded state and the train step of `config` on `mesh`, built from an example
+    batch alone: no data source, no workdir. `Trainer` trains them; `jaxssl.aot`
+    compiles them for TPU slices from `pipeline.spec_example` (zeros shaped like the
+    data source's records).
+
+    `example`: a few records (numpy, batch-major) that fix the model's input shapes.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                 method: methods.Method, example: dict[str, np.ndarray]):
+        self.config, self.mesh, self.method = config, mesh, method
+        self.tx, self.schedule = self.method.optimizer()
+        self._example = example
+        boxed = jax.eval_shape(self._init_state, jax.random.key(config.seed))
+        self.abstract_state = parallel.unboxed_abstract(boxed)
+        self.state_shardings = self._state_shardings(boxed)
+
+    # ----------------------------------------------------------------- state
+    def _init_variables(self, rng: jax.Array) -> dict:
+        return self.method.init(rng, self._example)
+
+    def _init_state(self, rng: jax.Array) -> TrainState:
+        """Boxed (logically annotated) initial state; optimizer state from unboxed params."""
+        init_rng, train_rng = jax.random.split(rng)
+        params, method_state = split_variables(self._init_variables(init_rng))
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                          opt_state=self.tx.init(nn.meta.unbox(params)),
+                          method_state=method_state, rng=self._training_key(train_rng))
+
+    def _training_key(self, key: jax.Array) -> jax.Array:
+        """The train steps' base key: `key` itself, or re-seeded from it under
+        `config.prng_impl` when that is not threefry2x32."""
+        if self.config.prng_impl == "threefry2x32":
+            return key
+        return jax.random.key(jax.random.bits(key, dtype=jnp.uint32), impl=self.config.prng_impl)
+
+    def _state_shardings(self, boxed: TrainState) -> TrainState:
+        shardings = parallel.tree_shardings(boxed, self.mesh)
+        fallback = lambda x: jax.sharding.NamedSharding(
+            self.mesh, parallel.fsdp_fallback_spec(x.shape, self.mesh))
+        opt_shardings = optax.tree_map_params(
+            self.tx, lambda _, sharding: sharding, self.abstract_state.opt_state,
+            shardings.params, transform_non_params=fallback)
+        return shardings.replace(opt_state=opt_shardings)
+
+    # ------------------------------------------------------------ functions
+    def compile_train_step(self):
+        """The train step compiled for this mesh: (state, batch) -> (state, metrics)."""
+        return self.trace_train_step().lower().compile()
+
+    def trace_train_step(self) -> jax.stages.Traced:
+        """The train step traced for this mesh (its jaxpr gives the FLOPs: jaxssl.flops)."""
+        step_fn = make_train_step(self.method, self.tx, self.config.grad_accum_steps,
+                                  self.schedule)
+        batch_sharding = parallel.batch_sharding(self.mesh)
+        jitted = jax.jit(step_fn, in_shardings=(self.state_shardings, batch_sharding),
+                         out_shardings=(self.state_shardings, parallel.replicated(self.mesh)),
+                         donate_argnums=0)
+        abstract_batch = {
+            k: jax.ShapeDtypeStruct((self.config.data.batch_size,) + v.shape[1:], v.dtype,
+                                    sharding=batch_sharding)
+            for k, v in self._example.items()}
+        abstract_state = parallel.abstract_with_shardings(self.abstract_state,
+                                                          self.state_shardings)
+        # Traced with the mesh in context: a method may read it with
+        # jax.sharding.get_abstract_mesh() (e.g. for shard_map losses, methods/clip.py).
+        with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
+            return jitted.trace(abstract_state, abstract_batch)
+
+
+class Trainer(TrainStep):
     """Validated, ready-to-run training job. Constructing it writes nothing."""
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str,
                  devices: Sequence[jax.Device] | None = None):
-        self.config, self.workdir = config, workdir
+        self.workdir = workdir
         check_workdir(workdir)
-        self.mesh = parallel.make_mesh(config.mesh, devices)
-        if self.mesh.devices.flat[0].platform == "cpu":
+        mesh = parallel.make_mesh(config.mesh, devices)
+        if mesh.devices.flat[0].platform == "cpu":
             host_memory.keep_freed_memory()
-        self.method = methods.get(config.method)(config)
+        method = methods.get(config.method)(config)
         data = config.data
-        self.train_source = self.method.select_train_examples(
+        self.train_source = method.select_train_examples(
             get_source(data.name, data.train_split, data.data_dir))
         self.eval_source = get_source(data.name, data.eval_split, data.data_dir)
         self.local_batch = pipeline.per_process_batch_size(
-            data.batch_size, parallel.batch_shards(self.mesh), len(self.train_source),
+            data.batch_size, parallel.batch_shards(mesh), len(self.train_source),
             jax.process_count())
-        self.tx, self.schedule = self.method.optimizer()
-        self._example = pipeline.example_batch(self.train_source, 2)
-
-        boxed = jax.eval_shape(self._init_state, jax.random.key(config.seed))
-        self.abstract_state = parallel.unboxed_abstract(boxed)
-        self.state_shardings = self._state_shardings(boxed)
+        super().__init__(config, mesh, method, pipeline.example_batch(self.train_source, 2))
         self.checkpointer = checkpoint.Checkpointer(
             workdir, config.checkpoint.every_steps, config.checkpoint.keep,
             config.checkpoint.async_save)
@@ -132,34 +199,6 @@ class Trainer:
             raise CheckpointError(f"no intact checkpoint in {self.checkpointer.directory}: "
                                   + "; ".join(unreadable))
         return None
-
-    # ----------------------------------------------------------------- state
-    def _init_variables(self, rng: jax.Array) -> dict:
-        return self.method.init(rng, self._example)
-
-    def _init_state(self, rng: jax.Array) -> TrainState:
-        """Boxed (logically annotated) initial state; optimizer state from unboxed params."""
-        init_rng, train_rng = jax.random.split(rng)
-        params, method_state = split_variables(self._init_variables(init_rng))
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                          opt_state=self.tx.init(nn.meta.unbox(params)),
-                          method_state=method_state, rng=self._training_key(train_rng))
-
-    def _training_key(self, key: jax.Array) -> jax.Array:
-        """The train steps' base key: `key` itself, or re-seeded from it under
-        `config.prng_impl` when that is not threefry2x32."""
-        if self.config.prng_impl == "threefry2x32":
-            return key
-        return jax.random.key(jax.random.bits(key, dtype=jnp.uint32), impl=self.config.prng_impl)
-
-    def _state_shardings(self, boxed: TrainState) -> TrainState:
-        shardings = parallel.tree_shardings(boxed, self.mesh)
-        fallback = lambda x: jax.sharding.NamedSharding(
-            self.mesh, parallel.fsdp_fallback_spec(x.shape, self.mesh))
-        opt_shardings = optax.tree_map_params(
-            self.tx, lambda _, sharding: sharding, self.abstract_state.opt_state,
-            shardings.params, transform_non_params=fallback)
-        return shardings.replace(opt_state=opt_shardings)
 
     def initial_state(self, load_pretrained: bool = True) -> TrainState:
         """Fresh state, created sharded by jit (never whole on one host).
@@ -208,30 +247,6 @@ class Trainer:
             return state
         raise CheckpointError(f"no intact checkpoint in {self.checkpointer.directory}: "
                               + "; ".join(failures))
-
-    # ------------------------------------------------------------ functions
-    def compile_train_step(self):
-        """The train step compiled for this mesh: (state, batch) -> (state, metrics)."""
-        return self.trace_train_step().lower().compile()
-
-    def trace_train_step(self) -> jax.stages.Traced:
-        """The train step traced for this mesh (its jaxpr gives the FLOPs: jaxssl.flops)."""
-        step_fn = make_train_step(self.method, self.tx, self.config.grad_accum_steps,
-                                  self.schedule)
-        batch_sharding = parallel.batch_sharding(self.mesh)
-        jitted = jax.jit(step_fn, in_shardings=(self.state_shardings, batch_sharding),
-                         out_shardings=(self.state_shardings, parallel.replicated(self.mesh)),
-                         donate_argnums=0)
-        abstract_batch = {
-            k: jax.ShapeDtypeStruct((self.config.data.batch_size,) + v.shape[1:], v.dtype,
-                                    sharding=batch_sharding)
-            for k, v in self._example.items()}
-        abstract_state = parallel.abstract_with_shardings(self.abstract_state,
-                                                          self.state_shardings)
-        # Traced with the mesh in context: a method may read it with
-        # jax.sharding.get_abstract_mesh() (e.g. for shard_map losses, methods/clip.py).
-        with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
-            return jitted.trace(abstract_state, abstract_batch)
 
     def evaluate(self, state: TrainState) -> dict[str, float]:
         """The method's evaluation of `state`; process 0 also has the method draw its

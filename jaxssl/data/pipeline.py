@@ -130,5 +130,11 @@ def example_batch(source, batch_size: int) -> dict[str, np.ndarray]:
     return _stack([source[i % len(source)] for i in range(batch_size)])
 
 
+def spec_example(element_spec: dict, batch_size: int) -> dict[str, np.ndarray]:
+    """Zeros shaped like `batch_size` records of `element_spec` ({key: ShapeDtypeStruct},
+    `jaxssl.data.sources.element_spec`): an example batch for model init without data."""
+    return {k: np.zeros((batch_size,) + tuple(v.shape), v.dtype) for k, v in element_spec.items()}
+
+
 def _stack(records: Sequence[dict]) -> dict[str, np.ndarray]:
     return {k: np.stack([np.asarray(r[k]) for r in records]) for k in records[0]}

@@ -17,6 +17,11 @@ Every image source implements ``__len__`` and ``__getitem__(i) -> {'image',
 - ``'text:CORPUS?...'``, ``'tfds_text:NAME?...'``: token rows, see ``jaxssl.data.text``.
 - ``'tfds_captions:NAME?...'``: image + caption tokens, see ``jaxssl.data.captions``.
 
+`element_spec(name, data_dir)` gives the shape and dtype of one record of a
+dataset from its name alone (no data read), for ahead-of-time compiles
+(`jaxssl.aot`); `jaxssl.data.pipeline.spec_example` turns it into a batch
+for model initialisation.
+
 The file formats are read by `jaxssl.data.image_files`, TFDS datasets by
 `jaxssl.data.tfds_images`. data_dir is resolved by the data-root rule of
 `jaxssl.data.root` (absolute as is; relative against $JAXSSL_DATA_DIR, else
@@ -26,8 +31,12 @@ from __future__ import annotations
 
 import difflib
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
 
 from jaxssl.data import captions, image_files, text, tfds_images, tfds_io
 from jaxssl.data.image_files import ArraySource
@@ -100,3 +109,76 @@ def get_source(name: str, split: str, data_dir: str | os.PathLike | None = None)
     if missing:
         raise DataError(f"dataset {name!r} split {split!r}: missing {', '.join(missing)}")
     return load(data_dir, split)
+
+
+# Record shapes of the built-in image datasets, (H, W, C).
+_IMAGE_SHAPES = {"digits": (8, 8, 1), "mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1),
+                 "cifar10_jpeg": (32, 32, 3)}
+# TFDS image datasets with grey images (every other one is taken to be RGB).
+_GREY_TFDS = ("mnist", "fashion_mnist", "emnist", "kmnist", "binarized_mnist")
+
+
+def _image_record(shape: Sequence[int]) -> dict[str, jax.ShapeDtypeStruct]:
+    return {"image": jax.ShapeDtypeStruct(tuple(shape), np.uint8),
+            "label": jax.ShapeDtypeStruct((), np.int32)}
+
+
+def _npz_image_shape(path: Path, name: str) -> tuple[int, ...]:
+    """(H, W, C) of the 'image' array of an .npz, from its header alone."""
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("image.npy") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if major == 1
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, _ = read_header(f)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        raise DataError(f"dataset {name!r}: cannot read the image shape of {path}: {error}")
+    return tuple(shape[1:]) + ((1,) if len(shape) == 3 else ())
+
+
+def element_spec(name: str, data_dir: str | os.PathLike | None = None
+                 ) -> dict[str, jax.ShapeDtypeStruct]:
+    """{key: ShapeDtypeStruct} of one record of dataset `name`, without reading its data.
+
+    Image datasets: 'image' uint8 [H, W, C] and 'label' int32 []; text
+    datasets: 'tokens', 'segment_ids', 'positions' int32 [length]; caption
+    datasets: 'image' uint8 [S, S, 3] and 'tokens' int32 [length]. Only 'npz'
+    reads anything (the header of data_dir/train.npz). A 'tfds:' dataset needs
+    ?image_size=S (its stored images may differ in size); it is taken to be RGB
+    unless it is one of the MNIST family.
+
+    Raises:
+      ConfigError: unknown name, bad options, or a shape the name does not fix.
+    """
+    if text.is_text_dataset(name):
+        length = text.parse_text_dataset(name).length
+        return {k: jax.ShapeDtypeStruct((length,), np.int32)
+                for k in ("tokens", "segment_ids", "positions")}
+    if captions.is_caption_dataset(name):
+        spec = captions.parse_caption_dataset(name)
+        if not spec.image_size:
+            raise ConfigError(f"dataset {name!r}: ahead-of-time compiles need image_size=S")
+        return {"image": jax.ShapeDtypeStruct((spec.image_size, spec.image_size, 3), np.uint8),
+                "tokens": jax.ShapeDtypeStruct((spec.length,), np.int32)}
+    if name.startswith(_TFDS_PREFIX):
+        tfds_name, query = tfds_io.split_name(name, _TFDS_PREFIX)
+        size = tfds_io.parse_options(name, query, {"image_size": int}).get("image_size")
+        if not size:
+            raise ConfigError(f"dataset {name!r}: ahead-of-time compiles need ?image_size=S")
+        grey = tfds_name.split(":")[0].split("/")[0] in _GREY_TFDS
+        return _image_record((size, size, 1 if grey else 3))
+    if name.startswith(_SYNTHETIC_PREFIX):
+        try:
+            return _image_record(tuple(int(d) for d in name[len(_SYNTHETIC_PREFIX):].split("x")))
+        except ValueError:
+            raise ConfigError(f"synthetic dataset shape must look like 32x32x3, got {name!r}")
+    if name in _IMAGE_SHAPES:
+        return _image_record(_IMAGE_SHAPES[name])
+    if name == "npz":
+        resolved = resolve_optional_data_dir(data_dir)
+        if resolved is None:
+            raise ConfigError(f"dataset {name!r} needs data_dir (the folder holding its files)")
+        return _image_record(_npz_image_shape(_split_npz_path(resolved, "train")[0], name))
+    nearest = difflib.get_close_matches(name, VALID_NAMES, n=1)
+    hint = f" Did you mean {nearest[0]!r}?" if nearest else ""
+    raise ConfigError(f"unknown dataset {name!r}; valid names: {', '.join(VALID_NAMES)}.{hint}")

@@ -114,6 +114,13 @@ def batch_sharded_loss(plain, sharded, embeddings: tuple, *scalars) -> jax.Array
 
 
 
+def check_remat(key: str, value: str) -> None:
+    """ConfigError unless `value` of config key `key` is a text-Transformer remat setting."""
+    from jaxssl.models.transformer import REMAT_POLICIES
+    if value not in ("none", *REMAT_POLICIES):
+        raise ConfigError(f"{key} must be one of none, {', '.join(REMAT_POLICIES)}; got {value!r}")
+
+
 def check_vit_config(config: ml_collections.ConfigDict, mask_ratio: float | None = None) -> None:
     """ConfigError unless `config.model` is a ViT (and 0 <= mask_ratio < 1 when given)."""
     if config.model.name not in VIT_BACKBONE_NAMES:

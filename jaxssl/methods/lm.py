@@ -88,6 +88,8 @@ class LanguageModelling(TokenLossMethod):
             posemb="learned",         # learned | rotary
             tied_embeddings=True,
             attention_impl="",        # '' = jaxssl's XLA attention; 'xla' / 'cudnn' = jax.nn's
+            scan_layers=False,        # blocks as one nn.scan (params stacked on a 'layers' axis)
+            remat="none",             # none | full | dots: recompute block activations (backward)
             mask_rate=0.15,           # mlm
             noise_density=0.15,       # span
             mean_span=3.0,            # span
@@ -101,6 +103,7 @@ class LanguageModelling(TokenLossMethod):
         if not text.is_text_dataset(config.data.name):
             raise ConfigError(f"method 'lm' needs a text dataset (text:... or tfds_text:...), "
                               f"got data.name={config.data.name!r}")
+        base.check_remat("lm.remat", lm.remat)
         try:
             lm_tasks.task_class(lm.architecture, lm.objective).check_settings(lm)
         except (TypeError, ValueError) as error:
@@ -123,7 +126,8 @@ class LanguageModelling(TokenLossMethod):
             mlp_dim=int(round(lm.hidden * lm.mlp_ratio)), dropout=lm.dropout,
             attention_dropout=lm.attention_dropout, initialization=lm.init,
             posemb=lm.posemb, tied_embeddings=lm.tied_embeddings,
-            dtype=base.DTYPES[config.compute_dtype], attention_impl=lm.attention_impl or None)
+            dtype=base.DTYPES[config.compute_dtype], attention_impl=lm.attention_impl or None,
+            scan_layers=lm.scan_layers, remat=lm.remat)
         if self.architecture == "encoder_decoder":
             self.model = EncoderDecoder(**sizes, decoder_depth=lm.decoder_depth or lm.depth)
         else:

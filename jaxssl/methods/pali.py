@@ -85,11 +85,14 @@ class PaLI(TokenLossMethod):
             mean_span=3.0,
             per_example_mixture=True,
             num_sentinels=16,
+            scan_layers=False,        # the decoder's blocks as one nn.scan (see lm.scan_layers)
+            remat="none",             # none | full | dots (see lm.remat)
         ))
 
     @staticmethod
     def check_config(config: ml_collections.ConfigDict) -> None:
         base.check_vit_config(config)
+        base.check_remat("pali.remat", config.pali.remat)
         try:
             mixture.check_rates(config.pali.objective_rates)
         except ValueError as error:
@@ -116,7 +119,8 @@ class PaLI(TokenLossMethod):
         decoder = LanguageModel(
             vocab_size=self.tokenizer.vocab_size, max_length=2 * caption_length + 2,
             hidden=pali.text_hidden, depth=pali.text_depth, num_heads=pali.text_heads,
-            mlp_dim=int(round(pali.text_hidden * pali.mlp_ratio)), dtype=dtype)
+            mlp_dim=int(round(pali.text_hidden * pali.mlp_ratio)), dtype=dtype,
+            scan_layers=pali.scan_layers, remat=pali.remat)
         self.model = ImagePrefixLM(build_backbone(config.model, dtype=dtype), decoder)
         self.char_lengths = jnp.asarray(self.tokenizer.char_lengths())
 

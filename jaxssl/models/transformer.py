@@ -145,6 +145,21 @@ class TransformerBlock(nn.Module):
             self.activation, self.gated_mlp, name="mlp")(y)))
 
 
+class _ScannedBlock(TransformerBlock):
+    """TransformerBlock with the (carry, output) signature `nn.scan` expects."""
+
+    def __call__(self, x, mask, positions, deterministic: bool, encoded=None, cross_mask=None,
+                 encoded_positions=None, self_attention_bias=None):
+        return super().__call__(x, mask, positions, deterministic, encoded, cross_mask,
+                                encoded_positions, self_attention_bias), None
+
+
+# remat setting -> what the backward pass keeps of each block's forward pass
+# (None: nothing, the whole block is recomputed). 'dots' keeps the outputs of the
+# matmuls with the weights and recomputes the rest (attention scores included).
+REMAT_POLICIES = {"full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
+
 class TransformerStack(nn.Module):
     """`depth` TransformerBlocks and a final LayerNorm: [B, T, D] -> [B, T, D].
 
@@ -156,6 +171,13 @@ class TransformerStack(nn.Module):
     `relative_position_bucket` of every key - query distance (looking back
     only unless `bidirectional_positions`), added to every block's
     self-attention logits.
+
+    With `scan_layers` the blocks are one `nn.scan`ned module 'blocks' whose
+    parameters are stacked on a leading axis named 'layers' (one compiled block
+    whatever the depth); otherwise they are 'block0' ... 'block{depth-1}'.
+    `remat` ('none', 'full' or 'dots', see `REMAT_POLICIES`) recomputes each
+    block's activations in the backward pass. Both change memory and compile
+    time, not the function computed.
     """
     depth: int
     num_heads: int
@@ -175,6 +197,8 @@ class TransformerStack(nn.Module):
     relative_buckets: int = 0
     relative_max_distance: int = 128
     bidirectional_positions: bool = True
+    scan_layers: bool = False
+    remat: str = "none"
 
     @nn.compact
     def __call__(self, x, mask, positions, deterministic: bool, encoded=None, cross_mask=None,
@@ -190,13 +214,28 @@ class TransformerStack(nn.Module):
                 positions[:, None, :] - positions[:, :, None], self.bidirectional_positions,
                 self.relative_buckets, self.relative_max_distance)
             bias = jnp.transpose(table[buckets], (0, 3, 1, 2))
-        for i in range(self.depth):
-            x = TransformerBlock(self.num_heads, self.mlp_dim, self.dropout, self.rotary,
-                                 self.dtype, self.attention_impl, self.attention_dropout,
-                                 kernel_init, out_kernel_init, self.layer_norm_epsilon,
-                                 self.activation, self.post_norm, self.rms_norm,
-                                 self.gated_mlp, name=f"block{i}")(
-                x, mask, positions, deterministic, encoded, cross_mask, encoded_positions, bias)
+        block_cls = _ScannedBlock if self.scan_layers else TransformerBlock
+        if self.remat != "none":
+            if self.remat not in REMAT_POLICIES:
+                raise ConfigError(f"remat must be 'none' or one of {sorted(REMAT_POLICIES)}, "
+                                  f"got {self.remat!r}")
+            # static_argnums counts `self` as 0: `deterministic` is argument 4.
+            block_cls = nn.remat(block_cls, prevent_cse=not self.scan_layers,
+                                 policy=REMAT_POLICIES[self.remat], static_argnums=(4,))
+        block_args = (self.num_heads, self.mlp_dim, self.dropout, self.rotary, self.dtype,
+                      self.attention_impl, self.attention_dropout, kernel_init, out_kernel_init,
+                      self.layer_norm_epsilon, self.activation, self.post_norm, self.rms_norm,
+                      self.gated_mlp)
+        inputs = (mask, positions, deterministic, encoded, cross_mask, encoded_positions, bias)
+        if self.scan_layers:
+            stack = nn.scan(block_cls, variable_axes={"params": 0},
+                            split_rngs={"params": True, "dropout": True},
+                            in_axes=(nn.broadcast,) * len(inputs), length=self.depth,
+                            metadata_params={nn.PARTITION_NAME: "layers"})
+            x, _ = stack(*block_args, name="blocks")(x, *inputs)
+        else:
+            for i in range(self.depth):
+                x = block_cls(*block_args, name=f"block{i}")(x, *inputs)
         if not self.final_norm:
             return x
         return layer_norm(self.dtype, "final_norm", self.layer_norm_epsilon, self.rms_norm)(x)
@@ -308,6 +347,8 @@ class _Sizes(nn.Module):
     gated_mlp: bool = False
     relative_buckets: int = 0
     relative_max_distance: int = 128
+    scan_layers: bool = False     # see TransformerStack
+    remat: str = "none"
 
     def _embedder(self) -> Embedder:
         return Embedder(self.vocab_size, self.hidden, self.max_length, self.posemb,
@@ -322,7 +363,8 @@ class _Sizes(nn.Module):
                                 self.attention_dropout, self.initialization,
                                 self.layer_norm_epsilon, self.activation, self.post_norm,
                                 not self.post_norm, self.rms_norm, self.gated_mlp, relative,
-                                self.relative_max_distance, bidirectional, name=name)
+                                self.relative_max_distance, bidirectional, self.scan_layers,
+                                self.remat, name=name)
 
     def _embed(self, embedder, tokens, positions, train: bool):
         return nn.Dropout(self.dropout)(embedder.embed(tokens, positions), deterministic=not train)

@@ -1,0 +1,1 @@
+"""The scale table: ahead-of-time TPU compiles of the published-size recipes (README.md)."""

@@ -1,0 +1,45 @@
+"""The scale table (markdown) from experiments/scaling/results/*.json, the reports of
+`python -m jaxssl.aot` that run.sh writes:
+
+  python -m experiments.scaling.table
+"""
+
+import glob
+import json
+import os
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+HEADER = ("| run | topology | chips | mesh | batch | GiB/chip (state / temps / total of HBM) "
+          "| fits | TFLOP/chip/step (jaxssl / XLA) | cost model: ms, % of peak | "
+          "collectives (count: MiB/chip) | compile s |")
+
+
+def row(name: str, r: dict) -> str:
+    mem = r["memory_gib"]
+    state = mem["parameters"] + mem["optimizer_state"] + mem["method_state"]
+    total = r.get("total_gib")
+    memory = (f"{state:.2f} / {mem.get('temporaries', float('nan')):.2f} / "
+              f"{total:.2f} of {r['hbm_gib_per_device']:.0f}" if total is not None else "-")
+    xla = r.get("flops_per_device_xla")
+    flops = f"{r['flops_per_device_jaxpr'] / 1e12:.2f} / " + (f"{xla / 1e12:.2f}" if xla else "-")
+    seconds = r.get("cost_model_seconds")
+    cost = (f"{1e3 * seconds:.1f}, {100 * r['cost_model_fraction_of_peak']:.0f}%"
+            if seconds else "-")
+    collectives = ", ".join(f"{op} {c['count']}: {c['bytes'] / 2**20:.0f}"
+                            for op, c in sorted(r.get("collectives", {}).items())) or "-"
+    mesh = "x".join(f"{k}={v}" for k, v in r["mesh"].items() if v > 1) or "1"
+    return (f"| {name} | {r['topology']} | {r['chips']} | {mesh} | {r['batch_size']} | {memory} "
+            f"| {'yes' if r['fits'] else 'NO'} | {flops} | {cost} | {collectives} "
+            f"| {r['compile_s']:.0f} |")
+
+
+def main() -> None:
+    print(HEADER)
+    print("|" + "---|" * (HEADER.count("|") - 1))
+    for path in sorted(glob.glob(os.path.join(RESULTS, "*.json"))):
+        with open(path) as f:
+            print(row(os.path.basename(path)[:-5], json.load(f)))
+
+
+if __name__ == "__main__":
+    main()

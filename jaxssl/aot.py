@@ -1,0 +1,341 @@
+"""Command line: compile a config's train step ahead of time for a TPU slice, on any machine.
+
+  python -m jaxssl.aot --config=configs/NAME.py[:ARG] --topology=v5e:2x2 [--num_slices=N]
+      [--json=PATH] [--hlo=PATH] [--config.a.b=VALUE ...]
+
+Needs libtpu (requirements-tpu.txt), not a TPU: the slice's devices come from
+`jax.experimental.topologies.get_topology_desc` and the real TPU compiler
+compiles the Trainer's own train step (`jaxssl.train.TrainStep`) for the
+config's mesh over them. No data is read and no array is allocated: the
+batch's shapes come from the data source's spec
+(`jaxssl.data.sources.element_spec`). v4 and v5p chips are compiled for as
+one device each (megacore). Prints, per device (= per chip):
+
+- devices, chips, mesh and chip kind;
+- parameters, optimizer state, method state and batch (from the state's
+  shardings), and the compiled program's temporaries, in GiB, against the
+  HBM (v4 32 GiB per chip, v5e 16, v5p 95, v6e 32), and whether it fits;
+- matmul FLOPs per device per step, counted by `jaxssl.flops` and by XLA's
+  cost analysis;
+- XLA's TPU cost-model time for the step and the fraction of the bf16 peak
+  it implies: a cost-model upper bound, not a measured time;
+- every collective of the compiled program: count and result bytes per
+  device (an op inside a loop, e.g. a scan over layers, is counted once);
+- the compile time.
+
+A step that does not fit the HBM exits with status 2 and one line on
+stderr naming the shortfall and what would help. `--json` writes the same
+fields to PATH (also when the step does not fit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import time
+from typing import Any
+
+from jaxssl.errors import InputError, MeshError
+
+GIB = 2**30
+# Chip generation (the topology name's prefix) -> (HBM per chip in GiB, libtpu's
+# TPU_ACCELERATOR_TYPE prefix).
+CHIPS = {"v4": (32, "v4"), "v5e": (16, "v5litepod"), "v5p": (95, "v5p"), "v6e": (32, "v6e")}
+# Chips with two TensorCores, compiled for as one device per chip ("megacore"), as they
+# run; libtpu's default for them is a device per core.
+MEGACORE = ("v4", "v5p")
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
+_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
+                "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16,
+                "f8e4m3fn": 1, "f8e5m2": 1, "s4": 1, "u4": 1}
+
+
+class DoesNotFitError(InputError):
+    """The compiled step needs more device memory than the slice's chips have."""
+
+
+def parse_topology(name: str) -> tuple[str, int]:
+    """'v5e:2x2' -> ('v5e', 4 chips); MeshError for an unknown chip or a bad shape."""
+    chip, _, shape = name.partition(":")
+    if chip not in CHIPS or not re.fullmatch(r"\d+(x\d+)*", shape):
+        raise MeshError(f"--topology={name!r}: expected CHIP:AxB[xC] with CHIP one of "
+                        f"{', '.join(CHIPS)}, e.g. v5e:2x2 or v5p:4x4x4")
+    return chip, math.prod(int(d) for d in shape.split("x"))
+
+
+def topology_devices(name: str, num_slices: int = 1) -> list:
+    """The compile-only TPU devices of `num_slices` slices of topology `name`."""
+    chip, chips = parse_topology(name)
+    # libtpu would otherwise look for a TPU VM's metadata and print warnings about it.
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+    os.environ.setdefault("TPU_ACCELERATOR_TYPE", f"{CHIPS[chip][1]}-{chips}")
+    # Compile-only devices drive no chip: do not wait for the libtpu lockfile that any
+    # other process with a TPU backend (even a CPU-only run that probed for one) holds.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    from jax.experimental import topologies
+    kwargs = {"num_slices": num_slices} if num_slices > 1 else {}
+    if chip in MEGACORE:
+        kwargs["chip_config_name"] = "megacore"
+    try:
+        return list(topologies.get_topology_desc(topology_name=name, platform="tpu",
+                                                 **kwargs).devices)
+    except Exception as error:  # libtpu's own message says what is wrong with the name
+        raise MeshError(f"--topology={name!r}: {' '.join(str(error).split())[:300]}") from None
+
+
+def shard_bytes(tree: Any, shardings: Any) -> int:
+    """Bytes one device holds of the abstract arrays `tree` laid out by `shardings`
+    (the most any device holds, for shardings that split unevenly)."""
+    import jax
+    total = 0
+    for leaf, sharding in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings)):
+        shape = sharding.shard_shape(leaf.shape)
+        total += math.prod(shape) * _itemsize(leaf.dtype)
+    return total
+
+
+def _itemsize(dtype) -> int:
+    import jax
+    import numpy as np
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        return 8  # a threefry key: 2 x uint32
+    return np.dtype(dtype).itemsize
+
+
+def _shape_bytes(text: str) -> int:
+    """Bytes of the HLO shapes in `text`, e.g. 'f32[128,64]{1,0}' or a tuple of them."""
+    total = 0
+    for dtype, dims in re.findall(r"\b([a-z]+\d*[a-z0-9]*)\[([\d,]*)\]", text):
+        if dtype in _DTYPE_BYTES:
+            total += _DTYPE_BYTES[dtype] * math.prod(int(d) for d in dims.split(",") if d)
+    return total
+
+
+def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
+    """{op: {'count', 'bytes'}} of the collectives in compiled HLO text. An async pair
+    (op-start / op-done) counts once. Bytes are the result's size on one device (the
+    gathered array of an all-gather; of an async op's (operand, result, ...) tuple,
+    the largest element). XLA:TPU writes a reduce-scatter as an all-reduce inside a
+    fused computation named all-reduce-scatter*: it counts as a reduce-scatter with
+    that computation's (scattered) result."""
+    found: dict[str, dict[str, int]] = {}
+    pattern = re.compile(r"=\s*(.*?)\s(" + "|".join(COLLECTIVES) + r")(-start)?\(")
+    header = re.compile(r"^\s*(?:ENTRY\s+)?%?([\w.-]+)\s+\(.*\)\s+->\s+(.*)\s+\{\s*$")
+    computation, computation_result = "", ""
+    for line in hlo_text.splitlines():
+        top = header.match(line)
+        if top:
+            computation, computation_result = top.groups()
+            continue
+        match = pattern.search(line)
+        if not match:
+            continue
+        result, op, start = match.groups()
+        if op == "all-reduce" and computation.startswith("all-reduce-scatter"):
+            op, result, start = "reduce-scatter", computation_result, None
+        sizes = [_shape_bytes(m) for m in re.findall(r"[a-z]+\d*[a-z0-9]*\[[\d,]*\]", result)]
+        entry = found.setdefault(op, {"count": 0, "bytes": 0})
+        entry["count"] += 1
+        entry["bytes"] += (max(sizes) if start else sum(sizes)) if sizes else 0
+    return found
+
+
+def _cost(compiled) -> dict[str, float]:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else {}
+    return dict(cost or {})
+
+
+def build_step(config, topology: str, num_slices: int = 1):
+    """The `jaxssl.train.TrainStep` of resolved `config` on the config's mesh over the
+    compile-only devices of `num_slices` slices of `topology`, from the data source's
+    spec (no data read, no array allocated)."""
+    from jaxssl import methods, parallel
+    from jaxssl.data import pipeline, sources
+    from jaxssl.train import TrainStep
+
+    mesh = parallel.make_mesh(config.mesh, topology_devices(topology, num_slices), num_slices)
+    batch = config.data.batch_size
+    pipeline.per_process_batch_size(batch, parallel.batch_shards(mesh), batch, 1)
+    method = methods.get(config.method)(config)
+    example = pipeline.spec_example(sources.element_spec(config.data.name, config.data.data_dir), 2)
+    return TrainStep(config, mesh, method, example)
+
+
+def analyse(config_spec: str, overrides: dict[str, str], topology: str,
+            num_slices: int = 1, hlo_path: str = "") -> dict[str, Any]:
+    """Compiles the config's train step for the slice(s); returns the report's fields.
+    With `hlo_path`, the compiled program's HLO text is written there."""
+    import jax
+
+    from jaxssl import config as config_lib, flops as flops_lib, logging as log_lib, parallel
+
+    config = config_lib.load(config_spec, overrides)
+    chip, chips = parse_topology(topology)
+    step = build_step(config, topology, num_slices)
+    mesh, example, batch = step.mesh, step._example, config.data.batch_size
+    devices = list(mesh.devices.flat)
+    per_chip = len(devices) // (chips * num_slices)
+
+    start = time.perf_counter()
+    traced = step.trace_train_step()
+    lowered = traced.lower()
+    hbm = CHIPS[chip][0] * GIB / per_chip
+    try:
+        compiled = lowered.compile()
+    except Exception as error:  # XLA:TPU refuses a program over the HBM it has
+        message = " ".join(str(error).split())
+        if "RESOURCE_EXHAUSTED" not in message:
+            raise
+        compiled, compile_error = None, message
+    else:
+        compile_error = None
+    compile_s = time.perf_counter() - start
+
+    state, shardings = step.abstract_state, step.state_shardings
+    batch_spec = {k: jax.ShapeDtypeStruct((batch,) + v.shape[1:], v.dtype)
+                  for k, v in example.items()}
+    batch_shardings = {k: parallel.batch_sharding(mesh) for k in batch_spec}
+    memory = {
+        "parameters": shard_bytes(state.params, shardings.params),
+        "optimizer_state": shard_bytes(state.opt_state, shardings.opt_state),
+        "method_state": shard_bytes(state.method_state, shardings.method_state),
+        "batch": shard_bytes(batch_spec, batch_shardings),
+    }
+    flops_jaxpr = flops_lib.traced_flops(traced) / mesh.size
+    peak = next((f for kind, f in sorted(log_lib.PEAK_FLOPS.items(), key=lambda kv: -len(kv[0]))
+                 if devices[0].device_kind.startswith(kind)), 0.0) / per_chip
+    report: dict[str, Any] = {
+        "config": config_spec, "overrides": overrides, "topology": topology,
+        "num_slices": num_slices, "devices": len(devices), "chips": chips * num_slices,
+        "devices_per_chip": per_chip, "chip_kind": devices[0].device_kind,
+        "mesh": dict(zip(mesh.axis_names, (int(s) for s in mesh.devices.shape))),
+        "batch_size": batch, "hbm_gib_per_device": hbm / GIB,
+        "compile_s": round(compile_s, 2),
+        "flops_per_device_jaxpr": flops_jaxpr, "peak_flops_per_device": peak,
+    }
+    if compiled is None:
+        temps = re.search(r"temporaries \(([\d.]+)([GMK])\)", compile_error)
+        if temps:
+            scale = {"G": 1, "M": 2**-10, "K": 2**-20}[temps.group(2)]
+            memory["temporaries"] = int(float(temps.group(1)) * scale * GIB)
+        report.update(fits=False, compile_error=compile_error[:2000],
+                      memory_gib={k: v / GIB for k, v in memory.items()},
+                      total_gib=sum(memory.values()) / GIB if temps else None)
+        return report
+
+    analysis = compiled.memory_analysis()
+    memory["temporaries"] = int(analysis.temp_size_in_bytes)
+    memory["generated_code"] = int(analysis.generated_code_size_in_bytes)
+    total = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+             - analysis.alias_size_in_bytes + analysis.temp_size_in_bytes
+             + analysis.generated_code_size_in_bytes)
+    hlo_text = compiled.as_text()
+    if hlo_path:
+        with open(hlo_path, "w") as f:
+            f.write(hlo_text)
+    cost = _cost(compiled)
+    seconds = cost.get("optimal_seconds")
+    if seconds is not None and seconds <= 0:  # seen for large programs: not a time
+        seconds = None
+    report.update(
+        memory_gib={k: v / GIB for k, v in memory.items()},
+        arguments_gib=analysis.argument_size_in_bytes / GIB,
+        total_gib=total / GIB, fits=bool(total <= hbm),
+        flops_per_device_xla=float(cost.get("flops", 0.0)),
+        bytes_accessed_per_device_xla=float(cost.get("bytes accessed", 0.0)),
+        cost_model_seconds=float(seconds) if seconds is not None else None,
+        xla_cost_analysis={k: float(v) for k, v in cost.items()
+                           if k in ("flops", "bytes accessed", "transcendentals",
+                                    "optimal_seconds")},
+        cost_model_fraction_of_peak=(flops_jaxpr / float(seconds) / peak
+                                     if seconds and peak else None),
+        collectives=collectives(hlo_text),
+    )
+    return report
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """The report as aligned text."""
+    lines = [f"topology     {r['topology']} x {r['num_slices']} slice(s): {r['chips']} chips "
+             f"({r['chip_kind']}), {r['devices']} devices ({r['devices_per_chip']} per chip)",
+             f"mesh         {r['mesh']}   batch {r['batch_size']}",
+             f"memory per device (GiB, HBM {r['hbm_gib_per_device']:.1f}):"]
+    for name, gib in r["memory_gib"].items():
+        lines.append(f"  {name:<18}{gib:10.4g}")
+    if r.get("total_gib") is not None:
+        lines.append(f"  {'total':<18}{r['total_gib']:10.4g}   "
+                     f"{'fits' if r['fits'] else 'DOES NOT FIT'}")
+    if "compile_error" in r:
+        lines.append(f"  XLA: {r['compile_error'][:400]}")
+    lines.append(f"FLOPs per device per step: {r['flops_per_device_jaxpr']:.4g} (jaxssl.flops)"
+                 + (f", {r['flops_per_device_xla']:.4g} (XLA cost analysis)"
+                    if "flops_per_device_xla" in r else ""))
+    if r.get("cost_model_seconds"):
+        fraction = r["cost_model_fraction_of_peak"]
+        lines.append(f"XLA cost-model step time {1e3 * r['cost_model_seconds']:.3f} ms: "
+                     f"{100 * fraction:.1f}% of the bf16 peak (a cost-model upper bound, "
+                     f"not a measured time)")
+    elif "flops_per_device_xla" in r:
+        raw = r["xla_cost_analysis"].get("optimal_seconds")
+        lines.append(f"XLA cost model: no usable optimal_seconds (got {raw})")
+    if "collectives" in r:
+        lines.append("collectives (count, result MiB per device; loop bodies once):")
+        for op, c in sorted(r["collectives"].items()):
+            lines.append(f"  {op:<20}{c['count']:6d}{c['bytes'] / 2**20:12.3f}")
+        if not r["collectives"]:
+            lines.append("  none")
+    lines.append(f"compile time {r['compile_s']:.1f} s")
+    return "\n".join(lines)
+
+
+def shortfall_message(r: dict[str, Any]) -> str:
+    """One line: how much is missing and what would help."""
+    mesh, total = r["mesh"], r.get("total_gib")
+    need = f"needs {total:.2f} GiB" if total is not None else "does not fit"
+    short = (f", {total - r['hbm_gib_per_device']:.2f} GiB short" if total is not None else "")
+    state = sum(r["memory_gib"][k] for k in ("parameters", "optimizer_state", "method_state"))
+    temps = r["memory_gib"].get("temporaries")
+    temp_text = f", temporaries {temps:.2f} GiB" if temps is not None else ""
+    return (f"the train step {need} per device of {r['topology']} "
+            f"({r['hbm_gib_per_device']:.1f} GiB HBM){short} (state {state:.2f} GiB"
+            f"{temp_text}, mesh {mesh}); try more fsdp (--config.mesh.fsdp), rematerialisation "
+            f"(model.remat / lm.remat), or a smaller per-device batch (--config.data.batch_size)")
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
+    from jaxssl.main import parse_with_overrides
+    parser = argparse.ArgumentParser(prog="python -m jaxssl.aot", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="configs/NAME.py[:ARG]")
+    parser.add_argument("--topology", required=True, help="e.g. v5e:2x2, v5p:4x4x4, v4:4x4x4")
+    parser.add_argument("--num_slices", type=int, default=1, help="slices joined over DCN")
+    parser.add_argument("--json", default="", help="write the report's fields to this file")
+    parser.add_argument("--hlo", default="", help="write the compiled program's HLO text here")
+    return parse_with_overrides(parser, argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jaxssl.main import report_input_error
+    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        report = analyse(args.config, overrides, args.topology, args.num_slices, args.hlo)
+        print(format_report(report), flush=True)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=2)
+        if not report["fits"]:
+            raise DoesNotFitError(shortfall_message(report))
+    except InputError as error:
+        return report_input_error(error, "jaxssl.aot")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
