@@ -84,6 +84,17 @@ copy_logs() {
   anonymise "$2"
 }
 
+# main_run NAME CONFIG LOGS [--config.k=v ...]: jaxssl.main on CONFIG in a fresh
+# $RUNS/NAME, recorded, with its small logs kept in LOGS.
+main_run() {
+  local name=$1 config=$2 logs=$3
+  shift 3
+  rm -rf "$RUNS/$name"
+  record "$name" "$logs" "$PYTHON" -m jaxssl.main --config="$config" --workdir="$RUNS/$name" \
+    "$@" --config.log.progress_bar=false
+  copy_logs "$RUNS/$name" "$logs"
+}
+
 # anonymise DIR: the data root -> $JAXSSL_DATA_DIR, the run root -> $RUNS in DIR's text files.
 anonymise() {
   local f
@@ -97,11 +108,7 @@ anonymise() {
 run_one() {
   case "$1" in
     quickstart)
-      rm -rf "$RUNS/quickstart"
-      record quickstart experiments/quickstart \
-        "$PYTHON" -m jaxssl.main --config=configs/quickstart.py --workdir="$RUNS/quickstart" \
-          --config.log.progress_bar=false
-      copy_logs "$RUNS/quickstart" experiments/quickstart ;;
+      main_run quickstart configs/quickstart.py experiments/quickstart ;;
     quickstart_ft)
       local dest=experiments/finetune/quickstart
       rm -rf "$RUNS/quickstart_ft"
@@ -133,30 +140,16 @@ run_one() {
       done ;;
     baby_gpt)
       need_data tiny-shakespeare/input.txt
-      rm -rf "$RUNS/baby_gpt"
-      record baby_gpt experiments/language/logs/baby_gpt \
-        "$PYTHON" -m jaxssl.main --config=configs/nanogpt_baby_shakespeare.py --workdir="$RUNS/baby_gpt" \
-          --config.data.data_dir="$DATA/tiny-shakespeare" --config.log.progress_bar=false
-      copy_logs "$RUNS/baby_gpt" experiments/language/logs/baby_gpt ;;
+      main_run baby_gpt configs/nanogpt_baby_shakespeare.py experiments/language/logs/baby_gpt \
+        --config.data.data_dir="$DATA/tiny-shakespeare" ;;
     ul2)
       need_data tiny-shakespeare/input.txt
-      rm -rf "$RUNS/ul2"
-      record ul2 experiments/language/logs/ul2 \
-        "$PYTHON" -m jaxssl.main --config=configs/lm_ul2_shakespeare.py --workdir="$RUNS/ul2" \
-          --config.data.data_dir="$DATA/tiny-shakespeare" --config.log.progress_bar=false
-      copy_logs "$RUNS/ul2" experiments/language/logs/ul2 ;;
+      main_run ul2 configs/lm_ul2_shakespeare.py experiments/language/logs/ul2 \
+        --config.data.data_dir="$DATA/tiny-shakespeare" ;;
     pali)
-      rm -rf "$RUNS/pali"
-      record pali experiments/language/logs/pali \
-        "$PYTHON" -m jaxssl.main --config=configs/lm_pali_digits.py --workdir="$RUNS/pali" \
-          --config.log.progress_bar=false
-      copy_logs "$RUNS/pali" experiments/language/logs/pali ;;
+      main_run pali configs/lm_pali_digits.py experiments/language/logs/pali ;;
     pydoc)
-      rm -rf "$RUNS/pydoc"
-      record pydoc experiments/language/logs/pydoc \
-        "$PYTHON" -m jaxssl.main --config=configs/lm_pydoc_quickstart.py --workdir="$RUNS/pydoc" \
-          --config.log.progress_bar=false
-      copy_logs "$RUNS/pydoc" experiments/language/logs/pydoc ;;
+      main_run pydoc configs/lm_pydoc_quickstart.py experiments/language/logs/pydoc ;;
     mim)
       need_data fashion-mnist/
       record mim experiments/mim/logs \
@@ -228,11 +221,8 @@ run_one() {
         --out=experiments/finetune/cifar10 --dataset=CIFAR-10 ;;
     gpt_6l)
       need_data tiny-shakespeare/input.txt
-      rm -rf "$RUNS/gpt_6l"
-      record gpt_6l experiments/language/logs/gpt_6l \
-        "$PYTHON" -m jaxssl.main --config=configs/nanogpt_shakespeare_6l.py --workdir="$RUNS/gpt_6l" \
-          --config.data.data_dir="$DATA/tiny-shakespeare" --config.log.progress_bar=false
-      copy_logs "$RUNS/gpt_6l" experiments/language/logs/gpt_6l ;;
+      main_run gpt_6l configs/nanogpt_shakespeare_6l.py experiments/language/logs/gpt_6l \
+        --config.data.data_dir="$DATA/tiny-shakespeare" ;;
     *)
       echo "run_all.sh: unknown experiment '$1'; known:" >&2
       echo "$EXPERIMENTS" | awk 'NF {print "  " $1}' >&2
