@@ -183,12 +183,12 @@ class Trainer(TrainStep):
         workdir has no checkpoint). A step that does not fit stops the run
         (CheckpointError); one whose metadata is unreadable is passed over here, and
         `restore` warns about it when it resumes from an older one."""
-        unreadable = []
+        unreadable, iterator_state = [], iter(self.loader).get_state()
         for step in self.checkpointer.all_steps():
             try:
                 self.checkpointer.check_fits(step, self.abstract_state)
-                self.checkpointer.check_data_fits(step, iter(self.loader).get_state(),
-                                                  jax.process_index(), jax.process_count())
+                self.checkpointer.check_data_fits(step, iterator_state, jax.process_index(),
+                                                  jax.process_count())
             except CheckpointError:
                 raise
             except Exception as error:  # a truncated or half-written step: try the one before
