@@ -144,9 +144,10 @@ def resolve(user_config: Mapping[str, Any]) -> ml_collections.ConfigDict:
     method = user.get("method", config.method)
     config[method] = method_defaults(method)
     from jaxssl import methods
-    for other in set(user) & set(methods.names()) - {method}:
-        raise ConfigError(f"config section '{other}' is for method '{other}', not '{method}' "
-                          f"(set method='{other}', or remove the section)")
+    others = sorted(set(user) & set(methods.names()) - {method})
+    if others:
+        raise ConfigError(f"config section '{others[0]}' is for method '{others[0]}', not "
+                          f"'{method}' (set method='{others[0]}', or remove the section)")
     _merge(config, user, "")
     _check_values(config)
     methods.get(method).check_config(config)
