@@ -244,3 +244,43 @@ def test_prefix_embeddings_are_visible_to_every_token_and_only_tokens_get_logits
     assert base.shape == (1, 6, VOCAB)
     moved = run(prefix.at[0, 2].add(jnp.asarray(rng.normal(size=16), jnp.float32)))
     assert (np.abs(np.asarray(moved - base)).max(axis=2) > 1e-6).all()
+
+
+@pytest.mark.parametrize("posemb", ["learned", "rotary"])
+def test_placeholders_take_their_table_rows_and_then_the_position_embedding(posemb):
+    """A placeholder's input is its table row plus the position's embedding (learned) or
+    rotary position; the logits equal a model fed those inputs through an embedding
+    table whose rows are the filled vectors."""
+    from jaxssl.data.multimodal import KIND_IMAGE, KIND_TEXT, KIND_VECTOR
+    model = LanguageModel(**{**SIZES, "posemb": posemb})
+    rng = np.random.default_rng(7)
+    tokens = jnp.asarray(rng.integers(1, VOCAB, (2, 8)), jnp.int32)
+    kinds = np.full((2, 8), KIND_TEXT, np.int32)
+    slots = np.full((2, 8), -1, np.int32)
+    kinds[:, 2:5], slots[:, 2:5] = KIND_IMAGE, [0, 1, 2]
+    kinds[1, 6], slots[1, 6] = KIND_VECTOR, 0
+    tables = {KIND_IMAGE: jnp.asarray(rng.normal(size=(2, 3, 16)), jnp.float32),
+              KIND_VECTOR: jnp.asarray(rng.normal(size=(2, 1, 16)), jnp.float32)}
+    ones, positions = jnp.ones((2, 8), jnp.int32), jnp.tile(jnp.arange(8), (2, 1))
+    causal = jnp.ones((2, 8), bool)
+    placeholders = (jnp.asarray(kinds), jnp.asarray(slots), tables)
+    params = nn.unbox(init(model, 3, tokens, ones, positions, causal, False,
+                           placeholders=placeholders))
+    filled = model.apply(params, tokens, ones, positions, causal, False,
+                         placeholders=placeholders)
+
+    # Reference: one fresh vocabulary id per placeholder, its embedding row = the table row.
+    table = params["params"]["embedder"]["token_embedding"]
+    extra = [np.asarray(tables[KIND_IMAGE][b, s] if k == KIND_IMAGE else tables[KIND_VECTOR][b, s])
+             for b in range(2) for k, s in zip(kinds[b], slots[b]) if k != KIND_TEXT]
+    ids = np.asarray(tokens).copy()
+    ids[kinds != KIND_TEXT] = VOCAB + np.arange(len(extra))
+    wide = LanguageModel(**{**SIZES, "posemb": posemb, "vocab_size": VOCAB + len(extra)})
+    wide_params = jax.tree.map(lambda x: x, params)
+    wide_params["params"]["embedder"]["token_embedding"] = jnp.concatenate(
+        [table, jnp.asarray(np.stack(extra))])
+    reference = wide.apply(wide_params, jnp.asarray(ids), ones, positions, causal, False)
+    np.testing.assert_allclose(filled, reference[..., :VOCAB], rtol=1e-5, atol=1e-5)
+    text_only = model.apply(params, tokens, ones, positions, causal, False)
+    assert np.abs(np.asarray(filled - text_only))[:, :2].max() < 1e-6   # causal: before any image
+    assert np.abs(np.asarray(filled - text_only))[:, 2:].min() > 0

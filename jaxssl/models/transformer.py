@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxssl.data.multimodal import fill_placeholders
 from jaxssl.errors import ConfigError
 from jaxssl.models.layers import (LAYER_NORM_EPSILON, Attention, Initializer, MlpBlock,
                                   activation, dense, layer_norm, xavier_uniform)
@@ -298,8 +299,10 @@ class Embedder(nn.Module):
                 "output_bias", nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
                 (self.vocab_size,), jnp.float32)
 
-    def embed(self, tokens, positions):
+    def embed(self, tokens, positions, placeholders=None):
         x = jnp.take(self.token_embedding, tokens, axis=0)
+        if placeholders is not None:
+            x = fill_placeholders(x, *placeholders)
         if self.posemb == "learned":
             x = x + jnp.take(self.position_embedding, positions, axis=0)
         if self.type_vocab_size:
@@ -366,15 +369,21 @@ class _Sizes(nn.Module):
                                 self.relative_max_distance, bidirectional, self.scan_layers,
                                 self.remat, name=name)
 
-    def _embed(self, embedder, tokens, positions, train: bool):
-        return nn.Dropout(self.dropout)(embedder.embed(tokens, positions), deterministic=not train)
+    def _embed(self, embedder, tokens, positions, train: bool, placeholders=None):
+        return nn.Dropout(self.dropout)(embedder.embed(tokens, positions, placeholders),
+                                        deterministic=not train)
 
 
 class LanguageModel(_Sizes):
     """Decoder-only (autoregressive flags True), encoder-only (False) or prefix-LM Transformer.
 
     __call__(tokens, segment_ids, positions, autoregressive bool [B, T], train,
-             prefix=None) -> logits float32 [B, T, vocab_size].
+             prefix=None, placeholders=None) -> logits float32 [B, T, vocab_size].
+
+    `placeholders` (kinds, slots, tables) replaces the token embedding of each
+    image / vector placeholder of a multimodal sequence by its encoder output
+    (`jaxssl.data.multimodal.fill_placeholders`; tables [B, N, D] at the model
+    width) before position embeddings are added.
 
     `prefix` [B, P, D] (e.g. image tokens) is put before the token embeddings
     as a fully visible, non-autoregressive part of segment 1 that carries its
@@ -384,9 +393,10 @@ class LanguageModel(_Sizes):
     """
 
     @nn.compact
-    def __call__(self, tokens, segment_ids, positions, autoregressive, train: bool, prefix=None):
+    def __call__(self, tokens, segment_ids, positions, autoregressive, train: bool, prefix=None,
+                 placeholders=None):
         embedder = self._embedder()
-        x = self._embed(embedder, tokens, positions, train)
+        x = self._embed(embedder, tokens, positions, train, placeholders)
         if prefix is not None:
             batch, length = prefix.shape[:2]
             x = jnp.concatenate([prefix.astype(x.dtype), x], axis=1)
@@ -407,18 +417,23 @@ class EncoderDecoder(_Sizes):
     `depth` encoder blocks, `decoder_depth` decoder blocks. Decoder segment k
     attends only to encoder segment k.
     __call__(encoder_tokens, encoder_segment_ids, encoder_positions,
-             decoder_tokens, decoder_segment_ids, decoder_positions, train)
+             decoder_tokens, decoder_segment_ids, decoder_positions, train,
+             encoder_placeholders=None)
     -> decoder logits float32 [B, T_dec, vocab_size].
+
+    `encoder_placeholders` (kinds, slots, tables) fills the encoder input's
+    image / vector placeholders, as `placeholders` does in LanguageModel.
     """
     decoder_depth: int = 4
 
     @nn.compact
     def __call__(self, encoder_tokens, encoder_segment_ids, encoder_positions,
-                 decoder_tokens, decoder_segment_ids, decoder_positions, train: bool):
+                 decoder_tokens, decoder_segment_ids, decoder_positions, train: bool,
+                 encoder_placeholders=None):
         embedder = self._embedder()
         bidirectional = jnp.zeros(encoder_tokens.shape, bool)
         encoded = self._stack("encoder", self.depth)(
-            self._embed(embedder, encoder_tokens, encoder_positions, train),
+            self._embed(embedder, encoder_tokens, encoder_positions, train, encoder_placeholders),
             attention_mask(encoder_segment_ids, encoder_segment_ids, bidirectional),
             encoder_positions, not train)
         causal = jnp.ones(decoder_tokens.shape, bool)
