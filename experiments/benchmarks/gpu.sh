@@ -1,14 +1,13 @@
 #!/bin/bash
 # The GPU runs, one script for one lease of a GPU machine (see README.md here).
 #   OUT=/some/dir bash experiments/benchmarks/gpu.sh [PART ...]
-# PARTs, in order of priority (default: all, about 13 minutes on one H100):
+# PARTs, in order of priority (default: all, about 11 minutes on one H100):
 #   gpt6l   nanoGPT's 6-layer Shakespeare model, all 5000 steps, bfloat16 as nanoGPT
 #           runs it on an A100; validation loss on the whole last 10% (about 7 min)
-#   baby    baby GPT step time, jaxssl vs PyTorch, side by side (2.5 min)
 #   simclr  SimCLR ResNet-50 train step (2.5 min)
 #   mae     MAE ViT-B/16 train step at mask ratio 0.75 and 0.0 (3.5 min)
 # Writes each part's output to $OUT/*.txt (the 6-layer run also its metrics.jsonl and
-# results.json). Needs jax with CUDA, torch (for the PyTorch baseline) and this repo's
+# results.json). Needs jax with CUDA and this repo's
 # requirements; SHAKESPEARE_DIR points at tiny-shakespeare/input.txt's folder (default
 # $JAXSSL_DATA_DIR/tiny-shakespeare).
 set -u
@@ -25,10 +24,6 @@ gpt6l() {
     cp $workdir/metrics.jsonl $OUT/gpt6l_metrics.jsonl
     cp $workdir/results.json $OUT/gpt6l_results.json
 }
-baby() {
-    timeout 150 $PY -m experiments.language.compare_pytorch --torch_python=$PY --rounds=2 \
-        --steps=100 --warmup=20 --set data.data_dir=$SHAKESPEARE_DIR 2>&1 | tee $OUT/baby_gpt.txt
-}
 simclr() {
     timeout 150 $PY experiments/benchmarks/simclr_step.py --devices=1 --dtype=bfloat16 \
         --model=resnet50 --image_size=224 --batch=128 --cifar_stem=false \
@@ -43,9 +38,9 @@ mae() {
 
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv;
   $PY -c "import jax, flax, optax, torch; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__)"; } 2>&1 | tee $OUT/versions.txt
-for part in ${@:-gpt6l baby simclr mae}; do
+for part in ${@:-gpt6l simclr mae}; do
     case $part in
-        gpt6l|baby|simclr|mae) echo "== $part $(date -u +%T)"; $part ;;
-        *) echo "unknown part '$part'; valid: gpt6l baby simclr mae" >&2; exit 2 ;;
+        gpt6l|simclr|mae) echo "== $part $(date -u +%T)"; $part ;;
+        *) echo "unknown part '$part'; valid: gpt6l simclr mae" >&2; exit 2 ;;
     esac
 done

@@ -6,7 +6,7 @@
 Builds the Trainer of configs/nanogpt_baby_shakespeare.py (or --config), compiles its
 train step, and times `steps` steps after `warmup` ones, two ways:
 'step' = the median of the compiled step alone on a batch already on the
-device, blocking on the result each step (what bench_pytorch_baby_gpt.py
+device, blocking on the result each step (what experiments/benchmarks/torch_steps.py
 times for PyTorch); 'loop' = wall time per step of `steps` steps that each
 load their batch from the grain pipeline, as `Trainer.run` does (loading
 the next batch overlaps the running step; at most one step in flight). Prints

@@ -1,0 +1,95 @@
+"""jaxssl's train steps for vs_pytorch.py: the Trainer's own compiled step, one device.
+
+  python -m experiments.benchmarks.jax_steps --workload=simclr|mae|baby_gpt
+
+A worker with torch_steps.py's protocol: it builds the workload, runs
+`--warmup` steps, prints `READY {json}` and then, for each line N read from
+stdin, runs N steps on one fixed batch and prints a JSON list of their wall
+seconds (each blocked until its metrics are ready). An empty line or EOF
+ends it. The workloads (the same shapes and work as torch_steps.py's):
+
+  simclr    configs/simclr_cifar10_resnet18.py at batch 128 on random uint8
+            32x32 images; the SimCLR augmentations run inside the step.
+  mae       configs/mae_cifar10.py with a ViT-Tiny/4 encoder (192 wide, 12
+            blocks, 3 heads), a 2-block 128-wide decoder, batch 128, random
+            images; crop + flip and a new mask inside each step.
+  baby_gpt  configs/nanogpt_baby_shakespeare.py (batch 12 x 64 characters); the
+            batch is the first of tiny Shakespeare, so it needs JAXSSL_DATA_DIR.
+
+Also reports the step's matmul and convolution FLOPs (jaxssl.flops) and the
+CPU's measured float32 matmul peak (jaxssl.logging.device_peak_flops).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import jax
+
+from jaxssl import config as config_lib, parallel
+from jaxssl.data import pipeline
+from jaxssl.flops import traced_flops
+from jaxssl.logging import device_peak_flops
+from jaxssl.train import Trainer
+
+WORKLOADS = {
+    "simclr": ("configs/simclr_cifar10_resnet18.py", {
+        "data.name": "synthetic:32x32x3", "data.batch_size": "128"}),
+    "mae": ("configs/mae_cifar10.py", {
+        "data.name": "synthetic:32x32x3", "data.batch_size": "128", "model.hidden": "192",
+        "model.depth": "12", "model.heads": "3", "mae.decoder_hidden": "128",
+        "mae.decoder_depth": "2", "mae.decoder_heads": "4"}),
+    "baby_gpt": ("configs/nanogpt_baby_shakespeare.py", {}),
+}
+
+
+def build(workload: str):
+    """(compiled step, initial state, global batch, FLOPs per step) on one device."""
+    path, overrides = WORKLOADS[workload]
+    config = config_lib.load(path, {**overrides, "mesh.data": "1"})
+    trainer = Trainer(config, tempfile.mkdtemp(prefix="jax_steps_"), devices=jax.devices()[:1])
+    batch = parallel.host_batch_to_global(
+        pipeline.example_batch(trainer.train_source, config.data.batch_size), trainer.mesh)
+    traced = trainer.trace_train_step()
+    return traced.lower().compile(), trainer.initial_state(), batch, traced_flops(traced)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workload", required=True, choices=sorted(WORKLOADS))
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+    start = time.perf_counter()
+    step, state, batch, flops = build(args.workload)
+    compile_s = time.perf_counter() - start
+
+    def run():
+        nonlocal state
+        state, metrics = step(state, batch)
+        jax.block_until_ready(metrics)
+
+    for _ in range(args.warmup):
+        run()
+    peak, _ = device_peak_flops(jax.devices()[0])
+    print("READY " + json.dumps({"framework": f"jax {jax.__version__}",
+                                 "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                                 "build_and_compile_s": round(compile_s, 1),
+                                 "flops_per_step": flops, "peak_flops": peak}), flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            break
+        times = []
+        for _ in range(int(line)):
+            begin = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - begin)
+        print(json.dumps(times), flush=True)
+
+
+if __name__ == "__main__":
+    main()
