@@ -18,14 +18,15 @@ convolutions, dots, reductions and elementwise fusions to YNNPACK by
 default. On the convolutional steps YNNPACK's convolutions run at about
 half the speed of XLA's own (Eigen) ones, and its weight-gradient
 convolutions need transposed copies of every activation; its reductions
-(batch-norm statistics) and dots, on the other hand, are the fast ones.
+(layer- and batch-norm statistics, softmax) and dots are as fast or faster.
 `CPU_XLA_FLAGS` keeps YNNPACK for reductions and dots only: the SimCLR
-ResNet-18 step runs about 1.6x faster and the Transformer steps are
-unchanged (experiments/benchmarks/README.md has the side-by-side numbers).
+ResNet-18 step runs about 1.7x faster and the Transformer steps as fast as
+before (experiments/benchmarks/README.md has the side-by-side numbers).
 Each flag is appended to XLA_FLAGS unless XLA_FLAGS already names it, so
 a user's own setting wins; JAXSSL_CPU_XLA_DEFAULTS=off leaves XLA_FLAGS
-untouched (XLA's own defaults, for A/B runs). Options change only which
-library computes an op, not the math: results agree to float tolerance.
+untouched (XLA's own defaults, for A/B runs). The options change which
+library computes an op, not the math: results agree to float tolerance
+(tests/test_platforms.py).
 
 Called once, from `jaxssl/__init__.py`, before any JAX backend starts.
 """
@@ -37,7 +38,7 @@ import importlib.util
 import os
 
 CUDA_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin")
-CPU_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=individual_dot",)
+CPU_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=reduce,individual_dot",)
 
 
 def has_tpu_device_files() -> bool:
