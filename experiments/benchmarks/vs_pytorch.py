@@ -122,12 +122,15 @@ def benchmark(workload: str, args) -> dict:
 
 
 def markdown(results: list[dict], header: str) -> str:
-    lines = [header, "", "| workload | side | median s/step | range of round medians | "
-             "speed vs PyTorch | fraction of matmul peak | load (1 min) |", "|---|---|---|---|---|---|---|"]
+    lines = [header, "", "| workload (GFLOP/step; matmul peak measured) | side | median s/step | "
+             "range of round medians | speed vs PyTorch | fraction of matmul peak | load (1 min) |",
+             "|---|---|---|---|---|---|---|"]
     for result in results:
+        workload = (f"{result['workload']} ({result['flops_per_step'] / 1e9:.1f}; "
+                    f"{result['peak_flops'] / 1e9:.0f} GFLOP/s)")
         for name, side in result["sides"].items():
             lines.append(
-                f"| {result['workload']} | {name} | {side['median_s']:.4f} | "
+                f"| {workload} | {name} | {side['median_s']:.4f} | "
                 f"{side['round_medians_min_s']:.4f}-{side['round_medians_max_s']:.4f} | "
                 f"{side['speed_vs_pytorch']:.2f}x | {100 * side['fraction_of_matmul_peak']:.0f}% | "
                 f"{min(side['load_1min']):.1f}-{max(side['load_1min']):.1f} |")
@@ -145,7 +148,15 @@ def main() -> None:
     parser.add_argument("--jax_env", action="append", default=[], type=parse_assignment,
                         metavar="NAME=VAR=VALUE")
     parser.add_argument("--out", default="", help="directory for table.md and results.json")
+    parser.add_argument("--table_from", default="",
+                        help="only rewrite table.md next to this results.json (no timing)")
     args = parser.parse_args()
+    if args.table_from:
+        with open(args.table_from) as f:
+            saved = json.load(f)
+        with open(os.path.join(os.path.dirname(args.table_from), "table.md"), "w") as f:
+            f.write(markdown(saved["results"], saved["header"]))
+        return
     if not args.torch_python:
         sys.exit("vs_pytorch: give --torch_python (a Python with torch and torchvision)")
     results = [benchmark(w, args) for w in args.workloads.split(",")]
