@@ -70,7 +70,7 @@ def get_config(arg=None):
             "log": LOG})
     observe = "text" if stage == "text" else "image"
     return ml_collections.ConfigDict({
-        "method": "palm_e", "total_steps": 800,
+        "method": "palm_e", "total_steps": 600,
         "data": {"name": scenes_dataset_name("mnist", cell=14, length=80, image_tokens=16,
                                              observe=observe, train_size=20000, eval_size=500),
                  "data_dir": "mnist", "batch_size": 32},
