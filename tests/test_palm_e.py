@@ -207,7 +207,7 @@ def test_shapes_overfitting_one_batch_and_greedy_decoding(tmp_path):
     assert scores["exact"].sum() >= 2
 
 
-@pytest.mark.parametrize("freeze", [True, False])
+@pytest.mark.parametrize("freeze", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_a_frozen_lm_stays_bitwise_unchanged(freeze, tmp_path):
     t = trainer(tmp_path, **{"palm_e.freeze_lm": freeze})
     state = t.initial_state()
