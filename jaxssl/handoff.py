@@ -8,7 +8,8 @@ A fine-tuning config names `init_from`:
               whose encoder arrays appear under 'backbone' and whose
               architecture is checked against config.model first;
   subtree     the source module that becomes the fine-tuning encoder
-              (default 'backbone', where every method keeps its encoder);
+              (default 'backbone', where every method keeps its encoder;
+              '' = the whole model, e.g. an 'lm' run's language model);
   renames     [(regex, replacement)] applied in order with `re.sub` to each
               array's path relative to the subtree (e.g. ('encoderblock_(\\d+)',
               r'block\\1')) to adapt another naming;
@@ -18,8 +19,12 @@ A fine-tuning config names `init_from`:
 Paths. A *variable path* names an array as `<collection>/<module path>`:
 'params/...' for the train state's parameters and e.g. 'batch_stats/...'
 for its method-state collections. Source array '<c>/<subtree>/<rest>' goes
-to destination '<c>/backbone/<renamed rest>' for every collection c that the
-fine-tuning model has; everything else in the checkpoint is skipped.
+to destination '<c>/<destination>/<renamed rest>' for every collection c that the
+fine-tuning model has; everything else in the checkpoint is skipped. The
+destination module is 'backbone' (the encoder) unless the method names
+another: a model built from several pretrained parts (PaLM-E: an image
+encoder and a language model) has one `HandoffSpec` per part, each with its
+own destination, and `load_handoffs` swaps all of them into the state.
 
 `plan_handoff` checks the mapping against the fine-tuning model's shapes
 without reading any array: every destination encoder array must come from
@@ -64,10 +69,13 @@ class HandoffSpec:
     subtree: str = "backbone"
     renames: tuple[tuple[str, str], ...] = ()
     skip: tuple[str, ...] = ()
+    destination: str = DESTINATION_ENCODER
 
     @classmethod
-    def from_config(cls, init_from: Mapping[str, Any]) -> "HandoffSpec":
-        """From config.finetune.init_from; HandoffError for malformed renames or regexes."""
+    def from_config(cls, init_from: Mapping[str, Any],
+                    destination: str = DESTINATION_ENCODER) -> "HandoffSpec":
+        """From a config's init_from section (e.g. config.finetune.init_from), into module
+        `destination`; HandoffError for malformed renames or regexes."""
         renames = tuple(tuple(pair) for pair in init_from["renames"])
         if any(len(pair) != 2 for pair in renames):
             raise HandoffError(
@@ -79,7 +87,7 @@ class HandoffSpec:
             except re.error as error:
                 raise HandoffError(f"init_from: bad regex {pattern!r}: {error}") from None
         return cls(checkpoint=init_from["checkpoint"], subtree=init_from["subtree"].strip("/"),
-                   renames=renames, skip=skip)
+                   renames=renames, skip=skip, destination=destination)
 
 
 # ------------------------------------------------------------------ reading
@@ -210,11 +218,11 @@ def plan_handoff(spec: HandoffSpec, step_dir: str, saved: Mapping[str, tuple[int
       step_dir: the checkpoint step (for messages).
       saved: {source variable path: shape} of the checkpoint.
       target: {destination variable path: shape} of the fine-tuning model
-        (its encoder under '<collection>/backbone/', plus the new head).
+        (its encoder under '<collection>/<spec.destination>/', plus the new head).
       pretraining: a note on the pretraining run for the report.
     """
     collections_here = {p.partition("/")[0] for p in target}
-    prefix = spec.subtree + "/"
+    prefix = spec.subtree + "/" if spec.subtree else ""
     mapped: dict[str, str] = {}
     skipped, duplicates = [], []
     for source in sorted(saved):
@@ -226,7 +234,7 @@ def plan_handoff(spec: HandoffSpec, step_dir: str, saved: Mapping[str, tuple[int
         relative = rest[len(prefix):]
         for pattern, replacement in spec.renames:
             relative = re.sub(pattern, replacement, relative)
-        destination = f"{collection}/{DESTINATION_ENCODER}/{relative}"
+        destination = f"{collection}/{spec.destination}/{relative}"
         if destination in mapped:
             duplicates.append(f"{mapped[destination]} and {source} both map to {destination}")
         mapped[destination] = source
@@ -235,8 +243,7 @@ def plan_handoff(spec: HandoffSpec, step_dir: str, saved: Mapping[str, tuple[int
         raise HandoffError(
             f"cannot fine-tune from {step_dir}: no arrays under init_from.subtree="
             f"'{spec.subtree}' (after init_from.skip); the checkpoint holds {', '.join(top)}")
-    encoder = {p: s for p, s in target.items()
-               if p.split("/")[1:2] == [DESTINATION_ENCODER]}
+    encoder = {p: s for p, s in target.items() if p.split("/")[1:2] == [spec.destination]}
     found = {d: saved[s] for d, s in mapped.items()}
     resizes = {d: (found[d], encoder[d]) for d in found
                if d in encoder and found[d] != encoder[d] and _resizable(d, found[d], encoder[d])}
@@ -344,3 +351,38 @@ def prepare_handoff(spec: HandoffSpec, target: Mapping[str, tuple[int, ...]],
             f"'{config.get('model', {}).get('name')}')" if config else "")
     return plan_handoff(spec, step_dir, saved_shapes(step_dir), target, pretraining=note)
 
+
+
+# ------------------------------------------------------- into a train state
+def handoff_report(plans) -> str:
+    """The reports of `plans` (one per pretrained part) with one line of the arrays that
+    none of them loads (freshly initialised)."""
+    fresh = set.intersection(*(set(plan.fresh) for plan in plans))
+    lines = [line for plan in plans for line in plan.report().splitlines()
+             if not line.startswith("  freshly initialised:")]
+    return "\n".join(lines + [f"  freshly initialised: {', '.join(sorted(fresh)) or '-'}"])
+
+
+def load_handoffs(plans, state, shardings, workdir: str | None):
+    """The variables {'params': ..., other collections} of TrainState `state` with every
+    planned array of `plans` read in, onto the state's `shardings`.
+
+    Prints `handoff_report(plans)` on process 0 and writes it to workdir/handoff.txt
+    when `workdir` is given.
+    """
+    variables = {"params": state.params, **state.method_state}
+    flat = flatten_paths(variables)
+    flat_shardings = flatten_paths({"params": shardings.params, **shardings.method_state})
+    for plan in plans:
+        abstract = {path: jax.ShapeDtypeStruct(flat[path].shape, flat[path].dtype,
+                                               sharding=flat_shardings[path])
+                    for path in plan.loads}
+        variables = set_paths(variables, restore_handoff(plan, abstract))
+    report = handoff_report(plans)
+    if jax.process_index() == 0:
+        print(report, flush=True)
+        if workdir is not None:
+            os.makedirs(workdir, exist_ok=True)
+            with open(os.path.join(workdir, "handoff.txt"), "w") as f:
+                f.write(report + "\n")
+    return variables

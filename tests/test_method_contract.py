@@ -18,8 +18,8 @@ def test_every_registered_method_subclasses_the_contract_and_is_named_after_its_
     classes = {name: methods.get(name) for name in methods.names()}
     assert {name: cls.__name__ for name, cls in classes.items()} == {
         "clip": "CLIP", "finetune": "FineTune", "lm": "LanguageModelling", "mae": "MAE",
-        "moco": "MocoV3", "pali": "PaLI", "siglip": "SigLIP", "simclr": "SimCLR",
-        "simmim": "SimMIM"}
+        "moco": "MocoV3", "pali": "PaLI", "palm_e": "PaLME", "siglip": "SigLIP",
+        "simclr": "SimCLR", "simmim": "SimMIM"}
     for cls in classes.values():
         assert issubclass(cls, base.Method)
         assert not inspect.isabstract(cls), cls

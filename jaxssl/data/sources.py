@@ -16,6 +16,7 @@ Every image source implements ``__len__`` and ``__getitem__(i) -> {'image',
   so that images of mixed sizes (ImageNet) batch.
 - ``'text:CORPUS?...'``, ``'tfds_text:NAME?...'``: token rows, see ``jaxssl.data.text``.
 - ``'tfds_captions:NAME?...'``: image + caption tokens, see ``jaxssl.data.captions``.
+- ``'scenes:DIGITS?...'``: digit scenes with questions (PaLM-E), see ``jaxssl.data.scenes``.
 
 `element_spec(name, data_dir)` gives the shape and dtype of one record of a
 dataset from its name alone (no data read), for ahead-of-time compiles
@@ -38,7 +39,7 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from jaxssl.data import captions, image_files, text, tfds_images, tfds_io
+from jaxssl.data import captions, image_files, scenes, text, tfds_images, tfds_io
 from jaxssl.data.image_files import ArraySource
 from jaxssl.data.root import resolve_optional_data_dir
 from jaxssl.errors import ConfigError, DataError
@@ -66,7 +67,8 @@ _FILE_DATASETS: dict[str, tuple[_PathsFn, _LoadFn]] = {
 _TFDS_PREFIX = "tfds:"
 _SYNTHETIC_PREFIX = "synthetic:"
 VALID_NAMES: Sequence[str] = ("digits", *_FILE_DATASETS, _TFDS_PREFIX + "NAME",
-                              _SYNTHETIC_PREFIX + "HxWxC", captions.TFDS_CAPTIONS_PREFIX + "NAME")
+                              _SYNTHETIC_PREFIX + "HxWxC", captions.TFDS_CAPTIONS_PREFIX + "NAME",
+                              scenes.SCENES_PREFIX + "DIGITS")
 
 
 def get_source(name: str, split: str, data_dir: str | os.PathLike | None = None):
@@ -87,6 +89,8 @@ def get_source(name: str, split: str, data_dir: str | os.PathLike | None = None)
     """
     if text.is_text_dataset(name):
         return text.get_text_source(name, split, data_dir)  # resolves data_dir itself
+    if scenes.is_scenes_dataset(name):
+        return scenes.get_scene_source(name, split, data_dir)
     data_dir = resolve_optional_data_dir(data_dir)
     if captions.is_caption_dataset(name):
         return tfds_images.TfdsCaptionSource(captions.parse_caption_dataset(name), split, data_dir)

@@ -21,6 +21,7 @@ _REGISTRY = {
     "siglip": "jaxssl.methods.clip:SigLIP",
     "lm": "jaxssl.methods.lm:LanguageModelling",
     "pali": "jaxssl.methods.pali:PaLI",
+    "palm_e": "jaxssl.methods.palm_e:PaLME",
     "finetune": "jaxssl.methods.finetune:FineTune",
 }
 

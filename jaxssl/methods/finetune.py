@@ -42,7 +42,6 @@ clear `HandoffError`) before anything is written.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -160,24 +159,10 @@ class FineTune(base.Method):
         """
         if self.spec is None:
             return state
-        variables = {"params": state.params, **state.method_state}
-        variable_shardings = {"params": shardings.params, **shardings.method_state}
-        flat = handoff.flatten_paths(variables)
-        flat_shardings = handoff.flatten_paths(variable_shardings)
-        abstract = {path: jax.ShapeDtypeStruct(flat[path].shape, flat[path].dtype,
-                                               sharding=flat_shardings[path])
-                    for path in self.plan.loads}
-        variables = handoff.set_paths(variables, handoff.restore_handoff(self.plan, abstract))
+        variables = handoff.load_handoffs([self.plan], state, shardings, workdir)
         if self.keeps_pretrained:
             variables[PRETRAINED] = jax.tree.map(lambda x: x.copy(),
                                                  wise_ft.encoder_variables(variables))
-        report = self.plan.report()
-        if jax.process_index() == 0:
-            print(report, flush=True)
-            if workdir is not None:
-                os.makedirs(workdir, exist_ok=True)
-                with open(os.path.join(workdir, "handoff.txt"), "w") as f:
-                    f.write(report + "\n")
         params, method_state = base.split_variables(variables)
         return state.replace(params=params, method_state=method_state)
 

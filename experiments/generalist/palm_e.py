@@ -1,0 +1,159 @@
+"""PaLM-E on MNIST digit scenes: pretrain a text LM and an image encoder, then PaLM-E with the
+LM frozen and fully fine-tuned, and the text-only baseline (configs/palm_e_scenes.py).
+
+  JAXSSL_DATA_DIR=/path/to/data python -m experiments.generalist.palm_e \
+      [--runs /tmp/palm_e_runs] [--stages lm encoder frozen full text] [--set KEY=VALUE ...]
+
+Run from the repository root. Each stage trains in RUNS/STAGE (replaced); the PaLM-E
+stages hand over RUNS/encoder and RUNS/lm through the Orbax hand-off and are
+evaluated before training too (RUNS/STAGE/initial.json: answer accuracy and the
+LM's text loss as handed over) and after it. Then the logs (metrics, hand-off
+reports, configs) are copied to experiments/generalist/logs/palm_e/, and
+palm_e_results.json, palm_e_results.md and palm_e.png are written next to this file.
+`--set` overrides go to every stage run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import jax
+
+from experiments.common import add_set_argument, cpu_model, overrides_of, plt, read_json
+from jaxssl import config as config_lib
+from jaxssl.data.scenes import TASKS
+from jaxssl.logging import read_metrics
+from jaxssl.train import Trainer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+CONFIG = os.path.join(REPO, "configs", "palm_e_scenes.py")
+PRETRAIN, PALM_E = ("lm", "encoder"), ("frozen", "full", "text")
+NAMES = {"frozen": "PaLM-E, LM frozen", "full": "PaLM-E, full fine-tuning",
+         "text": "text-only LM, state as digits"}
+LOGS = os.path.join(HERE, "logs", "palm_e")
+LOG_FILES = ("config.json", "metrics.jsonl", "handoff.txt", "initial.json", "run_info.json")
+
+
+def run_stage(stage: str, runs: str, overrides: dict[str, str]) -> dict:
+    """Trains one stage in RUNS/STAGE; PaLM-E stages are also evaluated as handed over."""
+    workdir = os.path.join(runs, stage)
+    shutil.rmtree(workdir, ignore_errors=True)
+    if stage in PALM_E:
+        overrides = {"palm_e.lm_init_from.checkpoint": os.path.join(runs, "lm"), **overrides}
+        if stage != "text":
+            overrides["palm_e.init_from.checkpoint"] = os.path.join(runs, "encoder")
+    config = config_lib.load(f"{CONFIG}:{stage}", overrides)
+    info = {"stage": stage, "date": datetime.datetime.now().astimezone().isoformat(),
+            "cpu": cpu_model(), "cpu_count": os.cpu_count(), "jax": jax.__version__,
+            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                                     capture_output=True, text=True).stdout.strip(),
+            "overrides": overrides, "load_average_start": os.getloadavg()}
+    trainer = Trainer(config, workdir)
+    start = time.perf_counter()
+    if stage in PALM_E:
+        initial = trainer.evaluate(trainer.initial_state())
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "initial.json"), "w") as f:
+            json.dump(initial, f, indent=2)
+    info["final"] = trainer.run()
+    info["wall_s"] = time.perf_counter() - start
+    info["load_average_end"] = os.getloadavg()
+    with open(os.path.join(workdir, "run_info.json"), "w") as f:
+        json.dump(info, f, indent=2)
+    os.makedirs(os.path.join(LOGS, stage), exist_ok=True)
+    for name in LOG_FILES:
+        if os.path.exists(os.path.join(workdir, name)):
+            shutil.copy(os.path.join(workdir, name), os.path.join(LOGS, stage, name))
+    print(json.dumps(info), flush=True)
+    return info
+
+
+def summarize() -> dict:
+    """{stage: {'initial': eval before training, 'final': after, 'wall_s', ...}} from LOGS."""
+    out = {}
+    for stage in PRETRAIN + PALM_E:
+        directory = os.path.join(LOGS, stage)
+        if not os.path.exists(os.path.join(directory, "run_info.json")):
+            continue
+        info = read_json(os.path.join(directory, "run_info.json"))
+        train = [r for r in read_metrics(directory) if "loss" in r]
+        out[stage] = {"final": info["final"], "wall_s": info["wall_s"],
+                      "load_average": [info["load_average_start"], info["load_average_end"]],
+                      "date": info["date"], "commit": info["commit"],
+                      "train_loss_first_last": [train[0]["loss"], train[-1]["loss"]]}
+        if stage in PALM_E:
+            out[stage]["initial"] = read_json(os.path.join(directory, "initial.json"))
+    return out
+
+
+def table(summary: dict) -> str:
+    """Markdown: per-task exact-match accuracy and the LM's text loss of each PaLM-E stage."""
+    columns = [f"acc/{t}" for t in TASKS] + ["acc/all"]
+    header = (["run"] + [c.split("/")[1] for c in columns]
+              + ["LM text loss before", "after", "answer loss"])
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for stage in PALM_E:
+        if stage not in summary:
+            continue
+        s = summary[stage]
+        cells = [NAMES[stage]] + [f"{100 * s['final'][c]:.1f}" for c in columns]
+        cells += [f"{s['initial']['text/loss']:.4f}", f"{s['final']['text/loss']:.4f}",
+                  f"{s['final']['answer_loss']:.4f}"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def plot(summary: dict, path: str) -> None:
+    """Left: accuracy per task of each PaLM-E stage; right: the LM's text loss before and
+    after each stage."""
+    stages = [s for s in PALM_E if s in summary]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [3, 1]})
+    labels = list(TASKS) + ["all"]
+    width = 0.8 / max(len(stages), 1)
+    for i, stage in enumerate(stages):
+        values = [100 * summary[stage]["final"][f"acc/{t}"] for t in labels]
+        left.bar([x + i * width for x in range(len(labels))], values, width, label=NAMES[stage])
+    left.set_xticks([x + width * (len(stages) - 1) / 2 for x in range(len(labels))], labels)
+    left.set_ylabel("exact-match accuracy (%)")
+    left.set_title("MNIST scenes, 500 held-out questions")
+    left.legend(fontsize=8)
+    left.grid(axis="y", alpha=0.3)
+    for i, stage in enumerate(stages):
+        before, after = (summary[stage][k]["text/loss"] for k in ("initial", "final"))
+        right.bar([i - 0.2, i + 0.2], [before, after], 0.4,
+                  color=["tab:gray", f"C{i}"], label=None)
+    right.set_xticks(range(len(stages)), [s for s in stages])
+    right.set_ylabel("pydoc validation loss (nats/byte)")
+    right.set_title("LM text loss: before (grey) / after")
+    right.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default="/tmp/palm_e_runs")
+    parser.add_argument("--stages", nargs="+", default=list(PRETRAIN + PALM_E))
+    add_set_argument(parser)
+    args = parser.parse_args()
+    for stage in args.stages:
+        run_stage(stage, args.runs, overrides_of(args))
+    summary = summarize()
+    with open(os.path.join(HERE, "palm_e_results.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    markdown = table(summary)
+    with open(os.path.join(HERE, "palm_e_results.md"), "w") as f:
+        f.write(markdown + "\n")
+    plot(summary, os.path.join(HERE, "palm_e.png"))
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,253 @@
+"""PaLM-E (jaxssl/methods/palm_e.py) and its digit scenes (jaxssl/data/scenes.py): scenes
+that repeat from their seed and whose answers an independent reading of the record
+confirms; loss only on answer tokens; image / state placeholders filled by exactly their
+own encoder outputs; a frozen LM bitwise unchanged by training; the hand-off of a
+pretrained LM and image encoder; shapes, overfitting one batch, greedy decoding.
+(The sharded step is in test_tensor_parallel_steps.py.)"""
+
+import os
+import re
+
+import jax
+import numpy as np
+import pytest
+
+from jaxssl import config as config_lib, main as cli, parallel
+from jaxssl.data import pipeline, scenes
+from jaxssl.data.image_files import load_digits_split
+from jaxssl.data.multimodal import KIND_IMAGE, KIND_TEXT, KIND_VECTOR
+from jaxssl.data.tokenizers import EOS_ID, ByteTokenizer
+from jaxssl.errors import ConfigError
+from jaxssl.train import Trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(REPO, "tests", "configs", "tiny_palm_e.py")
+TOKENIZER = ByteTokenizer(0)
+
+
+def trainer(tmp_path, **overrides) -> Trainer:
+    return Trainer(config_lib.load(TINY, {k: str(v) for k, v in overrides.items()}),
+                   str(tmp_path))
+
+
+def first_batch(t: Trainer) -> dict:
+    loader = pipeline.train_loader(t.train_source, t.config.data.batch_size, 0, 0, 1)
+    return parallel.host_batch_to_global(next(iter(loader)), t.mesh)
+
+
+# ------------------------------------------------------------------ scenes
+def read_scene(record: dict, spec: scenes.SceneSpec, digits) -> dict:
+    """An independent reading of a record: {(column, row): label} of the objects, found by
+    matching every non-empty cell of the canvas against the digit images."""
+    found = {}
+    c = spec.cell
+    for row in range(spec.grid):
+        for column in range(spec.grid):
+            patch = record["image"][row * c:(row + 1) * c, column * c:(column + 1) * c]
+            if patch.any():
+                matches = np.flatnonzero((digits.images == patch).all(axis=(1, 2, 3)))
+                assert len(matches), (row, column)
+                found[(column, row)] = int(digits.labels[matches[0]])
+    return found
+
+
+def expected_answer(question: str, objects: dict, asked_place) -> str:
+    """The answer to `question` about `objects` ({(column, row): label}), by hand."""
+    by_column = [objects[p] for p in sorted(objects)]
+    where = {label: p for p, label in objects.items()}
+    if m := re.fullmatch(r"what is left of the (\d)\?", question):
+        return str(by_column[by_column.index(int(m[1])) - 1])
+    if question == "how many even digits?":
+        return str(sum(label % 2 == 0 for label in by_column))
+    if question == "list the digits.":
+        return " ".join(map(str, by_column))
+    if m := re.fullmatch(r"pick the (\d), then the (\d)\.", question):
+        return " then ".join("%d,%d" % where[int(d)] for d in m.groups())
+    assert question.startswith("what is at "), question
+    return str(objects[asked_place])
+
+
+@pytest.mark.parametrize("observe", ["image", "text"])
+def test_scenes_repeat_from_their_seed_and_answers_match_an_independent_reading(observe):
+    spec_name = scenes.scenes_dataset_name(observe=observe, length=80, eval_size=60)
+    source = scenes.get_scene_source(spec_name, "test")
+    again = scenes.get_scene_source(spec_name, "test")
+    digits, spec = load_digits_split("test"), source.spec
+    tasks = set()
+    for i in range(len(source)):
+        record = source[i]
+        for key, value in again[i].items():
+            np.testing.assert_array_equal(record[key], value)
+        objects = read_scene(record, spec, digits)
+        assert spec.min_objects <= len(objects) <= spec.max_objects
+        assert len({p[0] for p in objects}) == len(objects)   # one object per column
+        n = len(objects)
+        # The state lists every object's cell centre once (in some order).
+        places = {tuple(np.round(s * spec.grid - 0.5).astype(int)) for s in record["state"][:n]}
+        assert places == set(objects)
+        text_at = record["kinds"] == KIND_TEXT
+        prompt = TOKENIZER.decode(record["tokens"][text_at & ~record["loss_mask"]])
+        answer = TOKENIZER.decode(record["tokens"][record["loss_mask"]])
+        vectors = record["kinds"] == KIND_VECTOR
+        if observe == "image":
+            assert np.sum(record["kinds"] == KIND_IMAGE) == spec.image_tokens
+            question = prompt
+            asked = tuple(np.round(record["state"][n] * spec.grid - 0.5).astype(int))
+            assert vectors.sum() == n + question.startswith("what is at ")
+        else:
+            assert not vectors.any() and not (record["kinds"] == KIND_IMAGE).any()
+            listed, question = re.fullmatch(r"objects at ([\d, ]+)\. (.*)", prompt).groups()
+            assert {tuple(map(int, p.split(","))) for p in listed.split()} == set(objects)
+            m = re.fullmatch(r"what is at (\d),(\d)\?", question)
+            asked = (int(m[1]), int(m[2])) if m else None
+            question = re.sub(r"what is at \d,\d\?", "what is at ?", question)
+        assert answer == " " + expected_answer(question.replace("what is at ?", "what is at "),
+                                               objects, asked) + "[EOS]"
+        tasks.add(scenes.TASKS[record["task"]])
+    assert tasks == set(scenes.TASKS)
+    # Other seeds and splits give other scenes.
+    other = scenes.get_scene_source(spec_name + "&seed=1", "test")
+    assert not np.array_equal(other[0]["image"], source[0]["image"])
+
+
+def test_scene_options_are_checked():
+    with pytest.raises(ConfigError, match="max_objects"):
+        scenes.parse_scenes_dataset("scenes:digits?max_objects=5")
+    with pytest.raises(ConfigError, match="digit source"):
+        scenes.parse_scenes_dataset("scenes:cifar")
+    with pytest.raises(ConfigError, match="image_tokens"):
+        config_lib.load(TINY, {"data.name": "'scenes:digits?length=64&image_tokens=9'"})
+    with pytest.raises(ConfigError, match="context"):
+        config_lib.load(TINY, {"data.name": "'scenes:digits?length=100&image_tokens=16'"})
+
+
+# ------------------------------------------------------------------ method
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    t = trainer(tmp_path_factory.mktemp("palm_e"))
+    return t, t.initial_state(), first_batch(t)
+
+
+def test_loss_counts_answer_tokens_only(tiny):
+    t, state, batch = tiny
+    method = t.method
+    loss, (metrics, _) = jax.jit(method.loss_fn)(state.params, state.method_state, batch,
+                                                 jax.random.key(0), 0)
+    logits = np.asarray(jax.jit(method.logits)(state.params, batch)[0], np.float64)
+    host = jax.device_get(batch)
+    logp = logits - np.log(np.sum(np.exp(logits - logits.max(-1, keepdims=True)), -1,
+                                  keepdims=True)) - logits.max(-1, keepdims=True)
+    total, count = 0.0, 0
+    for b in range(len(host["tokens"])):
+        tokens, kinds = host["tokens"][b], host["kinds"][b]
+        # The answer, found from the text alone: after the question's final '?' or '.'
+        # (answers have neither), up to EOS.
+        eos = int(np.flatnonzero(tokens == EOS_ID)[-1])
+        ends = np.isin(tokens[:eos], TOKENIZER.encode("?."))
+        start = int(np.flatnonzero(ends & (kinds[:eos] == KIND_TEXT))[-1]) + 1
+        assert np.all(kinds[start:eos + 1] == KIND_TEXT)
+        np.testing.assert_array_equal(np.flatnonzero(host["loss_mask"][b]),
+                                      np.arange(start, eos + 1))
+        for t_ in range(start, eos + 1):
+            total -= logp[b, t_ - 1, tokens[t_]]
+            count += 1
+    assert float(metrics["tokens"]) == count
+    np.testing.assert_allclose(float(loss), total / count, rtol=1e-5)
+    assert not np.any(host["loss_mask"] & (host["kinds"] != KIND_TEXT))
+
+
+def test_placeholders_hold_exactly_their_own_images_and_states(tiny):
+    t, state, batch = tiny
+    inputs, _, _ = t.method._inputs(batch)
+    _, captured = jax.jit(lambda params, inputs: t.method.model.apply(
+        {"params": params}, **inputs, train=False,
+        capture_intermediates=lambda module, name: name in ("embed", "__call__"),
+        mutable=["intermediates"]))(state.params, inputs)
+    found = captured["intermediates"]
+    embedded = np.asarray(found["lm"]["embedder"]["embed"][0])     # rotary: no position term
+    image = np.asarray(found["image_projection"]["__call__"][0])   # [B, N, D]
+    state_vectors = np.asarray(found["state_encoder"]["__call__"][0])
+    kinds, slots = np.asarray(inputs["kinds"]), np.asarray(inputs["slots"])
+    for b in range(len(kinds)):
+        at_image = kinds[b] == KIND_IMAGE
+        np.testing.assert_array_equal(slots[b][at_image], np.arange(at_image.sum()))
+        np.testing.assert_array_equal(embedded[b][at_image], image[b][:at_image.sum()])
+        at_vector = kinds[b] == KIND_VECTOR
+        np.testing.assert_array_equal(embedded[b][at_vector],
+                                      state_vectors[b][slots[b][at_vector]])
+    assert not np.allclose(image[0], image[1])   # each row its own canvas
+
+
+def test_shapes_overfitting_one_batch_and_greedy_decoding(tmp_path):
+    t = trainer(tmp_path, **{"optim.base_lr": 1e-2, "optim.warmup_steps": 0,
+                             "optim.schedule": "constant"})
+    batch = first_batch(t)
+    state = t.initial_state()
+    logits, targets, mask = t.method.logits(state.params, batch)
+    assert logits.shape == (8, 63, 263) and targets.shape == mask.shape == (8, 63)
+    step = t.compile_train_step()
+    losses = []
+    for _ in range(60):
+        state, metrics = step(state, batch)
+        losses.append(float(metrics["loss"]))
+    assert losses[-1] < 0.2 * losses[0], losses[::10]
+    scores = jax.device_get(jax.jit(t.method.answer_scores)({"params": state.params}, batch))
+    logits_fn = jax.jit(t.method.logits)
+    # Greedy decoding, one token at a time from the prompt, gives the same verdicts.
+    host = jax.device_get(batch)
+    for b in range(8):
+        answer = np.flatnonzero(host["loss_mask"][b])
+        row = {k: v[b:b + 1].copy() for k, v in host.items()}
+        for t_ in answer:
+            row["tokens"][0, t_:] = 0
+            next_logits, _, _ = logits_fn(state.params, row)
+            row["tokens"][0, t_] = int(np.argmax(next_logits[0, t_ - 1]))
+        decoded = row["tokens"][0, answer]
+        assert bool(scores["exact"][b]) == bool(np.array_equal(decoded, host["tokens"][b, answer]))
+    assert scores["exact"].sum() >= 2
+
+
+@pytest.mark.parametrize("freeze", [True, pytest.param(False, marks=pytest.mark.slow)])
+def test_a_frozen_lm_stays_bitwise_unchanged(freeze, tmp_path):
+    t = trainer(tmp_path, **{"palm_e.freeze_lm": freeze})
+    state = t.initial_state()
+    before = jax.device_get(state.params)
+    step = t.compile_train_step()
+    batch = first_batch(t)
+    for _ in range(2):
+        state, _ = step(state, batch)
+    after = jax.device_get(state.params)
+    same = lambda part: all(np.array_equal(a, b) for a, b in zip(
+        jax.tree.leaves(before[part]), jax.tree.leaves(after[part])))
+    assert same("lm") == freeze
+    assert not same("backbone") and not same("state_encoder")
+
+
+@pytest.mark.slow
+def test_handoff_of_a_pretrained_lm_and_image_encoder(simclr_run, tmp_path):
+    lm_dir = tmp_path / "lm"
+    lm_overrides = {"data.name": "'text:pydoc?length=65&rows=packed&sentinels=0'",
+                    "lm.hidden": "16", "lm.depth": "1", "lm.heads": "2", "lm.mlp_ratio": "4.0",
+                    "lm.posemb": "rotary",
+                    "total_steps": "2", "checkpoint.async_save": "false"}
+    assert cli.main([f"--config={REPO}/tests/configs/tiny_lm.py", f"--workdir={lm_dir}",
+                     *(f"--config.{k}={v}" for k, v in lm_overrides.items())]) == 0
+    lm_trainer = Trainer(config_lib.load(f"{REPO}/tests/configs/tiny_lm.py", lm_overrides),
+                         str(lm_dir))
+    lm_params = jax.device_get(lm_trainer.restore().params)
+    # The SimCLR ViT (hidden 32, depth 2, patch 2 on 8x8 digits) reads the canvas at 8 px.
+    vit = simclr_run.config.model
+    t = trainer(tmp_path / "palm_e", **{
+        "palm_e.lm_init_from.checkpoint": f"'{lm_dir}'",
+        "palm_e.init_from.checkpoint": f"'{simclr_run.workdir}'", "data.image_size": 8,
+        "model.hidden": vit.hidden, "model.depth": vit.depth, "model.heads": vit.heads,
+        "model.patch": vit.patch, "model.posemb": "'learned'"})
+    params = jax.device_get(t.initial_state().params)
+    equal = lambda a, b: jax.tree.map(np.testing.assert_array_equal, a, b)
+    equal(params["lm"], lm_params)
+    equal(params["backbone"], simclr_run.params["backbone"])
+    with open(tmp_path / "palm_e" / "handoff.txt") as f:
+        report = f.read()
+    assert f"hand-off from {lm_dir}" in report and f"hand-off from {simclr_run.workdir}" in report
+    assert "params/image_projection" in report.splitlines()[-1]
+    assert "params/lm" not in report.splitlines()[-1]
