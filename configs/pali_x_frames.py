@@ -31,7 +31,7 @@ def get_config(arg=None):
     depth = {"encoder_decoder": 2, "decoder": 4}[architecture]
     return ml_collections.ConfigDict({
         "method": "pali",
-        "total_steps": 1500,
+        "total_steps": 800,
         "data": {"name": "mnist", "data_dir": "mnist", "batch_size": 64},
         "model": {"name": "vit", "hidden": 64, "depth": 2, "heads": 4, "patch": 7},
         "pali": {"architecture": architecture, "text_hidden": 64, "text_depth": depth,
@@ -39,6 +39,6 @@ def get_config(arg=None):
                  "frame_tasks": ("which", "count")},
         "optim": {"name": "adamw", "base_lr": 2e-3, "lr_scaling": "none", "warmup_steps": 100,
                   "end_lr_ratio": 0.1, "weight_decay": 0.05, "clip_grad_norm": 1.0},
-        "eval": {"batch_size": 250, "max_test_examples": 2000, "every_steps": 500},
+        "eval": {"batch_size": 250, "max_test_examples": 1000, "every_steps": 400},
         "log": {"every_steps": 50, "tensorboard": False, "progress_bar": False},
     })
