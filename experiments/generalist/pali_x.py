@@ -42,7 +42,7 @@ def wilson(correct: float, n: float, z: float = Z95) -> tuple[float, float]:
     p = correct / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
+    return max(centre - half, 0.0), min(centre + half, 1.0)
 
 
 def parameter_count(config: dict) -> int:
@@ -119,7 +119,7 @@ def plot(summaries: dict, path: str) -> None:
             acc = np.asarray([100 * p[task]["accuracy"] for p in s["curve"]])
             low = acc - np.asarray([100 * p[task]["low"] for p in s["curve"]])
             high = np.asarray([100 * p[task]["high"] for p in s["curve"]]) - acc
-            ax.errorbar(steps, acc, yerr=[low, high], marker="o", capsize=3,
+            ax.errorbar(steps, acc, yerr=np.maximum([low, high], 0.0), marker="o", capsize=3,
                         label=ARCHITECTURES[arch])
         chance = 100 * next(iter(summaries.values()))["curve"][0][task]["chance"]
         ax.axhline(chance, color="grey", linestyle="--", label="chance")
