@@ -200,6 +200,7 @@ def test_shapes_and_one_batch_overfit(tiny):
     assert losses[-1] < losses[0] - 2.0, losses
 
 
+@pytest.mark.slow
 def test_evaluation_reports_each_tasks_answer_accuracy(tmp_path):
     user = tiny_config("encoder_decoder")
     user.update(mesh={"data": 1, "fsdp": 1, "tensor": 1})
