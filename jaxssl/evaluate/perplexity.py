@@ -36,17 +36,26 @@ def evaluate_perplexity(loss_sums_fn: LossSumsFn, variables: Any, source, mesh: 
     float32 [B] per example; it is called on global batches (jit it). Sums
     are accumulated in float64 on the host; padding records do not count.
     """
+    return perplexity_metrics(*split_sums(loss_sums_fn, 3, variables, source, mesh,
+                                          batch_size, limit))
+
+
+def split_sums(sums_fn: Callable, num_sums: int, variables: Any, source, mesh: Mesh,
+               batch_size: int, limit: int = 0) -> np.ndarray:
+    """float64 [num_sums]: the totals over the first `limit` records of `source` (0 = all
+    of them) of the per-example values sums_fn(variables, batch) -> `num_sums` arrays
+    float32 [B], called on global batches (jit it); padding records do not count."""
     batch_size = eval_batch_size(batch_size, mesh)
-    totals = np.zeros(3, np.float64)
+    totals = np.zeros(num_sums, np.float64)
     for local, valid in pipeline.eval_batches(source, batch_size, jax.process_index(),
                                               jax.process_count(), limit):
         batch = parallel.host_batch_to_global({**local, "valid": valid}, mesh)
-        sums = loss_sums_fn(variables, batch)
+        sums = sums_fn(variables, batch)
         gathered = multihost_utils.process_allgather(
             {"sums": sums, "valid": batch["valid"]}, tiled=True)
         keep = np.asarray(gathered["valid"], np.float64)
         totals += [np.sum(np.asarray(s, np.float64) * keep) for s in gathered["sums"]]
-    return perplexity_metrics(*totals)
+    return totals
 
 
 def evaluate_with_fixed_noise(loss_sums: Callable, variables: Any, source, mesh: Mesh,

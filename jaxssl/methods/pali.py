@@ -22,8 +22,28 @@ Captions, two kinds (`jaxssl.data.captions`, shared with CLIP/SigLIP):
              small experiments, only carry the label, and `pali.class_names`
              must name every label of the data.
 
+Frame questions (PaLI-X's several images per example): with `pali.frame_tasks`
+(e.g. ('which', 'count')) each example is `pali.num_images` frames drawn from
+the batch's labelled images with a question about them and a one-digit answer
+("which frame shows seven?", "how many frames show seven?";
+`jaxssl.data.frame_questions`), drawn anew from every step's key. The
+question + answer row is the text of the same prefix / masked mixture.
+Evaluation adds each task's answer accuracy ('NAME/accuracy', greedy = the
+argmax of the answer token after the whole question, over 'NAME/examples'
+held-out examples) next to its chance level ('NAME/chance').
+
 The ViT is the config's `model` (stored under 'backbone', like every
-method's encoder); its tokens are projected to the text width.
+method's encoder); its tokens are projected to the text width, and with
+several images each image's tokens (which keep the ViT's patch positions)
+get a learned frame embedding. Two architectures (`pali.architecture`):
+
+  decoder          the image tokens are the fully visible prefix of one text
+                   decoder (the denoising inputs fully visible after them,
+                   then the targets, causal);
+  encoder_decoder  PaLI-X: a bidirectional encoder reads the image tokens and
+                   the denoising inputs; a causal decoder with cross-attention
+                   writes the targets (`text_depth` encoder blocks,
+                   `decoder_depth` decoder blocks).
 """
 
 from __future__ import annotations
@@ -34,13 +54,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxssl.data import captions, tokenizers
+from jaxssl.data import captions, frame_questions, multimodal, tokenizers
 from jaxssl.errors import ConfigError
-from jaxssl.evaluate.perplexity import NOISE_SEED
+from jaxssl.evaluate.perplexity import NOISE_SEED, split_sums
 from jaxssl.methods import base
 from jaxssl.methods.lm import TokenLossMethod
 from jaxssl.models import build_backbone
-from jaxssl.models.transformer import LanguageModel
+from jaxssl.models.transformer import EncoderDecoder, LanguageModel
 from jaxssl.models.layers import dense
 from jaxssl.objectives import language, lm_tasks, mixture
 
@@ -53,31 +73,90 @@ def caption_table(tokenizer: tokenizers.Tokenizer, template: str, class_names) -
                                       append_eos=False)
 
 
+def image_tokens(module: nn.Module, images, width: int, dtype, train: bool) -> jax.Array:
+    """`module.backbone`'s tokens of each image, projected to `width` ('image_projection'):
+    images [B, S, S, C] -> [B, N, width], or several, [B, K, S, S, C] -> [B, K*N, width]
+    with `module.num_images` = K learned frame embeddings ('frame_embedding' [K, width])
+    added, frame k's to all its N tokens."""
+    frames = images.shape[1] if images.ndim == 5 else 1
+    if frames != module.num_images:
+        raise ValueError(f"{frames} images per example, the model has {module.num_images}")
+    flat = images.reshape((-1,) + images.shape[-3:])
+    tokens = module.backbone.encode_tokens(module.backbone.embed_patches(flat), train)
+    tokens = dense(width, ("embed", "embed"), dtype, "image_projection")(tokens)
+    if frames == 1:
+        return tokens
+    frame_embedding = module.param(
+        "frame_embedding", nn.with_logical_partitioning(nn.initializers.normal(0.02),
+                                                        (None, "embed")),
+        (frames, width), jnp.float32)
+    tokens = tokens.reshape((-1, frames) + tokens.shape[1:])
+    tokens = tokens + frame_embedding[None, :, None].astype(tokens.dtype)
+    return tokens.reshape((tokens.shape[0], -1, width))
+
+
 class ImagePrefixLM(nn.Module):
-    """ViT tokens [B, N, Dv] -> Dense -> prefix of a LanguageModel over caption tokens."""
+    """Image tokens (`image_tokens`) as the prefix of a LanguageModel over text tokens."""
     backbone: nn.Module
     decoder: LanguageModel
+    num_images: int = 1
 
     @nn.compact
     def __call__(self, images, tokens, segment_ids, positions, autoregressive, train: bool):
-        image_tokens = self.backbone.encode_tokens(self.backbone.embed_patches(images), train)
-        prefix = dense(self.decoder.hidden, ("embed", "embed"), self.decoder.dtype,
-                        "image_projection")(image_tokens)
+        prefix = image_tokens(self, images, self.decoder.hidden, self.decoder.dtype, train)
         return self.decoder(tokens, segment_ids, positions, autoregressive, train, prefix=prefix)
 
 
-class PaLI(TokenLossMethod):
-    """PaLI-style prefix-completion + masked-token-completion mixture on captioned images.
+class ImageEncoderDecoder(nn.Module):
+    """PaLI-X: the image tokens (`image_tokens`) then the text inputs, read by the encoder of
+    an EncoderDecoder as one bidirectional segment; its decoder writes the targets.
 
-    Evaluation: caption loss, perplexity and bits per byte over the eval split."""
+    The image tokens fill image placeholders put before the text. They carry their own
+    positions (the ViT's patch positions, frame embeddings), and all take position 0,
+    so every one gets the same learned text position embedding added (one offset for
+    the image part); the text keeps its positions 0.. as in the decoder-only model.
+    Returns decoder logits float32 [B, T_dec, vocab_size].
+    """
+    backbone: nn.Module
+    text: EncoderDecoder
+    num_images: int = 1
+
+    @nn.compact
+    def __call__(self, images, encoder_tokens, encoder_segment_ids, encoder_positions,
+                 decoder_tokens, decoder_segment_ids, decoder_positions, train: bool):
+        table = image_tokens(self, images, self.text.hidden, self.text.dtype, train)
+        batch, length = table.shape[:2]
+        steps = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+        text = jnp.full(encoder_tokens.shape, multimodal.KIND_TEXT, jnp.int32)
+        kinds = jnp.concatenate([jnp.full_like(steps, multimodal.KIND_IMAGE), text], axis=1)
+        slots = jnp.concatenate([steps, -jnp.ones_like(text)], axis=1)
+        return self.text(
+            jnp.concatenate([jnp.zeros_like(steps), encoder_tokens], axis=1),
+            jnp.concatenate([jnp.ones_like(steps), encoder_segment_ids], axis=1),
+            jnp.concatenate([jnp.zeros_like(steps), encoder_positions], axis=1),
+            decoder_tokens, decoder_segment_ids, decoder_positions, train,
+            encoder_placeholders=(kinds, slots, {multimodal.KIND_IMAGE: table}))
+
+
+ARCHITECTURES = ("decoder", "encoder_decoder")
+
+
+class PaLI(TokenLossMethod):
+    """PaLI-style prefix-completion + masked-token-completion mixture on captioned images,
+    or on frame questions; decoder-only or encoder-decoder.
+
+    Evaluation: caption loss, perplexity and bits per byte over the eval split;
+    with frame tasks also each task's answer accuracy and chance level."""
 
     @staticmethod
     def default_config() -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(dict(
             caption_template="a picture of the digit {}",
             class_names=captions.DIGIT_NAMES,
+            architecture="decoder",   # decoder | encoder_decoder (see the module docstring)
             text_hidden=128,
-            text_depth=2,
+            text_depth=2,             # blocks (the encoder's, for encoder_decoder)
+            decoder_depth=0,          # encoder_decoder only; 0 = text_depth
             text_heads=4,
             mlp_ratio=4.0,
             objective_rates=(0.5, 0.5),  # prefix completion, masked-token completion
@@ -85,43 +164,70 @@ class PaLI(TokenLossMethod):
             mean_span=3.0,
             per_example_mixture=True,
             num_sentinels=16,
+            num_images=1,             # frames per example (> 1 needs frame_tasks)
+            frame_tasks=(),           # () = captions; else of frame_questions.TASKS
             scan_layers=False,        # the decoder's blocks as one nn.scan (see lm.scan_layers)
             remat="none",             # none | full | dots (see lm.remat)
         ))
 
     @staticmethod
     def check_config(config: ml_collections.ConfigDict) -> None:
+        pali = config.pali
         base.check_vit_config(config)
-        base.check_remat("pali.remat", config.pali.remat)
+        base.check_remat("pali.remat", pali.remat)
         try:
-            mixture.check_rates(config.pali.objective_rates)
+            mixture.check_rates(pali.objective_rates)
         except ValueError as error:
             raise ConfigError(f"pali.objective_rates: {error}") from None
+        if pali.architecture not in ARCHITECTURES:
+            raise ConfigError(f"pali.architecture must be one of {ARCHITECTURES}, got "
+                              f"{pali.architecture!r}")
+        if pali.frame_tasks:
+            if captions.is_caption_dataset(config.data.name):
+                raise ConfigError("pali.frame_tasks need a labelled image dataset, not "
+                                  f"captions ({config.data.name!r})")
+            frame_questions.FrameQuestions(tokenizers.ByteTokenizer(0), pali.frame_tasks,
+                                           pali.class_names, pali.num_images)
+        elif pali.num_images != 1:
+            raise ConfigError(f"pali.num_images={pali.num_images} needs pali.frame_tasks "
+                              f"(captions describe one image)")
 
     def __init__(self, config: ml_collections.ConfigDict):
         super().__init__(config)
         pali = config.pali
         self.tokenizer = tokenizers.ByteTokenizer(pali.num_sentinels)
-        if captions.is_caption_dataset(config.data.name):
-            self.captions = None  # each record brings its caption tokens
-            caption_length = captions.parse_caption_dataset(config.data.name).length
+        self.captions = self.questions = None
+        if pali.frame_tasks:
+            self.questions = frame_questions.FrameQuestions(
+                self.tokenizer, pali.frame_tasks, pali.class_names, pali.num_images)
+            text_length = self.questions.length
+        elif captions.is_caption_dataset(config.data.name):
+            # each record brings its caption tokens
+            text_length = captions.parse_caption_dataset(config.data.name).length
         else:
             self.captions = jnp.asarray(caption_table(self.tokenizer, pali.caption_template,
                                                       pali.class_names))
-            caption_length = self.captions.shape[1]
+            text_length = self.captions.shape[1]
         self.task = lm_tasks.Denoising(
             denoisers=(language.Denoiser("prefix"),
                        language.Denoiser("masked", pali.noise_density, pali.mean_span)),
             rates=tuple(mixture.check_rates(pali.objective_rates)),
-            sentinel_top=self.tokenizer.sentinel_id(0), architecture="decoder",
+            sentinel_top=self.tokenizer.sentinel_id(0), architecture=pali.architecture,
             per_example=pali.per_example_mixture, padded=True)
         dtype = base.DTYPES[config.compute_dtype]
-        decoder = LanguageModel(
-            vocab_size=self.tokenizer.vocab_size, max_length=2 * caption_length + 2,
+        backbone = build_backbone(config.model, dtype=dtype)
+        sizes = dict(
+            vocab_size=self.tokenizer.vocab_size, max_length=2 * text_length + 2,
             hidden=pali.text_hidden, depth=pali.text_depth, num_heads=pali.text_heads,
             mlp_dim=int(round(pali.text_hidden * pali.mlp_ratio)), dtype=dtype,
             scan_layers=pali.scan_layers, remat=pali.remat)
-        self.model = ImagePrefixLM(build_backbone(config.model, dtype=dtype), decoder)
+        if pali.architecture == "encoder_decoder":
+            self.model = ImageEncoderDecoder(
+                backbone, EncoderDecoder(**sizes,
+                                         decoder_depth=pali.decoder_depth or pali.text_depth),
+                pali.num_images)
+        else:
+            self.model = ImagePrefixLM(backbone, LanguageModel(**sizes), pali.num_images)
         self.char_lengths = jnp.asarray(self.tokenizer.char_lengths())
 
     def caption_tokens(self, batch: dict) -> jax.Array:
@@ -129,12 +235,23 @@ class PaLI(TokenLossMethod):
         else the SYNTHETIC captions of its labels."""
         return batch["tokens"] if self.captions is None else self.captions[batch["label"]]
 
-    def _model_inputs(self, batch: dict, rng: jax.Array):
-        """(images [B, S, S, C], the task's decoder-only text stream inputs, targets,
-        loss_mask (no loss on PAD targets), choice int32 [B])."""
-        inputs, targets, loss_mask, choice = self.task.model_batch(
-            {"tokens": self.caption_tokens(batch)}, rng)
+    def _examples(self, batch: dict, rng: jax.Array, task: jax.Array | None = None):
+        """(images [B, S, S, C], or [B, K, S, S, C] for frame questions; text rows [B, L];
+        the key left for the denoising task). `task` fixes each frame question's task."""
         images = base.prepare_images(batch["image"], base.view_size(self.config, batch["image"]))
+        if self.questions is None:
+            return images, self.caption_tokens(batch), rng
+        frame_key, rng = jax.random.split(rng)
+        drawn = self.questions.draw(frame_key, batch["label"], task)
+        several = self.questions.num_frames > 1
+        frames = jnp.asarray(images)[drawn.indices if several else drawn.indices[:, 0]]
+        return frames, drawn.tokens, rng
+
+    def _model_inputs(self, batch: dict, rng: jax.Array):
+        """(images, the task's text inputs for the architecture, targets, loss_mask (no
+        loss on PAD targets), choice int32 [B])."""
+        images, tokens, rng = self._examples(batch, rng)
+        inputs, targets, loss_mask, choice = self.task.model_batch({"tokens": tokens}, rng)
         return images, inputs, targets, loss_mask, choice
 
     def init(self, rng: jax.Array, batch: dict) -> dict:
@@ -148,6 +265,44 @@ class PaLI(TokenLossMethod):
         logits = self.model.apply({"params": params}, images, **inputs, train=train,
                                   rngs={"dropout": dropout_key})
         return (*language.loss_sums(logits, targets, loss_mask, self.char_lengths), choice)
+
+    def question_batch(self, batch: dict, rng: jax.Array, task: int):
+        """Frame question `task` (index into pali.frame_tasks) drawn from the batch with
+        `rng`, split after the question: (images [B, K, S, S, C] or [B, S, S, C], model
+        text inputs, targets, loss_mask), the loss mask on the answer token alone."""
+        tasks = jnp.full(batch["label"].shape, task, jnp.int32)
+        images, tokens, _ = self._examples(batch, rng, tasks)
+        batch_size, question = tokens.shape[0], self.questions.question_length
+        example = language.Seq2Seq(tokens[:, :question], jnp.full(batch_size, question),
+                                   tokens[:, question:], jnp.ones(batch_size, jnp.int32))
+        return (images, *self.task.example_batch(example))
+
+    def answer_correct(self, params, batch: dict, rng: jax.Array, task: int) -> jax.Array:
+        """bool [B]: `question_batch`'s answers right by the argmax after the whole question
+        (greedy decoding of the one answer token)."""
+        images, inputs, targets, loss_mask = self.question_batch(batch, rng, task)
+        logits = self.model.apply({"params": params}, images, **inputs, train=False)
+        right = (jnp.argmax(logits, axis=-1) == targets) | ~loss_mask
+        return jnp.all(right, axis=1)
+
+    def evaluate(self, variables, train_source, eval_source, mesh, eval_config) -> dict[str, float]:
+        """The token-loss metrics; with frame tasks, each task's answer accuracy over the
+        eval split (frames drawn from it with a fixed key), its examples and chance."""
+        metrics = super().evaluate(variables, train_source, eval_source, mesh, eval_config)
+        if self.questions is None:
+            return metrics
+        rng = jax.random.key(NOISE_SEED)
+        for index, name in enumerate(self.questions.tasks):
+            def sums(v, batch, index=index):
+                correct = self.answer_correct(v["params"], batch, rng, index)
+                return correct.astype(jnp.float32), jnp.ones(correct.shape, jnp.float32)
+            correct, examples = split_sums(jax.jit(sums), 2, variables, eval_source, mesh,
+                                           eval_config["batch_size"],
+                                           eval_config["max_test_examples"])
+            metrics.update({f"{name}/accuracy": correct / max(examples, 1.0),
+                            f"{name}/examples": examples,
+                            f"{name}/chance": self.questions.chance(name)})
+        return metrics
 
     def features(self, variables: dict, images: jax.Array) -> jax.Array:
         """The ViT's pooled features, float32 [B, D] (for kNN / linear probes)."""

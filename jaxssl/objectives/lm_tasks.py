@@ -176,6 +176,11 @@ class Denoising(Task):
                    else None)
         example = language.mixture_of_denoisers(noise_key, tokens, self.denoisers, choice,
                                                 self.sentinel_top, lengths)
+        return (*self.example_batch(example), choice)
+
+    def example_batch(self, example: language.Seq2Seq
+                      ) -> tuple[dict, jax.Array, jax.Array]:
+        """Denoising examples -> (model inputs, targets, loss_mask) of the architecture."""
         if self.architecture == "encoder_decoder":
             arrays = language.to_encoder_decoder(example, tokenizers.BOS_ID)
         else:
@@ -183,7 +188,7 @@ class Denoising(Task):
         targets, loss_mask = arrays.pop("targets"), arrays.pop("loss_mask")
         if self.padded:
             loss_mask &= targets != tokenizers.PAD_ID
-        return arrays, targets, loss_mask, choice
+        return arrays, targets, loss_mask
 
 
 class SpanCorruption(Denoising):

@@ -1,0 +1,44 @@
+"""PaLI-X frame questions on MNIST: three frames per example, "which frame shows seven?"
+(chance 1/3) and "how many frames show seven?" (chance 1/4), trained on the PaLI mixture of
+prefix completion and masked-token completion of the question + answer rows.
+
+The argument picks pali.architecture: 'encoder_decoder' (default; PaLI-X: a bidirectional
+encoder reads the three images' ViT tokens and the question, a decoder writes) or
+'decoder' (the images and the question are the fully visible prefix of one decoder).
+Both have 4 text blocks in all (2 + 2, or 4) of width 64; the encoder-decoder's decoder
+blocks also hold cross-attention, so it has more parameters (experiments/generalist/
+README_pali_x.md gives the counts). Frames are drawn anew from every batch of
+labelled images (`jaxssl.data.frame_questions`); evaluation draws them from the test
+split with a fixed key and reports 'which/accuracy', 'count/accuracy' on
+eval.max_test_examples examples each, next to their chance levels.
+
+  JAXSSL_DATA_DIR=/path/to/data python -m jaxssl.main \\
+      --config=configs/pali_x_frames.py:encoder_decoder --workdir=/tmp/pali_x/encoder_decoder
+
+(data.data_dir 'mnist' is read relative to $JAXSSL_DATA_DIR; the comparison of both
+architectures is experiments/generalist/pali_x.py.)
+"""
+
+import ml_collections
+
+ARCHITECTURES = ("encoder_decoder", "decoder")
+
+
+def get_config(arg=None):
+    architecture = arg or "encoder_decoder"
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"argument must be one of {ARCHITECTURES}, got {arg!r}")
+    depth = {"encoder_decoder": 2, "decoder": 4}[architecture]
+    return ml_collections.ConfigDict({
+        "method": "pali",
+        "total_steps": 800,
+        "data": {"name": "mnist", "data_dir": "mnist", "batch_size": 64},
+        "model": {"name": "vit", "hidden": 64, "depth": 2, "heads": 4, "patch": 7},
+        "pali": {"architecture": architecture, "text_hidden": 64, "text_depth": depth,
+                 "decoder_depth": 2, "text_heads": 4, "num_images": 3,
+                 "frame_tasks": ("which", "count")},
+        "optim": {"name": "adamw", "base_lr": 2e-3, "lr_scaling": "none", "warmup_steps": 100,
+                  "end_lr_ratio": 0.1, "weight_decay": 0.05, "clip_grad_norm": 1.0},
+        "eval": {"batch_size": 250, "max_test_examples": 1000, "every_steps": 400},
+        "log": {"every_steps": 50, "tensorboard": False, "progress_bar": False},
+    })
