@@ -21,6 +21,7 @@ _REGISTRY = {
     "siglip": "jaxssl.methods.clip:SigLIP",
     "lm": "jaxssl.methods.lm:LanguageModelling",
     "pali": "jaxssl.methods.pali:PaLI",
+    "gato": "jaxssl.methods.gato:Gato",
     "finetune": "jaxssl.methods.finetune:FineTune",
 }
 
