@@ -245,9 +245,9 @@ class Gato(base.Method):
         count = min(self.config.gato.eval_images, len(eval_source))
         records = [eval_source[i] for i in range(count)]
         patches = self._patches(records[0]["image"].shape)
+        width = max(len(c) for c in self.captions)
         prefix = example_arrays([Segment("image", length=patches)])
-        rows = {k: np.zeros((count, self.config.gato.row_length), v.dtype)
-                for k, v in prefix.items()}
+        rows = {k: np.zeros((count, patches + width), v.dtype) for k, v in prefix.items()}
         for k, v in prefix.items():
             rows[k][:, :patches] = v
         rows["slots"][:, patches:] = -1
@@ -255,7 +255,7 @@ class Gato(base.Method):
         allowed = np.zeros(self.vocab.size, bool)
         allowed[self.tokenizer.regular_ids[0]:self.vocab.text_size] = True
         allowed[tokenizers.EOS_ID] = True
-        for at in range(patches, patches + max(len(c) for c in self.captions)):
+        for at in range(patches, patches + width):
             rows["segment_ids"][:, at], rows["positions"][:, at] = 1, at
             rows["kinds"][:, at] = KIND_TEXT
             logits = np.asarray(self._apply(variables, rows, images)[:, at - 1])
