@@ -40,7 +40,7 @@ def rows_of(source, task: str, count: int) -> dict:
     index = gato_mixture.TASKS.index(task)
     found = [source[i] for i in range(len(source)) if source[i]["task"] == index][:count]
     assert len(found) == count, task
-    return pipeline._stack(found)
+    return {k: np.stack([r[k] for r in found]) for k in found[0]}
 
 
 def reference_loss(logits: np.ndarray, rows: dict, separator: int) -> float:
@@ -66,7 +66,7 @@ def test_loss_only_on_text_and_action_tokens(gato):
     the reference mean nll over text and action targets of each packed example."""
     method, source = gato
     separator = method.vocab.separator
-    batch = pipeline._stack([source[i] for i in range(16)])
+    batch = pipeline.example_batch(source, 16)
     for task in ("caption", "cartpole", "pendulum", "text"):
         rows = rows_of(source, task, 1)
         mask = rows["loss_mask"][0]
@@ -92,7 +92,7 @@ def test_no_attention_to_later_positions_or_other_examples(gato):
     method, _ = gato
     source = make_method(control_steps=2, weights=(0, 0, 1, 0)).select_train_examples(
         get_source("digits", "train"))
-    rows = pipeline._stack([source[0]])
+    rows = pipeline.example_batch(source, 1)
     assert rows["segment_ids"].max() >= 2  # several episodes packed in the row
     variables = method.init(jax.random.key(0), rows)
     logits = lambda r: np.asarray(method._apply(variables, r, r["images"]))
@@ -174,7 +174,7 @@ def test_continuous_tokens_round_trip_through_the_action_decoder():
 
 def test_shape_and_one_batch_overfit(gato):
     method, source = gato
-    batch = {k: jnp.asarray(v) for k, v in pipeline._stack([source[i] for i in range(8)]).items()}
+    batch = {k: jnp.asarray(v) for k, v in pipeline.example_batch(source, 8).items()}
     variables = method.init(jax.random.key(0), batch)
     logits = method.model.apply(variables, **method._inputs(batch), train=False)
     assert logits.shape == (8, 48, method.vocab.size) and logits.dtype == jnp.float32
@@ -200,3 +200,15 @@ def test_bad_weights_are_refused():
     from jaxssl.errors import ConfigError
     with pytest.raises(ConfigError, match="gato.weights"):
         make_method(weights=(1.0, 0.0))
+
+
+def test_evaluation_reports_every_trained_task(gato):
+    """At initialisation: text loss near ln(vocabulary), captions wrong, returns in range."""
+    method, source = gato
+    variables = method.init(jax.random.key(0), pipeline.example_batch(source, 2))
+    results = method.evaluate(variables, source, get_source("digits", "test"), None, None)
+    assert set(results) == {"text/loss", "caption/accuracy", "cartpole/return",
+                            "pendulum/return"}
+    assert abs(results["text/loss"] - np.log(method.vocab.size)) < 0.5
+    assert 0 <= results["caption/accuracy"] <= 0.2
+    assert 8 <= results["cartpole/return"] <= 500 and -2000 < results["pendulum/return"] <= 0

@@ -1,6 +1,6 @@
 """Gato on a CPU: one network on text, captions and control, next to single-task models.
 
-Trains configs/gato_cpu.py (the mixture, weights text 0.4, caption 0.2, CartPole 0.2,
+Trains configs/gato_cpu.py (the mixture, weights text 0.3, caption 0.15, CartPole 0.35,
 Pendulum 0.2) for --steps steps, then the same model trained on text alone and on
 captions alone, each for its task's share of those steps (the same number of rows
 of its task's data as the mixture model saw, at the same batch size). Reports the

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxssl.data import captions, gato_control, gato_mixture, text, tokenizers
+from jaxssl.data import captions, gato_control, gato_mixture, pipeline, text, tokenizers
 from jaxssl.data.multimodal import KIND_ACTION, KIND_IMAGE, KIND_TEXT, Segment, example_arrays
 from jaxssl.errors import ConfigError
 from jaxssl.evaluate.gato_rollout import rollout_returns
@@ -138,7 +138,8 @@ class Gato(base.Method):
                          + (tokenizers.EOS_ID,) for word in captions.CLASS_NAMES[config.data.name]]
         decoder = LanguageModel(
             vocab_size=self.vocab.size, max_length=gato.row_length, hidden=gato.hidden,
-            depth=gato.depth, num_heads=gato.heads, mlp_dim=int(round(gato.hidden * gato.mlp_ratio)),
+            depth=gato.depth, num_heads=gato.heads,
+            mlp_dim=int(round(gato.hidden * gato.mlp_ratio)),
             dtype=base.DTYPES[config.compute_dtype])
         self.model = GatoModel(gato.patch, decoder)
         self._logits = jax.jit(functools.partial(self.model.apply, train=False))
@@ -223,17 +224,11 @@ class Gato(base.Method):
         gato = self.config.gato
         rows = text.get_text_source(_text_dataset(gato), "validation", gato.text_data_dir or None)
         total, count = 0.0, 0.0
-        for start in range(0, min(gato.eval_text_rows, len(rows)), 64):
-            records = [rows[i] for i in range(start, min(start + 64, gato.eval_text_rows,
-                                                         len(rows)))]
-            batch = {"tokens": np.stack([r["tokens"] for r in records]),
-                     "segment_ids": np.stack([(r["segment_ids"] > 0).astype(np.int32)
-                                              for r in records])}
-            batch.update(kinds=np.full_like(batch["tokens"], KIND_TEXT), slots=-np.ones_like(batch["tokens"]),
-                         positions=np.broadcast_to(np.arange(gato.row_length),
-                                                   batch["tokens"].shape).astype(np.int32),
-                         loss_mask=batch["segment_ids"] > 0)
-            logits = self._apply(variables, batch, self._blank_images(len(records), image_shape))
+        for batch, valid in pipeline.eval_batches(rows, 64, 0, 1, gato.eval_text_rows):
+            batch.update(kinds=np.full_like(batch["tokens"], KIND_TEXT),
+                         slots=-np.ones_like(batch["tokens"]),
+                         loss_mask=(batch["segment_ids"] > 0) & valid[:, None])
+            logits = self._apply(variables, batch, self._blank_images(len(valid), image_shape))
             targets, weights = next_token_targets({k: jnp.asarray(v) for k, v in batch.items()})
             total += float(jnp.sum(language.token_nll(logits[:, :-1], targets) * weights))
             count += float(jnp.sum(weights))
