@@ -1,5 +1,5 @@
-"""Gato on a CPU: one 4-layer decoder (width 128) on tiny Shakespeare, MNIST captions,
-CartPole-v1 and Pendulum-v1 expert episodes (weights 0.3, 0.15, 0.35, 0.2), 700 steps.
+"""Gato on a CPU: one 2-layer decoder (width 128) on tiny Shakespeare, MNIST captions,
+CartPole-v1 and Pendulum-v1 expert episodes (weights 0.3, 0.15, 0.35, 0.2), 500 steps.
 
 Rows of 128 tokens, batch 32, AdamW (lr 1e-3, 100 warm-up steps, cosine to 1e-4).
 MNIST images enter as 16 patch embeddings of 7 x 7 pixels; captions are the class
@@ -20,12 +20,12 @@ def get_config(arg=None):
     del arg
     return ml_collections.ConfigDict({
         "method": "gato",
-        "total_steps": 700,
+        "total_steps": 500,
         "data": {"name": "mnist", "data_dir": "mnist", "train_split": "train",
                  "eval_split": "test", "batch_size": 32, "read_threads": 0,
                  "prefetch_batches": 2},
         "gato": {"weights": (0.3, 0.15, 0.35, 0.2), "patch": 7, "row_length": 128,
-                 "hidden": 128, "depth": 4, "heads": 4, "episodes": 50, "prompt_steps": 4,
+                 "hidden": 128, "depth": 2, "heads": 4, "episodes": 50, "prompt_steps": 4,
                  "eval_episodes": 10, "eval_text_rows": 256, "eval_images": 500},
         "optim": {"name": "adamw", "base_lr": 1e-3, "lr_scaling": "none", "schedule": "cosine",
                   "warmup_steps": 100, "end_lr_ratio": 0.1, "b1": 0.9, "b2": 0.99,
