@@ -202,6 +202,7 @@ def test_bad_weights_are_refused():
         make_method(weights=(1.0, 0.0))
 
 
+@pytest.mark.slow  # rolls out 2 x 2 episodes
 def test_evaluation_reports_every_trained_task(gato):
     """At initialisation: text loss near ln(vocabulary), captions wrong, returns in range."""
     method, source = gato
