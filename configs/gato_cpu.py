@@ -11,6 +11,9 @@ Data: $JAXSSL_DATA_DIR/mnist and $JAXSSL_DATA_DIR/tiny-shakespeare/input.txt.
 
 The experiment with its single-task baselines, numbers and plot:
 experiments/generalist/README_gato.md (python -m experiments.generalist.gato).
+Measured (2026-12-05, commit 86c01e8, shared 2-core CPU, 756 s): text loss 2.456
+nats/byte, caption accuracy 67.8%, CartPole-v1 mean return 135.3 (goal 195 not
+met), Pendulum-v1 -1404.5 over 10 episodes.
 """
 
 import ml_collections
