@@ -13,7 +13,8 @@ The experiment with its single-task baselines, numbers and plot:
 experiments/generalist/README_gato.md (python -m experiments.generalist.gato).
 Measured (2026-12-05, commit 86c01e8, shared 2-core CPU, 756 s): text loss 2.456
 nats/byte, caption accuracy 67.8%, CartPole-v1 mean return 135.3 (goal 195 not
-met), Pendulum-v1 -1404.5 over 10 episodes.
+met), Pendulum-v1 -1404.5 over 10 episodes. With --config.total_steps=900 (12 min):
+2.233, 79.4%, CartPole 275.7 (goal met), Pendulum -1466.3.
 """
 
 import ml_collections
