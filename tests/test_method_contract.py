@@ -17,8 +17,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_every_registered_method_subclasses_the_contract_and_is_named_after_its_recipe():
     classes = {name: methods.get(name) for name in methods.names()}
     assert {name: cls.__name__ for name, cls in classes.items()} == {
-        "clip": "CLIP", "finetune": "FineTune", "lm": "LanguageModelling", "mae": "MAE",
-        "moco": "MocoV3", "pali": "PaLI", "palm_e": "PaLME", "siglip": "SigLIP",
+        "clip": "CLIP", "finetune": "FineTune", "gato": "Gato", "lm": "LanguageModelling",
+        "mae": "MAE", "moco": "MocoV3", "pali": "PaLI", "palm_e": "PaLME", "siglip": "SigLIP",
         "simclr": "SimCLR", "simmim": "SimMIM"}
     for cls in classes.values():
         assert issubclass(cls, base.Method)

@@ -22,7 +22,7 @@ SGD = {"name": "sgd", "base_lr": 0.1, "schedule": "constant", "warmup_steps": 0,
        "momentum": 0.9, "weight_decay": 0.0, "lr_scaling": "none"}
 CONFIGS = {"mae": "tiny_mae.py", "simmim": "tiny_mae.py:simmim",
            "clip": "tiny_clip.py", "siglip": "tiny_clip.py:siglip", "pali": "tiny_pali.py",
-           "finetune": "tiny_finetune.py", "palm_e": "tiny_palm_e.py"}
+           "finetune": "tiny_finetune.py", "palm_e": "tiny_palm_e.py", "gato": "tiny_gato.py"}
 
 
 def step_on(method: str, mesh: dict, devices, workdir):

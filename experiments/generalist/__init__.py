@@ -1,0 +1,1 @@
+"""experiments/generalist as a package: its scripts run as `python -m experiments.generalist.SCRIPT`."""

@@ -22,6 +22,7 @@ _REGISTRY = {
     "lm": "jaxssl.methods.lm:LanguageModelling",
     "pali": "jaxssl.methods.pali:PaLI",
     "palm_e": "jaxssl.methods.palm_e:PaLME",
+    "gato": "jaxssl.methods.gato:Gato",
     "finetune": "jaxssl.methods.finetune:FineTune",
 }
 
