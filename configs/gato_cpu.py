@@ -10,7 +10,7 @@ Data: $JAXSSL_DATA_DIR/mnist and $JAXSSL_DATA_DIR/tiny-shakespeare/input.txt.
   JAXSSL_DATA_DIR=... python -m jaxssl.main --config=configs/gato_cpu.py --workdir=/tmp/gato
 
 The experiment with its single-task baselines, numbers and plot:
-experiments/generalist/README_gato.md (python -m experiments.generalist.gato).
+experiments/generalist/README.md (python -m experiments.generalist.gato).
 Measured (2026-12-05, commit 86c01e8, shared 2-core CPU, 756 s): text loss 2.456
 nats/byte, caption accuracy 67.8%, CartPole-v1 mean return 135.3 (goal 195 not
 met), Pendulum-v1 -1404.5 over 10 episodes. With --config.total_steps=900 (12 min):

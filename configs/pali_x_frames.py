@@ -7,7 +7,7 @@ encoder reads the three images' ViT tokens and the question, a decoder writes) o
 'decoder' (the images and the question are the fully visible prefix of one decoder).
 Both have 4 text blocks in all (2 + 2, or 4) of width 64; the encoder-decoder's decoder
 blocks also hold cross-attention, so it has more parameters (experiments/generalist/
-README_pali_x.md gives the counts). Frames are drawn anew from every batch of
+README.md (PaLI-X section) gives the counts). Frames are drawn anew from every batch of
 labelled images (`jaxssl.data.frame_questions`); evaluation draws them from the test
 split with a fixed key and reports 'which/accuracy', 'count/accuracy' on
 eval.max_test_examples examples each, next to their chance levels.

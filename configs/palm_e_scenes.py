@@ -23,7 +23,7 @@ One stage by hand, e.g.:
       --config.palm_e.init_from.checkpoint=/tmp/palm_e_runs/encoder \
       --config.palm_e.lm_init_from.checkpoint=/tmp/palm_e_runs/lm
 
-Results: experiments/generalist/README_palm_e.md.
+Results: experiments/generalist/README.md.
 """
 
 import ml_collections

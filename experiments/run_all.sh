@@ -40,6 +40,10 @@ finetune_fmnist_10pct experiments/finetune/README.md (the 10% rows only)  30 min
 finetune_fmnist   experiments/finetune/README.md (Fashion-MNIST tables)   3 h
 finetune_cifar10  experiments/finetune/README.md (CIFAR-10 table)         2 h
 gpt_6l            experiments/language/README.md (6-layer nanoGPT)        27 h (GPU: experiments/benchmarks/gpu.sh gpt6l)
+gato              experiments/generalist/README.md (Gato, 500 steps)      20 min
+palm_e            experiments/generalist/README.md (PaLM-E stages)        25 min
+pali_x            experiments/generalist/README.md (PaLI-X frames)        30 min
+vs_pytorch        experiments/benchmarks/README.md (vs PyTorch table)     15 min, needs TORCH_PYTHON; stop other jobs
 "
 
 need_data() {
@@ -223,6 +227,23 @@ run_one() {
       need_data tiny-shakespeare/input.txt
       main_run gpt_6l configs/nanogpt_shakespeare_6l.py experiments/language/logs/gpt_6l \
         --config.data.data_dir="$DATA/tiny-shakespeare" ;;
+    gato)
+      need_data "tiny-shakespeare/ and mnist/"
+      record gato experiments/generalist/logs/gato \
+        "$PYTHON" -m experiments.generalist.gato --runs_dir="$RUNS/gato" ;;
+    palm_e)
+      need_data mnist/
+      record palm_e experiments/generalist/logs/palm_e \
+        "$PYTHON" -m experiments.generalist.palm_e --runs "$RUNS/palm_e" ;;
+    pali_x)
+      need_data mnist/
+      record pali_x experiments/generalist/logs/pali_x \
+        "$PYTHON" -m experiments.generalist.pali_x --runs="$RUNS/pali_x" ;;
+    vs_pytorch)
+      need_data tiny-shakespeare/
+      record vs_pytorch experiments/benchmarks/results \
+        "$PYTHON" -m experiments.benchmarks.vs_pytorch --torch_python="${TORCH_PYTHON:?set TORCH_PYTHON}" \
+          --rounds=5 --jax_env="XLA defaults=JAXSSL_CPU_XLA_DEFAULTS=off" --out=experiments/benchmarks/results ;;
     *)
       echo "run_all.sh: unknown experiment '$1'; known:" >&2
       echo "$EXPERIMENTS" | awk 'NF {print "  " $1}' >&2
