@@ -1,6 +1,7 @@
 """Options that let large models fit, each checked on the 8 virtual CPU devices of a
 data=2, fsdp=2, tensor=2 mesh against one device: the text Transformers' scan over
-layers and remat policies (lm.scan_layers, lm.remat), and bfloat16 optimizer moments."""
+layers and remat policies (lm.scan_layers, lm.remat; pali's decoder and CLIP/SigLIP's text
+tower too), and bfloat16 optimizer moments."""
 
 import os
 
@@ -79,16 +80,20 @@ def test_scanned_rematerialised_lm_matches_the_plain_one_on_one_device(lm):
                  sharded_grads, expected)
 
 
-def test_pali_decoder_scanned_and_rematerialised_matches_the_plain_one():
-    user = config_lib.load_config_file(os.path.join(REPO, "tests", "configs",
-                                                    "tiny_pali.py")).to_dict()
-    user["pali"].update(text_depth=2)
+@pytest.mark.parametrize("spec, section, stacked", [
+    ("tiny_pali.py", "pali", ("decoder", "stack")),
+    ("tiny_clip.py:siglip", "siglip", ("text_tower", "stack")),
+], ids=["pali-decoder", "siglip-text-tower"])
+def test_text_stack_of_multimodal_methods_scanned_and_rematerialised_matches_the_plain_one(
+        spec, section, stacked):
+    user = config_lib.load_config_file(os.path.join(REPO, "tests", "configs", spec)).to_dict()
+    user[section].update(text_depth=2)
     loss, grads, params = loss_and_grads(config_lib.resolve({**user, "mesh": ONE}),
                                          jax.devices()[:1])
-    user["pali"].update(scan_layers=True, remat="dots")
+    user[section].update(scan_layers=True, remat="dots")
     sharded_loss, sharded_grads, _ = loss_and_grads(config_lib.resolve({**user, "mesh": MESH}),
                                                     jax.devices(), stack_blocks(params))
-    assert "blocks" in sharded_grads["decoder"]["stack"]
+    assert "blocks" in sharded_grads[stacked[0]][stacked[1]]
     assert sharded_loss == pytest.approx(loss, rel=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                  sharded_grads, stack_blocks(grads))
