@@ -213,3 +213,11 @@ def test_state_over_ideal_is_one_when_params_and_moments_are_split_over_fsdp_and
     assert 1.0 <= ratio < 1.05  # norm scales and biases of width 64 are split over fsdp only
     whole = jax.tree.map(lambda _: parallel.replicated(step.mesh), step.state_shardings)
     assert aot.state_over_ideal(step.abstract_state, whole, step.mesh) == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("recipe", sorted(
+    name for name in os.listdir(os.path.join(REPO, "configs", "scale")) if name.endswith(".py")))
+def test_scale_recipe_resolves_and_its_method_builds(recipe):
+    """The published-size recipes of experiments/scaling (compiled there, not here)."""
+    config = config_lib.load(os.path.join(REPO, "configs", "scale", recipe))
+    methods.get(config.method)(config)
