@@ -17,8 +17,13 @@ one device each (megacore). Prints, per device (= per chip):
   HBM (v4 32 GiB per chip, v5e 16, v5p 95, v6e 32), and whether it fits;
 - matmul FLOPs per device per step, counted by `jaxssl.flops` and by XLA's
   cost analysis;
-- XLA's TPU cost-model time for the step and the fraction of the bf16 peak
-  it implies: a cost-model upper bound, not a measured time;
+- the FLOPs' time at the chip's bf16 peak, XLA's TPU cost-model time for the
+  step and the fraction of the peak it implies: a cost-model upper bound, not
+  a measured time. XLA costs a loop body once, so for a scanned model the time
+  is also given scaled by jaxssl's / XLA's FLOPs (assuming the loops dominate);
+- how the parameters and optimizer state are split: their bytes per device
+  over their total / (fsdp x tensor), and every parameter of 1 MiB or more
+  that is replicated on all devices;
 - every collective of the compiled program: count and result bytes per
   device (an op inside a loop, e.g. a scan over layers, is counted once);
 - the compile time.
@@ -41,7 +46,7 @@ from typing import Any
 
 from jaxssl.errors import InputError, MeshError
 
-GIB = 2**30
+GIB, MIB = 2**30, 2**20
 # Chip generation (the topology name's prefix) -> (HBM per chip in GiB, libtpu's
 # TPU_ACCELERATOR_TYPE prefix).
 CHIPS = {"v4": (32, "v4"), "v5e": (16, "v5litepod"), "v5p": (95, "v5p"), "v6e": (32, "v6e")}
@@ -105,6 +110,29 @@ def _itemsize(dtype) -> int:
     if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
         return 8  # a threefry key: 2 x uint32
     return np.dtype(dtype).itemsize
+
+
+def replicated_parameters(params: Any, shardings: Any, min_bytes: int = MIB) -> dict[str, float]:
+    """{path: MiB} of the parameters of at least `min_bytes` that every device holds whole."""
+    import jax
+    found = {}
+    for (path, leaf), sharding in zip(jax.tree_util.tree_flatten_with_path(params)[0],
+                                      jax.tree.leaves(shardings)):
+        size = math.prod(leaf.shape) * _itemsize(leaf.dtype)
+        if size >= min_bytes and tuple(sharding.shard_shape(leaf.shape)) == tuple(leaf.shape):
+            found[jax.tree_util.keystr(path, simple=True, separator="/")] = size / MIB
+    return found
+
+
+def state_over_ideal(state: Any, shardings: Any, mesh) -> float:
+    """Per-device bytes of the parameters and optimizer state over their ideal share, all
+    their bytes / (fsdp x tensor): 1.0 when fully sharded over those two axes."""
+    import jax
+    parts = [(getattr(state, k), getattr(shardings, k)) for k in ("params", "opt_state")]
+    whole = sum(math.prod(x.shape) * _itemsize(x.dtype)
+                for tree, _ in parts for x in jax.tree.leaves(tree))
+    per_device = sum(shard_bytes(tree, sharding) for tree, sharding in parts)
+    return per_device / (whole / (mesh.shape["fsdp"] * mesh.shape["tensor"]))
 
 
 def _shape_bytes(text: str) -> int:
@@ -183,6 +211,7 @@ def analyse(config_spec: str, overrides: dict[str, str], topology: str,
     devices = list(mesh.devices.flat)
     per_chip = len(devices) // (chips * num_slices)
 
+    state, shardings = step.abstract_state, step.state_shardings
     start = time.perf_counter()
     traced = step.trace_train_step()
     lowered = traced.lower()
@@ -198,7 +227,6 @@ def analyse(config_spec: str, overrides: dict[str, str], topology: str,
         compile_error = None
     compile_s = time.perf_counter() - start
 
-    state, shardings = step.abstract_state, step.state_shardings
     batch_spec = {k: jax.ShapeDtypeStruct((batch,) + v.shape[1:], v.dtype)
                   for k, v in example.items()}
     batch_shardings = {k: parallel.batch_sharding(mesh) for k in batch_spec}
@@ -219,6 +247,9 @@ def analyse(config_spec: str, overrides: dict[str, str], topology: str,
         "batch_size": batch, "hbm_gib_per_device": hbm / GIB,
         "compile_s": round(compile_s, 2),
         "flops_per_device_jaxpr": flops_jaxpr, "peak_flops_per_device": peak,
+        "flops_over_peak_seconds": flops_jaxpr / peak if peak else None,
+        "state_over_ideal": state_over_ideal(state, shardings, mesh),
+        "replicated_parameters_mib": replicated_parameters(state.params, shardings.params),
     }
     if compiled is None:
         temps = re.search(r"temporaries \(([\d.]+)([GMK])\)", compile_error)
@@ -244,11 +275,16 @@ def analyse(config_spec: str, overrides: dict[str, str], topology: str,
     seconds = cost.get("optimal_seconds")
     if seconds is not None and seconds <= 0:  # seen for large programs: not a time
         seconds = None
+    xla_flops = float(cost.get("flops", 0.0))
+    # XLA costs a while loop's body once: a scan over layers (or micro-batches) reads
+    # low. Scaling the time by the FLOPs it missed assumes the loop bodies dominate.
+    undercount = flops_jaxpr / xla_flops if xla_flops else None
+    scaled = seconds * max(undercount, 1.0) if seconds and undercount else None
     report.update(
         memory_gib={k: v / GIB for k, v in memory.items()},
         arguments_gib=analysis.argument_size_in_bytes / GIB,
         total_gib=total / GIB, fits=bool(total <= hbm),
-        flops_per_device_xla=float(cost.get("flops", 0.0)),
+        flops_per_device_xla=xla_flops,
         bytes_accessed_per_device_xla=float(cost.get("bytes accessed", 0.0)),
         cost_model_seconds=float(seconds) if seconds is not None else None,
         xla_cost_analysis={k: float(v) for k, v in cost.items()
@@ -256,6 +292,9 @@ def analyse(config_spec: str, overrides: dict[str, str], topology: str,
                                     "optimal_seconds")},
         cost_model_fraction_of_peak=(flops_jaxpr / float(seconds) / peak
                                      if seconds and peak else None),
+        cost_model_seconds_scaled=scaled,
+        cost_model_scaled_fraction_of_peak=(flops_jaxpr / scaled / peak
+                                            if scaled and peak else None),
         collectives=collectives(hlo_text),
     )
     return report
@@ -277,14 +316,26 @@ def format_report(r: dict[str, Any]) -> str:
     lines.append(f"FLOPs per device per step: {r['flops_per_device_jaxpr']:.4g} (jaxssl.flops)"
                  + (f", {r['flops_per_device_xla']:.4g} (XLA cost analysis)"
                     if "flops_per_device_xla" in r else ""))
+    if r.get("flops_over_peak_seconds"):
+        lines.append(f"FLOPs / bf16 peak: {1e3 * r['flops_over_peak_seconds']:.3f} ms per step")
     if r.get("cost_model_seconds"):
         fraction = r["cost_model_fraction_of_peak"]
         lines.append(f"XLA cost-model step time {1e3 * r['cost_model_seconds']:.3f} ms: "
                      f"{100 * fraction:.1f}% of the bf16 peak (a cost-model upper bound, "
                      f"not a measured time)")
+        if r.get("cost_model_seconds_scaled", r["cost_model_seconds"]) > r["cost_model_seconds"]:
+            lines.append(f"  x {r['flops_per_device_jaxpr'] / r['flops_per_device_xla']:.2f} "
+                         f"for the FLOPs XLA counts once in loops: "
+                         f"{1e3 * r['cost_model_seconds_scaled']:.3f} ms, "
+                         f"{100 * r['cost_model_scaled_fraction_of_peak']:.1f}% of the peak")
     elif "flops_per_device_xla" in r:
         raw = r["xla_cost_analysis"].get("optimal_seconds")
         lines.append(f"XLA cost model: no usable optimal_seconds (got {raw})")
+    lines.append(f"params + optimizer state per device: {r['state_over_ideal']:.3f} x "
+                 f"their total / (fsdp x tensor)")
+    big = r["replicated_parameters_mib"]
+    lines.append(f"parameters >= 1 MiB replicated on every device: {len(big)}"
+                 + "".join(f"\n  {path:<50}{mib:10.2f} MiB" for path, mib in big.items()))
     if "collectives" in r:
         lines.append("collectives (count, result MiB per device; loop bodies once):")
         for op, c in sorted(r["collectives"].items()):

@@ -3,7 +3,8 @@
 One `jax.sharding.Mesh` with axes ('data', 'fsdp', 'tensor'). Models annotate
 their parameters with logical axis names (`nn.with_logical_partitioning`);
 `LOGICAL_RULES` maps those names to mesh axes. Parameters (and optimizer or
-method state) without annotations fall back to an FSDP rule: the largest
+method state) without annotations, or whose annotations leave them whole on
+every device, fall back to an FSDP rule: the largest
 dimension divisible by the 'fsdp' axis size is sharded over it. A logical axis
 is only mapped to a mesh axis when the dimension divides evenly, so any model
 fits any mesh.
@@ -129,8 +130,9 @@ def _axis_size(mesh: Mesh, axis) -> int:
     return int(np.prod([mesh.shape[n] for n in names]))
 
 
-def logical_spec_to_mesh(names: Sequence[str | None], shape: Sequence[int], mesh: Mesh) -> P:
-    """Maps logical axis names to a PartitionSpec, dropping axes that do not divide."""
+def logical_spec_to_mesh(names: Sequence[str | None], shape: Sequence[int], mesh) -> P:
+    """Maps logical axis names to a PartitionSpec, dropping axes that do not divide
+    (`mesh`: a Mesh or an AbstractMesh)."""
     rules = dict(LOGICAL_RULES)
     used: set[str] = set()
     spec = []
@@ -144,6 +146,22 @@ def logical_spec_to_mesh(names: Sequence[str | None], shape: Sequence[int], mesh
             spec.append(axis)
             used |= set(axis_names)
     return P(*spec)
+
+
+def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+    """`x` with its sharding constrained to the logical axis `names` (one per dimension,
+    e.g. ('batch', None, 'heads', None)) on the mesh the train step is traced under.
+
+    Megatron-style activation sharding: without it XLA picks the layout of a
+    block's activations from the kernels and may gather the `tensor`-split
+    heads / MLP hidden, or the batch. A name maps as in `logical_spec_to_mesh`
+    (left unsharded where it does not divide). Outside a mesh, on a one-device
+    mesh and inside `shard_map` (manual axes) `x` is returned as it is.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1 or mesh.manual_axes:
+        return x
+    return jax.lax.with_sharding_constraint(x, logical_spec_to_mesh(names, x.shape, mesh))
 
 
 def fsdp_fallback_spec(shape: Sequence[int], mesh: Mesh) -> P:
@@ -165,13 +183,17 @@ def tree_shardings(boxed_abstract_tree: Any, mesh: Mesh) -> Any:
     """Shardings for a tree of (possibly logically boxed) abstract arrays.
 
     Boxed leaves (`nn.LogicallyPartitioned`) follow `LOGICAL_RULES`; plain
-    leaves use `fsdp_fallback_spec`. The result has the structure of the
-    *unboxed* tree.
+    leaves, and boxed ones that the rules leave whole on every device (e.g. a
+    scanned stack's [layers, mlp] biases with tensor = 1), use
+    `fsdp_fallback_spec`. The result has the structure of the *unboxed* tree.
     """
     def leaf_sharding(x):
         if isinstance(x, nn.LogicallyPartitioned):
             value = x.unbox()
-            return NamedSharding(mesh, logical_spec_to_mesh(x.names, value.shape, mesh))
+            spec = logical_spec_to_mesh(x.names, value.shape, mesh)
+            if all(axis is None for axis in spec):
+                spec = fsdp_fallback_spec(value.shape, mesh)
+            return NamedSharding(mesh, spec)
         if _is_box(x):
             x = x.unbox()
         return NamedSharding(mesh, fsdp_fallback_spec(getattr(x, "shape", ()), mesh))

@@ -1,12 +1,13 @@
 """Ahead-of-time compiles for a TPU slice on this CPU machine (jaxssl.aot; needs libtpu from
 requirements-tpu.txt): every method's tiny config compiles for v5e 2x2, memory per chip
-follows the fsdp axis, tensor-annotated kernels are split over 'tensor' in the compiled
-program, a step too big for the slice exits 2 with one line, and installing libtpu leaves
+follows the fsdp axis, tensor-annotated kernels and activations are split over 'tensor' in
+the compiled program, a step too big for the slice exits 2 with one line, and installing libtpu leaves
 plain CPU runs quiet."""
 
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -83,6 +84,19 @@ def test_tensor_axis_splits_heads_and_mlp_kernels_in_the_compiled_step():
     # Each chip's program takes its [32 / 2, 64 / 2] block of fc1's [32, 64] kernel.
     entry = compiled.as_text().split("ENTRY")[1].split("\n")[0]
     assert "f32[16,32]" in entry and "f32[32,64]" not in entry
+
+
+def test_tensor_axis_splits_heads_and_mlp_activations_in_the_compiled_step():
+    """Megatron-style activations (parallel.constrain): each chip computes its batch shard
+    (8 / fsdp 2) of the heads (4 / tensor 2) and the MLP hidden (96 / tensor 2), and never
+    the whole batch or hidden. Without the constraints XLA gathers the batch for both."""
+    config = config_lib.load(tiny("tiny_lm.py"), {"mesh.tensor": "2", "mesh.fsdp": "2",
+                                                  "mesh.data": "1", "lm.mlp_ratio": "3.0",
+                                                  "data.batch_size": "8"})
+    hlo = aot.build_step(config, TOPOLOGY).trace_train_step().lower().compile().as_text()
+    # [batch, 16 tokens, mlp] and [batch, 16 tokens, heads, 8 per head]
+    assert set(re.findall(r"\[(\d+),16,(48|96)\]", hlo)) == {("4", "48")}
+    assert set(re.findall(r"\[(\d+),16,(\d+),8\]", hlo)) == {("4", "2")}
 
 
 def test_a_step_too_big_for_the_slice_exits_2_with_one_line(tmp_path):

@@ -1,17 +1,23 @@
 """Options that let large models fit, each checked on the 8 virtual CPU devices of a
 data=2, fsdp=2, tensor=2 mesh against one device: the text Transformers' scan over
-layers and remat policies (lm.scan_layers, lm.remat), and bfloat16 optimizer moments."""
+layers and remat policies (lm.scan_layers, lm.remat; pali's decoder and CLIP/SigLIP's text
+tower too), and bfloat16 optimizer moments; activation constraints off a mesh, the fsdp
+fallback of parameters the logical rules leave whole, and jaxssl.aot's checks of how the
+state is split."""
 
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
-from jaxssl import config as config_lib, methods, parallel
+from jaxssl import aot, config as config_lib, methods, parallel
 from jaxssl.data import pipeline
 from jaxssl.data.sources import get_source
+from jaxssl.data.text import text_dataset_name
 from jaxssl.errors import ConfigError
 from jaxssl.train import TrainStep
 
@@ -79,16 +85,20 @@ def test_scanned_rematerialised_lm_matches_the_plain_one_on_one_device(lm):
                  sharded_grads, expected)
 
 
-def test_pali_decoder_scanned_and_rematerialised_matches_the_plain_one():
-    user = config_lib.load_config_file(os.path.join(REPO, "tests", "configs",
-                                                    "tiny_pali.py")).to_dict()
-    user["pali"].update(text_depth=2)
+@pytest.mark.parametrize("spec, section, stacked", [
+    ("tiny_pali.py", "pali", ("decoder", "stack")),
+    ("tiny_clip.py:siglip", "siglip", ("text_tower", "stack")),
+], ids=["pali-decoder", "siglip-text-tower"])
+def test_text_stack_of_multimodal_methods_scanned_and_rematerialised_matches_the_plain_one(
+        spec, section, stacked):
+    user = config_lib.load_config_file(os.path.join(REPO, "tests", "configs", spec)).to_dict()
+    user[section].update(text_depth=2)
     loss, grads, params = loss_and_grads(config_lib.resolve({**user, "mesh": ONE}),
                                          jax.devices()[:1])
-    user["pali"].update(scan_layers=True, remat="dots")
+    user[section].update(scan_layers=True, remat="dots")
     sharded_loss, sharded_grads, _ = loss_and_grads(config_lib.resolve({**user, "mesh": MESH}),
                                                     jax.devices(), stack_blocks(params))
-    assert "blocks" in sharded_grads["decoder"]["stack"]
+    assert "blocks" in sharded_grads[stacked[0]][stacked[1]]
     assert sharded_loss == pytest.approx(loss, rel=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                  sharded_grads, stack_blocks(grads))
@@ -161,3 +171,53 @@ def test_bfloat16_momentum_steps_on_the_mesh_match_one_device():
                  sharded, single)
     moved = jax.tree.map(lambda a, b: np.abs(a - b).max(), single, params)
     assert max(jax.tree.leaves(moved)) > 1e-3  # the steps did change the params
+
+
+# ------------------------------------------------------- sharding checks and fallbacks
+
+def test_constrain_leaves_arrays_alone_off_a_mesh_and_on_one_device():
+    x = jnp.ones((4, 6))
+    assert parallel.constrain(x, ("batch", "mlp")) is x
+    one = parallel.make_mesh(ONE, jax.devices()[:1])
+    with jax.sharding.use_abstract_mesh(one.abstract_mesh):
+        assert parallel.constrain(x, ("batch", "mlp")) is x
+
+
+def test_annotated_parameter_that_the_rules_leave_whole_falls_back_to_fsdp():
+    """A scanned stack's [layers, mlp] bias with tensor = 1: no rule splits it, so it is
+    split over fsdp like an unannotated array; a small one stays whole."""
+    mesh = parallel.make_mesh({"data": 1, "fsdp": 8, "tensor": 1}, jax.devices())
+    boxed = {"bias": nn.LogicallyPartitioned(jax.ShapeDtypeStruct((36, 10240), jnp.float32),
+                                             ("layers", "mlp")),
+             "small": nn.LogicallyPartitioned(jax.ShapeDtypeStruct((36, 16), jnp.float32),
+                                              ("layers", "mlp"))}
+    shardings = parallel.tree_shardings(boxed, mesh)
+    assert shardings["bias"].spec == P(None, "fsdp")
+    assert shardings["small"].spec == P()
+    abstract = parallel.unboxed_abstract(boxed)
+    assert aot.replicated_parameters(abstract, shardings) == {}
+    whole = {k: parallel.replicated(mesh) for k in abstract}
+    assert aot.replicated_parameters(abstract, whole) == {"bias": 36 * 10240 * 4 / 2**20}
+
+
+def test_state_over_ideal_is_one_when_params_and_moments_are_split_over_fsdp_and_tensor():
+    user = config_lib.load_config_file(TINY_LM).to_dict()
+    # 17 sentinels: a vocabulary of 280 ids, which the tensor axis splits (279 it would not).
+    user.update(mesh=MESH, data={**user["data"], "name": text_dataset_name(
+        "pydoc", length=17, sentinels=17)})
+    config = config_lib.resolve(user)
+    method = methods.get("lm")(config)
+    batch = pipeline.example_batch(get_source(config.data.name, "train"), 2)
+    step = TrainStep(config, parallel.make_mesh(config.mesh, jax.devices()), method, batch)
+    ratio = aot.state_over_ideal(step.abstract_state, step.state_shardings, step.mesh)
+    assert 1.0 <= ratio < 1.05  # norm scales and biases of width 64 are split over fsdp only
+    whole = jax.tree.map(lambda _: parallel.replicated(step.mesh), step.state_shardings)
+    assert aot.state_over_ideal(step.abstract_state, whole, step.mesh) == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("recipe", sorted(
+    name for name in os.listdir(os.path.join(REPO, "configs", "scale")) if name.endswith(".py")))
+def test_scale_recipe_resolves_and_its_method_builds(recipe):
+    """The published-size recipes of experiments/scaling (compiled there, not here)."""
+    config = config_lib.load(os.path.join(REPO, "configs", "scale", recipe))
+    methods.get(config.method)(config)

@@ -10,7 +10,8 @@ import os
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 HEADER = ("| run | topology | chips | mesh | batch | GiB/chip (state / temps / total of HBM) "
-          "| fits | TFLOP/chip/step (jaxssl / XLA) | cost model: ms, % of peak | "
+          "| fits | state / ideal | replicated >= 1 MiB | TFLOP/chip/step (jaxssl / XLA) "
+          "| FLOPs at peak, ms | cost model: ms, % of peak (scaled) | "
           "collectives (count: MiB/chip) | compile s |")
 
 
@@ -22,14 +23,23 @@ def row(name: str, r: dict) -> str:
               f"{total:.2f} of {r['hbm_gib_per_device']:.0f}" if total is not None else "-")
     xla = r.get("flops_per_device_xla")
     flops = f"{r['flops_per_device_jaxpr'] / 1e12:.2f} / " + (f"{xla / 1e12:.2f}" if xla else "-")
-    seconds = r.get("cost_model_seconds")
+    seconds, scaled = r.get("cost_model_seconds"), r.get("cost_model_seconds_scaled")
     cost = (f"{1e3 * seconds:.1f}, {100 * r['cost_model_fraction_of_peak']:.0f}%"
             if seconds else "-")
+    if scaled and scaled > seconds:
+        cost += f" ({1e3 * scaled:.1f}, {100 * r['cost_model_scaled_fraction_of_peak']:.0f}%)"
+    peak = r.get("peak_flops_per_device")
+    at_peak = r["flops_per_device_jaxpr"] / peak if peak else None
+    # Reports from before jaxssl.aot gave these fields have none.
+    ideal = f"{r['state_over_ideal']:.3f}" if "state_over_ideal" in r else "-"
+    replicated = (str(len(r["replicated_parameters_mib"]))
+                  if "replicated_parameters_mib" in r else "-")
     collectives = ", ".join(f"{op} {c['count']}: {c['bytes'] / 2**20:.0f}"
                             for op, c in sorted(r.get("collectives", {}).items())) or "-"
     mesh = "x".join(f"{k}={v}" for k, v in r["mesh"].items() if v > 1) or "1"
     return (f"| {name} | {r['topology']} | {r['chips']} | {mesh} | {r['batch_size']} | {memory} "
-            f"| {'yes' if r['fits'] else 'NO'} | {flops} | {cost} | {collectives} "
+            f"| {'yes' if r['fits'] else 'NO'} | {ideal} | {replicated} | {flops} "
+            f"| {f'{1e3 * at_peak:.1f}' if at_peak else '-'} | {cost} | {collectives} "
             f"| {r['compile_s']:.0f} |")
 
 

@@ -70,8 +70,8 @@ class TextEncoder(nn.Module):
     'argmax' takes the position of the largest token id (OpenAI CLIP's EOT),
     'eos' the first `eos_id`, 'final' the last position whatever the token
     (SigLIP's, whose text is padded to full length); `mask_padding` False lets every token attend
-    (within the causal mask) whatever its id; `layer_norm_epsilon` and
-    `activation` as in `TransformerStack`.
+    (within the causal mask) whatever its id; `layer_norm_epsilon`,
+    `activation`, `scan_layers` and `remat` as in `TransformerStack`.
     """
     vocab_size: int
     max_length: int
@@ -86,6 +86,8 @@ class TextEncoder(nn.Module):
     mask_padding: bool = True
     layer_norm_epsilon: float = LAYER_NORM_EPSILON
     activation: str = "gelu"
+    scan_layers: bool = False
+    remat: str = "none"
 
     @nn.compact
     def __call__(self, tokens: jax.Array, train: bool) -> jax.Array:
@@ -99,8 +101,8 @@ class TextEncoder(nn.Module):
         mask = attention_mask(segment_ids, segment_ids, jnp.full(tokens.shape, self.causal))
         x = TransformerStack(self.depth, self.num_heads, self.mlp_dim, dtype=self.dtype,
                              layer_norm_epsilon=self.layer_norm_epsilon,
-                             activation=self.activation,
-                             name="stack")(embedder.embed(tokens, positions), mask, positions,
+                             activation=self.activation, scan_layers=self.scan_layers,
+                             remat=self.remat, name="stack")(embedder.embed(tokens, positions), mask, positions,
                                            not train)
         if self.pooling == "argmax":
             last = jnp.argmax(tokens, axis=1)
@@ -163,6 +165,8 @@ class CLIP(base.Method):
             mlp_ratio=4.0,
             text_length=32,                       # tokens per caption incl. EOS
             text_causal=False,                    # True: causal text encoder (CLIP)
+            scan_layers=False,    # the text tower's blocks as one nn.scan (see lm.scan_layers)
+            remat="none",         # the text tower's: none | full | dots (see lm.remat)
             caption_template="a photo of a {}.",  # SYNTHETIC captions from labels
             class_names=(),                       # () = the built-in names of data.name
         ))
@@ -170,6 +174,7 @@ class CLIP(base.Method):
     @staticmethod
     def check_config(config: ml_collections.ConfigDict) -> None:
         base.check_vit_config(config)
+        base.check_remat(f"{config.method}.remat", config[config.method].remat)
         if (_class_names(config) is None
                 and not captions.is_caption_dataset(config.data.name)):
             raise ConfigError(
@@ -193,7 +198,8 @@ class CLIP(base.Method):
             vocab_size=self.tokenizer.vocab_size, max_length=section.text_length,
             hidden=section.text_hidden, depth=section.text_depth, num_heads=section.text_heads,
             mlp_dim=int(round(section.text_hidden * section.mlp_ratio)),
-            causal=section.text_causal, dtype=dtype)
+            causal=section.text_causal, dtype=dtype, scan_layers=section.scan_layers,
+            remat=section.remat)
         self.model = TwoTower(build_backbone(config.model, dtype=dtype), text_tower,
                               section.embed_dim, self.loss_scalars, dtype)
 

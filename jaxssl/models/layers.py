@@ -1,7 +1,10 @@
 """Transformer building blocks shared by the ViT (vit.py) and the text models (transformer.py).
 
 Activations are [B, T, D] in the compute `dtype`; parameters are float32 with
-logical axis names ('embed', 'heads', 'kv', 'mlp') for fsdp/tensor sharding.
+logical axis names ('embed', 'heads', 'kv', 'mlp') for fsdp/tensor sharding. On a
+mesh, activations are constrained Megatron-style (`jaxssl.parallel.constrain`): the
+batch over ('data', 'fsdp') everywhere, attention heads and the MLP hidden over
+'tensor', the residual stream whole on each 'tensor' device.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxssl.errors import ConfigError
+from jaxssl.parallel import constrain
 
 LAYER_NORM_EPSILON = 1e-6
 ROTARY_BASE = 10000.0
@@ -51,6 +55,11 @@ def dense(features, kernel_axes: tuple, dtype: Any, name: str, axis=-1,
         kernel_init=nn.with_logical_partitioning(kernel_init, kernel_axes),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, kernel_axes[-num_out:]),
         name=name)
+
+
+def batch_sharded(x: jax.Array) -> jax.Array:
+    """x [B, ...] constrained to the batch split over ('data', 'fsdp'), the rest whole."""
+    return constrain(x, ("batch",) + (None,) * (x.ndim - 1))
 
 
 def gelu(x: jax.Array) -> jax.Array:
@@ -98,13 +107,17 @@ class MlpBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        y = dense(self.mlp_dim, ("embed", "mlp"), self.dtype, "fc1", kernel_init=self.kernel_init)(x)
+        # The hidden [..., mlp_dim] is split over 'tensor' (fc1 by columns, fc2 by rows).
+        hidden = lambda y: constrain(y, ("batch",) + (None,) * (y.ndim - 2) + ("mlp",))
+        x = batch_sharded(x)
+        y = hidden(dense(self.mlp_dim, ("embed", "mlp"), self.dtype, "fc1",
+                         kernel_init=self.kernel_init)(x))
         y = activation(y, self.activation)
         if self.gated:
-            y = y * dense(self.mlp_dim, ("embed", "mlp"), self.dtype, "gate",
-                          kernel_init=self.kernel_init)(x)
-        return dense(x.shape[-1], ("mlp", "embed"), self.dtype, "fc2",
-                     kernel_init=self.out_kernel_init)(y)
+            y = y * hidden(dense(self.mlp_dim, ("embed", "mlp"), self.dtype, "gate",
+                                 kernel_init=self.kernel_init)(x))
+        return batch_sharded(dense(x.shape[-1], ("mlp", "embed"), self.dtype, "fc2",
+                                   kernel_init=self.out_kernel_init)(y))
 
 
 def apply_rotary(x: jax.Array, positions: jax.Array) -> jax.Array:
@@ -186,12 +199,14 @@ class Attention(nn.Module):
             raise ConfigError(f"attention dropout needs jaxssl's attention (attention_impl ''), "
                              f"not {self.attention_impl!r}")
 
+        split_heads = lambda y: constrain(y, ("batch", None, "heads", None))
+
         def project(name, count, y):
-            """y [B, T, D] -> `count` arrays [B, T, heads, D/heads]."""
+            """y [B, T, D] -> `count` arrays [B, T, heads, D/heads], heads over 'tensor'."""
             features = (count, self.num_heads, hidden // self.num_heads)
             stacked = dense(features, ("embed", None, "heads", "kv"), self.dtype, name,
-                            kernel_init=self.kernel_init)(y)
-            return [stacked[:, :, i] for i in range(count)]
+                            kernel_init=self.kernel_init)(batch_sharded(y))
+            return [split_heads(stacked[:, :, i]) for i in range(count)]
 
         if context is None:
             q, k, v = project("qkv", 3, x)
@@ -208,5 +223,5 @@ class Attention(nn.Module):
             raise ConfigError("a logit bias (relative positions) needs jaxssl's attention")
         else:
             y = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.attention_impl)
-        return dense(hidden, ("heads", "kv", "embed"), self.dtype, "out", axis=(-2, -1),
-                     kernel_init=self.out_kernel_init)(y)
+        return batch_sharded(dense(hidden, ("heads", "kv", "embed"), self.dtype, "out",
+                                   axis=(-2, -1), kernel_init=self.out_kernel_init)(split_heads(y)))
