@@ -28,7 +28,8 @@ def tiny(name: str) -> str:
 
 @pytest.mark.parametrize("spec", ["tiny_simclr.py", "tiny_moco.py", "tiny_mae.py",
                                   "tiny_mae.py:simmim", "tiny_clip.py", "tiny_clip.py:siglip",
-                                  "tiny_lm.py", "tiny_pali.py", "tiny_finetune.py"])
+                                  "tiny_lm.py", "tiny_pali.py", "tiny_finetune.py",
+                                  "tiny_palm_e.py"])
 def test_every_method_compiles_for_a_tpu_slice(spec):
     report = aot.analyse(tiny(spec), {"mesh.fsdp": "2"}, TOPOLOGY)
     assert report["fits"] and report["devices"] == 4 and report["chip_kind"].startswith("TPU v5")
@@ -129,7 +130,8 @@ def test_unknown_chip_is_one_line_and_exit_2():
 
 
 def test_element_spec_matches_the_records_read():
-    for name in ("digits", "synthetic:12x10x3", "text:pydoc?length=17"):
+    for name in ("digits", "synthetic:12x10x3", "text:pydoc?length=17",
+                 "scenes:digits?length=64&train_size=4"):
         spec = sources.element_spec(name)
         record = sources.get_source(name, "train")[0]
         assert {k: (v.shape, v.dtype) for k, v in spec.items()} == {

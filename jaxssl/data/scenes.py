@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import numpy as np
 
 from jaxssl.data import multimodal, tfds_io
@@ -252,6 +253,17 @@ class SceneSource:
                                          "positions")}
         return {**record, "image": render(scene, self.digits, self.spec), "state": state,
                 "task": np.int32(task)}
+
+
+def element_spec(name: str) -> dict[str, jax.ShapeDtypeStruct]:
+    """{key: ShapeDtypeStruct} of one record of scenes dataset `name`, without drawing any."""
+    spec = parse_scenes_dataset(name)
+    row = {k: jax.ShapeDtypeStruct((spec.length,), np.int32)
+           for k in ("tokens", "kinds", "slots", "segment_ids", "positions")}
+    return {**row, "loss_mask": jax.ShapeDtypeStruct((spec.length,), np.bool_),
+            "image": jax.ShapeDtypeStruct((spec.canvas, spec.canvas, 1), np.uint8),
+            "state": jax.ShapeDtypeStruct((spec.max_objects + 1, STATE_DIM), np.float32),
+            "task": jax.ShapeDtypeStruct((), np.int32)}
 
 
 def get_scene_source(name: str, split: str, data_dir=None) -> SceneSource:

@@ -146,8 +146,8 @@ def element_spec(name: str, data_dir: str | os.PathLike | None = None
 
     Image datasets: 'image' uint8 [H, W, C] and 'label' int32 []; text
     datasets: 'tokens', 'segment_ids', 'positions' int32 [length]; caption
-    datasets: 'image' uint8 [S, S, 3] and 'tokens' int32 [length]. Only 'npz'
-    reads anything (the header of data_dir/train.npz). A 'tfds:' dataset needs
+    datasets: 'image' uint8 [S, S, 3] and 'tokens' int32 [length]; scenes:
+    `jaxssl.data.scenes.element_spec`. Only 'npz' reads anything (the header of data_dir/train.npz). A 'tfds:' dataset needs
     ?image_size=S (its stored images may differ in size); it is taken to be RGB
     unless it is one of the MNIST family.
 
@@ -158,6 +158,8 @@ def element_spec(name: str, data_dir: str | os.PathLike | None = None
         length = text.parse_text_dataset(name).length
         return {k: jax.ShapeDtypeStruct((length,), np.int32)
                 for k in ("tokens", "segment_ids", "positions")}
+    if scenes.is_scenes_dataset(name):
+        return scenes.element_spec(name)
     if captions.is_caption_dataset(name):
         spec = captions.parse_caption_dataset(name)
         if not spec.image_size:
