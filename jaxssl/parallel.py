@@ -192,7 +192,8 @@ def tree_shardings(boxed_abstract_tree: Any, mesh: Mesh) -> Any:
             value = x.unbox()
             spec = logical_spec_to_mesh(x.names, value.shape, mesh)
             if all(axis is None for axis in spec):
-                spec = fsdp_fallback_spec(value.shape, mesh)
+                fallback = fsdp_fallback_spec(value.shape, mesh)
+                spec = fallback if any(fallback) else spec  # keep the rules' spec if both replicate
             return NamedSharding(mesh, spec)
         if _is_box(x):
             x = x.unbox()

@@ -193,7 +193,7 @@ def test_annotated_parameter_that_the_rules_leave_whole_falls_back_to_fsdp():
                                               ("layers", "mlp"))}
     shardings = parallel.tree_shardings(boxed, mesh)
     assert shardings["bias"].spec == P(None, "fsdp")
-    assert shardings["small"].spec == P()
+    assert shardings["small"].is_fully_replicated
     abstract = parallel.unboxed_abstract(boxed)
     assert aot.replicated_parameters(abstract, shardings) == {}
     whole = {k: parallel.replicated(mesh) for k in abstract}
