@@ -26,16 +26,12 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 
 import jax
 
-from jaxssl import config as config_lib, parallel
-from jaxssl.data import pipeline
-from jaxssl.flops import traced_flops
+from experiments.benchmarks.ab_step import compiled_step
 from jaxssl.logging import device_peak_flops
-from jaxssl.train import Trainer
 
 WORKLOADS = {
     "simclr": ("configs/simclr_cifar10_resnet18.py", {
@@ -51,12 +47,7 @@ WORKLOADS = {
 def build(workload: str):
     """(compiled step, initial state, global batch, FLOPs per step) on one device."""
     path, overrides = WORKLOADS[workload]
-    config = config_lib.load(path, {**overrides, "mesh.data": "1"})
-    trainer = Trainer(config, tempfile.mkdtemp(prefix="jax_steps_"), devices=jax.devices()[:1])
-    batch = parallel.host_batch_to_global(
-        pipeline.example_batch(trainer.train_source, config.data.batch_size), trainer.mesh)
-    traced = trainer.trace_train_step()
-    return traced.lower().compile(), trainer.initial_state(), batch, traced_flops(traced)
+    return compiled_step(path, overrides)
 
 
 def main() -> None:

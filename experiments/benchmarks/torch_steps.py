@@ -40,6 +40,16 @@ from torch.nn import functional as F
 from torchvision.transforms import v2
 
 
+def update(optimizer, loss: torch.Tensor, clip_params=None) -> torch.Tensor:
+    """One optimizer step on `loss` (gradients clipped to norm 1 over `clip_params` if given)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_params is not None:
+        torch.nn.utils.clip_grad_norm_(clip_params, 1.0)
+    optimizer.step()
+    return loss
+
+
 # ------------------------------------------------------------------ SimCLR
 def simclr_model() -> nn.Module:
     net = torchvision.models.resnet18()
@@ -77,11 +87,7 @@ def simclr_workload(batch: int = 128):
     def step():
         views = torch.stack([augment(image) for image in images] +
                             [augment(image) for image in images])
-        loss = nt_xent(model(views), 0.5)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss
+        return update(optimizer, nt_xent(model(views), 0.5))
     return step
 
 
@@ -143,11 +149,7 @@ def mae_workload(batch: int = 128):
     images = torch.rand(batch, 3, 32, 32) * 2 - 1
 
     def step():
-        loss = model(images)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss
+        return update(optimizer, model(images))
     return step
 
 
@@ -180,11 +182,7 @@ def baby_gpt_workload(vocab: int = 65, context: int = 64, batch: int = 12):
         rows = torch.randint(vocab, (batch, context + 1))
         logits = model(rows[:, :-1])
         loss = F.cross_entropy(logits.reshape(-1, vocab), rows[:, 1:].reshape(-1))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        return loss
+        return update(optimizer, loss, model.parameters())
     return step
 
 
