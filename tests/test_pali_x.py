@@ -129,10 +129,10 @@ def test_decoder_positions_never_see_later_ones_and_all_see_frames_and_prefix(ti
         assert changed(base, logits(params, images, edited))[0], i
 
 
+@pytest.mark.parametrize("tiny", ["encoder_decoder"], indirect=True)
 def test_the_encoder_reads_frames_and_prefix_bidirectionally(tiny):
+    """Only the encoder-decoder has an encoder (the decoder-only stream is checked above)."""
     method, batch, variables, _ = tiny
-    if method.config.pali.architecture != "encoder_decoder":
-        pytest.skip("the decoder-only stream is checked above")
     images, inputs = split_after(method, batch, 6)
 
     def encoded(images, inputs):
