@@ -24,7 +24,7 @@ def get_config(arg=None):
     del arg
     return ml_collections.ConfigDict({
         "method": "gato",
-        "total_steps": 500,
+        "total_steps": 900,
         "data": {"name": "mnist", "data_dir": "mnist", "train_split": "train",
                  "eval_split": "test", "batch_size": 32, "read_threads": 0,
                  "prefetch_batches": 2},

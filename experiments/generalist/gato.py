@@ -1,9 +1,10 @@
 """Gato on a CPU: one network on text, captions and control, next to single-task models.
 
 Trains configs/gato_cpu.py (the mixture, weights text 0.3, caption 0.15, CartPole 0.35,
-Pendulum 0.2) for --steps steps, then the same model trained on text alone and on
-captions alone, each for its task's share of those steps (the same number of rows
-of its task's data as the mixture model saw, at the same batch size). Reports the
+Pendulum 0.2) for --steps steps, then the same model trained on one task alone:
+text and captions each for its task's share of those steps (the same number of
+rows of its task's data as the mixture model saw, at the same batch size), and
+text for all the steps (the same compute and optimizer steps). Reports the
 mixture model's CartPole-v1 and Pendulum-v1 mean returns over the config's
 evaluation episodes (greedy rollouts in gymnasium, demonstration prompt), next to
 the scripted expert and a uniformly random policy on the same reset seeds, and its
@@ -12,7 +13,7 @@ text loss and caption accuracy next to the single-task models'.
   JAXSSL_DATA_DIR=... python -m experiments.generalist.gato --runs_dir=/tmp/gato_runs \\
       2>&1 | tee experiments/generalist/logs/gato/run.log
 
-Writes RUNS/{gato,text_only,caption_only}/ (workdirs), and into
+Writes RUNS/{gato,text_only,text_only_same_steps,caption_only}/ (workdirs), and into
 experiments/generalist/: logs/gato/*.jsonl (each run's metrics), gato_results.json
 and gato_curves.png.
 """
@@ -41,18 +42,20 @@ from jaxssl.train import Trainer  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(HERE)), "configs", "gato_cpu.py")
-# run -> the task it trains on alone (None: the mixture)
-RUNS = {"gato": None, "text_only": "text", "caption_only": "caption"}
+# run -> (the task it trains on alone, None: the mixture; True: for the task's share of
+# the mixture's steps, False: for all of them)
+RUNS = {"gato": (None, False), "text_only": ("text", True),
+        "text_only_same_steps": ("text", False), "caption_only": ("caption", True)}
 
 
 def train(name: str, runs_dir: str, steps: int, overrides: dict[str, str]) -> dict:
     """Trains run `name` (RUNS) from scratch; its final evaluation and timings."""
     config = config_lib.load(CONFIG, overrides)
-    task = RUNS[name]
+    task, same_rows = RUNS[name]
     weights = tuple(config.gato.weights)
     if task is not None:
-        share = weights[gato_mixture.TASKS.index(task)] / sum(weights)
-        steps = round(steps * share)
+        if same_rows:
+            steps = round(steps * weights[gato_mixture.TASKS.index(task)] / sum(weights))
         config.gato.weights = tuple(float(t == task) for t in gato_mixture.TASKS)
     config.total_steps = steps
     workdir = os.path.join(runs_dir, name)
@@ -95,11 +98,15 @@ def plot(summary: dict, path: str) -> None:
     runs, batch = summary["runs"], summary["batch_size"]
     weights = np.asarray(runs["gato"]["weights"]) / sum(runs["gato"]["weights"])
     fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
-    for ax, task, alone in ((axes[0], "text", "text_only"), (axes[1], "caption", "caption_only")):
+    panels = ((axes[0], "text", ("text_only", "text_only_same_steps")),
+              (axes[1], "caption", ("caption_only",)))
+    for ax, task, alone in panels:
         share = weights[gato_mixture.TASKS.index(task)]
         ax.plot(*curve(runs["gato"]["workdir"], f"{task}/loss", batch * share),
                 label="Gato (mixture)")
-        ax.plot(*curve(runs[alone]["workdir"], "loss", batch), label=f"{task} only")
+        for name in alone:
+            ax.plot(*curve(runs[name]["workdir"], "loss", batch),
+                    label=f"{task} only, {runs[name]['steps']} steps")
         ax.set_xlabel(f"{task} rows seen (expected)")
         ax.set_ylabel("train loss (nats/token, one batch)")
         ax.set_yscale("log")
