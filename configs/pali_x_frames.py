@@ -2,7 +2,9 @@
 (chance 1/3) and "how many frames show seven?" (chance 1/4), trained on the PaLI mixture of
 prefix completion and masked-token completion of the question + answer rows.
 
-The argument picks pali.architecture: 'encoder_decoder' (default; PaLI-X: a bidirectional
+The argument picks the stage: 'encoder' pretrains the ViT with SimCLR on MNIST (handed
+to the PaLI runs with --config.pali.init_from.checkpoint=ITS_WORKDIR), or
+pali.architecture: 'encoder_decoder' (default; PaLI-X: a bidirectional
 encoder reads the three images' ViT tokens and the question, a decoder writes) or
 'decoder' (the images and the question are the fully visible prefix of one decoder).
 Both have 4 text blocks in all (2 + 2, or 4) of width 64; the encoder-decoder's decoder
@@ -22,23 +24,39 @@ architectures is experiments/generalist/pali_x.py.)
 import ml_collections
 
 ARCHITECTURES = ("encoder_decoder", "decoder")
+STAGES = ("encoder",) + ARCHITECTURES
+VIT = {"name": "vit", "hidden": 64, "depth": 2, "heads": 4, "patch": 7}
+LOG = {"every_steps": 50, "tensorboard": False, "progress_bar": False}
 
 
 def get_config(arg=None):
-    architecture = arg or "encoder_decoder"
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"argument must be one of {ARCHITECTURES}, got {arg!r}")
+    stage = arg or "encoder_decoder"
+    if stage not in STAGES:
+        raise ValueError(f"argument must be one of {STAGES}, got {arg!r}")
+    if stage == "encoder":
+        return ml_collections.ConfigDict({
+            "method": "simclr", "total_steps": 400,
+            "data": {"name": "mnist", "data_dir": "mnist", "batch_size": 128},
+            "model": VIT,
+            "simclr": {"temperature": 0.2, "proj_hidden_dims": (128,), "proj_dim": 64},
+            "augment": {"crop_scale": (0.5, 1.0), "flip_prob": 0.0, "jitter_prob": 0.0,
+                        "grayscale_prob": 0.0, "blur_prob": 0.0, "solarize_prob": 0.0},
+            "optim": {"name": "adamw", "base_lr": 2e-3, "lr_scaling": "none",
+                      "warmup_steps": 40},
+            "eval": {"max_train_examples": 5000, "max_test_examples": 1000},
+            "log": LOG})
+    architecture = stage
     depth = {"encoder_decoder": 2, "decoder": 4}[architecture]
     return ml_collections.ConfigDict({
         "method": "pali",
         "total_steps": 800,
         "data": {"name": "mnist", "data_dir": "mnist", "batch_size": 64},
-        "model": {"name": "vit", "hidden": 64, "depth": 2, "heads": 4, "patch": 7},
+        "model": VIT,
         "pali": {"architecture": architecture, "text_hidden": 64, "text_depth": depth,
                  "decoder_depth": 2, "text_heads": 4, "num_images": 3,
                  "frame_tasks": ("which", "count")},
         "optim": {"name": "adamw", "base_lr": 2e-3, "lr_scaling": "none", "warmup_steps": 100,
                   "end_lr_ratio": 0.1, "weight_decay": 0.05, "clip_grad_norm": 1.0},
         "eval": {"batch_size": 250, "max_test_examples": 1000, "every_steps": 400},
-        "log": {"every_steps": 50, "tensorboard": False, "progress_bar": False},
+        "log": LOG,
     })

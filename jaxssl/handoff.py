@@ -44,13 +44,14 @@ import os
 import re
 from typing import Any, Mapping
 
+import flax.linen as nn
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxssl.checkpoint import Checkpointer, describe_mismatch
+from jaxssl.checkpoint import Checkpointer, describe_mismatch, shapes_by_path
 from jaxssl.errors import CheckpointError
 
 DESTINATION_ENCODER = "backbone"   # where the fine-tuning model keeps its encoder
@@ -386,3 +387,32 @@ def load_handoffs(plans, state, shardings, workdir: str | None):
             with open(os.path.join(workdir, "handoff.txt"), "w") as f:
                 f.write(report + "\n")
     return variables
+
+
+class PretrainedParts:
+    """The pretrained parts a method swaps into its fresh state, one `HandoffSpec` each.
+
+    `plan(variables)` checks every spec against the model's shapes once (from
+    `Method.init`, so a checkpoint that does not fit stops the run before anything
+    is written); `load(state, shardings, workdir)` then reads them (`load_handoffs`)
+    and returns the variables, or None when there is nothing to load.
+    """
+
+    def __init__(self, specs, model_config: Mapping[str, Any] | None = None):
+        self.specs = tuple(specs)
+        self.model_config = model_config
+        self.plans: list[HandoffPlan] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.specs)
+
+    def plan(self, variables) -> None:
+        if self.specs and self.plans is None:
+            shapes = shapes_by_path(nn.meta.unbox(variables))
+            self.plans = [prepare_handoff(spec, shapes, model_config=self.model_config)
+                          for spec in self.specs]
+
+    def load(self, state, shardings, workdir: str | None) -> dict | None:
+        if not self.specs:
+            return None
+        return load_handoffs(self.plans, state, shardings, workdir)

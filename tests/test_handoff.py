@@ -47,7 +47,7 @@ def test_encoder_round_trip_is_bitwise_onto_another_mesh(mesh, devices, pretrain
         assert not leaf.any()  # the new head keeps its zero initialisation
     restored_shardings = jax.tree.map(lambda x: x.sharding, state.params["backbone"])
     assert restored_shardings == trainer.state_shardings.params["backbone"]
-    plan = trainer.method.plan
+    plan = trainer.method.pretrained.plans[0]
     assert plan.step_dir == os.path.join(pretrain_dir, "checkpoints", str(step))
     assert set(plan.loads) == {f"params/{p}" for p in _paths(saved["backbone"], "backbone")}
     assert {p.split("/")[1] for p in plan.skipped} == {"projector"}
@@ -89,7 +89,7 @@ def test_larger_images_get_the_resized_position_embedding_and_a_report(pretraine
                                **{"data.image_size": "16"})  # 8x8 patch grid instead of 4x4
     state = trainer.initial_state()
     path = "params/backbone/position_embedding/pos_embedding"
-    assert trainer.method.plan.resizes == {path: ((16, 32), (64, 32))}
+    assert trainer.method.pretrained.plans[0].resizes == {path: ((16, 32), (64, 32))}
     source = saved["backbone"]["position_embedding"]["pos_embedding"].astype(np.float64)
     expected = bilinear_reference(source.reshape(4, 4, 32), 8).reshape(64, 32)
     np.testing.assert_allclose(state.params["backbone"]["position_embedding"]["pos_embedding"],
@@ -98,7 +98,7 @@ def test_larger_images_get_the_resized_position_embedding_and_a_report(pretraine
                          saved["backbone"]["encoder"]["block1"]["mlp"]["fc2"]["kernel"])
     trainer.method.load_pretrained(state, trainer.state_shardings, workdir=str(tmp_path))
     report = (tmp_path / "handoff.txt").read_text()
-    assert report == trainer.method.plan.report() + "\n"
+    assert report == trainer.method.pretrained.plans[0].report() + "\n"
     encoder = len(jax.tree.leaves(saved["backbone"]["encoder"]))
     for line in [f"loaded {encoder + 3} arrays: params/backbone/encoder ({encoder}), "
                  "params/backbone/patch_embedding (2), params/backbone/position_embedding (1)",

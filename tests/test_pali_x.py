@@ -227,3 +227,22 @@ def test_evaluation_reports_each_tasks_answer_accuracy(tmp_path):
 def test_sharded_step_equals_one_device(architecture, tmp_path, monkeypatch):
     monkeypatch.setitem(tensor_parallel.CONFIGS, "pali_x", f"tiny_pali_x.py:{architecture}")
     tensor_parallel.test_step_on_data_fsdp_tensor_mesh_matches_one_device("pali_x", tmp_path)
+
+
+def test_a_pretrained_vit_is_handed_over_from_init_from(simclr_run, tmp_path):
+    # The SimCLR run's ViT (tests/configs/tiny_simclr.py, 8x8 digits) as PaLI-X's image
+    # encoder: every backbone array as saved, the text model and frame embedding fresh.
+    vit = simclr_run.config.model
+    user = tiny_config("encoder_decoder", init_from={
+        "checkpoint": str(simclr_run.workdir), "subtree": "backbone", "renames": (),
+        "skip": ()})
+    user["model"].update(hidden=vit.hidden, depth=vit.depth, heads=vit.heads, patch=vit.patch,
+                         posemb=vit.posemb)
+    trainer = Trainer(config_lib.resolve(user), str(tmp_path))
+    params = jax.device_get(trainer.initial_state().params)
+    jax.tree.map(np.testing.assert_array_equal, params["backbone"],
+                 simclr_run.params["backbone"])
+    with open(tmp_path / "handoff.txt") as f:
+        fresh = f.read().splitlines()[-1]
+    assert "params/frame_embedding" in fresh and "params/text" in fresh
+    assert "params/backbone" not in fresh

@@ -1,7 +1,8 @@
 """PaLI-X encoder-decoder vs the decoder-only PaLI on the same multi-image questions.
 
-Trains configs/pali_x_frames.py once per architecture (same ViT, text width, total
-text blocks, steps, batches and seed), then writes the answer accuracy of each
+Pretrains the ViT with SimCLR on MNIST (configs/pali_x_frames.py:encoder), then trains
+configs/pali_x_frames.py once per architecture from it (same pretrained ViT, text
+width, total text blocks, steps, batches and seed), then writes the answer accuracy of each
 frame task on the held-out frames with its 95% Wilson interval next to chance
 (results.json, results.md, pali_x_accuracy.png) and copies each run's logs to
 experiments/generalist/logs/pali_x/ARCH/.
@@ -31,7 +32,7 @@ LOGS = os.path.join(HERE, "logs", "pali_x")
 CONFIG = "configs/pali_x_frames.py"
 ARCHITECTURES = {"encoder_decoder": "encoder-decoder (PaLI-X)", "decoder": "decoder-only (PaLI)"}
 TASKS = {"which": "which frame shows X?", "count": "how many frames show X?"}
-LOG_FILES = ("config.json", "metrics.jsonl", "run_info.json", "random_init.json")
+LOG_FILES = ("config.json", "metrics.jsonl", "run_info.json", "random_init.json", "handoff.txt")
 Z95 = 1.959963984540054
 
 
@@ -139,11 +140,17 @@ def main() -> None:
     common.add_set_argument(parser)
     args = parser.parse_args()
     if not args.summarize_only:
+        encoder = common.run("encoder", args.runs, f"{CONFIG}:encoder")
+        print("encoder", json.dumps(encoder["final"]), flush=True)
+        overrides = {"pali.init_from.checkpoint": os.path.join(args.runs, "encoder"),
+                     **common.overrides_of(args)}
         for arch in ARCHITECTURES:
-            info = common.run(arch, args.runs, f"{CONFIG}:{arch}", common.overrides_of(args))
+            info = common.run(arch, args.runs, f"{CONFIG}:{arch}", overrides)
             print(arch, json.dumps(info["final"]), flush=True)
     summaries = summarize(args.runs)
-    os.makedirs(LOGS, exist_ok=True)
+    os.makedirs(os.path.join(LOGS, "encoder"), exist_ok=True)
+    for name in LOG_FILES[:3]:  # the pretrained ViT's run
+        shutil.copy(os.path.join(args.runs, "encoder", name), os.path.join(LOGS, "encoder", name))
     with open(os.path.join(LOGS, "results.json"), "w") as f:
         json.dump(summaries, f, indent=2)
     markdown = table(summaries)

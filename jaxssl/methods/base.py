@@ -31,7 +31,9 @@ Hooks with defaults:
       with the workdir's copies when it resumes. Default: none.
   load_pretrained(state, shardings, workdir) -> state
       swaps pretrained weights into the fresh TrainState (fine-tuning), not
-      called when resuming from the workdir's own checkpoint. Default: `state`.
+      called when resuming from the workdir's own checkpoint. Default: the
+      hand-offs of `self.pretrained` (a `handoff.PretrainedParts`, empty
+      unless the method fills it and plans it in `init`), else `state`.
   evaluate(variables, train_source, eval_source, mesh, eval_config) -> {name: float}
       Default: kNN and linear-probe top-1 of `features` on the eval split.
   write_pictures(variables, batch, path) -> None
@@ -60,7 +62,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxssl import optim, parallel
+from jaxssl import handoff, optim, parallel
 from jaxssl.errors import ConfigError
 from jaxssl.evaluate.representation import evaluate_encoder
 from jaxssl.models import VIT_BACKBONE_NAMES
@@ -160,6 +162,7 @@ class Method(abc.ABC):
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
         self._jitted: dict = {}
+        self.pretrained = handoff.PretrainedParts(())
 
     # ------------------------------------------------------------ required
     @staticmethod
@@ -203,9 +206,13 @@ class Method(abc.ABC):
         return {}
 
     def load_pretrained(self, state, shardings, workdir):
-        """The fresh state with pretrained weights swapped in: nothing to swap."""
-        del shardings, workdir
-        return state
+        """The fresh state with the arrays of `self.pretrained` swapped in, on its shardings
+        (the hand-off report printed and written to workdir/handoff.txt)."""
+        variables = self.pretrained.load(state, shardings, workdir)
+        if variables is None:
+            return state
+        params, method_state = split_variables(variables)
+        return state.replace(params=params, method_state=method_state)
 
     def evaluate(self, variables, train_source, eval_source, mesh, eval_config) -> dict[str, float]:
         """kNN and linear-probe top-1 (fractions) of `features` on the eval split."""

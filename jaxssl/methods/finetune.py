@@ -52,7 +52,6 @@ import numpy as np
 import optax
 
 from jaxssl import handoff, optim
-from jaxssl.checkpoint import shapes_by_path
 from jaxssl.errors import ConfigError
 from jaxssl.data import augment, subsets
 from jaxssl.evaluate import forgetting, wise_ft
@@ -120,9 +119,9 @@ class FineTune(base.Method):
         self.model = Classifier(
             backbone=build_backbone(config.model, dtype=dtype),
             head=LinearHead(settings.num_classes, init_std=settings.head_init_std, dtype=dtype))
-        self.spec = (handoff.HandoffSpec.from_config(settings.init_from)
-                     if settings.init_from.checkpoint else None)
-        self.plan: handoff.HandoffPlan | None = None
+        self.pretrained = handoff.PretrainedParts(
+            [handoff.HandoffSpec.from_config(settings.init_from)]
+            if settings.init_from.checkpoint else [], model_config=config.model)
         self.keeps_pretrained = bool(settings.l2sp or settings.wise_alphas
                                      or settings.forgetting.name)
         self.reference = (forgetting.ReferenceSet.from_config(settings.forgetting)
@@ -139,9 +138,7 @@ class FineTune(base.Method):
         size = base.view_size(self.config, batch["image"])
         images = base.prepare_images(batch["image"], size)
         variables = dict(self.model.init(rng, images, train=False))
-        if self.spec is not None and self.plan is None:
-            self.plan = handoff.prepare_handoff(self.spec, shapes_by_path(nn.meta.unbox(variables)),
-                                                model_config=self.config.model)
+        self.pretrained.plan(variables)
         if self.keeps_pretrained:
             variables[PRETRAINED] = wise_ft.encoder_variables(variables)
         return variables
@@ -157,9 +154,9 @@ class FineTune(base.Method):
         Prints the hand-off report (and writes it to workdir/handoff.txt when
         `workdir` is given). The 'pretrained' copy becomes the loaded encoder.
         """
-        if self.spec is None:
+        variables = self.pretrained.load(state, shardings, workdir)
+        if variables is None:
             return state
-        variables = handoff.load_handoffs([self.plan], state, shardings, workdir)
         if self.keeps_pretrained:
             variables[PRETRAINED] = jax.tree.map(lambda x: x.copy(),
                                                  wise_ft.encoder_variables(variables))

@@ -5,8 +5,14 @@ prefix of a byte-level text decoder, trained on a mixture of
   'masked'  masked-token completion: image + caption with noise spans replaced by
             sentinels -> the sentinels and their spans (T5 span corruption),
 
-chosen per example (or per batch) with rates `pali.objective_rates`; the loss
-and token count of each are logged as 'prefix/...' and 'masked/...'.
+and, for frame questions only, a third:
+
+  'qa'      question answering: images + question -> answer (the prefix split
+            after the question, as PaLI-X's VQA tasks are trained),
+
+chosen per example (or per batch) with rates `pali.objective_rates` (two, or
+three with 'qa'); the loss and token count of each are logged as 'prefix/...',
+'masked/...' and 'qa/...'.
 
 Captions, two kinds (`jaxssl.data.captions`, shared with CLIP/SigLIP):
 
@@ -33,7 +39,9 @@ argmax of the answer token after the whole question, over 'NAME/examples'
 held-out examples) next to its chance level ('NAME/chance').
 
 The ViT is the config's `model` (stored under 'backbone', like every
-method's encoder); its tokens are projected to the text width, and with
+method's encoder; `pali.init_from` loads a pretrained one through the Orbax
+hand-off, e.g. a SimCLR run's); its patch tokens (or, with `pali.pool_images`,
+one token per image: its pooled features) are projected to the text width, and with
 several images each image's tokens (which keep the ViT's patch positions)
 get a learned frame embedding. Two architectures (`pali.architecture`):
 
@@ -54,6 +62,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxssl import handoff
 from jaxssl.data import captions, frame_questions, multimodal, tokenizers
 from jaxssl.errors import ConfigError
 from jaxssl.evaluate.perplexity import NOISE_SEED, split_sums
@@ -77,12 +86,16 @@ def image_tokens(module: nn.Module, images, width: int, dtype, train: bool) -> j
     """`module.backbone`'s tokens of each image, projected to `width` ('image_projection'):
     images [B, S, S, C] -> [B, N, width], or several, [B, K, S, S, C] -> [B, K*N, width]
     with `module.num_images` = K learned frame embeddings ('frame_embedding' [K, width])
-    added, frame k's to all its N tokens."""
+    added, frame k's to all its N tokens. N: the ViT's patch tokens, or 1 with
+    `module.pooled` (the ViT's pooled features, its `pool`)."""
     frames = images.shape[1] if images.ndim == 5 else 1
     if frames != module.num_images:
         raise ValueError(f"{frames} images per example, the model has {module.num_images}")
     flat = images.reshape((-1,) + images.shape[-3:])
-    tokens = module.backbone.encode_tokens(module.backbone.embed_patches(flat), train)
+    if module.pooled:
+        tokens = module.backbone(flat, train)[:, None].astype(dtype)
+    else:
+        tokens = module.backbone.encode_tokens(module.backbone.embed_patches(flat), train)
     tokens = dense(width, ("embed", "embed"), dtype, "image_projection")(tokens)
     if frames == 1:
         return tokens
@@ -100,6 +113,7 @@ class ImagePrefixLM(nn.Module):
     backbone: nn.Module
     decoder: LanguageModel
     num_images: int = 1
+    pooled: bool = False
 
     @nn.compact
     def __call__(self, images, tokens, segment_ids, positions, autoregressive, train: bool):
@@ -120,6 +134,7 @@ class ImageEncoderDecoder(nn.Module):
     backbone: nn.Module
     text: EncoderDecoder
     num_images: int = 1
+    pooled: bool = False
 
     @nn.compact
     def __call__(self, images, encoder_tokens, encoder_segment_ids, encoder_positions,
@@ -159,15 +174,19 @@ class PaLI(TokenLossMethod):
             decoder_depth=0,          # encoder_decoder only; 0 = text_depth
             text_heads=4,
             mlp_ratio=4.0,
-            objective_rates=(0.5, 0.5),  # prefix completion, masked-token completion
+            objective_rates=(0.5, 0.5),  # prefix completion, masked-token completion[, qa]
             noise_density=0.15,
             mean_span=3.0,
             per_example_mixture=True,
             num_sentinels=16,
             num_images=1,             # frames per example (> 1 needs frame_tasks)
+            pool_images=False,        # each image as one token (the ViT's pooled features)
             frame_tasks=(),           # () = captions; else of frame_questions.TASKS
             scan_layers=False,        # the decoder's blocks as one nn.scan (see lm.scan_layers)
             remat="none",             # none | full | dots (see lm.remat)
+            # a pretrained image encoder (e.g. a SimCLR run's 'backbone') through the
+            # Orbax hand-off (`jaxssl.handoff`); '' = the ViT starts from scratch
+            init_from=dict(checkpoint="", subtree="backbone", renames=(), skip=()),
         ))
 
     @staticmethod
@@ -182,6 +201,11 @@ class PaLI(TokenLossMethod):
         if pali.architecture not in ARCHITECTURES:
             raise ConfigError(f"pali.architecture must be one of {ARCHITECTURES}, got "
                               f"{pali.architecture!r}")
+        if len(pali.objective_rates) not in (2, 2 + bool(pali.frame_tasks)):
+            raise ConfigError("pali.objective_rates: two rates (prefix, masked)"
+                              + (", or three (prefix, masked, qa)" if pali.frame_tasks else
+                                 "; a third (qa) needs pali.frame_tasks")
+                              + f", got {tuple(pali.objective_rates)}")
         if pali.frame_tasks:
             if captions.is_caption_dataset(config.data.name):
                 raise ConfigError("pali.frame_tasks need a labelled image dataset, not "
@@ -208,9 +232,12 @@ class PaLI(TokenLossMethod):
             self.captions = jnp.asarray(caption_table(self.tokenizer, pali.caption_template,
                                                       pali.class_names))
             text_length = self.captions.shape[1]
+        denoisers = (language.Denoiser("prefix"),
+                     language.Denoiser("masked", pali.noise_density, pali.mean_span))
+        if len(pali.objective_rates) == 3:
+            denoisers += (language.Denoiser("qa", split=self.questions.question_length),)
         self.task = lm_tasks.Denoising(
-            denoisers=(language.Denoiser("prefix"),
-                       language.Denoiser("masked", pali.noise_density, pali.mean_span)),
+            denoisers=denoisers,
             rates=tuple(mixture.check_rates(pali.objective_rates)),
             sentinel_top=self.tokenizer.sentinel_id(0), architecture=pali.architecture,
             per_example=pali.per_example_mixture, padded=True)
@@ -225,10 +252,14 @@ class PaLI(TokenLossMethod):
             self.model = ImageEncoderDecoder(
                 backbone, EncoderDecoder(**sizes,
                                          decoder_depth=pali.decoder_depth or pali.text_depth),
-                pali.num_images)
+                pali.num_images, pali.pool_images)
         else:
-            self.model = ImagePrefixLM(backbone, LanguageModel(**sizes), pali.num_images)
+            self.model = ImagePrefixLM(backbone, LanguageModel(**sizes), pali.num_images,
+                                       pali.pool_images)
         self.char_lengths = jnp.asarray(self.tokenizer.char_lengths())
+        self.pretrained = handoff.PretrainedParts(
+            [handoff.HandoffSpec.from_config(pali.init_from)] if pali.init_from.checkpoint
+            else [], model_config=config.model)
 
     def caption_tokens(self, batch: dict) -> jax.Array:
         """int32 [B, L]: the batch's own caption 'tokens' (a tfds caption dataset),
@@ -256,7 +287,9 @@ class PaLI(TokenLossMethod):
 
     def init(self, rng: jax.Array, batch: dict) -> dict:
         images, inputs, _, _, _ = self._model_inputs(batch, jax.random.key(NOISE_SEED))
-        return self.model.init(rng, images, **inputs, train=False)
+        variables = self.model.init(rng, images, **inputs, train=False)
+        self.pretrained.plan(variables)  # a checkpoint that does not fit stops the run here
+        return variables
 
     def loss_sums(self, params, batch: dict, rng: jax.Array, train: bool = False):
         """Per example: (nll sum, target tokens, target characters, choice), each [B]."""

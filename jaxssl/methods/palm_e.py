@@ -50,7 +50,6 @@ import numpy as np
 import optax
 
 from jaxssl import handoff, optim
-from jaxssl.checkpoint import shapes_by_path
 from jaxssl.data import scenes, text
 from jaxssl.data.multimodal import KIND_IMAGE, KIND_VECTOR
 from jaxssl.data.sources import get_source
@@ -185,7 +184,7 @@ class PaLME(base.Method):
             specs.append(handoff.HandoffSpec.from_config(settings.init_from))
         if settings.lm_init_from.checkpoint:
             specs.append(handoff.HandoffSpec.from_config(settings.lm_init_from, destination=LM))
-        self.specs, self.plans = specs, None
+        self.pretrained = handoff.PretrainedParts(specs, model_config=config.model)
 
     # ------------------------------------------------------------ batches
     def _inputs(self, batch: dict) -> tuple[dict, jax.Array, jax.Array]:
@@ -212,19 +211,8 @@ class PaLME(base.Method):
         not fit stops the run before anything is written."""
         inputs, _, _ = self._inputs(batch)
         variables = self.model.init(rng, **inputs, train=False)
-        if self.specs and self.plans is None:
-            shapes = shapes_by_path(nn.meta.unbox(variables))
-            self.plans = [handoff.prepare_handoff(spec, shapes, model_config=self.config.model)
-                          for spec in self.specs]
+        self.pretrained.plan(variables)
         return variables
-
-    def load_pretrained(self, state, shardings, workdir):
-        """The image encoder and the LM from their checkpoints (the hand-off report)."""
-        if not self.specs:
-            return state
-        variables = handoff.load_handoffs(self.plans, state, shardings, workdir)
-        params, method_state = base.split_variables(variables)
-        return state.replace(params=params, method_state=method_state)
 
     def optimizer(self) -> tuple[optax.GradientTransformation, optax.Schedule]:
         """The config's optimizer; with freeze_lm, the LM's updates are zeroed (exactly)."""

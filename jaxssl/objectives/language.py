@@ -187,12 +187,14 @@ jax.tree_util.register_dataclass(
 @dataclasses.dataclass(frozen=True)
 class Denoiser:
     """One denoising task. Span corruption when noise_density > 0, else prefix-LM
-    (a uniformly random split point in [1, L-1]). `mode_id` (e.g. [NLU]) is
-    prepended to the inputs unless it is None."""
+    (a uniformly random split point in [1, L-1], or at `split` tokens when it is
+    set: e.g. after a question, so that only its answer is the target).
+    `mode_id` (e.g. [NLU]) is prepended to the inputs unless it is None."""
     name: str
     noise_density: float = 0.0
     mean_span: float = 3.0
     mode_id: int | None = None
+    split: int | None = None
 
 
 def ul2_denoisers(nlu_id: int, nlg_id: int, s2s_id: int) -> tuple[Denoiser, ...]:
@@ -219,15 +221,18 @@ def _prepend_mode(inputs: jax.Array, lengths: jax.Array, mode_id: int | None
     return jnp.concatenate([mode, inputs], axis=1), lengths + 1
 
 
-def prefix_split(rng: jax.Array, tokens: jax.Array, lengths: jax.Array | None = None
-                 ) -> Seq2Seq:
+def prefix_split(rng: jax.Array, tokens: jax.Array, lengths: jax.Array | None = None,
+                 at: int | None = None) -> Seq2Seq:
     """Prefix-LM examples from rows [B, L] whose first `lengths` (int [B], default L)
     tokens are real and the rest PAD: inputs = tokens[:p] ([B, L-1]), targets =
     tokens[p:lengths] ([B, L-1]), p uniform in [1, lengths-1] per row (p = 1 and
-    no targets where lengths < 2)."""
+    no targets where lengths < 2), or p = min(`at`, lengths - 1) when `at` is given."""
     batch, length = tokens.shape
     ends = length if lengths is None else jnp.asarray(lengths, jnp.int32)
-    split = jax.random.randint(rng, (batch,), 1, jnp.maximum(ends, 2))
+    if at is None:
+        split = jax.random.randint(rng, (batch,), 1, jnp.maximum(ends, 2))
+    else:
+        split = jnp.broadcast_to(jnp.clip(ends - 1, 1, at), (batch,))
     steps = jnp.arange(length - 1)
     target_lengths = jnp.maximum(ends - split, 0)
     inputs = jnp.where(steps < split[:, None], tokens[:, :-1], PAD_ID)
@@ -243,7 +248,7 @@ def denoise(rng: jax.Array, tokens: jax.Array, denoiser: Denoiser, sentinel_top:
     L) counts each row's real tokens before its PAD: prefix-LM splits within them,
     span corruption noises the whole row (spans of PAD give PAD targets)."""
     if denoiser.noise_density <= 0:
-        example = prefix_split(rng, tokens, lengths)
+        example = prefix_split(rng, tokens, lengths, denoiser.split)
     else:
         inputs, targets = span_corruption(rng, tokens, sentinel_top, denoiser.noise_density,
                                           denoiser.mean_span)
