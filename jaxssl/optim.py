@@ -165,6 +165,28 @@ def freeze_until(open_steps_fn: TreeFn) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
+NEVER = np.iinfo(np.int32).max  # the open step of a parameter that never trains
+
+
+def freeze_parts(tx: optax.GradientTransformation, parts) -> optax.GradientTransformation:
+    """`tx` with the updates of the top-level parameter subtrees named in `parts` zeroed
+    exactly (`freeze_until` with open step NEVER), so those parameters stay bitwise
+    as they started; `tx` itself when `parts` is empty."""
+    parts = frozenset(parts)
+    if not parts:
+        return tx
+    open_steps = lambda params: {part: jax.tree.map(lambda _: NEVER if part in parts else 0, tree)
+                                 for part, tree in params.items()}
+    return optax.chain(tx, freeze_until(open_steps))
+
+
+def stop_gradient_parts(params: Mapping[str, Any], parts) -> dict:
+    """`params` with stop_gradient on the top-level subtrees named in `parts`: a frozen
+    part then costs no weight-gradient computation."""
+    return {part: jax.lax.stop_gradient(tree) if part in parts else tree
+            for part, tree in params.items()}
+
+
 def l2sp_penalty(params: Any, anchor: Any, weight: float) -> jax.Array:
     """L2-SP (Li et al. 2018): weight / 2 * sum of squared distances to `anchor` (float32 scalar).
 

@@ -171,6 +171,21 @@ def test_prefix_split_within_lengths_never_targets_padding():
         assert np.all(example.targets[b, target_lengths[b]:] == language.PAD_ID)
 
 
+def test_prefix_split_at_a_fixed_point_targets_the_rest_of_each_row():
+    rng = np.random.default_rng(9)
+    lengths = np.array([10, 6, 4, 2] * 2, np.int32)
+    tokens = rng.integers(REGULAR[0], REGULAR[1], (8, 10)).astype(np.int32)
+    tokens[np.arange(10)[None, :] >= lengths[:, None]] = language.PAD_ID
+    qa = language.Denoiser("qa", split=5)
+    example = jax.device_get(language.denoise(jax.random.key(0), tokens, qa, None, lengths))
+    # The split is 5, or the last real token of a shorter row.
+    np.testing.assert_array_equal(example.input_lengths, [5, 5, 3, 1] * 2)
+    for b, p in enumerate(example.input_lengths):
+        np.testing.assert_array_equal(example.inputs[b, :p], tokens[b, :p])
+        np.testing.assert_array_equal(example.targets[b, :lengths[b] - p], tokens[b, p:lengths[b]])
+    np.testing.assert_array_equal(example.target_lengths, [5, 1, 1, 1] * 2)
+
+
 def test_ul2_mixture_gives_each_row_its_denoiser_and_mode_token():
     denoisers = language.ul2_denoisers(4, 5, 6)
     rates = language.ul2_rates(0.5, 0.25, 0.25)

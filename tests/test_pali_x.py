@@ -18,6 +18,7 @@ from jaxssl import config as config_lib, methods
 from jaxssl.data import pipeline, tokenizers
 from jaxssl.data.frame_questions import QUESTIONS, FrameQuestions
 from jaxssl.data.image_files import load_digits_split
+from jaxssl.methods.pali import image_tokens
 from jaxssl.errors import ConfigError
 from jaxssl.objectives import language
 from jaxssl.train import Trainer
@@ -74,7 +75,9 @@ def test_frame_questions_of_a_one_class_batch_answer_from_the_frames():
     ({"architecture": "encoder"}, "pali.architecture"),
     ({"num_images": 2, "frame_tasks": ()}, "pali.frame_tasks"),
     ({"frame_tasks": ("which", "colour")}, "frame tasks"),
-    ({"num_images": 10}, "1 to 9 frames")])
+    ({"num_images": 10}, "1 to 9 frames"),
+    ({"objective_rates": (0.5, 0.25, 0.25), "frame_tasks": ()}, "a third \\(qa\\)"),
+    ({"objective_rates": (0.5, 0.25, 0.125, 0.125)}, "three \\(prefix, masked, qa\\)")])
 def test_bad_pali_x_settings_are_refused(pali, key):
     with pytest.raises(ConfigError, match=key):
         config_lib.resolve(tiny_config("decoder", **pali))
@@ -246,3 +249,56 @@ def test_a_pretrained_vit_is_handed_over_from_init_from(simclr_run, tmp_path):
         fresh = f.read().splitlines()[-1]
     assert "params/frame_embedding" in fresh and "params/text" in fresh
     assert "params/backbone" not in fresh
+
+
+@pytest.mark.parametrize("architecture", ["decoder", "encoder_decoder"])
+def test_qa_objective_targets_the_answer_alone(architecture):
+    method = methods.get("pali")(config_lib.resolve(tiny_config(
+        architecture, objective_rates=(0.0, 0.0, 1.0))))
+    batch = {k: jnp.asarray(v) for k, v in
+             pipeline.example_batch(load_digits_split("train"), 16).items()}
+    _, tokens, rng = method._examples(batch, jax.random.key(2))
+    _, inputs, targets, loss_mask, choice = method._model_inputs(batch, jax.random.key(2))
+    np.testing.assert_array_equal(choice, 2)
+    mask = np.asarray(loss_mask)
+    np.testing.assert_array_equal(mask.sum(axis=1), 1)
+    np.testing.assert_array_equal(np.asarray(targets)[mask], np.asarray(tokens)[:, -1])
+    question = method.questions.question_length
+    visible = (inputs["encoder_tokens"] if architecture == "encoder_decoder"
+               else inputs["tokens"])[:, :question]
+    np.testing.assert_array_equal(visible, np.asarray(tokens)[:, :question])
+
+
+class ImageTokens(nn.Module):
+    """`image_tokens` alone, with the parameter names the PaLI models give it."""
+    backbone: nn.Module
+    num_images: int
+    pooled: bool
+
+    @nn.compact
+    def __call__(self, images):
+        return image_tokens(self, images, 16, jnp.float32, False)
+
+
+def test_pooled_images_are_one_token_per_frame_and_a_frozen_vit_stays_bitwise(tmp_path):
+    user = tiny_config("encoder_decoder", pool_images=True, freeze_image_encoder=True)
+    user.update(mesh={"data": 1, "fsdp": 1, "tensor": 1}, total_steps=3)
+    trainer = Trainer(config_lib.resolve(user), str(tmp_path), devices=jax.devices()[:1])
+    method, before = trainer.method, jax.device_get(trainer.initial_state().params)
+    batch = {k: jnp.asarray(v) for k, v in
+             pipeline.example_batch(load_digits_split("train"), 16).items()}
+    images = method._examples(batch, jax.random.key(0))[0]
+    features = method.model.backbone.apply({"params": before["backbone"]},
+                                           images.reshape((-1, 8, 8, 1)), False)
+    parts = {k: before[k] for k in ("backbone", "image_projection", "frame_embedding")}
+    tokens = ImageTokens(method.model.backbone, FRAMES, True).apply({"params": parts}, images)
+    # One token per frame: its pooled features, projected, plus its frame embedding.
+    projection = before["image_projection"]
+    expected = (features.reshape(16, FRAMES, -1) @ projection["kernel"] + projection["bias"]
+                + before["frame_embedding"][None])
+    np.testing.assert_allclose(tokens, expected, rtol=1e-5, atol=1e-5)
+    trainer.run()
+    after = jax.device_get(trainer.restore().params)
+    jax.tree.map(np.testing.assert_array_equal, after["backbone"], before["backbone"])
+    assert not np.array_equal(after["image_projection"]["kernel"],
+                              before["image_projection"]["kernel"])

@@ -63,7 +63,6 @@ from jaxssl.models import LinearHead, build_backbone
 
 MODES = ("linear_probe", "full", "lp_ft")
 PRETRAINED = "pretrained"               # method-state collection: the starting encoder
-NEVER = np.iinfo(np.int32).max          # open step of the linear probe's frozen encoder
 # Fine-tuning augmentation: random resized crop + flip, no colour changes.
 FINETUNE_AUGMENT = dict(crop_scale=(0.35, 1.0), flip_prob=0.5, jitter_prob=0.0,
                         grayscale_prob=0.0, blur_prob=0.0, solarize_prob=0.0)
@@ -194,7 +193,7 @@ class FineTune(base.Method):
     def open_steps(self, params: Mapping[str, Any]) -> dict:
         """First step at which each parameter may change (head 0; see the module docstring)."""
         settings = self.settings
-        start = {"linear_probe": NEVER, "lp_ft": settings.lp_steps, "full": 0}[settings.mode]
+        start = {"linear_probe": optim.NEVER, "lp_ft": settings.lp_steps, "full": 0}[settings.mode]
         return layerwise.open_steps(params, start, settings.unfreeze_every)
 
     # -------------------------------------------------------------- training

@@ -23,10 +23,12 @@ question positions. With `observe=text` (the text-only baseline) there is no
 image and no state placeholder and the model is the LM alone.
 
 Modes: `freeze_lm` trains the encoders and projections only (PaLM-E's frozen-LLM
-variant): the LM gets no gradient (stop_gradient: no weight-gradient matmuls)
-and its updates are zeroed exactly (`optim.freeze_until`, as fine-tuning's
-linear probe freezes its encoder), so its parameters stay bitwise as loaded;
-otherwise everything trains (full fine-tuning).
+variant); otherwise the LM trains too (full fine-tuning). `freeze_image_encoder`
+keeps the pretrained ViT as loaded (the projection still trains): fine-tuning it
+from the first step with freshly initialised parts above it can collapse its
+features (`experiments/generalist/README.md`). A frozen part gets no gradient
+(stop_gradient: no weight-gradient matmuls) and its updates are zeroed exactly
+(`optim.freeze_parts`), so its parameters stay bitwise as loaded.
 
 Evaluation: per task, the exact-match accuracy of the greedy answer ('acc/TASK',
 'acc/all'; fractions); the answer-token loss; and the LM's own text loss
@@ -56,7 +58,6 @@ from jaxssl.data.sources import get_source
 from jaxssl.errors import ConfigError
 from jaxssl.evaluate.representation import gather_split
 from jaxssl.methods import base
-from jaxssl.methods.finetune import NEVER
 from jaxssl.methods.lm import LanguageModelling
 from jaxssl.models import build_backbone
 from jaxssl.models.layers import activation, dense
@@ -105,12 +106,6 @@ class PaLMEModel(nn.Module):
         return self.lm(tokens, segment_ids, positions, causal, train, placeholders=placeholders)
 
 
-def frozen_lm_open_steps(params) -> dict:
-    """`optim.freeze_until`'s open step of every parameter: never for the LM, 0 for the rest."""
-    return {part: jax.tree.map(lambda _: NEVER if part == LM else 0, tree)
-            for part, tree in params.items()}
-
-
 def lm_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The config of the pretraining 'lm' run that PaLM-E's language model comes from:
     its section `palm_e.lm` and text dataset `palm_e.text_data`."""
@@ -136,6 +131,7 @@ class PaLME(base.Method):
             lm=lm,                    # the LM's 'lm' section (sizes must match its checkpoint)
             state_hidden=64,          # the state encoder's hidden width
             freeze_lm=False,          # True: train the encoders and projections only
+            freeze_image_encoder=False,  # True: the ViT stays as loaded
             init_from=dict(checkpoint="", subtree="backbone", renames=(), skip=()),
             lm_init_from=dict(checkpoint="", subtree="", renames=(), skip=()),
         ))
@@ -214,17 +210,20 @@ class PaLME(base.Method):
         self.pretrained.plan(variables)
         return variables
 
+    @property
+    def frozen_parts(self) -> tuple[str, ...]:
+        """The parameter subtrees that do not train."""
+        return ((LM,) * self.settings.freeze_lm
+                + ("backbone",) * (self.settings.freeze_image_encoder and self.observes_image))
+
     def optimizer(self) -> tuple[optax.GradientTransformation, optax.Schedule]:
-        """The config's optimizer; with freeze_lm, the LM's updates are zeroed (exactly)."""
+        """The config's optimizer; the frozen parts' updates are zeroed (exactly)."""
         tx, schedule = super().optimizer()
-        if self.settings.freeze_lm:
-            tx = optax.chain(tx, optim.freeze_until(frozen_lm_open_steps))
-        return tx, schedule
+        return optim.freeze_parts(tx, self.frozen_parts), schedule
 
     def loss_fn(self, params, state, batch, rng, step):
         del step
-        if self.settings.freeze_lm:  # no LM weight gradients to compute
-            params = {**params, LM: jax.lax.stop_gradient(params[LM])}
+        params = optim.stop_gradient_parts(params, self.frozen_parts)
         logits, targets, loss_mask = self.logits(params, batch, train=True, rng=rng)
         nll, count, _ = language.loss_sums(logits, targets, loss_mask, self.lm_method.char_lengths)
         loss, metrics = mixture.mixture_loss(scenes.TASKS, batch["task"], nll, count)
