@@ -70,14 +70,14 @@ def get_config(arg=None):
             "log": LOG})
     observe = "text" if stage == "text" else "image"
     return ml_collections.ConfigDict({
-        "method": "palm_e", "total_steps": 600,
+        "method": "palm_e", "total_steps": 6000,
         "data": {"name": scenes_dataset_name("mnist", cell=14, length=80, image_tokens=16,
                                              observe=observe, train_size=20000, eval_size=500),
                  "data_dir": "mnist", "batch_size": 32},
         "model": VIT,
         "palm_e": {"text_data": TEXT_DATA, "lm": LM, "state_hidden": 64,
                    "freeze_lm": stage == "frozen"},
-        "optim": {"name": "adamw", "base_lr": 1e-3, "lr_scaling": "none", "warmup_steps": 50,
+        "optim": {"name": "adamw", "base_lr": 2e-3, "lr_scaling": "none", "warmup_steps": 100,
                   "end_lr_ratio": 0.1, "weight_decay": 0.01, "clip_grad_norm": 1.0},
-        "eval": {"batch_size": 100, "max_test_examples": 500},
+        "eval": {"batch_size": 100, "max_test_examples": 500, "every_steps": 1000},
         "log": LOG})
