@@ -3,11 +3,15 @@
 Stages (the ARG): 'lm' pretrains the byte-level text LM on Python's pydoc text,
 'encoder' pretrains the image encoder (a ViT whose one patch is one 14 px digit)
 with SimCLR on MNIST, then PaLM-E reads scenes of 2-4 MNIST digits on a 4 x 4 grid
-of 14 px cells ('scenes:mnist', jaxssl/data/scenes.py) as 16 image tokens, one
-state vector per object and the question, and writes the answer:
+of 14 px cells ('scenes:mnist', jaxssl/data/scenes.py) and writes the answer.
+Object-centric input (observe=objects, PaLM-E's object-centric variant): each
+object is one image token (its 14 px digit through the frozen ViT, pooled,
+projected) followed by its state vector's token, then the question:
 
-  'frozen'  the LM frozen, the encoders and projections trained;
-  'full'    everything fine-tuned;
+  'frozen'  the LM frozen: the image projection and the state encoder train;
+  'full'    the LM fine-tuned too;
+  'canvas'  full fine-tuning reading the whole 56 px canvas as 16 ViT tokens (one
+            per cell) and then the objects' state tokens, the ViT trained too;
   'text'    the text-only baseline: the same LM fine-tuned on the same scenes with
             the state written as digits in the prompt and no image.
 
@@ -31,7 +35,7 @@ import ml_collections
 from jaxssl.data.scenes import scenes_dataset_name
 from jaxssl.data.text import text_dataset_name
 
-STAGES = ("lm", "encoder", "frozen", "full", "text")
+STAGES = ("lm", "encoder", "frozen", "full", "canvas", "text")
 TEXT_DATA = text_dataset_name("pydoc", rows="packed", length=81, sentinels=0)
 LM = {"architecture": "decoder", "objective": "causal", "hidden": 128, "depth": 2, "heads": 4,
       "posemb": "rotary"}
@@ -68,7 +72,7 @@ def get_config(arg=None):
                       "warmup_steps": 30},
             "eval": {"max_train_examples": 5000, "max_test_examples": 1000},
             "log": LOG})
-    observe = "text" if stage == "text" else "image"
+    observe = {"text": "text", "canvas": "image"}.get(stage, "objects")
     return ml_collections.ConfigDict({
         "method": "palm_e", "total_steps": 6000,
         "data": {"name": scenes_dataset_name("mnist", cell=14, length=80, image_tokens=16,
@@ -76,7 +80,7 @@ def get_config(arg=None):
                  "data_dir": "mnist", "batch_size": 32},
         "model": VIT,
         "palm_e": {"text_data": TEXT_DATA, "lm": LM, "state_hidden": 64,
-                   "freeze_lm": stage == "frozen"},
+                   "freeze_lm": stage == "frozen", "freeze_image_encoder": stage != "canvas"},
         "optim": {"name": "adamw", "base_lr": 2e-3, "lr_scaling": "none", "warmup_steps": 100,
                   "end_lr_ratio": 0.1, "weight_decay": 0.01, "clip_grad_norm": 1.0},
         "eval": {"batch_size": 100, "max_test_examples": 500, "every_steps": 1000},

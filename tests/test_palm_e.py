@@ -67,7 +67,7 @@ def expected_answer(question: str, objects: dict, asked_place) -> str:
     return str(objects[asked_place])
 
 
-@pytest.mark.parametrize("observe", ["image", "text"])
+@pytest.mark.parametrize("observe", ["image", "objects", "text"])
 def test_scenes_repeat_from_their_seed_and_answers_match_an_independent_reading(observe):
     spec_name = scenes.scenes_dataset_name(observe=observe, length=80, eval_size=60)
     source = scenes.get_scene_source(spec_name, "test")
@@ -89,8 +89,24 @@ def test_scenes_repeat_from_their_seed_and_answers_match_an_independent_reading(
         prompt = TOKENIZER.decode(record["tokens"][text_at & ~record["loss_mask"]])
         answer = TOKENIZER.decode(record["tokens"][record["loss_mask"]])
         vectors = record["kinds"] == KIND_VECTOR
-        if observe == "image":
-            assert np.sum(record["kinds"] == KIND_IMAGE) == spec.image_tokens
+        if observe == "objects":
+            # Object k: its own image (the digit in its cell), then its state, in state order.
+            kinds = record["kinds"][:2 * n]
+            np.testing.assert_array_equal(kinds, [KIND_IMAGE, KIND_VECTOR] * n)
+            np.testing.assert_array_equal(record["slots"][:2 * n], np.repeat(np.arange(n), 2))
+            assert np.sum(record["kinds"] == KIND_IMAGE) == n
+            c = spec.cell
+            for k in range(spec.max_objects):
+                if k >= n:
+                    assert not record["objects"][k].any()
+                    continue
+                column, row = np.round(record["state"][k] * spec.grid - 0.5).astype(int)
+                np.testing.assert_array_equal(
+                    record["objects"][k], record["image"][row * c:(row + 1) * c,
+                                                          column * c:(column + 1) * c])
+        if observe in ("image", "objects"):
+            if observe == "image":
+                assert np.sum(record["kinds"] == KIND_IMAGE) == spec.image_tokens
             question = prompt
             asked = tuple(np.round(record["state"][n] * spec.grid - 0.5).astype(int))
             assert vectors.sum() == n + question.startswith("what is at ")
@@ -122,9 +138,13 @@ def test_scene_options_are_checked():
 
 
 # ------------------------------------------------------------------ method
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    t = trainer(tmp_path_factory.mktemp("palm_e"))
+OBJECTS = "'scenes:digits?length=64&observe=objects&train_size=64&eval_size=32'"
+
+
+@pytest.fixture(scope="module", params=["image", "objects"])
+def tiny(request, tmp_path_factory):
+    t = trainer(tmp_path_factory.mktemp("palm_e"),
+                **({"data.name": OBJECTS} if request.param == "objects" else {}))
     return t, t.initial_state(), first_batch(t)
 
 
@@ -166,6 +186,16 @@ def test_placeholders_hold_exactly_their_own_images_and_states(tiny):
     found = captured["intermediates"]
     embedded = np.asarray(found["lm"]["embedder"]["embed"][0])     # rotary: no position term
     image = np.asarray(found["image_projection"]["__call__"][0])   # [B, N, D]
+    if t.method.model.per_object:
+        # One token per object: the ViT's pooled features of that object's own image.
+        objects = np.asarray(inputs["images"])
+        features = t.method.model.backbone.apply(
+            {"params": state.params["backbone"]}, objects.reshape((-1,) + objects.shape[2:]),
+            False)
+        projection = state.params["image_projection"]
+        np.testing.assert_allclose(
+            image, np.asarray(features).reshape(objects.shape[:2] + (-1,))
+            @ projection["kernel"] + projection["bias"], rtol=1e-5, atol=1e-5)
     state_vectors = np.asarray(found["state_encoder"]["__call__"][0])
     kinds, slots = np.asarray(inputs["kinds"]), np.asarray(inputs["slots"])
     for b in range(len(kinds)):
@@ -207,9 +237,11 @@ def test_shapes_overfitting_one_batch_and_greedy_decoding(tmp_path):
     assert scores["exact"].sum() >= 2
 
 
-@pytest.mark.parametrize("freeze", [True, pytest.param(False, marks=pytest.mark.slow)])
-def test_a_frozen_lm_stays_bitwise_unchanged(freeze, tmp_path):
-    t = trainer(tmp_path, **{"palm_e.freeze_lm": freeze})
+@pytest.mark.parametrize("freeze, frozen", [
+    ("freeze_lm", ("lm",)), ("freeze_image_encoder", ("backbone",)),
+    pytest.param("", (), marks=pytest.mark.slow)])
+def test_frozen_parts_stay_bitwise_unchanged(freeze, frozen, tmp_path):
+    t = trainer(tmp_path, **({f"palm_e.{freeze}": True} if freeze else {}))
     state = t.initial_state()
     before = jax.device_get(state.params)
     step = t.compile_train_step()
@@ -219,8 +251,8 @@ def test_a_frozen_lm_stays_bitwise_unchanged(freeze, tmp_path):
     after = jax.device_get(state.params)
     same = lambda part: all(np.array_equal(a, b) for a, b in zip(
         jax.tree.leaves(before[part]), jax.tree.leaves(after[part])))
-    assert same("lm") == freeze
-    assert not same("backbone") and not same("state_encoder")
+    for part in ("lm", "backbone", "image_projection", "state_encoder"):
+        assert same(part) == (part in frozen), part
 
 
 @pytest.mark.slow

@@ -1,8 +1,9 @@
 """PaLM-E on MNIST digit scenes: pretrain a text LM and an image encoder, then PaLM-E with the
-LM frozen and fully fine-tuned, and the text-only baseline (configs/palm_e_scenes.py).
+LM frozen and fully fine-tuned (object-centric input), fully fine-tuned on the whole
+canvas, and the text-only baseline (configs/palm_e_scenes.py).
 
   JAXSSL_DATA_DIR=/path/to/data python -m experiments.generalist.palm_e \
-      [--runs /tmp/palm_e_runs] [--stages lm encoder frozen full text] [--set KEY=VALUE ...]
+      [--runs /tmp/palm_e_runs] [--stages lm encoder frozen full canvas text] [--set KEY=VALUE ...]
 
 Run from the repository root. Each stage trains in RUNS/STAGE (replaced); the PaLM-E
 stages hand over RUNS/encoder and RUNS/lm through the Orbax hand-off and are
@@ -34,9 +35,9 @@ from jaxssl.train import Trainer
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 CONFIG = os.path.join(REPO, "configs", "palm_e_scenes.py")
-PRETRAIN, PALM_E = ("lm", "encoder"), ("frozen", "full", "text")
-NAMES = {"frozen": "PaLM-E, LM frozen", "full": "PaLM-E, full fine-tuning",
-         "text": "text-only LM, state as digits"}
+PRETRAIN, PALM_E = ("lm", "encoder"), ("frozen", "full", "canvas", "text")
+NAMES = {"frozen": "PaLM-E, objects, LM frozen", "full": "PaLM-E, objects, full fine-tuning",
+         "canvas": "PaLM-E, canvas, full fine-tuning", "text": "text-only LM, state as digits"}
 LOGS = os.path.join(HERE, "logs", "palm_e")
 LOG_FILES = ("config.json", "metrics.jsonl", "handoff.txt", "initial.json", "run_info.json")
 

@@ -23,6 +23,10 @@ Observation modes (`observe`):
          placeholders, then one vector placeholder per object (its state), then
          the question (which_at names its object by one more vector placeholder),
          then the answer + EOS;
+  objects  PaLM-E's object-centric input: one image placeholder per object,
+         filled from that object's own `cell` px image (the scene's ground-truth
+         segmentation, record 'objects'), each followed by the object's state
+         placeholder, in state order; then the question as in 'image';
   text   the text-only baseline: no image; the state written as digits,
          'objects at 1,2 3,0 0,1. ' before the question (which_at: 'what is at 1,2?').
 
@@ -34,6 +38,8 @@ options `cell`, `grid`, `min_objects`, `max_objects`, `length` (row length T),
 `image_tokens`, `observe`, `train_size`, `eval_size`, `seed`. Records:
 'image' uint8 [grid*cell, grid*cell, 1], 'state' float32 [max_objects + 1, 2]
 (the objects in order, then which_at's object; zeros beyond), 'task' int32 [],
+with observe=objects also 'objects' uint8 [max_objects, cell, cell, 1] (each
+object's image, in state order; zeros beyond),
 and the row arrays of `jaxssl.data.multimodal` ('tokens', 'kinds', 'slots',
 'loss_mask', 'segment_ids', 'positions', each [T]). Token ids are UTF-8 bytes
 in the layout of `jaxssl.data.tokenizers.ByteTokenizer`, whatever its sentinels.
@@ -54,7 +60,7 @@ from jaxssl.errors import ConfigError, DataError
 SCENES_PREFIX = "scenes:"
 DIGIT_SOURCES = ("digits", "mnist")
 TASKS = ("left_of", "count_even", "caption", "plan", "which_at")
-OBSERVE = ("image", "text")
+OBSERVE = ("image", "objects", "text")
 STATE_DIM = 2
 _SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
 _TOKENIZER = ByteTokenizer(0)  # byte ids do not depend on the sentinel count
@@ -181,13 +187,16 @@ def segments(scene: Scene, pieces: list, answer: str, spec: SceneSpec) -> list[S
     if spec.observe == "image":
         out.append(Segment("image", length=spec.image_tokens))
         out += [Segment("vector", length=1) for _ in scene.labels]
+    elif spec.observe == "objects":
+        for _ in scene.labels:
+            out += [Segment("image", length=1), Segment("vector", length=1)]
     else:
         out.append(text("objects at " + " ".join(_place(scene, k)
                                                  for k in range(len(scene.labels))) + ". "))
     for piece in pieces:
         if isinstance(piece, str):
             out.append(text(piece))
-        elif spec.observe == "image":
+        elif spec.observe != "text":
             out.append(Segment("vector", length=1))
         else:
             out.append(text(_place(scene, piece)))
@@ -251,6 +260,10 @@ class SceneSource:
             state[len(positions)] = positions[referred[0]]
         record = {k: row[k][0] for k in ("tokens", "kinds", "slots", "loss_mask", "segment_ids",
                                          "positions")}
+        if self.spec.observe == "objects":
+            record["objects"] = np.zeros((self.spec.max_objects,) + self.digits.shape[1:],
+                                         np.uint8)
+            record["objects"][:len(scene.images)] = self.digits[scene.images]
         return {**record, "image": render(scene, self.digits, self.spec), "state": state,
                 "task": np.int32(task)}
 
@@ -260,6 +273,9 @@ def element_spec(name: str) -> dict[str, jax.ShapeDtypeStruct]:
     spec = parse_scenes_dataset(name)
     row = {k: jax.ShapeDtypeStruct((spec.length,), np.int32)
            for k in ("tokens", "kinds", "slots", "segment_ids", "positions")}
+    if spec.observe == "objects":
+        row["objects"] = jax.ShapeDtypeStruct((spec.max_objects, spec.cell, spec.cell, 1),
+                                              np.uint8)
     return {**row, "loss_mask": jax.ShapeDtypeStruct((spec.length,), np.bool_),
             "image": jax.ShapeDtypeStruct((spec.canvas, spec.canvas, 1), np.uint8),
             "state": jax.ShapeDtypeStruct((spec.max_objects + 1, STATE_DIM), np.float32),

@@ -83,19 +83,28 @@ class VectorEncoder(nn.Module):
 class PaLMEModel(nn.Module):
     """Multimodal rows -> logits float32 [B, T, V] of the LM.
 
-    __call__(images [B, S, S, C] in [-1, 1] or None, state [B, K, 2] or None, tokens,
-             kinds, slots, segment_ids, positions (int32 [B, T]), train).
-    Without images and state (the text-only baseline) the LM reads the tokens alone.
+    __call__(images, state [B, K, 2] or None, tokens, kinds, slots, segment_ids,
+             positions (int32 [B, T]), train). images, in [-1, 1]: the canvas
+    [B, S, S, C], whose ViT tokens fill the image placeholders; with `per_object`
+    one image per object [B, K, s, s, C], each filling one placeholder with its
+    ViT features (pooled); None for the text-only baseline, whose LM reads the
+    tokens alone.
     """
     backbone: nn.Module
     lm: LanguageModel
     state_hidden: int
+    per_object: bool = False
 
     @nn.compact
     def __call__(self, images, state, tokens, kinds, slots, segment_ids, positions, train: bool):
         placeholders = None
         if images is not None:
-            image_tokens = self.backbone.encode_tokens(self.backbone.embed_patches(images), train)
+            if self.per_object:
+                features = self.backbone(images.reshape((-1,) + images.shape[2:]), train)
+                image_tokens = features.reshape(images.shape[:2] + features.shape[1:])
+            else:
+                image_tokens = self.backbone.encode_tokens(self.backbone.embed_patches(images),
+                                                           train)
             tables = {
                 KIND_IMAGE: dense(self.lm.hidden, ("embed", "embed"), self.lm.dtype,
                                   "image_projection")(image_tokens),
@@ -161,6 +170,8 @@ class PaLME(base.Method):
                                   "freeze_lm do not apply (the baseline fine-tunes the LM)")
             return
         base.check_vit_config(config)
+        if spec.observe == "objects":
+            return  # each object's image is read whole at its cell size, pooled to one token
         size = config.data.image_size or spec.canvas
         tokens = (size // config.model.patch) ** 2 + (config.model.pool == "cls")
         if spec.image_tokens != tokens:
@@ -173,8 +184,9 @@ class PaLME(base.Method):
         self.spec = scenes.parse_scenes_dataset(config.data.name)
         self.lm_method = LanguageModelling(lm_config(config))
         self.model = PaLMEModel(build_backbone(config.model, dtype=base.DTYPES[
-            config.compute_dtype]), self.lm_method.model, settings.state_hidden)
-        self.observes_image = self.spec.observe == "image"
+            config.compute_dtype]), self.lm_method.model, settings.state_hidden,
+            per_object=self.spec.observe == "objects")
+        self.observes_image = self.spec.observe != "text"
         specs = []
         if settings.init_from.checkpoint:
             specs.append(handoff.HandoffSpec.from_config(settings.init_from))
@@ -187,7 +199,12 @@ class PaLME(base.Method):
         """(model inputs, targets int32 [B, T-1], loss_mask bool [B, T-1]): position t
         predicts token t + 1, counted where token t + 1 is an answer token."""
         observed = {"images": None, "state": None}
-        if self.observes_image:
+        if self.model.per_object:
+            objects = batch["objects"]
+            flat = objects.reshape((-1,) + objects.shape[2:])
+            images = base.prepare_images(flat, flat.shape[1]).reshape(objects.shape)
+            observed = {"images": images, "state": batch["state"]}
+        elif self.observes_image:
             observed = {"images": base.prepare_images(batch["image"], base.view_size(
                 self.config, batch["image"])), "state": batch["state"]}
         cut = {k: batch[k][:, :-1] for k in ("tokens", "kinds", "slots", "segment_ids",
