@@ -100,8 +100,8 @@ def image_tokens(module: nn.Module, images, width: int, dtype, train: bool) -> j
     tokens = dense(width, ("embed", "embed"), dtype, "image_projection")(tokens)
     if frames == 1:
         return tokens
-    # Unit scale, like the projected ViT features it is added to: at 0.02 it was a 2%
-    # perturbation of them, and the frame questions stayed at chance (README, PaLI-X).
+    # Unit scale, like the projected ViT features it is added to (at 0.02 it is a 2%
+    # perturbation of them, which the text layers must first learn to amplify).
     frame_embedding = module.param(
         "frame_embedding", nn.with_logical_partitioning(nn.initializers.normal(1.0),
                                                         (None, "embed")),
