@@ -40,9 +40,9 @@ finetune_fmnist_10pct experiments/finetune/README.md (the 10% rows only)  30 min
 finetune_fmnist   experiments/finetune/README.md (Fashion-MNIST tables)   3 h
 finetune_cifar10  experiments/finetune/README.md (CIFAR-10 table)         2 h
 gpt_6l            experiments/language/README.md (6-layer nanoGPT)        27 h (GPU: experiments/benchmarks/gpu.sh gpt6l)
-gato              experiments/generalist/README.md (Gato, 500 steps)      20 min
-palm_e            experiments/generalist/README.md (PaLM-E stages)        25 min
-pali_x            experiments/generalist/README.md (PaLI-X frames)        30 min
+gato              experiments/generalist/README.md (Gato, 900 steps)      12 min
+palm_e            experiments/generalist/README.md (PaLM-E stages)        2 h
+pali_x            experiments/generalist/README.md (PaLI-X frames)        45 min
 vs_pytorch        experiments/benchmarks/README.md (vs PyTorch table)     15 min, needs TORCH_PYTHON; stop other jobs
 "
 
