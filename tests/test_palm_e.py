@@ -20,6 +20,8 @@ from jaxssl.data.tokenizers import EOS_ID, ByteTokenizer
 from jaxssl.errors import ConfigError
 from jaxssl.train import Trainer
 
+import test_tensor_parallel_steps as tensor_parallel
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "tests", "configs", "tiny_palm_e.py")
 TOKENIZER = ByteTokenizer(0)
@@ -138,13 +140,10 @@ def test_scene_options_are_checked():
 
 
 # ------------------------------------------------------------------ method
-OBJECTS = "'scenes:digits?length=64&observe=objects&train_size=64&eval_size=32'"
-
-
 @pytest.fixture(scope="module", params=["image", "objects"])
 def tiny(request, tmp_path_factory):
-    t = trainer(tmp_path_factory.mktemp("palm_e"),
-                **({"data.name": OBJECTS} if request.param == "objects" else {}))
+    t = Trainer(config_lib.load(f"{TINY}:{request.param}"),
+                str(tmp_path_factory.mktemp("palm_e")))
     return t, t.initial_state(), first_batch(t)
 
 
@@ -283,3 +282,9 @@ def test_handoff_of_a_pretrained_lm_and_image_encoder(simclr_run, tmp_path):
     assert f"hand-off from {lm_dir}" in report and f"hand-off from {simclr_run.workdir}" in report
     assert "params/image_projection" in report.splitlines()[-1]
     assert "params/lm" not in report.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_sharded_object_centric_step_equals_one_device(tmp_path, monkeypatch):
+    monkeypatch.setitem(tensor_parallel.CONFIGS, "palm_e", "tiny_palm_e.py:objects")
+    tensor_parallel.test_step_on_data_fsdp_tensor_mesh_matches_one_device("palm_e", tmp_path)
