@@ -1,5 +1,5 @@
 """Gato on a CPU: one 2-layer decoder (width 128) on tiny Shakespeare, MNIST captions,
-CartPole-v1 and Pendulum-v1 expert episodes (weights 0.45, 0.1, 0.35, 0.1), 900 steps.
+CartPole-v1 and Pendulum-v1 expert episodes (weights 0.5, 0.1, 0.35, 0.05), 900 steps.
 
 Rows of 128 tokens, batch 32, AdamW (lr 1e-3, 100 warm-up steps, cosine to 1e-4).
 MNIST images enter as 16 patch embeddings of 7 x 7 pixels; captions are the class
@@ -24,7 +24,7 @@ def get_config(arg=None):
         "data": {"name": "mnist", "data_dir": "mnist", "train_split": "train",
                  "eval_split": "test", "batch_size": 32, "read_threads": 0,
                  "prefetch_batches": 2},
-        "gato": {"weights": (0.45, 0.1, 0.35, 0.1), "patch": 7, "row_length": 128,
+        "gato": {"weights": (0.5, 0.1, 0.35, 0.05), "patch": 7, "row_length": 128,
                  "hidden": 128, "depth": 2, "heads": 4, "episodes": 50, "prompt_steps": 4,
                  "eval_episodes": 10, "eval_text_rows": 256, "eval_images": 500},
         "optim": {"name": "adamw", "base_lr": 1e-3, "lr_scaling": "none", "schedule": "cosine",

@@ -1,7 +1,7 @@
 """Gato on a CPU: one network on text, captions and control, next to single-task models.
 
-Trains configs/gato_cpu.py (the mixture, weights text 0.45, caption 0.1, CartPole 0.35,
-Pendulum 0.1) for --steps steps, then the same model trained on one task alone:
+Trains configs/gato_cpu.py (the mixture, weights text 0.5, caption 0.1, CartPole 0.35,
+Pendulum 0.05) for --steps steps, then the same model trained on one task alone:
 text and captions each for its task's share of those steps (the same number of
 rows of its task's data as the mixture model saw, at the same batch size), and
 text for all the steps (the same compute and optimizer steps). Reports the
