@@ -403,9 +403,6 @@ class PretrainedParts:
         self.model_config = model_config
         self.plans: list[HandoffPlan] | None = None
 
-    def __bool__(self) -> bool:
-        return bool(self.specs)
-
     def plan(self, variables) -> None:
         if self.specs and self.plans is None:
             shapes = shapes_by_path(nn.meta.unbox(variables))

@@ -24,7 +24,9 @@ Hooks with defaults:
   select_train_examples(train_source) -> source
       the part of the train split the run trains on. Default: all of it.
   optimizer() -> (optax.GradientTransformation, learning-rate schedule)
-      Default: `jaxssl.optim`'s, from `config.optim`.
+      Default: `jaxssl.optim`'s, from `config.optim`, with the updates of the
+      parameter subtrees named by the `frozen_parts` property (default none)
+      zeroed exactly (`optim.freeze_parts`).
   assets() -> {file name: text}
       files the run needs besides its checkpoints (e.g. a character
       vocabulary), written into the workdir when the run starts and compared
@@ -193,13 +195,19 @@ class Method(abc.ABC):
         """The records of the train split that training reads: all of them."""
         return train_source
 
+    @property
+    def frozen_parts(self) -> tuple[str, ...]:
+        """The top-level parameter subtrees that do not train: none."""
+        return ()
+
     def optimizer(self) -> tuple[optax.GradientTransformation, optax.Schedule]:
-        """(The optimizer of `config.optim`, its learning-rate schedule)."""
+        """(The optimizer of `config.optim`, its learning-rate schedule); the updates of
+        `frozen_parts` are zeroed exactly."""
         config = self.config
         schedule = optim.learning_rate_schedule(config.optim, config.total_steps,
                                                 config.data.batch_size)
-        return optim.build_optimizer(config.optim, config.total_steps,
-                                     config.data.batch_size), schedule
+        tx = optim.build_optimizer(config.optim, config.total_steps, config.data.batch_size)
+        return optim.freeze_parts(tx, self.frozen_parts), schedule
 
     def assets(self) -> dict[str, str]:
         """Files the run writes into its workdir: none."""

@@ -61,7 +61,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from jaxssl import handoff, optim
 from jaxssl.data import captions, frame_questions, multimodal, tokenizers
@@ -301,11 +300,6 @@ class PaLI(TokenLossMethod):
     def frozen_parts(self) -> tuple[str, ...]:
         """The parameter subtrees that do not train."""
         return ("backbone",) if self.config.pali.freeze_image_encoder else ()
-
-    def optimizer(self) -> tuple[optax.GradientTransformation, optax.Schedule]:
-        """The config's optimizer; a frozen ViT's updates are zeroed (exactly)."""
-        tx, schedule = super().optimizer()
-        return optim.freeze_parts(tx, self.frozen_parts), schedule
 
     def loss_sums(self, params, batch: dict, rng: jax.Array, train: bool = False):
         """Per example: (nll sum, target tokens, target characters, choice), each [B]."""

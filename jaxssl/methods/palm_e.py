@@ -49,7 +49,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from jaxssl import handoff, optim
 from jaxssl.data import scenes, text
@@ -232,11 +231,6 @@ class PaLME(base.Method):
         """The parameter subtrees that do not train."""
         return ((LM,) * self.settings.freeze_lm
                 + ("backbone",) * (self.settings.freeze_image_encoder and self.observes_image))
-
-    def optimizer(self) -> tuple[optax.GradientTransformation, optax.Schedule]:
-        """The config's optimizer; the frozen parts' updates are zeroed (exactly)."""
-        tx, schedule = super().optimizer()
-        return optim.freeze_parts(tx, self.frozen_parts), schedule
 
     def loss_fn(self, params, state, batch, rng, step):
         del step
