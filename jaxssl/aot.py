@@ -1,4 +1,5 @@
-"""Command line: compile a config's train step ahead of time for a TPU slice, on any machine.
+"""Command line: compile a config's train and evaluation steps ahead of time for a TPU slice,
+on any machine.
 
   python -m jaxssl.aot --config=configs/NAME.py[:ARG] --topology=v5e:2x2 [--num_slices=N]
       [--json=PATH] [--hlo=PATH] [--config.a.b=VALUE ...]
@@ -26,10 +27,13 @@ one device each (megacore). Prints, per device (= per chip):
   that is replicated on all devices;
 - every collective of the compiled program: count and result bytes per
   device (an op inside a loop, e.g. a scan over layers, is counted once);
-- the compile time.
+- the compile time;
+- the evaluation step (the method's `eval_step` on a batch of eval.batch_size
+  records): its memory per device, whether it fits, XLA's FLOPs and its compile
+  time, or why there is none (a method without a per-batch evaluation step).
 
-A step that does not fit the HBM exits with status 2 and one line on
-stderr naming the shortfall and what would help. `--json` writes the same
+A step (train or evaluation) that does not fit the HBM exits with status 2 and
+one line on stderr naming the shortfall and what would help. `--json` writes the same
 fields to PATH (also when the step does not fit).
 """
 
@@ -180,6 +184,59 @@ def _cost(compiled) -> dict[str, float]:
     return dict(cost or {})
 
 
+def _compile(traced) -> tuple[Any, str | None, float]:
+    """(compiled or None, XLA's out-of-memory message or None, seconds) for `traced`."""
+    start = time.perf_counter()
+    lowered = traced.lower()
+    try:
+        compiled, error = lowered.compile(), None
+    except Exception as exc:  # XLA:TPU refuses a program over the HBM it has
+        error = " ".join(str(exc).split())
+        if "RESOURCE_EXHAUSTED" not in error:
+            raise
+        compiled = None
+    return compiled, error, time.perf_counter() - start
+
+
+def _temporaries_in_error(message: str) -> int | None:
+    """Bytes of temporaries XLA:TPU's out-of-memory message names, if it names them."""
+    temps = re.search(r"temporaries \(([\d.]+)([GMK])\)", message)
+    if not temps:
+        return None
+    return int(float(temps.group(1)) * {"G": 1, "M": 2**-10, "K": 2**-20}[temps.group(2)] * GIB)
+
+
+def _total_bytes(analysis) -> int:
+    """Device memory of a compiled program: arguments + outputs (less what they share)
+    + temporaries + generated code."""
+    return (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+            - analysis.alias_size_in_bytes + analysis.temp_size_in_bytes
+            + analysis.generated_code_size_in_bytes)
+
+
+def analyse_eval_step(step, hbm: float) -> dict[str, Any]:
+    """The report's 'eval_step' fields: the method's `eval_step` compiled for the step's
+    mesh, or {'missing': why} for a method without one."""
+    from jaxssl.evaluate.representation import eval_batch_size
+    try:
+        traced = step.trace_eval_step()
+    except NotImplementedError as error:
+        return {"missing": str(error)}
+    compiled, error, seconds = _compile(traced)
+    batch = eval_batch_size(step.config.eval.batch_size, step.mesh)
+    if compiled is None:
+        temps = _temporaries_in_error(error)
+        return {"batch_size": batch, "fits": False, "compile_error": error[:2000],
+                "temporaries_gib": temps / GIB if temps is not None else None,
+                "compile_s": round(seconds, 2)}
+    analysis = compiled.memory_analysis()
+    return {"batch_size": batch, "temporaries_gib": analysis.temp_size_in_bytes / GIB,
+            "total_gib": _total_bytes(analysis) / GIB,
+            "fits": bool(_total_bytes(analysis) <= hbm),
+            "flops_per_device_xla": float(_cost(compiled).get("flops", 0.0)),
+            "compile_s": round(seconds, 2)}
+
+
 def build_step(config, topology: str, num_slices: int = 1):
     """The `jaxssl.train.TrainStep` of resolved `config` on the config's mesh over the
     compile-only devices of `num_slices` slices of `topology`, from the data source's
@@ -212,20 +269,9 @@ def analyse(config_spec: str, overrides: dict[str, str], topology: str,
     per_chip = len(devices) // (chips * num_slices)
 
     state, shardings = step.abstract_state, step.state_shardings
-    start = time.perf_counter()
     traced = step.trace_train_step()
-    lowered = traced.lower()
     hbm = CHIPS[chip][0] * GIB / per_chip
-    try:
-        compiled = lowered.compile()
-    except Exception as error:  # XLA:TPU refuses a program over the HBM it has
-        message = " ".join(str(error).split())
-        if "RESOURCE_EXHAUSTED" not in message:
-            raise
-        compiled, compile_error = None, message
-    else:
-        compile_error = None
-    compile_s = time.perf_counter() - start
+    compiled, compile_error, compile_s = _compile(traced)
 
     batch_spec = {k: jax.ShapeDtypeStruct((batch,) + v.shape[1:], v.dtype)
                   for k, v in example.items()}
@@ -252,21 +298,19 @@ def analyse(config_spec: str, overrides: dict[str, str], topology: str,
         "replicated_parameters_mib": replicated_parameters(state.params, shardings.params),
     }
     if compiled is None:
-        temps = re.search(r"temporaries \(([\d.]+)([GMK])\)", compile_error)
-        if temps:
-            scale = {"G": 1, "M": 2**-10, "K": 2**-20}[temps.group(2)]
-            memory["temporaries"] = int(float(temps.group(1)) * scale * GIB)
+        temps = _temporaries_in_error(compile_error)
+        if temps is not None:
+            memory["temporaries"] = temps
         report.update(fits=False, compile_error=compile_error[:2000],
+                      eval_step={"missing": "not compiled: the train step does not fit"},
                       memory_gib={k: v / GIB for k, v in memory.items()},
-                      total_gib=sum(memory.values()) / GIB if temps else None)
+                      total_gib=sum(memory.values()) / GIB if temps is not None else None)
         return report
 
     analysis = compiled.memory_analysis()
     memory["temporaries"] = int(analysis.temp_size_in_bytes)
     memory["generated_code"] = int(analysis.generated_code_size_in_bytes)
-    total = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
-             - analysis.alias_size_in_bytes + analysis.temp_size_in_bytes
-             + analysis.generated_code_size_in_bytes)
+    total = _total_bytes(analysis)
     hlo_text = compiled.as_text()
     if hlo_path:
         with open(hlo_path, "w") as f:
@@ -296,6 +340,7 @@ def analyse(config_spec: str, overrides: dict[str, str], topology: str,
         cost_model_scaled_fraction_of_peak=(flops_jaxpr / scaled / peak
                                             if scaled and peak else None),
         collectives=collectives(hlo_text),
+        eval_step=analyse_eval_step(step, hbm),
     )
     return report
 
@@ -343,7 +388,21 @@ def format_report(r: dict[str, Any]) -> str:
         if not r["collectives"]:
             lines.append("  none")
     lines.append(f"compile time {r['compile_s']:.1f} s")
+    lines.append(format_eval_step(r["eval_step"]))
     return "\n".join(lines)
+
+
+def format_eval_step(e: dict[str, Any]) -> str:
+    """The evaluation step's line of the report."""
+    if "missing" in e:
+        return f"evaluation step: none ({e['missing']})"
+    if "compile_error" in e:
+        return (f"evaluation step (batch {e['batch_size']}): DOES NOT FIT: "
+                f"{e['compile_error'][:300]}")
+    return (f"evaluation step (batch {e['batch_size']}): {e['total_gib']:.4g} GiB per device "
+            f"({e['temporaries_gib']:.4g} temporaries), {'fits' if e['fits'] else 'DOES NOT FIT'}; "
+            f"{e['flops_per_device_xla']:.4g} FLOPs per device (XLA); "
+            f"compiled in {e['compile_s']:.1f} s")
 
 
 def shortfall_message(r: dict[str, Any]) -> str:
@@ -358,6 +417,20 @@ def shortfall_message(r: dict[str, Any]) -> str:
             f"({r['hbm_gib_per_device']:.1f} GiB HBM){short} (state {state:.2f} GiB"
             f"{temp_text}, mesh {mesh}); try more fsdp (--config.mesh.fsdp), rematerialisation "
             f"(model.remat / lm.remat), or a smaller per-device batch (--config.data.batch_size)")
+
+
+def eval_shortfall_message(r: dict[str, Any]) -> str:
+    """One line: the evaluation step does not fit, and what would help."""
+    e = r["eval_step"]
+    if "total_gib" in e:
+        need = f"needs {e['total_gib']:.2f} GiB"
+    elif e.get("temporaries_gib") is not None:
+        need = f"needs {e['temporaries_gib']:.2f} GiB of temporaries"
+    else:
+        need = "does not fit"
+    return (f"the evaluation step (batch {e['batch_size']}) {need} per device of "
+            f"{r['topology']} ({r['hbm_gib_per_device']:.1f} GiB HBM, mesh {r['mesh']}); try a "
+            f"smaller --config.eval.batch_size or more fsdp (--config.mesh.fsdp)")
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
@@ -383,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
                 json.dump(report, f, indent=2)
         if not report["fits"]:
             raise DoesNotFitError(shortfall_message(report))
+        if not report["eval_step"].get("fits", True):
+            raise DoesNotFitError(eval_shortfall_message(report))
     except InputError as error:
         return report_input_error(error, "jaxssl.aot")
     return 0

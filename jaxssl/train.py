@@ -27,6 +27,7 @@ from jaxssl import (checkpoint, config as config_lib, flops as flops_lib, host_m
 from jaxssl.data import pipeline
 from jaxssl.data.sources import get_source
 from jaxssl.errors import CheckpointError, ConfigError
+from jaxssl.evaluate.representation import eval_batch_size
 from jaxssl.methods.base import split_variables
 from jaxssl.train_step import TrainState, check_finite, make_train_step
 
@@ -146,6 +147,24 @@ class TrainStep:
         # jax.sharding.get_abstract_mesh() (e.g. for shard_map losses, methods/clip.py).
         with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
             return jitted.trace(abstract_state, abstract_batch)
+
+    def trace_eval_step(self) -> jax.stages.Traced:
+        """The method's `eval_step` traced for this mesh: the state's variables on their
+        shardings and a batch of eval.batch_size records (rounded up to the batch shards,
+        as evaluation pads it) plus 'valid', split over the batch axes.
+        NotImplementedError when the method has no per-batch evaluation step."""
+        batch_sharding = parallel.batch_sharding(self.mesh)
+        size = eval_batch_size(self.config.eval.batch_size, self.mesh)
+        abstract_batch = {
+            k: jax.ShapeDtypeStruct((size,) + v.shape[1:], v.dtype, sharding=batch_sharding)
+            for k, v in {**self._example, "valid": np.ones((1,), bool)}.items()}
+        state, shardings = self.abstract_state, self.state_shardings
+        variables = parallel.abstract_with_shardings(
+            {"params": state.params, **state.method_state},
+            {"params": shardings.params, **shardings.method_state})
+        jitted = jax.jit(self.method.eval_step, out_shardings=batch_sharding)
+        with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
+            return jitted.trace(variables, abstract_batch)
 
 
 class Trainer(TrainStep):

@@ -234,7 +234,7 @@ def test_method_shapes_initial_scalars_and_overfits_one_batch(method, single):
     assert set(params) == {"backbone", "text_tower", "image_projection", "text_projection",
                            *dict(trainer.method.loss_scalars)}
     variables = {"params": state.params}
-    rows = jax.eval_shape(trainer.method.embed, variables, host_batch)
+    rows = jax.eval_shape(trainer.method.eval_step, variables, host_batch)
     assert rows["image"].shape == (16, 16) and rows["text"].shape == (16, 16)
     features = jax.eval_shape(trainer.method.features, variables, host_batch["image"])
     assert features.shape == (16, 32) and features.dtype == jnp.float32
@@ -273,7 +273,7 @@ def test_evaluate_reports_zero_shot_and_retrieval(single):
     # The eval split's first max_test_examples pairs, embedded in one batch, through the loop
     # reference: 64 pairs of 10 distinct captions, more than k = 5 of each.
     count = trainer.config.eval.max_test_examples
-    rows = jax.device_get(jax.jit(trainer.method.embed)(
+    rows = jax.device_get(jax.jit(trainer.method.eval_step)(
         {"params": state.params}, pipeline.example_batch(trainer.eval_source, count)))
     groups = rows["label"]
     _, first = np.unique(groups, return_index=True)

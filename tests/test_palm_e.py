@@ -220,7 +220,7 @@ def test_shapes_overfitting_one_batch_and_greedy_decoding(tmp_path):
         state, metrics = step(state, batch)
         losses.append(float(metrics["loss"]))
     assert losses[-1] < 0.2 * losses[0], losses[::10]
-    scores = jax.device_get(jax.jit(t.method.answer_scores)({"params": state.params}, batch))
+    scores = jax.device_get(jax.jit(t.method.eval_step)({"params": state.params}, batch))
     logits_fn = jax.jit(t.method.logits)
     # Greedy decoding, one token at a time from the prompt, gives the same verdicts.
     host = jax.device_get(batch)

@@ -284,3 +284,39 @@ def test_placeholders_take_their_table_rows_and_then_the_position_embedding(pose
     text_only = model.apply(params, tokens, ones, positions, causal, False)
     assert np.abs(np.asarray(filled - text_only))[:, :2].max() < 1e-6   # causal: before any image
     assert np.abs(np.asarray(filled - text_only))[:, 2:].min() > 0
+
+
+def test_bias_free_blocks_have_no_projection_biases_and_equal_zero_biases():
+    """use_bias=False drops every attention / MLP bias (T5.1.1, PaLM, Llama) and
+    computes what the biased model computes with those biases at zero."""
+    rng = np.random.default_rng(11)
+    tokens = jnp.asarray(rng.integers(0, VOCAB, (2, LENGTH)), jnp.int32)
+    args = (tokens, jnp.ones_like(tokens), jnp.broadcast_to(jnp.arange(LENGTH), tokens.shape),
+            jnp.ones(tokens.shape, bool))
+    free = LanguageModel(**SIZES, use_bias=False)
+    params = nn.meta.unbox(init(free, 0, *args, train=False))
+    paths = ["/".join(str(k.key) for k in path)
+             for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    block_paths = [p for p in paths if "/block" in p]
+    assert block_paths and not any(
+        p.endswith("bias") and ("attention/" in p or "mlp/" in p) for p in block_paths)
+    biased = LanguageModel(**SIZES)
+    with_bias = nn.meta.unbox(init(biased, 1, *args, train=False))
+    # the bias-free kernels with random (nonzero) biases; the same biases at zero
+    randomised = jax.tree_util.tree_map_with_path(
+        lambda path, x: (jnp.asarray(rng.normal(size=x.shape), x.dtype)
+                         if str(path[-1].key) == "bias" else x), with_bias)
+    def merged(zero_biases):
+        def pick(path, x):
+            keys = [str(k.key) for k in path]
+            if keys[-1] == "bias" and ("self_attention" in keys or "mlp" in keys):
+                return jnp.zeros_like(x) if zero_biases else x
+            node = params
+            for k in keys:
+                node = node[k]
+            return node
+        return jax.tree_util.tree_map_with_path(pick, randomised)
+    out_free = free.apply(params, *args, train=False)
+    np.testing.assert_allclose(biased.apply(merged(True), *args, train=False), out_free,
+                               rtol=1e-6, atol=1e-6)
+    assert not np.allclose(biased.apply(merged(False), *args, train=False), out_free, atol=1e-3)

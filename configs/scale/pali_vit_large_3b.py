@@ -3,7 +3,10 @@ prefix of a 3B decoder-only text model (d_model 2560, 36 layers, 32 heads: about
 parameters with its 32k embedding), batch 4096 captions of 64 tokens, trained on the
 prefix-completion + masked-token-completion mixture (jaxssl/methods/pali.py). Laid out for
 TPU slices: fsdp over every chip, the ViT's blocks and the decoder's scanned and
-rematerialised, bfloat16 activations.
+rematerialised, bfloat16 activations. The decoder's blocks have no biases, as in the
+T5.1.1 / UL2 models PaLI's language side comes from; with biases, the stacked qkv bias
+[36, 3, 32, 80] (1 MiB) would stay whole on every chip, since none of its dimensions
+divides an fsdp of 64 or 256.
 
 The vocabulary is the byte tokenizer's 263 ids plus sentinel ids up to 32,128 (T5's; PaLI
 itself uses mT5's 250k). For ahead-of-time compiles (`python -m jaxssl.aot`,
@@ -29,7 +32,7 @@ def get_config(arg=None):
                    scan_blocks=True, remat=True)
     c.pali = dict(text_hidden=2560, text_depth=36, text_heads=32,
                   num_sentinels=VOCAB - ByteTokenizer(0).vocab_size,
-                  scan_layers=True, remat="full")
+                  scan_layers=True, remat="full", text_use_bias=False)
     c.optim = dict(name="adamw", base_lr=1e-4, lr_scaling="none", b1=0.9, b2=0.999,
                    weight_decay=1e-4, warmup_steps=10_000, clip_grad_norm=1.0)
     c.checkpoint = dict(every_steps=5000)

@@ -2,7 +2,8 @@
 4096, 32 layers, 32 heads, 128,256-token vocabulary, untied embeddings; 2048 sequences =
 4M tokens per batch), laid out for TPU slices: fsdp over every chip, 'tensor' for the
 heads, MLP hidden and vocabulary (Megatron-style, `jaxssl.parallel.constrain`), scanned
-and fully rematerialised blocks, bfloat16 activations and Adam first moments, and the
+and fully rematerialised blocks without biases (as Llama), bfloat16 activations and Adam
+first moments, and the
 batch in `grad_accum_steps` micro-batches so that the logits and attention scores of
 one micro-batch fit.
 
@@ -35,7 +36,7 @@ def get_config(arg=None):
     c.grad_accum_steps = 4
     c.lm = dict(architecture="decoder", objective="prefix", hidden=4096, depth=32, heads=32,
                 mlp_ratio=4.5, posemb="rotary", tied_embeddings=False,
-                scan_layers=True, remat="full")
+                scan_layers=True, remat="full", use_bias=False)
     c.optim = dict(name="adamw", base_lr=3e-4, lr_scaling="none", b1=0.9, b2=0.95,
                    weight_decay=0.1, warmup_steps=2000, clip_grad_norm=1.0,
                    moments_dtype="bfloat16")

@@ -2,7 +2,7 @@
 al. 2022; T5.1.1-XL: d_model 2048, 24 + 24 layers, 32 heads, d_ff 5120 gated, 32,128-token
 vocabulary, untied embeddings), 2048 rows of 512 tokens per batch, laid out for TPU
 slices: fsdp over every chip, both stacks scanned and fully rematerialised, bfloat16
-activations.
+activations; no biases in the blocks, as T5.1.1.
 
 Shape-equivalent, not T5 itself: jaxssl's MLP is ungated, so d_ff is 7680 (two
 2048 x 7680 kernels hold the parameters and FLOPs of T5's three 2048 x 5120 ones); rotary
@@ -34,7 +34,7 @@ def get_config(arg=None):
     c.lm = dict(architecture="encoder_decoder", objective="ul2", hidden=2048, depth=24,
                 decoder_depth=24, heads=32, mlp_ratio=3.75, posemb="rotary",
                 tied_embeddings=False, ul2_rates=(0.5, 0.25, 0.25), per_example_mixture=True,
-                scan_layers=True, remat="full")
+                scan_layers=True, remat="full", use_bias=False)
     c.optim = dict(name="adamw", base_lr=1e-3, lr_scaling="none", b1=0.9, b2=0.99,
                    weight_decay=0.0, warmup_steps=10_000, clip_grad_norm=1.0)
     c.checkpoint = dict(every_steps=5000)

@@ -2,7 +2,8 @@
 # The scale table's compiles, one at a time (each takes minutes to tens of minutes on a
 # 2-core CPU): python -m jaxssl.aot for each (name, config, topology, overrides) below,
 # its report in results/NAME.txt and its fields in results/NAME.json. Run from the repo
-# root: bash experiments/scaling/run.sh [NAME ...] (default: all).
+# root: bash experiments/scaling/run.sh [NAME ...] (default: all), or
+# bash experiments/scaling/run.sh calibrate (calibration.json and .txt).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=experiments/scaling/results
@@ -10,6 +11,7 @@ declare -A RUNS=(
   [mae_vit_large_v5p128]="configs/scale/mae_vit_large.py --topology=v5p:4x4x4"
   [mae_vit_large_v5e256]="configs/scale/mae_vit_large.py --topology=v5e:16x16"
   [mae_vit_large_v4_128]="configs/scale/mae_vit_large.py --topology=v4:4x4x4"
+  [mae_vit_large_unrolled_v5p128]="configs/scale/mae_vit_large.py --topology=v5p:4x4x4 --config.model.scan_blocks=False --config.model.remat=False"
   [simclr_resnet50_v5p128]="configs/scale/simclr_resnet50.py --topology=v5p:4x4x4"
   [simclr_resnet50_v5e256]="configs/scale/simclr_resnet50.py --topology=v5e:16x16"
   [simclr_resnet50_v4_128]="configs/scale/simclr_resnet50.py --topology=v4:4x4x4"
@@ -29,10 +31,16 @@ declare -A RUNS=(
   [prefix_lm_8b_v5e256]="configs/scale/prefix_lm_8b.py --topology=v5e:16x16"
   [prefix_lm_8b_v4_128]="configs/scale/prefix_lm_8b.py --topology=v4:4x4x4"
   [prefix_lm_8b_accum8_v4_128]="configs/scale/prefix_lm_8b.py --topology=v4:4x4x4 --config.grad_accum_steps=8"
+  [prefix_lm_8b_unrolled_rows256_v5p128]="configs/scale/prefix_lm_8b.py --topology=v5p:4x4x4 --config.grad_accum_steps=1 --config.data.batch_size=256 --config.lm.scan_layers=False"
   [pali_vit_large_3b_v5p128]="configs/scale/pali_vit_large_3b.py --topology=v5p:4x4x4"
   [pali_vit_large_3b_v5e256]="configs/scale/pali_vit_large_3b.py --topology=v5e:16x16"
   [pali_vit_large_3b_v4_128]="configs/scale/pali_vit_large_3b.py --topology=v4:4x4x4"
 )
+if [ "${1:-}" = calibrate ]; then  # the cost model's ceiling for single matmuls
+  python -m experiments.scaling.calibrate --json=experiments/scaling/calibration.json \
+    > experiments/scaling/calibration.txt
+  exit
+fi
 names=("$@")
 [ ${#names[@]} -eq 0 ] && names=("${!RUNS[@]}")
 for name in "${names[@]}"; do

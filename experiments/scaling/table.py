@@ -12,7 +12,7 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 HEADER = ("| run | topology | chips | mesh | batch | GiB/chip (state / temps / total of HBM) "
           "| fits | state / ideal | replicated >= 1 MiB | TFLOP/chip/step (jaxssl / XLA) "
           "| FLOPs at peak, ms | cost model: ms, % of peak (scaled) | "
-          "collectives (count: MiB/chip) | compile s |")
+          "collectives (count: MiB/chip) | compile s | eval step: batch, GiB/chip, compile s |")
 
 
 def row(name: str, r: dict) -> str:
@@ -30,17 +30,24 @@ def row(name: str, r: dict) -> str:
         cost += f" ({1e3 * scaled:.1f}, {100 * r['cost_model_scaled_fraction_of_peak']:.0f}%)"
     peak = r.get("peak_flops_per_device")
     at_peak = r["flops_per_device_jaxpr"] / peak if peak else None
-    # Reports from before jaxssl.aot gave these fields have none.
-    ideal = f"{r['state_over_ideal']:.3f}" if "state_over_ideal" in r else "-"
-    replicated = (str(len(r["replicated_parameters_mib"]))
-                  if "replicated_parameters_mib" in r else "-")
+    ideal = f"{r['state_over_ideal']:.3f}"
+    replicated = str(len(r["replicated_parameters_mib"]))
     collectives = ", ".join(f"{op} {c['count']}: {c['bytes'] / 2**20:.0f}"
                             for op, c in sorted(r.get("collectives", {}).items())) or "-"
     mesh = "x".join(f"{k}={v}" for k, v in r["mesh"].items() if v > 1) or "1"
     return (f"| {name} | {r['topology']} | {r['chips']} | {mesh} | {r['batch_size']} | {memory} "
             f"| {'yes' if r['fits'] else 'NO'} | {ideal} | {replicated} | {flops} "
             f"| {f'{1e3 * at_peak:.1f}' if at_peak else '-'} | {cost} | {collectives} "
-            f"| {r['compile_s']:.0f} |")
+            f"| {r['compile_s']:.0f} | {eval_cell(r['eval_step'])} |")
+
+
+def eval_cell(e: dict) -> str:
+    """The evaluation step's batch, memory per chip (NO when it does not fit) and compile s."""
+    if "missing" in e:
+        return "-"
+    memory = f"{e['total_gib']:.2f}" if "total_gib" in e else "-"
+    return (f"{e['batch_size']}, {memory}{'' if e['fits'] else ' NO'}, "
+            f"{e['compile_s']:.0f}")
 
 
 def main() -> None:

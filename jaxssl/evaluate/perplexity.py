@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -56,14 +56,3 @@ def split_sums(sums_fn: Callable, num_sums: int, variables: Any, source, mesh: M
         keep = np.asarray(gathered["valid"], np.float64)
         totals += [np.sum(np.asarray(s, np.float64) * keep) for s in gathered["sums"]]
     return totals
-
-
-def evaluate_with_fixed_noise(loss_sums: Callable, variables: Any, source, mesh: Mesh,
-                              eval_config: Mapping[str, Any]) -> dict[str, float]:
-    """`evaluate_perplexity` for a method's loss_sums(params, batch, rng) -> (nll_sum,
-    tokens, chars, ...) per example, with one fixed key for its masks and noise;
-    eval_config gives 'batch_size' and 'max_test_examples' (0 = the whole split)."""
-    rng = jax.random.key(NOISE_SEED)
-    sums_fn = jax.jit(lambda v, batch: tuple(loss_sums(v["params"], batch, rng)[:3]))
-    return evaluate_perplexity(sums_fn, variables, source, mesh, eval_config["batch_size"],
-                               eval_config["max_test_examples"])

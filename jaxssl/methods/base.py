@@ -38,6 +38,10 @@ Hooks with defaults:
       unless the method fills it and plans it in `init`), else `state`.
   evaluate(variables, train_source, eval_source, mesh, eval_config) -> {name: float}
       Default: kNN and linear-probe top-1 of `features` on the eval split.
+  eval_step(variables, batch) -> arrays [B, ...]
+      the per-batch computation `evaluate` runs on the devices (a batch of the
+      eval split in, per-example results out); `jaxssl.aot` compiles it for a
+      slice. Default: `features` of batch['image'].
   write_pictures(variables, batch, path) -> None
       draws a PNG at each evaluation from `batch`, the first eval.num_pictures
       records of the eval split (e.g. MAE reconstructions of batch['image']
@@ -139,7 +143,7 @@ class Method(abc.ABC):
 
     # Hooks the Trainer calls, each with a default below.
     HOOKS = ("check_config", "select_train_examples", "optimizer", "assets", "load_pretrained",
-             "evaluate", "write_pictures")
+             "evaluate", "eval_step", "write_pictures")
     REQUIRED = ("default_config", "init", "loss_fn")
     # Called by the default `evaluate` and by fine-tuning; text-only methods have none.
     ENCODER = ("features",)
@@ -227,13 +231,17 @@ class Method(abc.ABC):
         return evaluate_encoder(self.jitted("features", mesh), variables, train_source,
                                 eval_source, mesh, eval_config, train_source.num_classes)
 
+    def eval_step(self, variables: dict, batch: dict):
+        """`features` of batch['image'] uint8 [B, H, W, C]: float32 [B, D]."""
+        return self.features(variables, batch["image"])
+
     def write_pictures(self, variables, batch: dict, path: str) -> None:
         """Draws nothing."""
         del variables, batch, path
 
     # ------------------------------------------------------------ helpers
     def jitted(self, name: str, mesh):
-        """`jax.jit` of method `name` (variables, images) -> [B, ...] with outputs split
+        """`jax.jit` of method `name` (variables, images or batch) -> [B, ...] with outputs split
         over the batch axes of `mesh`; compiled once per (name, mesh)."""
         key = (name, mesh)
         if key not in self._jitted:

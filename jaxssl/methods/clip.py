@@ -250,7 +250,7 @@ class CLIP(base.Method):
         return self.model.backbone.apply({"params": variables["params"]["backbone"]},
                                          base.prepare_images(images, size), train=False)
 
-    def embed(self, variables: dict, batch: dict) -> dict:
+    def eval_step(self, variables: dict, batch: dict) -> dict:
         """{'image': [B, E], 'text': [B, E]} float32 embeddings, plus 'label' if the batch has one."""
         images, tokens = self._inputs(batch)
         img, txt, _ = self.model.apply(variables, images, tokens, train=False)
@@ -259,7 +259,7 @@ class CLIP(base.Method):
     def evaluate(self, variables, train_source, eval_source, mesh, eval_config) -> dict[str, float]:
         """Retrieval recall@1/@5 both ways over the eval split; zero-shot accuracy with class names."""
         del train_source
-        rows = gather_split(jax.jit(self.embed), variables, eval_source, mesh,
+        rows = gather_split(jax.jit(self.eval_step), variables, eval_source, mesh,
                             eval_config["batch_size"], eval_config["max_test_examples"])
         results = zero_shot.retrieval_recall(rows["image"], rows["text"], rows.get("label"))
         if "label" in rows and self.prompts is not None:

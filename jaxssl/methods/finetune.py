@@ -255,6 +255,10 @@ class FineTune(base.Method):
         x = base.prepare_images(images, base.view_size(self.config, images))
         return self.model.apply(_model_variables(variables), x, train=False)
 
+    def eval_step(self, variables: dict, batch: dict) -> jax.Array:
+        """`logits` of batch['image']: float32 [B, classes]."""
+        return self.logits(variables, batch["image"])
+
     def eval_logits(self, variables, source, mesh, eval_config) -> tuple[np.ndarray, np.ndarray]:
         """(logits float32 [N, C], labels [N]) over the first eval.max_test_examples of `source`."""
         return extract_features(self.jitted("logits", mesh), variables, source, mesh,

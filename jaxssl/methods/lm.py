@@ -33,7 +33,7 @@ import ml_collections
 
 from jaxssl.data import text, tokenizers
 from jaxssl.errors import ConfigError
-from jaxssl.evaluate.perplexity import NOISE_SEED, evaluate_with_fixed_noise
+from jaxssl.evaluate.perplexity import NOISE_SEED, evaluate_perplexity
 from jaxssl.methods import base
 from jaxssl.models.transformer import EncoderDecoder, LanguageModel
 from jaxssl.objectives import language, lm_tasks, mixture
@@ -63,10 +63,16 @@ class TokenLossMethod(base.Method):
         return {}
 
     def evaluate(self, variables, train_source, eval_source, mesh, eval_config) -> dict[str, float]:
-        """Loss (nats/token), perplexity and bits per character over the whole eval split."""
+        """Loss (nats/token), perplexity and bits per character over the whole eval split
+        (eval.max_test_examples of it, unless 0)."""
         del train_source
-        return evaluate_with_fixed_noise(self.loss_sums, variables, eval_source, mesh,
-                                         eval_config)
+        return evaluate_perplexity(jax.jit(self.eval_step), variables, eval_source, mesh,
+                                   eval_config["batch_size"], eval_config["max_test_examples"])
+
+    def eval_step(self, variables: dict, batch: dict):
+        """(nll sum, target tokens, target characters), each float32 [B], with one fixed
+        key for the objectives' masks and noise (every evaluation draws the same)."""
+        return tuple(self.loss_sums(variables["params"], batch, jax.random.key(NOISE_SEED))[:3])
 
 
 class LanguageModelling(TokenLossMethod):
@@ -90,6 +96,7 @@ class LanguageModelling(TokenLossMethod):
             attention_impl="",        # '' = jaxssl's XLA attention; 'xla' / 'cudnn' = jax.nn's
             scan_layers=False,        # blocks as one nn.scan (params stacked on a 'layers' axis)
             remat="none",             # none | full | dots: recompute block activations (backward)
+            use_bias=True,            # False: no biases in the blocks (T5.1.1, PaLM, Llama)
             mask_rate=0.15,           # mlm
             noise_density=0.15,       # span
             mean_span=3.0,            # span
@@ -127,7 +134,7 @@ class LanguageModelling(TokenLossMethod):
             attention_dropout=lm.attention_dropout, initialization=lm.init,
             posemb=lm.posemb, tied_embeddings=lm.tied_embeddings,
             dtype=base.DTYPES[config.compute_dtype], attention_impl=lm.attention_impl or None,
-            scan_layers=lm.scan_layers, remat=lm.remat)
+            scan_layers=lm.scan_layers, remat=lm.remat, use_bias=lm.use_bias)
         if self.architecture == "encoder_decoder":
             self.model = EncoderDecoder(**sizes, decoder_depth=lm.decoder_depth or lm.depth)
         else:

@@ -186,6 +186,7 @@ class PaLI(TokenLossMethod):
             frame_tasks=(),           # () = captions; else of frame_questions.TASKS
             scan_layers=False,        # the decoder's blocks as one nn.scan (see lm.scan_layers)
             remat="none",             # none | full | dots (see lm.remat)
+            text_use_bias=True,       # False: no biases in the text blocks (UL2's decoder)
             # a pretrained image encoder (e.g. a SimCLR run's 'backbone') through the
             # Orbax hand-off (`jaxssl.handoff`); '' = the ViT starts from scratch
             init_from=dict(checkpoint="", subtree="backbone", renames=(), skip=()),
@@ -252,7 +253,7 @@ class PaLI(TokenLossMethod):
             vocab_size=self.tokenizer.vocab_size, max_length=2 * text_length + 2,
             hidden=pali.text_hidden, depth=pali.text_depth, num_heads=pali.text_heads,
             mlp_dim=int(round(pali.text_hidden * pali.mlp_ratio)), dtype=dtype,
-            scan_layers=pali.scan_layers, remat=pali.remat)
+            scan_layers=pali.scan_layers, remat=pali.remat, use_bias=pali.text_use_bias)
         if pali.architecture == "encoder_decoder":
             self.model = ImageEncoderDecoder(
                 backbone, EncoderDecoder(**sizes,

@@ -241,7 +241,7 @@ class PaLME(base.Method):
         return loss, (metrics, state)
 
     # ---------------------------------------------------------- evaluation
-    def answer_scores(self, variables: dict, batch: dict) -> dict[str, jax.Array]:
+    def eval_step(self, variables: dict, batch: dict) -> dict[str, jax.Array]:
         """Per example: 'exact' bool [B] (the greedy answer is exactly right), answer-token
         'nll' and 'tokens' float32 [B], 'task' int32 [B]."""
         logits, targets, loss_mask = self.logits(variables["params"], batch)
@@ -254,7 +254,7 @@ class PaLME(base.Method):
         """'acc/TASK' and 'acc/all' (fractions), 'answer_loss' (nats per answer token) on the
         first eval.max_test_examples scenes; 'text/...' the LM's loss on its own text."""
         del train_source
-        rows = gather_split(self.jitted("answer_scores", mesh), variables, eval_source, mesh,
+        rows = gather_split(self.jitted("eval_step", mesh), variables, eval_source, mesh,
                             eval_config["batch_size"], eval_config["max_test_examples"])
         results = {f"acc/{name}": float(np.mean(rows["exact"][rows["task"] == t]))
                    for t, name in enumerate(scenes.TASKS) if np.any(rows["task"] == t)}

@@ -41,9 +41,9 @@ def layer_norm(dtype: Any, name: str, epsilon: float = LAYER_NORM_EPSILON,
 
 
 def dense(features, kernel_axes: tuple, dtype: Any, name: str, axis=-1,
-          kernel_init: Initializer = xavier_uniform) -> nn.DenseGeneral:
-    """DenseGeneral (Xavier-uniform kernel unless `kernel_init`, zero bias) whose kernel
-    axes are named `kernel_axes`.
+          kernel_init: Initializer = xavier_uniform, use_bias: bool = True) -> nn.DenseGeneral:
+    """DenseGeneral (Xavier-uniform kernel unless `kernel_init`, zero bias unless not
+    `use_bias`) whose kernel axes are named `kernel_axes`.
 
     The bias is named after the output axes (the last len(features) names).
     For Xavier, a multi-axis output (e.g. (3, heads, head_dim)) counts as one
@@ -54,7 +54,7 @@ def dense(features, kernel_axes: tuple, dtype: Any, name: str, axis=-1,
         features, axis=axis, dtype=dtype, param_dtype=jnp.float32,
         kernel_init=nn.with_logical_partitioning(kernel_init, kernel_axes),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, kernel_axes[-num_out:]),
-        name=name)
+        use_bias=use_bias, name=name)
 
 
 def batch_sharded(x: jax.Array) -> jax.Array:
@@ -96,7 +96,8 @@ class MlpBlock(nn.Module):
     Kernels: 'fc1' from `kernel_init`, 'fc2' (the residual output) from `out_kernel_init`.
     The nonlinearity is `activation` (exact GELU by default). With `gated`
     (T5.1.1's gated GELU) a second projection 'gate' multiplies it:
-    fc2(activation(fc1(x)) * gate(x)).
+    fc2(activation(fc1(x)) * gate(x)). Without `use_bias` the projections have no
+    biases (T5.1.1, PaLM, Llama).
     """
     mlp_dim: int
     dtype: Any = jnp.float32
@@ -104,6 +105,7 @@ class MlpBlock(nn.Module):
     out_kernel_init: Initializer = xavier_uniform
     activation: str = "gelu"
     gated: bool = False
+    use_bias: bool = True
 
     @nn.compact
     def __call__(self, x):
@@ -111,13 +113,13 @@ class MlpBlock(nn.Module):
         hidden = lambda y: constrain(y, ("batch",) + (None,) * (y.ndim - 2) + ("mlp",))
         x = batch_sharded(x)
         y = hidden(dense(self.mlp_dim, ("embed", "mlp"), self.dtype, "fc1",
-                         kernel_init=self.kernel_init)(x))
+                         kernel_init=self.kernel_init, use_bias=self.use_bias)(x))
         y = activation(y, self.activation)
         if self.gated:
             y = y * hidden(dense(self.mlp_dim, ("embed", "mlp"), self.dtype, "gate",
-                                 kernel_init=self.kernel_init)(x))
+                                 kernel_init=self.kernel_init, use_bias=self.use_bias)(x))
         return batch_sharded(dense(x.shape[-1], ("mlp", "embed"), self.dtype, "fc2",
-                                   kernel_init=self.out_kernel_init)(y))
+                                   kernel_init=self.out_kernel_init, use_bias=self.use_bias)(y))
 
 
 def apply_rotary(x: jax.Array, positions: jax.Array) -> jax.Array:
@@ -179,7 +181,7 @@ class Attention(nn.Module):
     which has no attention dropout. `dropout_rate` drops attention weights
     (rng stream 'dropout') unless `deterministic`. Kernels: the q/k/v
     projections from `kernel_init`, 'out' (the residual output) from
-    `out_kernel_init`.
+    `out_kernel_init`. Without `use_bias` the projections have no biases.
     """
     num_heads: int
     dtype: Any = jnp.float32
@@ -188,6 +190,7 @@ class Attention(nn.Module):
     dropout_rate: float = 0.0
     kernel_init: Initializer = xavier_uniform
     out_kernel_init: Initializer = xavier_uniform
+    use_bias: bool = True
 
     @nn.compact
     def __call__(self, x, context=None, mask=None, q_positions=None, kv_positions=None,
@@ -205,7 +208,7 @@ class Attention(nn.Module):
             """y [B, T, D] -> `count` arrays [B, T, heads, D/heads], heads over 'tensor'."""
             features = (count, self.num_heads, hidden // self.num_heads)
             stacked = dense(features, ("embed", None, "heads", "kv"), self.dtype, name,
-                            kernel_init=self.kernel_init)(batch_sharded(y))
+                            kernel_init=self.kernel_init, use_bias=self.use_bias)(batch_sharded(y))
             return [split_heads(stacked[:, :, i]) for i in range(count)]
 
         if context is None:
@@ -224,4 +227,5 @@ class Attention(nn.Module):
         else:
             y = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.attention_impl)
         return batch_sharded(dense(hidden, ("heads", "kv", "embed"), self.dtype, "out",
-                                   axis=(-2, -1), kernel_init=self.out_kernel_init)(split_heads(y)))
+                                   axis=(-2, -1), kernel_init=self.out_kernel_init,
+                                   use_bias=self.use_bias)(split_heads(y)))

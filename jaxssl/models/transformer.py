@@ -100,6 +100,8 @@ class TransformerBlock(nn.Module):
     x = LN(x + branch(x)), instead of before the branch). For T5: `rms_norm`
     (RMS norms), `gated_mlp` (`MlpBlock.gated`) and `self_attention_bias`
     [B, H, T, T] added to the self-attention logits (relative positions).
+    Without `use_bias` the attention and MLP projections have no biases (T5.1.1,
+    PaLM, Llama).
     """
     num_heads: int
     mlp_dim: int
@@ -115,6 +117,7 @@ class TransformerBlock(nn.Module):
     post_norm: bool = False
     rms_norm: bool = False
     gated_mlp: bool = False
+    use_bias: bool = True
 
     @nn.compact
     def __call__(self, x, mask, positions, deterministic: bool, encoded=None, cross_mask=None,
@@ -129,7 +132,7 @@ class TransformerBlock(nn.Module):
 
         attention = lambda name, rotary: Attention(
             self.num_heads, self.dtype, rotary, self.attention_impl, self.attention_dropout,
-            self.kernel_init, self.out_kernel_init, name=name)
+            self.kernel_init, self.out_kernel_init, self.use_bias, name=name)
         y = before("self_attention_norm", x)
         x = after("self_attention_norm", residual("self_attention", attention(
             "self_attention", self.rotary)(y, None, mask, positions, None, deterministic,
@@ -143,7 +146,7 @@ class TransformerBlock(nn.Module):
         y = before("mlp_norm", x)
         return after("mlp_norm", residual("mlp", MlpBlock(
             self.mlp_dim, self.dtype, self.kernel_init, self.out_kernel_init,
-            self.activation, self.gated_mlp, name="mlp")(y)))
+            self.activation, self.gated_mlp, self.use_bias, name="mlp")(y)))
 
 
 class _ScannedBlock(TransformerBlock):
@@ -167,7 +170,7 @@ class TransformerStack(nn.Module):
     `initialization`: 'xavier' or 'gpt2' (`block_initializers`, scaled by this stack's
     depth). `layer_norm_epsilon`, `activation`, `post_norm`: see
     TransformerBlock; `final_norm` False leaves out the final LayerNorm (BERT).
-    T5: `rms_norm`, `gated_mlp` (TransformerBlock) and, with `relative_buckets`
+    T5: `rms_norm`, `gated_mlp`, `use_bias` (TransformerBlock) and, with `relative_buckets`
     > 0, a learned 'relative_attention_bias' [buckets, heads] of the
     `relative_position_bucket` of every key - query distance (looking back
     only unless `bidirectional_positions`), added to every block's
@@ -200,6 +203,7 @@ class TransformerStack(nn.Module):
     bidirectional_positions: bool = True
     scan_layers: bool = False
     remat: str = "none"
+    use_bias: bool = True
 
     @nn.compact
     def __call__(self, x, mask, positions, deterministic: bool, encoded=None, cross_mask=None,
@@ -226,7 +230,7 @@ class TransformerStack(nn.Module):
         block_args = (self.num_heads, self.mlp_dim, self.dropout, self.rotary, self.dtype,
                       self.attention_impl, self.attention_dropout, kernel_init, out_kernel_init,
                       self.layer_norm_epsilon, self.activation, self.post_norm, self.rms_norm,
-                      self.gated_mlp)
+                      self.gated_mlp, self.use_bias)
         inputs = (mask, positions, deterministic, encoded, cross_mask, encoded_positions, bias)
         if self.scan_layers:
             stack = nn.scan(block_cls, variable_axes={"params": 0},
@@ -352,6 +356,7 @@ class _Sizes(nn.Module):
     relative_max_distance: int = 128
     scan_layers: bool = False     # see TransformerStack
     remat: str = "none"
+    use_bias: bool = True         # False: no biases in the blocks (T5.1.1, PaLM, Llama)
 
     def _embedder(self) -> Embedder:
         return Embedder(self.vocab_size, self.hidden, self.max_length, self.posemb,
@@ -367,7 +372,7 @@ class _Sizes(nn.Module):
                                 self.layer_norm_epsilon, self.activation, self.post_norm,
                                 not self.post_norm, self.rms_norm, self.gated_mlp, relative,
                                 self.relative_max_distance, bidirectional, self.scan_layers,
-                                self.remat, name=name)
+                                self.remat, self.use_bias, name=name)
 
     def _embed(self, embedder, tokens, positions, train: bool, placeholders=None):
         return nn.Dropout(self.dropout)(embedder.embed(tokens, positions, placeholders),
