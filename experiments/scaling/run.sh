@@ -12,6 +12,7 @@ declare -A RUNS=(
   [mae_vit_large_v5e256]="configs/scale/mae_vit_large.py --topology=v5e:16x16"
   [mae_vit_large_v4_128]="configs/scale/mae_vit_large.py --topology=v4:4x4x4"
   [mae_vit_large_unrolled_v5p128]="configs/scale/mae_vit_large.py --topology=v5p:4x4x4 --config.model.scan_blocks=False --config.model.remat=False"
+  [mae_vit_large_data8_v5p128]="configs/scale/mae_vit_large.py --topology=v5p:4x4x4 --config.mesh.data=8 --config.mesh.fsdp=8"
   [simclr_resnet50_v5p128]="configs/scale/simclr_resnet50.py --topology=v5p:4x4x4"
   [simclr_resnet50_v5e256]="configs/scale/simclr_resnet50.py --topology=v5e:16x16"
   [simclr_resnet50_v4_128]="configs/scale/simclr_resnet50.py --topology=v4:4x4x4"
