@@ -1,6 +1,9 @@
 """SimCLR ResNet-50 on ImageNet at the published size (Chen et al. 2020: batch 4096, 224 px,
-LARS), laid out for TPU slices: the batch over every chip ('data'), batch norm over the
-global batch, bfloat16 activations.
+LARS), laid out for TPU slices: the parameters and the LARS momentum split over 64 chips
+('fsdp': every kernel of 1 MiB or more has a dimension divisible by 64, whereas plain data
+parallelism would leave all 25.6M parameters whole on every chip; over 256, most kernels
+would not divide and stay whole), the batch over every chip ('data' takes the rest),
+batch norm over the global batch, bfloat16 activations.
 
 For ahead-of-time compiles (`python -m jaxssl.aot`, experiments/scaling/README.md); a real
 run needs ImageNet prepared for TFDS in data.data_dir.
@@ -33,5 +36,5 @@ def get_config(arg=None):
     c.optim.weight_decay = 1e-6
     c.optim.warmup_steps = 10 * steps_per_epoch
     c.checkpoint = dict(every_steps=5000)
-    c.mesh = dict(data=-1, fsdp=1, tensor=1)
+    c.mesh = dict(data=-1, fsdp=64, tensor=1)
     return c

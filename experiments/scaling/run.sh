@@ -32,6 +32,7 @@ declare -A RUNS=(
   [prefix_lm_8b_v5e256]="configs/scale/prefix_lm_8b.py --topology=v5e:16x16"
   [prefix_lm_8b_v4_128]="configs/scale/prefix_lm_8b.py --topology=v4:4x4x4"
   [prefix_lm_8b_accum8_v4_128]="configs/scale/prefix_lm_8b.py --topology=v4:4x4x4 --config.grad_accum_steps=8"
+  [prefix_lm_8b_accum16_v4_128]="configs/scale/prefix_lm_8b.py --topology=v4:4x4x4 --config.grad_accum_steps=16"
   [prefix_lm_8b_unrolled_rows256_v5p128]="configs/scale/prefix_lm_8b.py --topology=v5p:4x4x4 --config.grad_accum_steps=1 --config.data.batch_size=256 --config.lm.scan_layers=False"
   [pali_vit_large_3b_v5p128]="configs/scale/pali_vit_large_3b.py --topology=v5p:4x4x4"
   [pali_vit_large_3b_v5e256]="configs/scale/pali_vit_large_3b.py --topology=v5e:16x16"
