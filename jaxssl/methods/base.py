@@ -40,8 +40,9 @@ Hooks with defaults:
       Default: kNN and linear-probe top-1 of `features` on the eval split.
   eval_step(variables, batch) -> arrays [B, ...]
       the per-batch computation `evaluate` runs on the devices (a batch of the
-      eval split in, per-example results out); `jaxssl.aot` compiles it for a
-      slice. Default: `features` of batch['image'].
+      eval split in, per-example results out); called through `evaluate` and by
+      `jaxssl.aot`, which compiles it for a slice, not by the Trainer itself.
+      Default: `features` of batch['image'].
   write_pictures(variables, batch, path) -> None
       draws a PNG at each evaluation from `batch`, the first eval.num_pictures
       records of the eval split (e.g. MAE reconstructions of batch['image']
