@@ -177,7 +177,9 @@ def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
     return found
 
 
-def _cost(compiled) -> dict[str, float]:
+def cost_analysis(compiled) -> dict[str, float]:
+    """XLA's cost analysis of a compiled program as one dict ('flops', 'optimal_seconds',
+    ...; empty if XLA gives none)."""
     cost = compiled.cost_analysis()
     if isinstance(cost, (list, tuple)):
         cost = cost[0] if cost else {}
@@ -230,10 +232,10 @@ def analyse_eval_step(step, hbm: float) -> dict[str, Any]:
                 "temporaries_gib": temps / GIB if temps is not None else None,
                 "compile_s": round(seconds, 2)}
     analysis = compiled.memory_analysis()
+    total = _total_bytes(analysis)
     return {"batch_size": batch, "temporaries_gib": analysis.temp_size_in_bytes / GIB,
-            "total_gib": _total_bytes(analysis) / GIB,
-            "fits": bool(_total_bytes(analysis) <= hbm),
-            "flops_per_device_xla": float(_cost(compiled).get("flops", 0.0)),
+            "total_gib": total / GIB, "fits": bool(total <= hbm),
+            "flops_per_device_xla": float(cost_analysis(compiled).get("flops", 0.0)),
             "compile_s": round(seconds, 2)}
 
 
@@ -283,8 +285,8 @@ def analyse(config_spec: str, overrides: dict[str, str], topology: str,
         "batch": shard_bytes(batch_spec, batch_shardings),
     }
     flops_jaxpr = flops_lib.traced_flops(traced) / mesh.size
-    peak = next((f for kind, f in sorted(log_lib.PEAK_FLOPS.items(), key=lambda kv: -len(kv[0]))
-                 if devices[0].device_kind.startswith(kind)), 0.0) / per_chip
+    kind = log_lib.table_kind(devices[0].device_kind)
+    peak = (log_lib.PEAK_FLOPS[kind] if kind else 0.0) / per_chip
     report: dict[str, Any] = {
         "config": config_spec, "overrides": overrides, "topology": topology,
         "num_slices": num_slices, "devices": len(devices), "chips": chips * num_slices,
@@ -315,7 +317,7 @@ def analyse(config_spec: str, overrides: dict[str, str], topology: str,
     if hlo_path:
         with open(hlo_path, "w") as f:
             f.write(hlo_text)
-    cost = _cost(compiled)
+    cost = cost_analysis(compiled)
     seconds = cost.get("optimal_seconds")
     if seconds is not None and seconds <= 0:  # seen for large programs: not a time
         seconds = None

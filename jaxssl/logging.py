@@ -45,6 +45,13 @@ def measured_matmul_flops(device: jax.Device, size: int = 1024, repeats: int = 5
     return 2 * size**3 / float(np.median(times))
 
 
+def table_kind(device_kind: str) -> str | None:
+    """The longest `PEAK_FLOPS` key that `device_kind` starts with ('TPU v5 lite', not
+    'TPU v5', for a v5e chip), or None for a device the table lacks."""
+    return next((kind for kind in sorted(PEAK_FLOPS, key=len, reverse=True)
+                 if device_kind.startswith(kind)), None)
+
+
 def device_peak_flops(device: jax.Device, override: float = 0.0,
                       cpu_devices_in_use: int = 1) -> tuple[float, str]:
     """(peak FLOP/s of one device, where the number comes from).
@@ -54,9 +61,9 @@ def device_peak_flops(device: jax.Device, override: float = 0.0,
     """
     if override > 0:
         return override, "config"
-    for kind, flops in sorted(PEAK_FLOPS.items(), key=lambda kv: -len(kv[0])):
-        if device.device_kind.startswith(kind):
-            return flops, f"table ({kind})"
+    kind = table_kind(device.device_kind)
+    if kind is not None:
+        return PEAK_FLOPS[kind], f"table ({kind})"
     return (measured_matmul_flops(device) / cpu_devices_in_use,
             f"measured float32 matmul / {cpu_devices_in_use} CPU devices in use")
 

@@ -72,9 +72,7 @@ IMAGES_PER_CHIP = 64
 
 
 def _cost_seconds(compiled) -> float:
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost.get("optimal_seconds", 0.0))
+    return float(aot.cost_analysis(compiled).get("optimal_seconds", 0.0))
 
 
 class BlockPart(nn.Module):
@@ -161,8 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default="")
     args = parser.parse_args(argv)
     device = aot.topology_devices(args.topology)[0]
-    peak = next(f for kind, f in sorted(log_lib.PEAK_FLOPS.items(), key=lambda kv: -len(kv[0]))
-                if device.device_kind.startswith(kind))
+    peak = log_lib.PEAK_FLOPS[log_lib.table_kind(device.device_kind)]
     rows = {name: matmul_fraction(device, m, k, n, peak) for name, m, k, n in SHAPES}
     blocks = {name: block_fraction(device, *sizes, peak) for name, *sizes in BLOCKS}
     attention = {kernel: attention_fraction(device, kernel, peak) for kernel in ("xla", "pallas")}

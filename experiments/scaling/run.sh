@@ -38,7 +38,7 @@ declare -A RUNS=(
   [pali_vit_large_3b_v5e256]="configs/scale/pali_vit_large_3b.py --topology=v5e:16x16"
   [pali_vit_large_3b_v4_128]="configs/scale/pali_vit_large_3b.py --topology=v4:4x4x4"
 )
-if [ "${1:-}" = calibrate ]; then  # the cost model's ceiling for single matmuls
+if [ "${1:-}" = calibrate ]; then  # the cost model's ceilings (experiments/scaling/calibrate.py)
   python -m experiments.scaling.calibrate --json=experiments/scaling/calibration.json \
     > experiments/scaling/calibration.txt
   exit
