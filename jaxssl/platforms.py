@@ -28,6 +28,10 @@ untouched (XLA's own defaults, for A/B runs). The options change which
 library computes an op, not the math: results agree to float tolerance
 (tests/test_platforms.py).
 
+Host memory: when `runs_on_cpu_only()` says JAX will start no backend
+but the CPU's, `jaxssl/__init__.py` also applies `host_memory`'s malloc
+settings (they must precede XLA's threads; see that module).
+
 Called once, from `jaxssl/__init__.py`, before any JAX backend starts.
 """
 
@@ -65,6 +69,21 @@ def default_platforms() -> str | None:
     platforms = ("cuda,cpu" if any(_installed(m) for m in CUDA_PLUGINS) else "cpu")
     jax.config.update("jax_platforms", platforms)
     return platforms
+
+
+def chosen_platforms() -> str:
+    """JAX_PLATFORMS, else the jax_platforms setting; '' when neither is set."""
+    import jax
+    return os.environ.get("JAX_PLATFORMS") or jax.config.jax_platforms or ""
+
+
+def runs_on_cpu_only() -> bool:
+    """Whether JAX will start only its CPU backend, decided without starting any backend."""
+    chosen = chosen_platforms()
+    if chosen:
+        return chosen == "cpu"
+    accelerator_plugins = any(_installed(m) for m in (*CUDA_PLUGINS, "jax_plugins"))
+    return not accelerator_plugins and not (_installed("libtpu") and has_tpu_device_files())
 
 
 def default_cpu_xla_flags() -> list[str]:

@@ -1,5 +1,6 @@
 """host_memory.keep_freed_memory: a large freed block is reused, not faulted in again."""
 
+import os
 import subprocess
 import sys
 
@@ -7,40 +8,61 @@ import pytest
 
 from jaxssl import host_memory
 
-# Mallocs, fills and frees a 64 MiB block (more than glibc's largest mmap
-# threshold, like the baby GPT's 51.8 MiB XLA scratch buffer) twice and prints
-# the minor page faults of the second time.
+# Mallocs, fills and frees a block twice, in the main thread or in a new
+# thread each time (as XLA:CPU's workers do), and prints the minor page faults
+# of the second time. Importing jaxssl applies keep_freed_memory on a CPU-only
+# machine; JAXSSL_KEEP_FREED_MEMORY=off keeps glibc's defaults.
 _SECOND_TOUCH_FAULTS = """
-import ctypes, resource, sys
-from jaxssl import host_memory
-if sys.argv[1] == "fixed":
-    assert host_memory.keep_freed_memory()
+import ctypes, resource, sys, threading
+import jaxssl
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
-size = 64 << 20
+size, where = int(sys.argv[1]), sys.argv[2]
 def touch():
     block = libc.malloc(size)
     ctypes.memset(block, 1, size)
     libc.free(block)
-touch()
+def run():
+    if where == "main":
+        touch()
+    else:
+        worker = threading.Thread(target=touch)
+        worker.start()
+        worker.join()
+run()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-touch()
+run()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def _second_touch_faults(mode: str) -> int:
-    done = subprocess.run([sys.executable, "-c", _SECOND_TOUCH_FAULTS, mode], check=True,
-                          capture_output=True, text=True)
+def _second_touch_faults(size: int, where: str, keep: str) -> int:
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAXSSL_KEEP_FREED_MEMORY=keep)
+    done = subprocess.run([sys.executable, "-c", _SECOND_TOUCH_FAULTS, str(size), where],
+                          check=True, capture_output=True, text=True, env=env)
     return int(done.stdout.strip())
 
 
-def test_large_freed_block_is_reused_without_page_faults():
+# 64 MiB: above glibc's largest mmap threshold (like the baby GPT's 51.8 MiB
+# XLA scratch buffer). 96 MiB: above a thread arena's 64 MiB heaps too.
+@pytest.mark.parametrize("size, where", [(64 << 20, "main"), (96 << 20, "thread")])
+def test_large_freed_block_is_reused_without_page_faults(size, where):
     if not host_memory.keep_freed_memory():
         pytest.skip("the C library is not glibc")
-    pages = (64 << 20) // 4096
+    pages = size // 4096
     # glibc's defaults: the block is mmapped and unmapped each time, every page faults again
     # (unless the kernel backs it with huge pages).
-    assert _second_touch_faults("default") > pages // 600
-    assert _second_touch_faults("fixed") < pages // 30
+    assert _second_touch_faults(size, where, "off") > pages // 600
+    assert _second_touch_faults(size, where, "on") < pages // 30
+
+
+def test_off_switch_applies_nothing(monkeypatch):
+    host_memory.keep_freed_memory.cache_clear()
+    monkeypatch.setenv("JAXSSL_KEEP_FREED_MEMORY", "off")
+    try:
+        assert host_memory.keep_freed_memory() is False
+    finally:
+        host_memory.keep_freed_memory.cache_clear()
+        monkeypatch.delenv("JAXSSL_KEEP_FREED_MEMORY")
+        host_memory.keep_freed_memory()

@@ -75,3 +75,18 @@ def test_defaults_change_no_result_beyond_float_tolerance(tmp_path):
         outputs[name] = np.load(path)
     np.testing.assert_allclose(outputs["jaxssl"], outputs["xla"], rtol=2e-4, atol=2e-5)
     assert not np.array_equal(outputs["jaxssl"], np.zeros_like(outputs["xla"]))
+
+
+@pytest.mark.parametrize("chosen, cpu_only", [("cpu", True), ("cuda,cpu", False), ("tpu", False)])
+def test_cpu_only_follows_the_chosen_platforms(monkeypatch, chosen, cpu_only):
+    monkeypatch.setenv("JAX_PLATFORMS", chosen)
+    assert platforms.runs_on_cpu_only() is cpu_only
+
+
+def test_cpu_only_without_a_choice_looks_for_accelerator_plugins(monkeypatch):
+    monkeypatch.setattr(platforms, "chosen_platforms", lambda: "")
+    monkeypatch.setattr(platforms, "has_tpu_device_files", lambda: False)
+    monkeypatch.setattr(platforms, "_installed", lambda module: False)
+    assert platforms.runs_on_cpu_only() is True
+    monkeypatch.setattr(platforms, "_installed", lambda module: module == "jax_cuda12_plugin")
+    assert platforms.runs_on_cpu_only() is False
