@@ -7,31 +7,43 @@ about 1.9 GiB for the SimCLR ResNet-18 one. With glibc's defaults none of
 them is reused: every step maps fresh pages, faults them in and zeroes
 them again (MAE: 220,000 minor page faults and 0.41 s of kernel time per
 0.9 s step on the 2-core CPU this project develops on). Three glibc rules
-cause it, and `keep_freed_memory()` turns each off, once per process:
+cause it:
 
 - a block above the mmap threshold (at most 32 MiB) gets its own `mmap`,
-  unmapped on free: `M_MMAP_MAX = 0`, every block comes from the heap;
-- a thread other than the main one allocates from its own arena, whose
-  heaps hold at most 64 MiB: a larger block is mmapped whatever
-  `M_MMAP_MAX` says. XLA allocates from its worker threads, so
-  `M_ARENA_MAX = 1`: every thread shares the main arena. This takes
-  effect for threads that have not allocated yet, hence it is applied on
-  import of jaxssl (`jaxssl/__init__.py`), before XLA starts its threads;
+  unmapped on free;
 - free memory at the top of the heap is returned to the OS once it exceeds
-  the trim threshold: `M_TRIM_THRESHOLD = -1` (never, per mallopt(3));
-  the heap grows in 64 MiB steps (`M_TOP_PAD`).
+  the trim threshold;
+- a thread other than the main one allocates from its own arena, whose
+  heaps hold at most 64 MiB: a larger block is mmapped whatever the mmap
+  settings say. XLA allocates step buffers from its worker threads.
+
+`keep_freed_memory()` turns off the first two (`M_MMAP_MAX = 0`: every
+block comes from the heap; `M_TRIM_THRESHOLD = -1`: never trim, per
+mallopt(3); the heap grows in 64 MiB steps, `M_TOP_PAD`). It costs nothing
+else and is applied on import of jaxssl when JAX will run on the CPU only,
+and by the Trainer on CPU meshes. That covers blocks up to 64 MiB.
+
+`share_one_arena()` turns off the third (`M_ARENA_MAX = 1`: every thread
+allocates from the main arena), which the MAE and SimCLR blocks need. It
+has a price: threads contend for the one arena's lock, and XLA's
+multi-threaded compiler allocates a lot, so compiling a step takes about
+25% longer (MAE step: 15-17 s against 12-13.5 s). A training run pays that
+once and gains on every step, a test suite mostly compiles; so it is
+applied by the training entry point (`jaxssl.main`, and the benchmark
+workers that stand for it) through `platforms.prepare_cpu_training`, not
+on import. It only affects threads that have not allocated yet, so it
+must precede JAX's first computation.
 
 Measured (experiments/benchmarks/README.md, experiments/language/README.md):
-the minor page faults of a step drop to about zero, and the MAE step runs
-about 1.2x faster; the baby GPT's went from 98 to 63 ms when mmap was
-first turned off. It is a no-op where the C library is not glibc, and
-JAXSSL_KEEP_FREED_MEMORY=off leaves glibc's defaults (for A/B runs).
+with both, the minor page faults of a step drop to about zero and the MAE
+step runs about 1.26x faster (SimCLR 2.5%); the baby GPT's went from 98
+to 63 ms when mmap was first turned off. Both are no-ops where the C
+library is not glibc; JAXSSL_KEEP_FREED_MEMORY=off leaves glibc's defaults
+(for A/B runs).
 
-The cost: memory freed by the process is kept for reuse instead of being
-returned to the OS, so the resident size stays at its peak; peak memory
-itself is unchanged. One arena means threads contend for its lock on
-allocations too large for their per-thread caches; XLA:CPU allocates few
-such blocks per op.
+The cost of both: memory freed by the process is kept for reuse instead
+of being returned to the OS, so the resident size stays at its peak; peak
+memory itself is unchanged.
 """
 
 from __future__ import annotations
@@ -45,13 +57,12 @@ import os
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -2, -4, -8
 NEVER_TRIM = -1
 TOP_PAD_BYTES = 64 << 20
-SETTINGS = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, NEVER_TRIM),
-            (_M_TOP_PAD, TOP_PAD_BYTES))
+HEAP_SETTINGS = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, NEVER_TRIM), (_M_TOP_PAD, TOP_PAD_BYTES))
+ARENA_SETTINGS = ((_M_ARENA_MAX, 1),)
 
 
-@functools.cache
-def keep_freed_memory() -> bool:
-    """Applies SETTINGS; True if glibc accepted all of them."""
+def _apply(settings) -> bool:
+    """mallopt(parameter, value) for each; True if glibc accepted all of them."""
     if os.environ.get("JAXSSL_KEEP_FREED_MEMORY", "on").lower() == "off":
         return False
     name = ctypes.util.find_library("c")
@@ -61,4 +72,16 @@ def keep_freed_memory() -> bool:
         mallopt = ctypes.CDLL(name).mallopt
     except (OSError, AttributeError):  # not glibc (musl, macOS)
         return False
-    return all(mallopt(parameter, value) == 1 for parameter, value in SETTINGS)
+    return all(mallopt(parameter, value) == 1 for parameter, value in settings)
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Applies HEAP_SETTINGS (see the module docstring); True if glibc accepted them."""
+    return _apply(HEAP_SETTINGS)
+
+
+@functools.cache
+def share_one_arena() -> bool:
+    """Applies ARENA_SETTINGS (see the module docstring); True if glibc accepted them."""
+    return _apply(ARENA_SETTINGS)

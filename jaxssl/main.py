@@ -75,7 +75,8 @@ def train_and_report(args: argparse.Namespace, overrides: dict[str, str]) -> int
     """Validates everything, trains, prints and saves the final results."""
     import jax  # after argument errors
 
-    from jaxssl import config as config_lib, train
+    from jaxssl import config as config_lib, platforms, train
+    platforms.prepare_cpu_training()
     config, trainer = train.load_and_validate(args.config, overrides, args.workdir)
     print(config_lib.to_json(config))
     results = {"pretrained": trainer.run()}

@@ -11,10 +11,13 @@ from jaxssl import host_memory
 # Mallocs, fills and frees a block twice, in the main thread or in a new
 # thread each time (as XLA:CPU's workers do), and prints the minor page faults
 # of the second time. Importing jaxssl applies keep_freed_memory on a CPU-only
-# machine; JAXSSL_KEEP_FREED_MEMORY=off keeps glibc's defaults.
+# machine, prepare_cpu_training (as jaxssl.main calls it) share_one_arena;
+# JAXSSL_KEEP_FREED_MEMORY=off keeps glibc's defaults.
 _SECOND_TOUCH_FAULTS = """
 import ctypes, resource, sys, threading
-import jaxssl
+from jaxssl import platforms
+if sys.argv[3] == "training":
+    platforms.prepare_cpu_training()
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
@@ -37,24 +40,32 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def _second_touch_faults(size: int, where: str, keep: str) -> int:
+def _second_touch_faults(size: int, where: str, process: str, keep: str = "on") -> int:
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAXSSL_KEEP_FREED_MEMORY=keep)
-    done = subprocess.run([sys.executable, "-c", _SECOND_TOUCH_FAULTS, str(size), where],
+    done = subprocess.run([sys.executable, "-c", _SECOND_TOUCH_FAULTS, str(size), where, process],
                           check=True, capture_output=True, text=True, env=env)
     return int(done.stdout.strip())
 
 
 # 64 MiB: above glibc's largest mmap threshold (like the baby GPT's 51.8 MiB
-# XLA scratch buffer). 96 MiB: above a thread arena's 64 MiB heaps too.
-@pytest.mark.parametrize("size, where", [(64 << 20, "main"), (96 << 20, "thread")])
-def test_large_freed_block_is_reused_without_page_faults(size, where):
+# XLA scratch buffer). 96 MiB: above a thread arena's 64 MiB heaps too, so
+# only a training process (one arena) reuses it.
+@pytest.mark.parametrize("size, where, process", [(64 << 20, "main", "library"),
+                                                  (96 << 20, "thread", "training")])
+def test_large_freed_block_is_reused_without_page_faults(size, where, process):
     if not host_memory.keep_freed_memory():
         pytest.skip("the C library is not glibc")
     pages = size // 4096
     # glibc's defaults: the block is mmapped and unmapped each time, every page faults again
     # (unless the kernel backs it with huge pages).
-    assert _second_touch_faults(size, where, "off") > pages // 600
-    assert _second_touch_faults(size, where, "on") < pages // 30
+    assert _second_touch_faults(size, where, process, keep="off") > pages // 600
+    assert _second_touch_faults(size, where, process) < pages // 30
+
+
+def test_a_thread_needs_the_one_arena_for_a_block_above_64_mib():
+    if not host_memory.keep_freed_memory():
+        pytest.skip("the C library is not glibc")
+    assert _second_touch_faults(96 << 20, "thread", "library") > (96 << 20) // 4096 // 600
 
 
 def test_off_switch_applies_nothing(monkeypatch):

@@ -31,6 +31,7 @@ import time
 import jax
 
 from experiments.benchmarks.ab_step import compiled_step
+from jaxssl import platforms
 from jaxssl.logging import device_peak_flops
 
 WORKLOADS = {
@@ -55,6 +56,7 @@ def main() -> None:
     parser.add_argument("--workload", required=True, choices=sorted(WORKLOADS))
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
+    platforms.prepare_cpu_training()  # as jaxssl.main does: this worker stands for a training run
     start = time.perf_counter()
     step, state, batch, flops = build(args.workload)
     compile_s = time.perf_counter() - start
