@@ -60,24 +60,22 @@ def _installed(module: str) -> bool:
         return False
 
 
-def default_platforms() -> str | None:
-    """Sets and returns jax_platforms without 'tpu' when TPU probing can only fail; else None."""
-    if os.environ.get("JAX_PLATFORMS") or os.environ.get("JAX_FORCE_TPU_INIT"):
-        return None
-    if not _installed("libtpu") or has_tpu_device_files():
-        return None
-    import jax
-    if jax.config.jax_platforms:  # chosen in code before jaxssl was imported
-        return None
-    platforms = ("cuda,cpu" if any(_installed(m) for m in CUDA_PLUGINS) else "cpu")
-    jax.config.update("jax_platforms", platforms)
-    return platforms
-
-
 def chosen_platforms() -> str:
     """JAX_PLATFORMS, else the jax_platforms setting; '' when neither is set."""
     import jax
     return os.environ.get("JAX_PLATFORMS") or jax.config.jax_platforms or ""
+
+
+def default_platforms() -> str | None:
+    """Sets and returns jax_platforms without 'tpu' when TPU probing can only fail; else None."""
+    if chosen_platforms() or os.environ.get("JAX_FORCE_TPU_INIT"):
+        return None
+    if not _installed("libtpu") or has_tpu_device_files():
+        return None
+    import jax
+    platforms = ("cuda,cpu" if any(_installed(m) for m in CUDA_PLUGINS) else "cpu")
+    jax.config.update("jax_platforms", platforms)
+    return platforms
 
 
 def runs_on_cpu_only() -> bool:
