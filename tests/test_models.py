@@ -19,7 +19,8 @@ import pytest
 from jaxssl.models import (
     BACKBONE_NAMES, LinearHead, MLPHead, ResNet, ViT, build_backbone, default_model_config,
     resnet, sincos_posemb_2d)
-from jaxssl.models.layers import Attention, gelu
+from jaxssl.models.layers import Attention, gelu, unfused_on_cpu
+from jaxssl.models.resnet import BasicBlock
 from jaxssl.models.vit import PatchEmbedding, drop_path
 
 TINY_VIT = dict(patch=4, hidden=32, depth=2, heads=4, pool='cls')
@@ -384,3 +385,53 @@ def test_gelu_is_exact_gelu_against_float64_reference():
     phi = np.vectorize(lambda t: 0.5 * (1.0 + math.erf(t / math.sqrt(2.0))))(x.astype(np.float64))
     np.testing.assert_allclose(gelu(jnp.asarray(x)), x * phi, rtol=1e-5, atol=2e-6)
     np.testing.assert_allclose(gelu(jnp.asarray(x)), jax.nn.gelu(x, approximate=False), atol=2e-6)
+
+
+def _conv_after_relu_grads(barrier):
+    """Gradients (kernel, input) of sum(conv(barrier(relu(2 z + 1)), kernel)^2)."""
+    def loss(kernel, z):
+        x = barrier(jax.nn.relu(2.0 * z + 1.0))
+        y = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
+                                         dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+        return jnp.sum(y * y)
+    return jax.jit(jax.grad(loss, argnums=(0, 1)))
+
+
+def _fusions_transposing_relu(compiled_text):
+    """Fused computations that hold both a transpose and the ReLU's maximum."""
+    bodies = compiled_text.split('\n\n')
+    return [b for b in bodies if 'fused' in b.split('\n')[0]
+            and ' transpose(' in b and ' maximum(' in b]
+
+
+def test_unfused_on_cpu_keeps_gradients_and_unfuses_the_transposing_copy():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(16, 8, 8, 32)).astype(np.float32)
+    kernel = rng.normal(size=(3, 3, 32, 32)).astype(np.float32) / 17
+    fused, unfused = _conv_after_relu_grads(lambda x: x), _conv_after_relu_grads(unfused_on_cpu)
+    for a, b in zip(fused(kernel, z), unfused(kernel, z)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    # The point of it: XLA:CPU fuses the ReLU into the weight gradient's transposing copy
+    # unless the activation goes through the conditional.
+    assert _fusions_transposing_relu(fused.lower(kernel, z).compile().as_text())
+    unfused_text = unfused.lower(kernel, z).compile().as_text()
+    assert not _fusions_transposing_relu(unfused_text)
+    assert ' conditional(' in unfused_text
+    # Other platforms lower the identity: no isnan predicate, no conditional on the data.
+    lowered = {platform: jax.jit(unfused_on_cpu).trace(z).lower(
+        lowering_platforms=(platform,)).as_text() for platform in ('cpu', 'tpu', 'cuda')}
+    assert ['stablehlo.compare' in text for text in lowered.values()] == [True, False, False]
+
+
+def test_resnet_block_weight_gradients_read_unfused_activations():
+    block = BasicBlock(filters=16)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(8, 8, 8, 16)), jnp.float32)
+    variables = block.init(_key(0), x, train=False)
+
+    def loss(params):
+        y, _ = block.apply({**variables, 'params': params}, x, train=True,
+                           mutable=['batch_stats'])
+        return jnp.sum(y * y)
+
+    compiled = jax.jit(jax.grad(loss)).lower(variables['params']).compile().as_text()
+    assert ' convolution(' in compiled and not _fusions_transposing_relu(compiled)
