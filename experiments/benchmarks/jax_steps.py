@@ -18,11 +18,17 @@ ends it. The workloads (the same shapes and work as torch_steps.py's):
 
 Also reports the step's matmul and convolution FLOPs (jaxssl.flops) and the
 CPU's measured float32 matmul peak (jaxssl.logging.device_peak_flops).
+
+For an A/B of the ResNet's fusion barrier, JAXSSL_BENCH_FUSED_TRANSPOSES=on
+builds the model with `layers.unfused_on_cpu` replaced by the identity (as
+before commit f168312), e.g. `vs_pytorch.py --jax_env="fused transposes=
+JAXSSL_BENCH_FUSED_TRANSPOSES=on"`.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -57,6 +63,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
     platforms.prepare_cpu_training()  # as jaxssl.main does: this worker stands for a training run
+    if os.environ.get("JAXSSL_BENCH_FUSED_TRANSPOSES") == "on":
+        importlib.import_module("jaxssl.models.resnet").unfused_on_cpu = lambda x: x
     start = time.perf_counter()
     step, state, batch, flops = build(args.workload)
     compile_s = time.perf_counter() - start

@@ -87,9 +87,12 @@ def bench(n_devices: int, args) -> dict:
 
 def main() -> int:
     args = parse_args()
-    if args.virtual_cpu_devices > 1 and "XLA_FLAGS" not in os.environ:
+    flags = os.environ.get("XLA_FLAGS", "")
+    if args.virtual_cpu_devices > 1 and "xla_force_host_platform_device_count" not in flags:
         os.environ["XLA_FLAGS"] = (
-            f"--xla_force_host_platform_device_count={args.virtual_cpu_devices}")
+            f"{flags} --xla_force_host_platform_device_count={args.virtual_cpu_devices}").strip()
+    from jaxssl import platforms  # after XLA_FLAGS: importing jaxssl imports jax
+    platforms.prepare_cpu_training()  # as jaxssl.main does: this process stands for a training run
     results = [bench(int(n), args) for n in args.devices.split(",")]
     header = ["devices", "device_kind", "step_time_s", "examples_per_s", "tflops_per_step",
               "mfu", "compile_s"]

@@ -10,7 +10,7 @@ split over 'fsdp' (fully sharded), XLA would otherwise pick layouts that gather
 the batch (SimCLR ResNet-50, batch 4096 on 64 TPU chips: 236 GiB of temporaries
 per chip instead of 4.3 GiB). A block's convolutions read their inputs through
 `layers.unfused_on_cpu`, which keeps XLA:CPU from fusing batch norm and ReLU into
-the transposed copies their weight gradients need (SimCLR ResNet-18 step 1.25x
+the transposed copies their weight gradients need (SimCLR ResNet-18 step 1.29x
 faster on the CPU; the identity elsewhere).
 """
 from typing import Any, Sequence
