@@ -1,0 +1,124 @@
+"""Per-op time of one of vs_pytorch.py's jaxssl steps, from a `jax.profiler` trace.
+
+  python -m experiments.benchmarks.profile_step --workload=simclr|mae|baby_gpt \
+      [--warmup=6] [--steps=3] [--top=15]
+
+Builds the step as the benchmark worker does (`jax_steps.build`, in a process
+prepared for training), runs `--warmup` steps, times `--steps` untraced steps,
+then traces `--steps` more with XLA:CPU's per-thunk trace events
+(`--xla_cpu_enable_xprof_traceme=true`, added to XLA_FLAGS here). It prints the
+op time per step summed by kind (a fusion's kind from the ops in its HLO
+body: convolution, dot, reduce, transpose, ...), then the `--top` single ops.
+
+Read it with two caveats. Convolutions run asynchronously on XLA:CPU's
+intra-op threads and their trace events cover little of their run time, so
+"untraced" (the untraced step's median minus the traced op time, when
+positive) is mostly convolution time. Independent thunks can run at the same
+time on the two cores, so op times may add up to more than the step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import re
+import statistics
+import tempfile
+import time
+
+TRACEME_FLAG = "--xla_cpu_enable_xprof_traceme=true"
+# Trace events of the runtime around the ops, not ops.
+RUNTIME_EVENTS = ("ThunkExecutor", "$", "Slinky", "PjRt", "Thunk", "CommonPjRt", "PjitFunction",
+                  "ParseArguments", "end: ", "Wait for", "Handle input", "ThreadpoolListener",
+                  "PythonRefManager", "AllocateOutputBuffers")
+SHOWN_KIND_S = 5e-4  # kinds under 0.5 ms per step are left out of the table
+
+
+def fusion_kinds(hlo: str) -> dict[str, str]:
+    """Fusion instruction name -> the kind of work its fused computation does."""
+    bodies, current = {}, None
+    for line in hlo.split("\n"):
+        header = re.match(r"%?([\w.\-]+) .*\{\s*$", line)
+        if header and not line.startswith(" "):
+            current = header.group(1)
+            bodies[current] = []
+        elif current:
+            bodies[current].append(line)
+    kinds = {}
+    for line in hlo.split("\n"):
+        call = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = \S+ fusion\(.*calls=%?([\w.\-]+)", line)
+        if call:
+            body = "\n".join(bodies.get(call.group(2), []))
+            kinds[call.group(1)] = next(
+                (kind for op, kind in (("convolution(", "convolution fusion"), (" dot(", "dot fusion"),
+                                       (" sort(", "sort fusion"), (" reduce(", "reduce fusion"),
+                                       ("transpose(", "transpose fusion"))
+                 if op in body), "elementwise fusion")
+    return kinds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workload", required=True, choices=("simclr", "mae", "baby_gpt"))
+    parser.add_argument("--warmup", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--top", type=int, default=15)
+    args = parser.parse_args()
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TRACEME_FLAG}".strip()
+    from jaxssl import platforms  # after XLA_FLAGS: importing jaxssl imports jax
+    platforms.prepare_cpu_training()
+    import jax
+    from experiments.benchmarks.jax_steps import build
+
+    step, state, batch, flops = build(args.workload)
+
+    def run():
+        nonlocal state
+        state, metrics = step(state, batch)
+        jax.block_until_ready(metrics)
+
+    for _ in range(args.warmup):
+        run()
+    seconds = []
+    for _ in range(args.steps):
+        begin = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - begin)
+    trace_dir = tempfile.mkdtemp(prefix="profile_step_")
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+        for _ in range(args.steps):
+            run()
+    trace_file = glob.glob(f"{trace_dir}/**/*perfetto_trace.json.gz", recursive=True)[0]
+    events = json.load(gzip.open(trace_file))
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    kinds = fusion_kinds(step.as_text())
+    by_kind, by_op, count = collections.Counter(), collections.Counter(), collections.Counter()
+    for event in events:
+        if event.get("ph") != "X" or event["name"].startswith(RUNTIME_EVENTS):
+            continue
+        name = event["name"]
+        kind = kinds.get(name, re.sub(r"(\.\d+)*(\.clone)?$", "", name))
+        by_kind[kind] += event["dur"] / 1e6 / args.steps
+        by_op[name] += event["dur"] / 1e6 / args.steps
+        count[kind] += 1 / args.steps
+    step_s = statistics.median(seconds)
+    traced = sum(by_kind.values())
+    print(f"{args.workload}: {flops / 1e9:.1f} GFLOP/step; untraced step median {step_s:.4f} s "
+          f"({', '.join(f'{s:.4f}' for s in seconds)}); traced op time {traced:.4f} s/step; "
+          f"untraced {max(step_s - traced, 0):.4f} s/step")
+    print(f"\nseconds/step  share  ops/step  kind (those over {SHOWN_KIND_S * 1e3:g} ms/step)")
+    for kind, s in by_kind.most_common():
+        if s < SHOWN_KIND_S:
+            break
+        print(f"{s:12.4f}  {s / traced:5.1%}  {count[kind]:8.0f}  {kind}")
+    print(f"\nthe {args.top} longest ops (seconds/step, kind)")
+    for name, s in by_op.most_common(args.top):
+        print(f"{s:12.4f}  {name}  ({kinds.get(name, 'not a fusion')})")
+
+
+if __name__ == "__main__":
+    main()
