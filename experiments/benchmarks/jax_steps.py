@@ -22,7 +22,8 @@ CPU's measured float32 matmul peak (jaxssl.logging.device_peak_flops).
 For an A/B of the ResNet's fusion barrier, JAXSSL_BENCH_FUSED_TRANSPOSES=on
 builds the model with `layers.unfused_on_cpu` replaced by the identity (as
 before commit f168312), e.g. `vs_pytorch.py --jax_env="fused transposes=
-JAXSSL_BENCH_FUSED_TRANSPOSES=on"`.
+JAXSSL_BENCH_FUSED_TRANSPOSES=on"` or `JAXSSL_BENCH_FUSED_TRANSPOSES=on python -m
+experiments.benchmarks.profile_step --workload=simclr`.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ WORKLOADS = {
 def build(workload: str):
     """(compiled step, initial state, global batch, FLOPs per step) on one device."""
     path, overrides = WORKLOADS[workload]
+    if os.environ.get("JAXSSL_BENCH_FUSED_TRANSPOSES") == "on":
+        importlib.import_module("jaxssl.models.resnet").unfused_on_cpu = lambda x: x
     return compiled_step(path, overrides)
 
 
@@ -63,8 +66,6 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
     platforms.prepare_cpu_training()  # as jaxssl.main does: this worker stands for a training run
-    if os.environ.get("JAXSSL_BENCH_FUSED_TRANSPOSES") == "on":
-        importlib.import_module("jaxssl.models.resnet").unfused_on_cpu = lambda x: x
     start = time.perf_counter()
     step, state, batch, flops = build(args.workload)
     compile_s = time.perf_counter() - start
