@@ -35,6 +35,10 @@ TRACEME_FLAG = "--xla_cpu_enable_xprof_traceme=true"
 RUNTIME_EVENTS = ("ThunkExecutor", "$", "Slinky", "PjRt", "Thunk", "CommonPjRt", "PjitFunction",
                   "ParseArguments", "end: ", "Wait for", "Handle input", "ThreadpoolListener",
                   "PythonRefManager", "AllocateOutputBuffers")
+# (an op in a fusion's body, the fusion's kind), first match wins
+FUSION_KINDS = (("convolution(", "convolution fusion"), (" dot(", "dot fusion"),
+                (" sort(", "sort fusion"), (" reduce(", "reduce fusion"),
+                ("transpose(", "transpose fusion"))
 SHOWN_KIND_S = 5e-4  # kinds under 0.5 ms per step are left out of the table
 
 
@@ -54,10 +58,7 @@ def fusion_kinds(hlo: str) -> dict[str, str]:
         if call:
             body = "\n".join(bodies.get(call.group(2), []))
             kinds[call.group(1)] = next(
-                (kind for op, kind in (("convolution(", "convolution fusion"), (" dot(", "dot fusion"),
-                                       (" sort(", "sort fusion"), (" reduce(", "reduce fusion"),
-                                       ("transpose(", "transpose fusion"))
-                 if op in body), "elementwise fusion")
+                (kind for op, kind in FUSION_KINDS if op in body), "elementwise fusion")
     return kinds
 
 

@@ -71,12 +71,14 @@ def unfused_on_cpu(x: jax.Array) -> jax.Array:
     transposing copy, which its loop emitter then runs with reads a whole image
     apart: 7x slower than the tiled copy it emits for an unfused transpose
     ([256, 32, 32, 64] float32: 131 vs 17 ms; the SimCLR ResNet-18 step spent
-    3.1 of its 6.9 s there: experiments/benchmarks/README.md). XLA:CPU expands `optimization_barrier` before it
-    fuses but does not fuse across a conditional, so on the CPU `x` passes
-    through a `lax.cond` whose branches both return it; the predicate reads `x`
-    so that XLA cannot resolve it at compile time. Other platforms (TPU, GPU,
-    where fusing into a convolution's operands pays) compile the identity.
-    Values and gradients are exactly those of the identity.
+    3.1 of its 6.9 s there, experiments/benchmarks/README.md). XLA:CPU expands
+    `optimization_barrier` before it fuses but does not fuse across a
+    conditional, so on the CPU `x` passes through a `lax.cond` whose branches
+    both return it: the predicate reads `x`, so that XLA cannot resolve it at
+    compile time, and one branch copies, because JAX drops a conditional whose
+    branches all forward their input. Other platforms (TPU, GPU, where fusing
+    into a convolution's operands pays) compile the identity. Values and
+    gradients are exactly those of the identity.
     """
     def through_conditional(x):
         first = x.reshape(-1)[0]
