@@ -41,6 +41,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
+from typing import Sequence
 
 from jaxssl import host_memory
 
@@ -97,12 +98,19 @@ def prepare_cpu_training() -> None:
         host_memory.share_one_arena()
 
 
+def add_xla_flags(flags: Sequence[str]) -> list[str]:
+    """Appends to XLA_FLAGS each of `flags` ('--name=value') whose name it does not
+    hold, so that a setting already there wins; returns those appended. XLA reads
+    XLA_FLAGS when its first client starts, at JAX's first computation."""
+    current = os.environ.get("XLA_FLAGS", "")
+    added = [flag for flag in flags if flag.split("=", 1)[0] not in current]
+    if added:
+        os.environ["XLA_FLAGS"] = " ".join([current, *added]).strip()
+    return added
+
+
 def default_cpu_xla_flags() -> list[str]:
     """Appends each of CPU_XLA_FLAGS that XLA_FLAGS does not name; returns those appended."""
     if os.environ.get("JAXSSL_CPU_XLA_DEFAULTS", "on").lower() == "off":
         return []
-    current = os.environ.get("XLA_FLAGS", "")
-    added = [flag for flag in CPU_XLA_FLAGS if flag.split("=", 1)[0] not in current]
-    if added:
-        os.environ["XLA_FLAGS"] = " ".join([current, *added]).strip()
-    return added
+    return add_xla_flags(CPU_XLA_FLAGS)

@@ -60,6 +60,20 @@ def build(workload: str):
     return compiled_step(path, overrides)
 
 
+def run_steps(step, state, batch, count: int):
+    """Runs `count` steps on one batch: (the new state, each step's wall seconds).
+
+    Each step is timed until its metrics are ready.
+    """
+    seconds = []
+    for _ in range(count):
+        begin = time.perf_counter()
+        state, metrics = step(state, batch)
+        jax.block_until_ready(metrics)
+        seconds.append(time.perf_counter() - begin)
+    return state, seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", required=True, choices=sorted(WORKLOADS))
@@ -69,14 +83,7 @@ def main() -> None:
     start = time.perf_counter()
     step, state, batch, flops = build(args.workload)
     compile_s = time.perf_counter() - start
-
-    def run():
-        nonlocal state
-        state, metrics = step(state, batch)
-        jax.block_until_ready(metrics)
-
-    for _ in range(args.warmup):
-        run()
+    state, _ = run_steps(step, state, batch, args.warmup)
     peak, _ = device_peak_flops(jax.devices()[0])
     print("READY " + json.dumps({"framework": f"jax {jax.__version__}",
                                  "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -85,12 +92,8 @@ def main() -> None:
     for line in sys.stdin:
         if not line.strip():
             break
-        times = []
-        for _ in range(int(line)):
-            begin = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - begin)
-        print(json.dumps(times), flush=True)
+        state, seconds = run_steps(step, state, batch, int(line))
+        print(json.dumps(seconds), flush=True)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,14 @@ import collections
 import glob
 import gzip
 import json
-import os
 import re
 import statistics
 import tempfile
-import time
+
+import jax
+
+from experiments.benchmarks.jax_steps import WORKLOADS, build, run_steps
+from jaxssl import platforms
 
 TRACEME_FLAG = "--xla_cpu_enable_xprof_traceme=true"
 # Trace events of the runtime around the ops, not ops.
@@ -64,38 +67,19 @@ def fusion_kinds(hlo: str) -> dict[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", required=True, choices=("simclr", "mae", "baby_gpt"))
+    parser.add_argument("--workload", required=True, choices=sorted(WORKLOADS))
     parser.add_argument("--warmup", type=int, default=6)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args()
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TRACEME_FLAG}".strip()
-    from jaxssl import platforms  # after XLA_FLAGS: importing jaxssl imports jax
+    platforms.add_xla_flags([TRACEME_FLAG])
     platforms.prepare_cpu_training()
-    import jax
-    from experiments.benchmarks.jax_steps import build
-
     step, state, batch, flops = build(args.workload)
-
-    def run():
-        nonlocal state
-        state, metrics = step(state, batch)
-        jax.block_until_ready(metrics)
-
-    for _ in range(args.warmup):
-        run()
-    seconds = []
-    for _ in range(args.steps):
-        begin = time.perf_counter()
-        run()
-        seconds.append(time.perf_counter() - begin)
+    state, _ = run_steps(step, state, batch, args.warmup)
+    state, seconds = run_steps(step, state, batch, args.steps)
     trace_dir = tempfile.mkdtemp(prefix="profile_step_")
-    traced_seconds = []
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
-        for _ in range(args.steps):
-            begin = time.perf_counter()
-            run()
-            traced_seconds.append(time.perf_counter() - begin)
+        state, traced_seconds = run_steps(step, state, batch, args.steps)
     trace_file = glob.glob(f"{trace_dir}/**/*perfetto_trace.json.gz", recursive=True)[0]
     events = json.load(gzip.open(trace_file))
     events = events["traceEvents"] if isinstance(events, dict) else events

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -87,11 +86,10 @@ def bench(n_devices: int, args) -> dict:
 
 def main() -> int:
     args = parse_args()
-    flags = os.environ.get("XLA_FLAGS", "")
-    if args.virtual_cpu_devices > 1 and "xla_force_host_platform_device_count" not in flags:
-        os.environ["XLA_FLAGS"] = (
-            f"{flags} --xla_force_host_platform_device_count={args.virtual_cpu_devices}").strip()
-    from jaxssl import platforms  # after XLA_FLAGS: importing jaxssl imports jax
+    from jaxssl import platforms
+    if args.virtual_cpu_devices > 1:
+        platforms.add_xla_flags(
+            [f"--xla_force_host_platform_device_count={args.virtual_cpu_devices}"])
     platforms.prepare_cpu_training()  # as jaxssl.main does: this process stands for a training run
     results = [bench(int(n), args) for n in args.devices.split(",")]
     header = ["devices", "device_kind", "step_time_s", "examples_per_s", "tflops_per_step",
