@@ -19,7 +19,7 @@ import pytest
 from jaxssl.models import (
     BACKBONE_NAMES, LinearHead, MLPHead, ResNet, ViT, build_backbone, default_model_config,
     resnet, sincos_posemb_2d)
-from jaxssl.models.layers import Attention, gelu, unfused_on_cpu
+from jaxssl.models.layers import Attention, dense_dot_general, gelu, unfused_on_cpu
 from jaxssl.models.resnet import BasicBlock
 from jaxssl.models.vit import PatchEmbedding, drop_path
 
@@ -435,3 +435,49 @@ def test_resnet_block_weight_gradients_read_unfused_activations():
 
     compiled = jax.jit(jax.grad(loss)).lower(variables['params']).compile().as_text()
     assert ' convolution(' in compiled and not _fusions_transposing_relu(compiled)
+
+
+_ATTENTION_OUT = (((2, 3), (0, 1)), ((), ()))   # [B, T, N, Dh] x [N, Dh, D] -> [B, T, D]
+
+
+def _dense_grads(dot_general, dimension_numbers):
+    """Gradients (kernel, input) of sum(dot_general(x, kernel)^2)."""
+    def loss(kernel, x):
+        y = dot_general(x, kernel, dimension_numbers)
+        return jnp.sum(y * y)
+    return jax.jit(jax.grad(loss, argnums=(0, 1)))
+
+
+def test_dense_dot_general_matches_float64_reference_and_dot_general_gradients():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 6, 3, 8)).astype(np.float32)
+    kernel = rng.normal(size=(3, 8, 5)).astype(np.float32)
+    expected = np.einsum('btnd,nde->bte', x.astype(np.float64), kernel.astype(np.float64))
+    np.testing.assert_allclose(dense_dot_general(jnp.asarray(x), jnp.asarray(kernel), _ATTENTION_OUT),
+                               expected, rtol=1e-5, atol=1e-5)
+    merged = _dense_grads(dense_dot_general, _ATTENTION_OUT)(kernel, x)
+    plain = _dense_grads(jax.lax.dot_general, _ATTENTION_OUT)(kernel, x)
+    for a, b in zip(merged, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+    # Multi-axis features (the fused qkv kernel [D, 3, heads, Dh]) and bfloat16 inputs.
+    qkv = rng.normal(size=(8, 3, 2, 4)).astype(np.float32)
+    y = dense_dot_general(jnp.asarray(x[:, :, 0], jnp.bfloat16), jnp.asarray(qkv, jnp.bfloat16),
+                          (((2,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+    assert y.shape == (4, 6, 3, 2, 4) and y.dtype == jnp.float32
+    np.testing.assert_allclose(y, np.einsum('btd,dcnh->btcnh', x[:, :, 0], qkv), rtol=2e-2, atol=5e-2)
+
+
+def test_dense_dot_general_kernel_gradient_needs_no_transposed_copy_on_cpu():
+    x = np.random.default_rng(0).normal(size=(8, 16, 24)).astype(np.float32)
+    kernel = np.random.default_rng(1).normal(size=(24, 40)).astype(np.float32)
+    numbers = (((2,), (0,)), ((), ()))
+    compiled = {name: _dense_grads(f, numbers).lower(kernel, x).compile().as_text()
+                for name, f in (('plain', jax.lax.dot_general), ('merged', dense_dot_general))}
+    # Unmerged, XLA:CPU transposes the output gradient before the kernel's gradient product.
+    assert ' transpose(' in compiled['plain']
+    assert ' transpose(' not in compiled['merged']
+    # Other platforms get the unmerged product: no reshape of the operands.
+    lowered = {platform: jax.jit(lambda a, b: dense_dot_general(a, b, numbers)).trace(
+        x, kernel).lower(lowering_platforms=(platform,)).as_text()
+        for platform in ('cpu', 'tpu', 'cuda')}
+    assert ['stablehlo.reshape' in text for text in lowered.values()] == [True, False, False]

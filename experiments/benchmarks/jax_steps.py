@@ -19,11 +19,14 @@ ends it. The workloads (the same shapes and work as torch_steps.py's):
 Also reports the step's matmul and convolution FLOPs (jaxssl.flops) and the
 CPU's measured float32 matmul peak (jaxssl.logging.device_peak_flops).
 
-For an A/B of the ResNet's fusion barrier, JAXSSL_BENCH_FUSED_TRANSPOSES=on
-builds the model with `layers.unfused_on_cpu` replaced by the identity (as
-before commit f168312), e.g. `vs_pytorch.py --jax_env="fused transposes=
-JAXSSL_BENCH_FUSED_TRANSPOSES=on"` or `JAXSSL_BENCH_FUSED_TRANSPOSES=on python -m
-experiments.benchmarks.profile_step --workload=simclr`.
+For A/B runs of the CPU-only model changes, two switches build the model
+without one of them: JAXSSL_BENCH_FUSED_TRANSPOSES=on replaces the ResNet's
+fusion barrier `layers.unfused_on_cpu` with the identity (as before commit
+f168312), JAXSSL_BENCH_UNMERGED_DENSE=on replaces `layers.dense_dot_general`
+with `lax.dot_general` (dense layers on [B, T, D] unmerged, as before it), e.g.
+`vs_pytorch.py --jax_env="unmerged dense=JAXSSL_BENCH_UNMERGED_DENSE=on"` or
+`JAXSSL_BENCH_FUSED_TRANSPOSES=on python -m experiments.benchmarks.profile_step
+--workload=simclr`.
 """
 
 from __future__ import annotations
@@ -52,11 +55,22 @@ WORKLOADS = {
 }
 
 
+# Switch -> (modules that call the function, its name, the replacement).
+UNDO_SWITCHES = {
+    "JAXSSL_BENCH_FUSED_TRANSPOSES": (("jaxssl.models.resnet",), "unfused_on_cpu", lambda x: x),
+    "JAXSSL_BENCH_UNMERGED_DENSE": (
+        ("jaxssl.models.layers", "jaxssl.models.transformer", "jaxssl.methods.mae"),
+        "dense_dot_general", jax.lax.dot_general),
+}
+
+
 def build(workload: str):
     """(compiled step, initial state, global batch, FLOPs per step) on one device."""
     path, overrides = WORKLOADS[workload]
-    if os.environ.get("JAXSSL_BENCH_FUSED_TRANSPOSES") == "on":
-        importlib.import_module("jaxssl.models.resnet").unfused_on_cpu = lambda x: x
+    for switch, (modules, name, replacement) in UNDO_SWITCHES.items():
+        if os.environ.get(switch) == "on":
+            for module in modules:
+                setattr(importlib.import_module(module), name, replacement)
     return compiled_step(path, overrides)
 
 

@@ -31,6 +31,7 @@ import ml_collections
 from jaxssl.data import augment
 from jaxssl.methods import base, pictures
 from jaxssl.models import build_backbone
+from jaxssl.models.layers import dense_dot_general
 from jaxssl.models.vit import Encoder, ViT, sincos_posemb_2d
 from jaxssl.objectives import mim
 
@@ -56,6 +57,7 @@ class PixelHead(nn.Module):
     def __call__(self, tokens: jax.Array, channels: int) -> jax.Array:
         return nn.Dense(
             self.patch ** 2 * channels, dtype=self.dtype, param_dtype=jnp.float32, name="linear",
+            dot_general=dense_dot_general,
             kernel_init=nn.with_logical_partitioning(_xavier, ("embed", None)),
             bias_init=nn.with_logical_partitioning(_zeros, (None,)))(tokens).astype(jnp.float32)
 
@@ -91,7 +93,7 @@ class MaskedAutoencoder(nn.Module):
     def setup(self):
         self.decoder_embed = nn.Dense(
             self.decoder_hidden, dtype=self.dtype, param_dtype=jnp.float32,
-            kernel_init=nn.with_logical_partitioning(_xavier, ("embed", "mlp")),
+            dot_general=dense_dot_general, kernel_init=nn.with_logical_partitioning(_xavier, ("embed", "mlp")),
             bias_init=nn.with_logical_partitioning(_zeros, ("mlp",)))
         self.mask_token = mask_token_param(self, self.decoder_hidden)
         self.decoder = Encoder(

@@ -28,7 +28,8 @@ import jax.numpy as jnp
 from jaxssl.data.multimodal import fill_placeholders
 from jaxssl.errors import ConfigError
 from jaxssl.models.layers import (LAYER_NORM_EPSILON, Attention, Initializer, MlpBlock,
-                                  activation, dense, layer_norm, xavier_uniform)
+                                  activation, dense, dense_dot_general, layer_norm,
+                                  xavier_uniform)
 
 POSEMB_KINDS = ("learned", "rotary", "relative")
 INIT_KINDS = ("xavier", "gpt2")
@@ -318,12 +319,10 @@ class Embedder(nn.Module):
     def logits(self, x):
         if self.logits_transform:
             x = self.transform_norm(activation(self.transform(x), "gelu"))
-        if self.tied:
-            y = x @ self.token_embedding.astype(self.dtype).T
-            if self.tied_bias:
-                y = y + self.output_bias.astype(self.dtype)
-        else:
-            y = x @ self.output_kernel.astype(self.dtype) + self.output_bias.astype(self.dtype)
+        kernel = self.token_embedding.T if self.tied else self.output_kernel
+        y = dense_dot_general(x, kernel.astype(self.dtype), (((x.ndim - 1,), (0,)), ((), ())))
+        if not self.tied or self.tied_bias:
+            y = y + self.output_bias.astype(self.dtype)
         return y.astype(jnp.float32)
 
 
