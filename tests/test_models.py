@@ -453,8 +453,8 @@ def test_dense_dot_general_matches_float64_reference_and_dot_general_gradients()
     x = rng.normal(size=(4, 6, 3, 8)).astype(np.float32)
     kernel = rng.normal(size=(3, 8, 5)).astype(np.float32)
     expected = np.einsum('btnd,nde->bte', x.astype(np.float64), kernel.astype(np.float64))
-    np.testing.assert_allclose(dense_dot_general(jnp.asarray(x), jnp.asarray(kernel), _ATTENTION_OUT),
-                               expected, rtol=1e-5, atol=1e-5)
+    y = dense_dot_general(jnp.asarray(x), jnp.asarray(kernel), _ATTENTION_OUT)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
     merged = _dense_grads(dense_dot_general, _ATTENTION_OUT)(kernel, x)
     plain = _dense_grads(jax.lax.dot_general, _ATTENTION_OUT)(kernel, x)
     for a, b in zip(merged, plain):
@@ -464,7 +464,8 @@ def test_dense_dot_general_matches_float64_reference_and_dot_general_gradients()
     y = dense_dot_general(jnp.asarray(x[:, :, 0], jnp.bfloat16), jnp.asarray(qkv, jnp.bfloat16),
                           (((2,), (0,)), ((), ())), preferred_element_type=jnp.float32)
     assert y.shape == (4, 6, 3, 2, 4) and y.dtype == jnp.float32
-    np.testing.assert_allclose(y, np.einsum('btd,dcnh->btcnh', x[:, :, 0], qkv), rtol=2e-2, atol=5e-2)
+    np.testing.assert_allclose(y, np.einsum('btd,dcnh->btcnh', x[:, :, 0], qkv),
+                               rtol=2e-2, atol=5e-2)
 
 
 def test_dense_dot_general_kernel_gradient_needs_no_transposed_copy_on_cpu():

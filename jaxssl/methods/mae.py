@@ -93,7 +93,8 @@ class MaskedAutoencoder(nn.Module):
     def setup(self):
         self.decoder_embed = nn.Dense(
             self.decoder_hidden, dtype=self.dtype, param_dtype=jnp.float32,
-            dot_general=dense_dot_general, kernel_init=nn.with_logical_partitioning(_xavier, ("embed", "mlp")),
+            dot_general=dense_dot_general,
+            kernel_init=nn.with_logical_partitioning(_xavier, ("embed", "mlp")),
             bias_init=nn.with_logical_partitioning(_zeros, ("mlp",)))
         self.mask_token = mask_token_param(self, self.decoder_hidden)
         self.decoder = Encoder(

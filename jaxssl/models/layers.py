@@ -44,7 +44,8 @@ def layer_norm(dtype: Any, name: str, epsilon: float = LAYER_NORM_EPSILON,
 def dense(features, kernel_axes: tuple, dtype: Any, name: str, axis=-1,
           kernel_init: Initializer = xavier_uniform, use_bias: bool = True) -> nn.DenseGeneral:
     """DenseGeneral (Xavier-uniform kernel unless `kernel_init`, zero bias unless not
-    `use_bias`) whose kernel axes are named `kernel_axes`.
+    `use_bias`) whose kernel axes are named `kernel_axes`, its product computed by
+    `dense_dot_general`.
 
     The bias is named after the output axes (the last len(features) names).
     For Xavier, a multi-axis output (e.g. (3, heads, head_dim)) counts as one
