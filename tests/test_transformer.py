@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxssl.models import layers
 from jaxssl.models.layers import apply_rotary, dot_product_attention
 from jaxssl.models.transformer import EncoderDecoder, LanguageModel, attention_mask
 
@@ -79,6 +80,78 @@ def test_attention_dropout_matches_float64_reference_with_the_same_draws():
     assert 0.5 < keep.mean() < 0.9
     np.testing.assert_allclose(got, attention_reference(q, k, v, mask, keep, rate),
                                rtol=1e-5, atol=1e-6)
+
+
+def attention_gradients_reference(q, k, v, mask, out_gradient, keep, rate):
+    """float64 gradients (q, k, v) of sum(attention(q, k, v) * out_gradient), dropout as in
+    `attention_reference`, from the softmax's Jacobian, one (example, head) at a time."""
+    q, k, v, out_gradient = (np.asarray(a, np.float64) for a in (q, k, v, out_gradient))
+    grads = [np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)]
+    scale = 1 / np.sqrt(q.shape[-1])
+    for b in range(q.shape[0]):
+        for n in range(q.shape[2]):
+            logits = np.where(mask[b, 0], q[b, :, n] @ k[b, :, n].T * scale, -np.inf)
+            weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+            weights /= weights.sum(axis=1, keepdims=True)
+            dropped = np.where(keep[b, n], 1 / (1 - rate), 0.0)
+            g = out_gradient[b, :, n]
+            grads[2][b, :, n] = (weights * dropped).T @ g
+            weights_gradient = (g @ v[b, :, n].T) * dropped
+            logits_gradient = weights * (
+                weights_gradient - np.sum(weights_gradient * weights, axis=1, keepdims=True))
+            grads[0][b, :, n] = logits_gradient @ k[b, :, n] * scale
+            grads[1][b, :, n] = logits_gradient.T @ q[b, :, n] * scale
+    return grads
+
+
+def _attention_gradients(q, k, v, mask, out_gradient, rate, key):
+    loss = lambda q, k, v: jnp.sum(dot_product_attention(q, k, v, mask, rate, key) * out_gradient)
+    return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+
+
+def test_dot_product_attention_gradients_match_float64_reference():
+    rng = np.random.default_rng(6)
+    q, k, v, out_gradient = (rng.normal(size=(2, 7, 3, 8)).astype(np.float32) for _ in range(4))
+    mask = np.tril(np.ones((7, 7), bool))[None, None].repeat(2, axis=0)
+    for rate, key in ((0.0, None), (0.3, jax.random.key(8))):
+        keep = (np.ones((2, 3, 7, 7), bool) if key is None
+                else np.asarray(jax.random.bernoulli(key, 1 - rate, (2, 3, 7, 7))))
+        got = _attention_gradients(q, k, v, mask, out_gradient, rate, key)(q, k, v)
+        expected = attention_gradients_reference(q, k, v, mask, out_gradient, keep, rate)
+        for a, b in zip(got, expected):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # bfloat16 inputs keep their dtype in the gradients.
+    low = [jnp.asarray(a, jnp.bfloat16) for a in (q, k, v)]
+    got = _attention_gradients(*low, mask, out_gradient, 0.0, None)(*low)
+    assert [a.dtype for a in got] == [jnp.bfloat16] * 3
+    expected = attention_gradients_reference(*low, mask, out_gradient, np.ones((2, 3, 7, 7)), 0.0)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(np.asarray(a, np.float32), b, rtol=5e-2, atol=1e-1)
+
+
+def _transposed_operand_products(compiled_text):
+    """Batched products in compiled HLO whose lhs is contracted over its rows (axis 2)."""
+    return [line for line in compiled_text.splitlines() if ' dot(' in line
+            and 'lhs_batch_dims={0,1}' in line and 'lhs_contracting_dims={2}' in line]
+
+
+def test_attention_gradients_need_no_transposed_operand_product_on_cpu(monkeypatch):
+    q, k, v, out_gradient = (np.random.default_rng(9).normal(size=(4, 16, 2, 8)).astype(
+        np.float32) for _ in range(4))
+    compiled = lambda: _attention_gradients(q, k, v, None, out_gradient, 0.0, None).lower(
+        q, k, v).compile().as_text()
+    assert not _transposed_operand_products(compiled())
+    # Without the unfoldable copy XLA:CPU folds the transpose back into k's and v's
+    # gradient products.
+    monkeypatch.setattr(layers, "transposed_copy", lambda x: jnp.swapaxes(x, -1, -2))
+    assert len(_transposed_operand_products(compiled())) == 2
+    monkeypatch.undo()
+    # Other platforms get the products' own (autodiff) gradients.
+    lowered = {platform: jax.jit(_attention_gradients(q, k, v, None, out_gradient, 0.0, None))
+               .trace(q, k, v).lower(lowering_platforms=(platform,)).as_text()
+               for platform in ('cpu', 'tpu', 'cuda')}
+    assert ['contracting_dims = [2] x [2]' in text for text in lowered.values()] == [
+        False, True, True]
 
 
 def test_language_model_attention_dropout_only_in_training():

@@ -19,11 +19,14 @@ ends it. The workloads (the same shapes and work as torch_steps.py's):
 Also reports the step's matmul and convolution FLOPs (jaxssl.flops) and the
 CPU's measured float32 matmul peak (jaxssl.logging.device_peak_flops).
 
-For A/B runs of the CPU-only model changes, two switches build the model
+For A/B runs of the CPU-only model changes, three switches build the model
 without one of them: JAXSSL_BENCH_FUSED_TRANSPOSES=on replaces the ResNet's
 fusion barrier `layers.unfused_on_cpu` with the identity (as before commit
 f168312), JAXSSL_BENCH_UNMERGED_DENSE=on replaces `layers.dense_dot_general`
-with `lax.dot_general` (dense layers on [B, T, D] unmerged, as before it), e.g.
+with `lax.dot_general` (dense layers on [B, T, D] unmerged, as before it),
+JAXSSL_BENCH_FOLDED_ATTENTION_TRANSPOSES=on replaces `layers.transposed_copy` with a
+plain transpose, which XLA folds into the attention gradients' products (as before
+it), e.g.
 `vs_pytorch.py --jax_env="unmerged dense=JAXSSL_BENCH_UNMERGED_DENSE=on"` or
 `JAXSSL_BENCH_FUSED_TRANSPOSES=on python -m experiments.benchmarks.profile_step
 --workload=simclr`.
@@ -61,6 +64,8 @@ UNDO_SWITCHES = {
     "JAXSSL_BENCH_UNMERGED_DENSE": (
         ("jaxssl.models.layers", "jaxssl.models.transformer", "jaxssl.methods.mae"),
         "dense_dot_general", jax.lax.dot_general),
+    "JAXSSL_BENCH_FOLDED_ATTENTION_TRANSPOSES": (
+        ("jaxssl.models.layers",), "transposed_copy", lambda x: jax.numpy.swapaxes(x, -1, -2)),
 }
 
 

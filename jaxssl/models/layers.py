@@ -9,6 +9,7 @@ batch over ('data', 'fsdp') everywhere, attention heads and the MLP hidden over
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Optional
 
@@ -199,6 +200,68 @@ def apply_rotary(x: jax.Array, positions: jax.Array) -> jax.Array:
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
 
+def transposed_copy(x: jax.Array) -> jax.Array:
+    """x [..., I, J] -> [..., J, I]; on the CPU, a transposed copy that XLA cannot fold away.
+
+    For the attention products' gradients (`attention_scores`,
+    `attention_weighted_sum`): XLA:CPU folds a plain transpose back into the
+    consuming product, which it then runs as a batched product with a transposed
+    operand (Eigen), 2-4x slower than YNNPACK's plain batched product on the
+    copy (experiments/benchmarks/README.md). `unfused_on_cpu` stops the folding.
+    """
+    return unfused_on_cpu(jnp.swapaxes(x, -1, -2))
+
+
+def _transposed_product(a: jax.Array, b: jax.Array) -> jax.Array:
+    """a^T b over the last two axes: a [..., I, J], b [..., I, K] -> [..., J, K] (float32 or
+    wider), as a plain product of `transposed_copy(a)` with b."""
+    return jnp.einsum("...ji,...ik->...jk", transposed_copy(a), b,
+                      preferred_element_type=jnp.float32)
+
+
+def _product(a: jax.Array, b: jax.Array, b_transposed: bool, dtype=None) -> jax.Array:
+    """a [B, N, I, J] @ b [B, N, J, K], or @ b^T for b [B, N, K, J] -> [B, N, I, K], in
+    `dtype` (None: the inputs' promoted dtype)."""
+    return jnp.einsum("bnij,bnkj->bnik" if b_transposed else "bnij,bnjk->bnik", a, b,
+                      preferred_element_type=dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _product_cpu(a, b, b_transposed, dtype):
+    """`_product` whose gradient for b is a plain product (`_transposed_product`)."""
+    return _product(a, b, b_transposed, dtype)
+
+
+def _product_cpu_backward(b_transposed, dtype, residuals, g):
+    a, b = residuals
+    b_gradient = _transposed_product(g, a) if b_transposed else _transposed_product(a, g)
+    return _product(g, b, not b_transposed).astype(a.dtype), b_gradient.astype(b.dtype)
+
+
+_product_cpu.defvjp(lambda a, b, b_transposed, dtype: (_product(a, b, b_transposed, dtype), (a, b)),
+                    _product_cpu_backward)
+
+
+def attention_scores(q: jax.Array, k: jax.Array) -> jax.Array:
+    """q [B, N, Tq, Dh] . k [B, N, Tk, Dh] -> float32 logits [B, N, Tq, Tk].
+
+    Autodiff would compute k's gradient, g^T q, as a product with a transposed
+    operand; on the CPU a custom gradient computes it from `transposed_copy(g)`.
+    Other platforms get the plain product and its autodiff gradient.
+    """
+    return jax.lax.platform_dependent(
+        q, k, cpu=lambda q, k: _product_cpu(q, k, True, jnp.float32),
+        default=lambda q, k: _product(q, k, True, jnp.float32))
+
+
+def attention_weighted_sum(p: jax.Array, v: jax.Array) -> jax.Array:
+    """p [B, N, Tq, Tk] @ v [B, N, Tk, Dh] -> [B, N, Tq, Dh] in the inputs' dtype; v's
+    gradient p^T g as in `attention_scores`."""
+    return jax.lax.platform_dependent(
+        p, v, cpu=lambda p, v: _product_cpu(p, v, False, None),
+        default=lambda p, v: _product(p, v, False))
+
+
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
                           mask: Optional[jax.Array] = None, dropout_rate: float = 0.0,
                           dropout_rng: Optional[jax.Array] = None,
@@ -210,13 +273,14 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
     and softmax in float32. The same function as
     `jax.nn.dot_product_attention`'s XLA path, but q, k and v are moved to
     [B, N, T, Dh] first, so both products are plain batched matrix products
-    (faster on CPU: experiments/language/README.md). With `dropout_rng`, each
+    (faster on CPU: experiments/language/README.md), and their gradients too
+    (`attention_scores`, `attention_weighted_sum`). With `dropout_rng`, each
     attention weight [B, N, Tq, Tk] is dropped with probability
     `dropout_rate` and the kept ones scaled by 1 / (1 - dropout_rate).
     """
     heads_major = lambda x: jnp.swapaxes(x, 1, 2)
     q = heads_major(q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype))
-    logits = jnp.einsum("bnqd,bnkd->bnqk", q, heads_major(k), preferred_element_type=jnp.float32)
+    logits = attention_scores(q, heads_major(k))
     if logit_bias is not None:   # float [B or 1, N, Tq, Tk], e.g. T5's relative position bias
         logits = logits + logit_bias.astype(jnp.float32)
     if mask is not None:
@@ -226,7 +290,7 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
         keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
         probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
     probs = probs.astype(v.dtype)
-    return heads_major(jnp.einsum("bnqk,bnkd->bnqd", probs, heads_major(v)))
+    return heads_major(attention_weighted_sum(probs, heads_major(v)))
 
 
 class Attention(nn.Module):
