@@ -17,7 +17,6 @@ from typing import Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 # Dense peak FLOP/s per device for bfloat16 matmuls (vendor data sheets).
 PEAK_FLOPS = {
@@ -32,17 +31,25 @@ PEAK_FLOPS = {
 }
 
 
-def measured_matmul_flops(device: jax.Device, size: int = 1024, repeats: int = 5) -> float:
-    """Achieved float32 matmul FLOP/s on `device`: the ceiling used for CPUs."""
+def measured_matmul_flops(device: jax.Device, size: int = 1024, repeats: int = 10) -> float:
+    """Achieved float32 matmul FLOP/s on `device`, the ceiling used for CPUs: the fastest
+    of `repeats` timed [size, size] products after two untimed ones.
+
+    The fastest, not the median: the first products after compiling, and any
+    work still running from a step just dispatched, read as low as half the
+    rate (on the 2-core CPU, 223-242 against 426-487 GFLOP/s,
+    experiments/benchmarks/README.md).
+    """
     a = jax.device_put(jnp.ones((size, size), jnp.float32), device)
     matmul = jax.jit(lambda x: x @ x)
-    matmul(a).block_until_ready()
+    for _ in range(2):
+        matmul(a).block_until_ready()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         matmul(a).block_until_ready()
         times.append(time.perf_counter() - start)
-    return 2 * size**3 / float(np.median(times))
+    return 2 * size**3 / min(times)
 
 
 def table_kind(device_kind: str) -> str | None:

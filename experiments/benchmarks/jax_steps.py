@@ -103,6 +103,7 @@ def main() -> None:
     step, state, batch, flops = build(args.workload)
     compile_s = time.perf_counter() - start
     state, _ = run_steps(step, state, batch, args.warmup)
+    jax.block_until_ready(state)  # no step work left running while the peak is measured
     peak, _ = device_peak_flops(jax.devices()[0])
     print("READY " + json.dumps({"framework": f"jax {jax.__version__}",
                                  "xla_flags": os.environ.get("XLA_FLAGS", ""),
