@@ -23,9 +23,10 @@ convolutions need transposed copies of every activation; its reductions
 ResNet-18 step runs about 1.7x faster and the Transformer steps as fast as
 before. It also lets XLA's own loops (elementwise and transposing fusions)
 use 512-bit vectors where the CPU has them (AVX-512; LLVM's default
-prefers 256 bits): the MAE and baby GPT steps run 1.1-1.2x faster on the
-2-core AVX-512 CPU, the SimCLR step as fast (experiments/benchmarks/README.md
-has the side-by-side numbers). On CPUs without AVX-512 it changes nothing.
+prefers 256 bits): on the 2-core AVX-512 CPU the baby GPT step runs 1.04x
+faster, the MAE and SimCLR steps as fast (experiments/benchmarks/README.md
+has the side-by-side numbers). On CPUs without AVX-512 it changes nothing;
+XLA_FLAGS=--xla_cpu_prefer_vector_width=256 undoes it.
 Each flag is appended to XLA_FLAGS unless XLA_FLAGS already names it, so
 a user's own setting wins; JAXSSL_CPU_XLA_DEFAULTS=off leaves XLA_FLAGS
 untouched (XLA's own defaults, for A/B runs). The options change which

@@ -71,7 +71,7 @@ def dense_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precisi
     leading axes of lhs with those of the output gradient) as a transposed copy of
     the output gradient and then a product with both operands transposed; merged,
     as one product with lhs transposed and no copy. That makes the MAE ViT-Tiny
-    step 1.19x faster and the baby GPT's 1.14x (experiments/benchmarks/README.md).
+    step and the baby GPT's 1.19x faster (experiments/benchmarks/README.md).
     Other platforms, whose compilers handle the unmerged product, and other
     dimension numbers get `lax.dot_general` unchanged.
     """
@@ -206,10 +206,9 @@ def transposed_copy(x: jax.Array) -> jax.Array:
     For the attention products' gradients (`attention_scores`,
     `attention_weighted_sum`): XLA:CPU folds a plain transpose back into the
     consuming product, which it then runs as a batched product with a transposed
-    operand in Eigen, not in YNNPACK (which takes plain products only): in the
-    MAE ViT-Tiny step those took 48 ms against about 25 ms for the copies and
-    YNNPACK's products (experiments/benchmarks/README.md). `unfused_on_cpu`
-    stops the folding.
+    operand in Eigen, not in YNNPACK (which takes plain products only). The
+    copies make the MAE ViT-Tiny step 1.10x faster and the baby GPT's 1.07x
+    (experiments/benchmarks/README.md). `unfused_on_cpu` stops the folding.
     """
     return unfused_on_cpu(jnp.swapaxes(x, -1, -2))
 
