@@ -30,8 +30,8 @@ XLA_FLAGS=--xla_cpu_prefer_vector_width=256 undoes it.
 Each flag is appended to XLA_FLAGS unless XLA_FLAGS already names it, so
 a user's own setting wins; JAXSSL_CPU_XLA_DEFAULTS=off leaves XLA_FLAGS
 untouched (XLA's own defaults, for A/B runs). The options change which
-library computes an op, not the math: results agree to float tolerance
-(tests/test_platforms.py).
+library computes an op and how wide XLA's own loops vectorise, not the
+math: results agree to float tolerance (tests/test_platforms.py).
 
 Host memory: when `runs_on_cpu_only()` says JAX will start no backend
 but the CPU's, `jaxssl/__init__.py` also applies `host_memory`'s heap
