@@ -213,13 +213,6 @@ def transposed_copy(x: jax.Array) -> jax.Array:
     return unfused_on_cpu(jnp.swapaxes(x, -1, -2))
 
 
-def _transposed_product(a: jax.Array, b: jax.Array) -> jax.Array:
-    """a^T b over the last two axes: a [..., I, J], b [..., I, K] -> [..., J, K] (float32 or
-    wider), as a plain product of `transposed_copy(a)` with b."""
-    return jnp.einsum("...ji,...ik->...jk", transposed_copy(a), b,
-                      preferred_element_type=jnp.float32)
-
-
 def _product(a: jax.Array, b: jax.Array, b_transposed: bool, dtype=None) -> jax.Array:
     """a [B, N, I, J] @ b [B, N, J, K], or @ b^T for b [B, N, K, J] -> [B, N, I, K], in
     `dtype` (None: the inputs' promoted dtype)."""
@@ -229,13 +222,15 @@ def _product(a: jax.Array, b: jax.Array, b_transposed: bool, dtype=None) -> jax.
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _product_cpu(a, b, b_transposed, dtype):
-    """`_product` whose gradient for b is a plain product (`_transposed_product`)."""
+    """`_product` whose gradient for b, a^T g (or g^T a), is a plain product of a
+    `transposed_copy`, in float32 or wider."""
     return _product(a, b, b_transposed, dtype)
 
 
 def _product_cpu_backward(b_transposed, dtype, residuals, g):
     a, b = residuals
-    b_gradient = _transposed_product(g, a) if b_transposed else _transposed_product(a, g)
+    rows, columns = (g, a) if b_transposed else (a, g)
+    b_gradient = _product(transposed_copy(rows), columns, False, jnp.float32)
     return _product(g, b, not b_transposed).astype(a.dtype), b_gradient.astype(b.dtype)
 
 
