@@ -9,7 +9,8 @@ Needs libtpu (requirements-tpu.txt), not a TPU: the slice's devices come from
 compiles the Trainer's own train step (`jaxssl.train.TrainStep`) for the
 config's mesh over them. No data is read and no array is allocated: the
 batch's shapes come from the data source's spec
-(`jaxssl.data.sources.element_spec`). v4 and v5p chips are compiled for as
+(`jaxssl.data.sources.element_spec`), made the method's training records' by
+its `train_record_spec` hook (Gato's mixture rows). v4 and v5p chips are compiled for as
 one device each (megacore). Prints, per device (= per chip):
 
 - devices, chips, mesh and chip kind;
@@ -251,7 +252,8 @@ def build_step(config, topology: str, num_slices: int = 1):
     batch = config.data.batch_size
     pipeline.per_process_batch_size(batch, parallel.batch_shards(mesh), batch, 1)
     method = methods.get(config.method)(config)
-    example = pipeline.spec_example(sources.element_spec(config.data.name, config.data.data_dir), 2)
+    example = pipeline.spec_example(method.train_record_spec(
+        sources.element_spec(config.data.name, config.data.data_dir)), 2)
     return TrainStep(config, mesh, method, example)
 
 

@@ -34,7 +34,7 @@ def tiny(name: str) -> str:
 @pytest.mark.parametrize("spec", ["tiny_simclr.py", "tiny_moco.py", "tiny_mae.py",
                                   "tiny_mae.py:simmim", "tiny_clip.py", "tiny_clip.py:siglip",
                                   "tiny_lm.py", "tiny_pali.py", "tiny_finetune.py",
-                                  "tiny_palm_e.py"])
+                                  "tiny_palm_e.py", "tiny_gato.py"])
 def test_every_method_compiles_for_a_tpu_slice(spec):
     report = aot.analyse(tiny(spec), {"mesh.fsdp": "2"}, TOPOLOGY)
     assert report["fits"] and report["devices"] == 4 and report["chip_kind"].startswith("TPU v5")

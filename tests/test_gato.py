@@ -14,7 +14,7 @@ from jaxssl import config as config_lib, methods
 from jaxssl.data import gato_control, gato_mixture, pipeline
 from jaxssl.data.multimodal import (KIND_IMAGE, KIND_TEXT, detokenize_continuous,
                                     tokenize_continuous)
-from jaxssl.data.sources import get_source
+from jaxssl.data.sources import element_spec, get_source
 from jaxssl.evaluate.gato_rollout import rollout_returns
 
 pytest.importorskip("gymnasium")
@@ -59,6 +59,16 @@ def reference_loss(logits: np.ndarray, rows: dict, separator: int) -> float:
                 total += np.log(np.exp(z - z.max()).sum()) + z.max() - z[tokens[b, t]]
                 count += 1
     return total / count
+
+
+def test_record_spec_matches_the_rows_of_every_task(gato):
+    """What jaxssl.aot compiles for (no data read) is what the mixture yields."""
+    method, source = gato
+    spec = method.train_record_spec(element_spec("digits"))
+    for task in gato_mixture.TASKS:
+        row = {k: v[0] for k, v in rows_of(source, task, 1).items()}
+        assert {k: (v.shape, v.dtype) for k, v in row.items()} == {
+            k: (tuple(s.shape), np.dtype(s.dtype)) for k, s in spec.items()}, task
 
 
 def test_loss_only_on_text_and_action_tokens(gato):

@@ -56,6 +56,8 @@ def test_default_hooks_do_the_ordinary_thing(tiny_simclr_config):
     method = methods.get("simclr")(tiny_simclr_config)
     source = object()
     assert method.select_train_examples(source) is source
+    spec = {"image": object()}
+    assert method.train_record_spec(spec) is spec
     assert method.assets() == {}
     state = object()
     assert method.load_pretrained(state, None, "/nonexistent") is state

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
+import jax
 import numpy as np
 
 from jaxssl.data import gato_control
@@ -34,6 +35,23 @@ from jaxssl.errors import ConfigError
 
 TASKS = ("text", "caption", "cartpole", "pendulum")
 _ROW_KEYS = ("tokens", "kinds", "slots", "loss_mask", "segment_ids", "positions")
+
+
+def images_per_row(row_length: int, patches: int, captions: Sequence[Sequence[int]]) -> int:
+    """How many (image, caption) examples a caption row holds at most (at least 1): the
+    'images' slots of every record."""
+    return max(1, row_length // (patches + max(len(c) for c in captions)))
+
+
+def record_spec(row_length: int, image_shape: tuple[int, ...], patches: int,
+                captions: Sequence[Sequence[int]]) -> dict[str, jax.ShapeDtypeStruct]:
+    """{key: ShapeDtypeStruct} of one `GatoMixture` record (module docstring) for images
+    of `image_shape` [H, W, C], without making one."""
+    spec = {key: jax.ShapeDtypeStruct((row_length,), bool if key == "loss_mask" else np.int32)
+            for key in _ROW_KEYS}
+    images = (images_per_row(row_length, patches, captions), *image_shape)
+    return {**spec, "images": jax.ShapeDtypeStruct(images, np.uint8),
+            "task": jax.ShapeDtypeStruct((), np.int32)}
 
 
 @dataclasses.dataclass
@@ -93,8 +111,7 @@ class GatoMixture:
         self.control_steps = {name: example_steps(row_length, data.task.step_length,
                                                   prompt_steps, control_steps)
                               for name, data in control.items()}
-        longest_caption = max(len(c) for c in captions)
-        self.max_images = max(1, row_length // (patches + longest_caption))
+        self.max_images = images_per_row(row_length, patches, captions)
         self.image_shape = tuple(images[0]["image"].shape)
 
     def __len__(self) -> int:

@@ -22,7 +22,13 @@ Hooks with defaults:
       `config.resolve`, so bad values stop a run before anything is written.
       Default: nothing more to check.
   select_train_examples(train_source) -> source
-      the part of the train split the run trains on. Default: all of it.
+      the part of the train split the run trains on, or records built from it
+      (Gato's mixture rows). Default: all of it.
+  train_record_spec(source_spec) -> {key: ShapeDtypeStruct}
+      the shapes of one record of `select_train_examples`, from those of one
+      record of the train split, without reading data: what `jaxssl.aot`
+      compiles the train step for. Must match what `select_train_examples`
+      yields. Default: the same as the split's.
   optimizer() -> (optax.GradientTransformation, learning-rate schedule)
       Default: `jaxssl.optim`'s, from `config.optim`, with the updates of the
       parameter subtrees named by the `frozen_parts` property (default none)
@@ -143,8 +149,8 @@ class Method(abc.ABC):
     """Base class of every recipe; see the module docstring for the contract."""
 
     # Hooks the Trainer calls, each with a default below.
-    HOOKS = ("check_config", "select_train_examples", "optimizer", "assets", "load_pretrained",
-             "evaluate", "eval_step", "write_pictures")
+    HOOKS = ("check_config", "select_train_examples", "train_record_spec", "optimizer", "assets",
+             "load_pretrained", "evaluate", "eval_step", "write_pictures")
     REQUIRED = ("default_config", "init", "loss_fn")
     # Called by the default `evaluate` and by fine-tuning; text-only methods have none.
     ENCODER = ("features",)
@@ -199,6 +205,11 @@ class Method(abc.ABC):
     def select_train_examples(self, train_source):
         """The records of the train split that training reads: all of them."""
         return train_source
+
+    def train_record_spec(self, source_spec: dict) -> dict:
+        """{key: ShapeDtypeStruct} of one record of `select_train_examples`, given
+        `source_spec`, that of one record of the train split: the same."""
+        return source_spec
 
     @property
     def frozen_parts(self) -> tuple[str, ...]:

@@ -54,6 +54,9 @@ from jaxssl.models.transformer import LanguageModel
 from jaxssl.models.vit import PatchEmbedding
 from jaxssl.objectives import language, mixture
 
+# The row arrays the model reads (besides the images); 'loss_mask' and 'task' are the loss's.
+_ROW_INPUTS = ("tokens", "kinds", "slots", "segment_ids", "positions")
+
 
 class GatoModel(nn.Module):
     """Patch embeddings of each row's images fill its image placeholders of a decoder.
@@ -142,7 +145,7 @@ class Gato(base.Method):
             mlp_dim=int(round(gato.hidden * gato.mlp_ratio)),
             dtype=base.DTYPES[config.compute_dtype])
         self.model = GatoModel(gato.patch, decoder)
-        self._logits = jax.jit(functools.partial(self.model.apply, train=False))
+        self._logits = jax.jit(self.eval_step)
 
     # ------------------------------------------------------------ data
     @functools.cached_property
@@ -170,6 +173,12 @@ class Gato(base.Method):
             self._patches(train_source[0]["image"].shape), control, gato.prompt_steps,
             gato.control_steps, gato.num_rows, config.seed)
 
+    def train_record_spec(self, source_spec: dict) -> dict:
+        """One mixture row's spec (`gato_mixture.record_spec`) for the split's images."""
+        image_shape = tuple(source_spec["image"].shape)
+        return gato_mixture.record_spec(self.config.gato.row_length, image_shape,
+                                        self._patches(image_shape), self.captions)
+
     def _patches(self, image_shape) -> int:
         patch = self.config.gato.patch
         if image_shape[0] % patch or image_shape[1] % patch:
@@ -182,9 +191,7 @@ class Gato(base.Method):
         images = batch["images"]
         flat = images.reshape(-1, *images.shape[2:])
         prepared = base.prepare_images(flat, flat.shape[1]).reshape(images.shape)
-        return dict(tokens=batch["tokens"], kinds=batch["kinds"], slots=batch["slots"],
-                    segment_ids=batch["segment_ids"], positions=batch["positions"],
-                    images=prepared)
+        return {**{k: batch[k] for k in _ROW_INPUTS}, "images": prepared}
 
     def init(self, rng: jax.Array, batch: dict) -> dict:
         return self.model.init(rng, **self._inputs(batch), train=False)
@@ -200,11 +207,17 @@ class Gato(base.Method):
 
     def _apply(self, variables, rows: dict, images: np.ndarray) -> jax.Array:
         """Logits [B, T, V] of row arrays (numpy) and uint8 images [B, M, H, W, C]."""
-        batch = {k: jnp.asarray(v) for k, v in rows.items()}
-        return self._logits({"params": variables["params"]},
-                            **self._inputs({**batch, "images": jnp.asarray(images)}))
+        batch = {k: jnp.asarray(rows[k]) for k in _ROW_INPUTS}
+        return self._logits(variables, {**batch, "images": jnp.asarray(images)})
 
     # ------------------------------------------------------------ evaluation
+    def eval_step(self, variables: dict, batch: dict) -> jax.Array:
+        """Logits float32 [B, T, V] of mixture rows (the row arrays [B, T] and 'images'
+        uint8 [B, M, H, W, C]), the model in evaluation mode: what the text loss, the
+        caption accuracy and the rollouts of `evaluate` read."""
+        return self.model.apply({"params": variables["params"]}, **self._inputs(batch),
+                                train=False)
+
     def evaluate(self, variables, train_source, eval_source, mesh, eval_config) -> dict[str, float]:
         """text/loss, caption/accuracy and <task>/return of the tasks trained on."""
         del train_source, mesh, eval_config
