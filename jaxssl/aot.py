@@ -80,6 +80,8 @@ def parse_topology(name: str) -> tuple[str, int]:
 def topology_devices(name: str, num_slices: int = 1) -> list:
     """The compile-only TPU devices of `num_slices` slices of topology `name`."""
     chip, chips = parse_topology(name)
+    if num_slices < 1:
+        raise MeshError(f"--num_slices={num_slices}: must be 1 or more")
     # libtpu would otherwise look for a TPU VM's metadata and print warnings about it.
     os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")

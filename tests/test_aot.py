@@ -142,12 +142,16 @@ def test_v4_and_v5p_compile_as_one_device_per_chip():
         assert len(devices) == 4 and {d.core_on_chip for d in devices} == {0}
 
 
-def test_unknown_chip_is_one_line_and_exit_2():
+@pytest.mark.parametrize("flags, message", [
+    (["--topology=v9:2x2"], "--topology='v9:2x2': expected CHIP"),
+    (["--topology=v5e:2x2", "--num_slices=0"], "--num_slices=0: must be 1 or more"),
+])
+def test_bad_slice_is_one_line_and_exit_2(flags, message):
     result = subprocess.run(
-        [sys.executable, "-m", "jaxssl.aot", f"--config={tiny('tiny_simclr.py')}",
-         "--topology=v9:2x2"], cwd=REPO, capture_output=True, text=True, timeout=120)
+        [sys.executable, "-m", "jaxssl.aot", f"--config={tiny('tiny_simclr.py')}", *flags],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert result.stderr.startswith("jaxssl.aot: error: --topology='v9:2x2': expected CHIP")
+    assert result.stderr.startswith(f"jaxssl.aot: error: {message}")
     assert len(result.stderr.strip().splitlines()) == 1
 
 
