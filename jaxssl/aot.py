@@ -49,7 +49,7 @@ import sys
 import time
 from typing import Any
 
-from jaxssl.errors import InputError, MeshError
+from jaxssl.errors import DoesNotFitError, InputError, MeshError
 
 GIB, MIB = 2**30, 2**20
 # Chip generation (the topology name's prefix) -> (HBM per chip in GiB, libtpu's
@@ -62,10 +62,6 @@ COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "coll
 _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
                 "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16,
                 "f8e4m3fn": 1, "f8e5m2": 1, "s4": 1, "u4": 1}
-
-
-class DoesNotFitError(InputError):
-    """The compiled step needs more device memory than the slice's chips have."""
 
 
 def parse_topology(name: str) -> tuple[str, int]:

@@ -35,6 +35,11 @@ class CheckpointError(InputError):
     """A checkpoint is missing, corrupt, or does not fit the model being built."""
 
 
+class DoesNotFitError(InputError):
+    """A compiled step needs more memory than its devices have (or a slice's chips, for
+    ahead-of-time compiles)."""
+
+
 class DivergedError(InputError):
     """Training produced a non-finite loss, gradient norm or parameter norm."""
     exit_status = 3

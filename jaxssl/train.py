@@ -22,8 +22,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxssl import (checkpoint, config as config_lib, flops as flops_lib, host_memory,
-                    logging as log_lib, methods, parallel)
+from jaxssl import (checkpoint, config as config_lib, device_memory, flops as flops_lib,
+                    host_memory, logging as log_lib, methods, parallel)
 from jaxssl.data import pipeline
 from jaxssl.data.sources import get_source
 from jaxssl.errors import CheckpointError, ConfigError
@@ -302,12 +302,14 @@ class Trainer(TrainStep):
             self.checkpointer.set_aside(self.unreadable_steps)
         else:
             state = self.initial_state()
+        traced = self.trace_train_step()
+        train_step = traced.lower().compile()
+        # Before anything is written: a step too big for this host is a one-line error.
+        device_memory.check_step_fits(train_step, self.mesh.local_devices)
         if jax.process_index() == 0:
             config_lib.save(config, self.workdir)
             save_assets(self.assets, self.workdir)
         step = int(jax.device_get(state.step))
-        traced = self.trace_train_step()
-        train_step = traced.lower().compile()
         flops = flops_lib.traced_flops(traced) / self.mesh.size  # one device's share
         peak, peak_source = log_lib.device_peak_flops(
             jax.devices()[0], config.log.peak_flops_per_device, len(self.mesh.local_devices))

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import SIMCLR_RUN_OVERRIDES, snapshot
-from jaxssl import main as cli, pipeline_run, sample
+from jaxssl import device_memory, main as cli, pipeline_run, sample
 from jaxssl.errors import CheckpointError
 from jaxssl.train import Trainer
 
@@ -293,6 +293,17 @@ def test_pipeline_stage_with_a_bad_override(tmp_path, capsys):
                               "--pretrain.optim.name=adam"]) == 2
     assert "config key 'optim.name' must be one of" in one_error_line(capsys)
     assert os.listdir(tmp_path) == []
+
+
+def test_step_too_big_for_the_host(tmp_path, capsys, monkeypatch):
+    """A train step needing more memory than the host has left (made 1 MiB here) stops
+    after compiling, before anything is written."""
+    monkeypatch.setattr(device_memory, "host_available_bytes", lambda: 2**20)
+    workdir = tmp_path / "run"
+    assert cli.main([f"--config={TINY_CONFIG}", f"--workdir={workdir}"]) == 2
+    line = one_error_line(capsys)
+    assert "the train step needs" in line and "0.00 GiB available; try a smaller" in line
+    assert snapshot(workdir) == {}
 
 
 def test_a_genuine_bug_keeps_its_traceback(tmp_path, monkeypatch):
