@@ -16,6 +16,7 @@ Two jobs that every dataset family ('tfds:', 'tfds_text:', 'tfds_captions:',
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Callable, Sequence
 
@@ -77,12 +78,20 @@ class TfdsRecords:
                  keys: Sequence[str]):
         import tensorflow_datasets as tfds
 
+        # For a dataset not prepared there, tfds logs a warning ("Variant folder ... has no
+        # dataset_info.json") that says less than the DataError below, on a line before it.
+        absl_logger = logging.getLogger("absl")
+        level = absl_logger.level
+        absl_logger.setLevel(logging.ERROR)
         try:
             builder = tfds.builder(name, data_dir=data_dir)
+            prepared = builder.is_prepared()
         except tfds.core.DatasetNotFoundError:
             raise DataError(f"tfds dataset {name!r} is neither a registered TFDS builder nor "
                             f"prepared in data_dir={data_dir}") from None
-        if not builder.is_prepared():
+        finally:
+            absl_logger.setLevel(level)
+        if not prepared:
             raise DataError(f"tfds dataset {name!r} is not prepared in data_dir={data_dir} "
                             f"(looked in {builder.data_dir}); prepare it first, e.g. "
                             f"`tfds build {name} --data_dir=... --file_format=array_record`")
