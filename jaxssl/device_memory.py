@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
+from jaxssl import host_memory
 from jaxssl.errors import DoesNotFitError
 
 GIB = 2**30
@@ -30,13 +31,15 @@ def bytes_to_run(compiled) -> int:
 
 
 def host_available_bytes() -> Optional[int]:
-    """The kernel's estimate of the memory this host can still allocate without swapping
-    (MemAvailable), or None where /proc/meminfo does not give it."""
+    """What this process can still allocate on the host without swapping: the kernel's
+    MemAvailable plus the free memory its own heap keeps (a process that ran an earlier
+    step, e.g. a pipeline's previous stage, reuses that), or None where /proc/meminfo
+    does not say."""
     try:
         with open(MEMINFO) as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    return int(line.split()[1]) * 1024 + host_memory.free_heap_bytes()
     except OSError:
         pass
     return None

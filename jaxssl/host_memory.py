@@ -62,6 +62,29 @@ HEAP_SETTINGS = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, NEVER_TRIM), (_M_TOP_PAD,
 ARENA_SETTINGS = ((_M_ARENA_MAX, 1),)
 
 
+class _MallInfo2(ctypes.Structure):
+    """glibc's struct mallinfo2 (malloc.h, glibc >= 2.33)."""
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def free_heap_bytes() -> int:
+    """Bytes that malloc's main arena holds free for this process (glibc's mallinfo2
+    `fordblks`): memory the process can reuse without asking the OS, which
+    `keep_freed_memory` makes grow to a finished step's peak. 0 where unknown (another C
+    library, glibc before 2.33)."""
+    name = ctypes.util.find_library("c")
+    try:
+        mallinfo2 = ctypes.CDLL(name).mallinfo2 if name else None
+    except (OSError, AttributeError):
+        mallinfo2 = None
+    if mallinfo2 is None:
+        return 0
+    mallinfo2.restype = _MallInfo2
+    return int(mallinfo2().fordblks)
+
+
 def _apply(settings) -> bool:
     """mallopt(parameter, value) for each; True if glibc accepted all of them."""
     if os.environ.get("JAXSSL_KEEP_FREED_MEMORY", "on").lower() == "off":

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from jaxssl import device_memory
+from jaxssl import device_memory, host_memory
 from jaxssl.errors import DoesNotFitError
 
 GIB = 2**30
@@ -58,11 +58,12 @@ def test_each_accelerator_is_checked_on_its_own():
         device_memory.check_step_fits(step, [roomy, full])
 
 
-def test_host_memory_is_read_from_meminfo(tmp_path, monkeypatch):
+def test_host_memory_is_meminfo_plus_the_free_heap(tmp_path, monkeypatch):
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       24000000 kB\nMemFree:   100 kB\n"
                        "MemAvailable:   1000 kB\n")
     monkeypatch.setattr(device_memory, "MEMINFO", str(meminfo))
-    assert device_memory.host_available_bytes() == 1000 * 1024
+    monkeypatch.setattr(host_memory, "free_heap_bytes", lambda: 5)  # this process' own
+    assert device_memory.host_available_bytes() == 1000 * 1024 + 5
     monkeypatch.setattr(device_memory, "MEMINFO", str(tmp_path / "missing"))
     assert device_memory.host_available_bytes() is None

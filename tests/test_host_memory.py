@@ -1,4 +1,5 @@
-"""host_memory.keep_freed_memory: a large freed block is reused, not faulted in again."""
+"""host_memory.keep_freed_memory: a large freed block is reused, not faulted in again, and
+free_heap_bytes counts it."""
 
 import os
 import subprocess
@@ -66,6 +67,31 @@ def test_a_thread_needs_the_one_arena_for_a_block_above_64_mib():
     if not host_memory.keep_freed_memory():
         pytest.skip("the C library is not glibc")
     assert _second_touch_faults(96 << 20, "thread", "library") > (96 << 20) // 4096 // 600
+
+
+def test_a_freed_block_is_counted_as_free_heap():
+    """In a subprocess (its heap is its own): malloc, free 64 MiB in the main thread."""
+    if not host_memory.keep_freed_memory():
+        pytest.skip("the C library is not glibc")
+    script = """
+import ctypes
+from jaxssl import host_memory
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+before = host_memory.free_heap_bytes()
+block = libc.malloc(64 << 20)
+ctypes.memset(block, 1, 64 << 20)
+during = host_memory.free_heap_bytes()
+libc.free(block)
+print(before, during, host_memory.free_heap_bytes())
+"""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
+                          text=True, env=env)
+    before, during, after = map(int, done.stdout.split())
+    # the block comes back whole, less a few malloc headers
+    assert (64 << 20) - 4096 < after - during <= (64 << 20) + 4096 and before < 64 << 20
 
 
 def test_off_switch_applies_nothing(monkeypatch):
