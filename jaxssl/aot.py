@@ -417,8 +417,19 @@ def shortfall_message(r: dict[str, Any]) -> str:
     temp_text = f", temporaries {temps:.2f} GiB" if temps is not None else ""
     return (f"the train step {need} per device of {r['topology']} "
             f"({r['hbm_gib_per_device']:.1f} GiB HBM){short} (state {state:.2f} GiB"
-            f"{temp_text}, mesh {mesh}); try more fsdp (--config.mesh.fsdp), rematerialisation "
-            f"(model.remat / lm.remat), or a smaller per-device batch (--config.data.batch_size)")
+            f"{temp_text}, mesh {mesh}); {_advice(mesh, state, r['hbm_gib_per_device'])}")
+
+
+def _advice(mesh: dict[str, int], state_gib: float, hbm_gib: float) -> str:
+    """What would help a train step fit: splitting the state over more devices (from the
+    data axis if it has any, else from a larger slice), and, unless the state alone is too
+    big, fewer activations per device."""
+    split = ("more fsdp (--config.mesh.fsdp, taking devices from data)" if mesh["data"] > 1
+             else "a larger slice (more chips to split the state over)")
+    if state_gib > hbm_gib:
+        return f"the state alone is over the HBM: try {split}"
+    return (f"try {split}, rematerialisation (model.remat / lm.remat), micro-batches "
+            f"(--config.grad_accum_steps) or a smaller batch (--config.data.batch_size)")
 
 
 def eval_shortfall_message(r: dict[str, Any]) -> str:

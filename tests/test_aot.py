@@ -119,8 +119,32 @@ def test_a_step_too_big_for_the_slice_exits_2_with_one_line(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("jaxssl.aot: error: the train step needs")
-    assert "GiB short" in lines[0] and "fsdp" in lines[0] and "batch_size" in lines[0]
+    # 36 GiB of parameters and AdamW moments per chip of 16, on data = 4
+    assert "GiB short" in lines[0] and lines[0].endswith(
+        "the state alone is over the HBM: try more fsdp (--config.mesh.fsdp, taking devices "
+        "from data)")
     assert json.loads(out.read_text())["fits"] is False
+
+
+SHRINK = (", rematerialisation (model.remat / lm.remat), micro-batches "
+          "(--config.grad_accum_steps) or a smaller batch (--config.data.batch_size)")
+
+
+@pytest.mark.parametrize("data, state, advice", [
+    (4, 1.0, "; try more fsdp (--config.mesh.fsdp, taking devices from data)" + SHRINK),
+    (1, 1.0, "; try a larger slice (more chips to split the state over)" + SHRINK),
+    (1, 20.0, "; the state alone is over the HBM: try a larger slice (more chips to split the "
+              "state over)"),
+])
+def test_the_shortfall_advice_fits_the_mesh(data, state, advice):
+    mesh = {"data": data, "fsdp": 16 // data, "tensor": 4}
+    report = {"mesh": mesh, "total_gib": 40.0, "hbm_gib_per_device": 16.0,
+              "topology": "v5e:8x8", "memory_gib": {
+                  "parameters": state / 4, "optimizer_state": 3 * state / 4,
+                  "method_state": 0.0, "temporaries": 40.0 - state}}
+    assert aot.shortfall_message(report) == (
+        f"the train step needs 40.00 GiB per device of v5e:8x8 (16.0 GiB HBM), 24.00 GiB short "
+        f"(state {state:.2f} GiB, temporaries {40 - state:.2f} GiB, mesh {mesh})" + advice)
 
 
 def test_an_evaluation_step_too_big_for_the_slice_exits_2_with_one_line():
