@@ -49,6 +49,7 @@ import sys
 import time
 from typing import Any
 
+from jaxssl import device_memory
 from jaxssl.errors import DoesNotFitError, InputError, MeshError
 
 GIB, MIB = 2**30, 2**20
@@ -207,14 +208,6 @@ def _temporaries_in_error(message: str) -> int | None:
     return int(float(temps.group(1)) * {"G": 1, "M": 2**-10, "K": 2**-20}[temps.group(2)] * GIB)
 
 
-def _total_bytes(analysis) -> int:
-    """Device memory of a compiled program: arguments + outputs (less what they share)
-    + temporaries + generated code."""
-    return (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
-            - analysis.alias_size_in_bytes + analysis.temp_size_in_bytes
-            + analysis.generated_code_size_in_bytes)
-
-
 def analyse_eval_step(step, hbm: float) -> dict[str, Any]:
     """The report's 'eval_step' fields: the method's `eval_step` compiled for the step's
     mesh, or {'missing': why} for a method without one."""
@@ -231,7 +224,7 @@ def analyse_eval_step(step, hbm: float) -> dict[str, Any]:
                 "temporaries_gib": temps / GIB if temps is not None else None,
                 "compile_s": round(seconds, 2)}
     analysis = compiled.memory_analysis()
-    total = _total_bytes(analysis)
+    total = device_memory.total_bytes(analysis)
     return {"batch_size": batch, "temporaries_gib": analysis.temp_size_in_bytes / GIB,
             "total_gib": total / GIB, "fits": bool(total <= hbm),
             "flops_per_device_xla": float(cost_analysis(compiled).get("flops", 0.0)),
@@ -312,7 +305,7 @@ def analyse(config_spec: str, overrides: dict[str, str], topology: str,
     analysis = compiled.memory_analysis()
     memory["temporaries"] = int(analysis.temp_size_in_bytes)
     memory["generated_code"] = int(analysis.generated_code_size_in_bytes)
-    total = _total_bytes(analysis)
+    total = device_memory.total_bytes(analysis)
     hlo_text = compiled.as_text()
     if hlo_path:
         with open(hlo_path, "w") as f:

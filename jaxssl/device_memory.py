@@ -22,12 +22,18 @@ ADVICE = ("try a smaller data.batch_size, more grad_accum_steps, or rematerialis
           "(model.remat / lm.remat)")
 
 
-def bytes_to_run(compiled) -> int:
-    """Bytes one device allocates when it runs `compiled` with its arguments already in
-    memory: the outputs not aliased to donated arguments, the temporaries and the code."""
-    analysis = compiled.memory_analysis()
+def bytes_to_run(analysis) -> int:
+    """Bytes one device allocates to run a compiled program whose arguments are already in
+    memory, from its `memory_analysis()`: the outputs not aliased to donated arguments,
+    the temporaries and the code."""
     return (analysis.output_size_in_bytes - analysis.alias_size_in_bytes
             + analysis.temp_size_in_bytes + analysis.generated_code_size_in_bytes)
+
+
+def total_bytes(analysis) -> int:
+    """Device memory of a compiled program, from its `memory_analysis()`: its arguments
+    plus `bytes_to_run`."""
+    return analysis.argument_size_in_bytes + bytes_to_run(analysis)
 
 
 def host_available_bytes() -> Optional[int]:
@@ -57,7 +63,7 @@ def check_step_fits(compiled, devices: Sequence[Any], what: str = "train step") 
     """DoesNotFitError unless running `compiled` on this process' `devices` fits the memory
     they have left. CPU devices share the host's memory, so their needs add up; each
     accelerator is checked on its own. Unknown free memory passes."""
-    need = bytes_to_run(compiled)
+    need = bytes_to_run(compiled.memory_analysis())
     if devices[0].platform == "cpu":
         available = host_available_bytes()
         total = need * len(devices)

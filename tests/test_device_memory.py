@@ -14,9 +14,14 @@ from jaxssl.errors import DoesNotFitError
 GIB = 2**30
 
 
+def analysis_of(outputs: int, aliased: int, temps: int, code: int, arguments: int = 0):
+    return SimpleNamespace(argument_size_in_bytes=arguments, output_size_in_bytes=outputs,
+                           alias_size_in_bytes=aliased, temp_size_in_bytes=temps,
+                           generated_code_size_in_bytes=code)
+
+
 def compiled_needing(outputs: int, aliased: int, temps: int, code: int):
-    analysis = SimpleNamespace(output_size_in_bytes=outputs, alias_size_in_bytes=aliased,
-                               temp_size_in_bytes=temps, generated_code_size_in_bytes=code)
+    analysis = analysis_of(outputs, aliased, temps, code)
     return SimpleNamespace(memory_analysis=lambda: analysis)
 
 
@@ -25,7 +30,9 @@ def device(platform: str, stats=None):
 
 
 def test_a_step_needs_its_new_outputs_temporaries_and_code():
-    assert device_memory.bytes_to_run(compiled_needing(10 * GIB, 4 * GIB, GIB, 7)) == 7 * GIB + 7
+    analysis = analysis_of(10 * GIB, 4 * GIB, GIB, 7, arguments=5 * GIB)
+    assert device_memory.bytes_to_run(analysis) == 7 * GIB + 7
+    assert device_memory.total_bytes(analysis) == 12 * GIB + 7
 
 
 def test_a_real_cpu_step_counts_its_temporaries():
@@ -33,7 +40,7 @@ def test_a_real_cpu_step_counts_its_temporaries():
     the output 4 bytes; the argument is not counted (it is already in memory)."""
     x = jnp.ones((1024, 1024), jnp.float32)
     compiled = jax.jit(lambda x: jnp.sum(jnp.sin(x @ x) @ x)).lower(x).compile()
-    assert device_memory.bytes_to_run(compiled) == 4 * 2**20 + 4
+    assert device_memory.bytes_to_run(compiled.memory_analysis()) == 4 * 2**20 + 4
 
 
 def test_cpu_devices_share_the_host(monkeypatch):
