@@ -38,10 +38,10 @@ TRACEME_FLAG = "--xla_cpu_enable_xprof_traceme=true"
 RUNTIME_EVENTS = ("ThunkExecutor", "$", "Slinky", "PjRt", "Thunk", "CommonPjRt", "PjitFunction",
                   "ParseArguments", "end: ", "Wait for", "Handle input", "ThreadpoolListener",
                   "PythonRefManager", "AllocateOutputBuffers")
-# (an op in a fusion's body, the fusion's kind), first match wins
-FUSION_KINDS = (("convolution(", "convolution fusion"), (" dot(", "dot fusion"),
-                (" sort(", "sort fusion"), (" reduce(", "reduce fusion"),
-                ("transpose(", "transpose fusion"))
+# (an opcode in a fusion's body, the fusion's kind), first match wins
+FUSION_KINDS = (("convolution", "convolution fusion"), ("dot", "dot fusion"),
+                ("sort", "sort fusion"), ("reduce", "reduce fusion"),
+                ("transpose", "transpose fusion"))
 SHOWN_KIND_S = 5e-4  # kinds under 0.5 ms per step are left out of the table
 
 
@@ -54,14 +54,15 @@ def fusion_kinds(hlo: str) -> dict[str, str]:
             current = header.group(1)
             bodies[current] = []
         elif current:
-            bodies[current].append(line)
+            # Without the metadata: a backward op's op_name reads "transpose(jvp(...))".
+            bodies[current].append(line.split(", metadata=")[0])
     kinds = {}
     for line in hlo.split("\n"):
         call = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = \S+ fusion\(.*calls=%?([\w.\-]+)", line)
         if call:
             body = "\n".join(bodies.get(call.group(2), []))
             kinds[call.group(1)] = next(
-                (kind for op, kind in FUSION_KINDS if op in body), "elementwise fusion")
+                (kind for op, kind in FUSION_KINDS if f" {op}(" in body), "elementwise fusion")
     return kinds
 
 
