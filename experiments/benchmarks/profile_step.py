@@ -6,9 +6,10 @@
 Builds the step as the benchmark worker does (`jax_steps.build`, in a process
 prepared for training), runs `--warmup` steps, times `--steps` untraced steps,
 then traces `--steps` more with XLA:CPU's per-thunk trace events
-(`--xla_cpu_enable_xprof_traceme=true`, added to XLA_FLAGS here). It prints the
-op time per step summed by kind (a fusion's kind from the ops in its HLO
-body: convolution, dot, reduce, transpose, ...), then the `--top` single ops.
+(`--xla_cpu_enable_xprof_traceme=true`, added to XLA_FLAGS here). For the
+traced step of median op time it prints the op time summed by kind (a
+fusion's kind from the opcodes in its HLO body: convolution, dot, reduce,
+transpose, ...), then the `--top` single ops.
 
 Read it with two caveats. Convolutions run asynchronously on XLA:CPU's
 intra-op threads and their trace events cover little of their run time, so
@@ -66,6 +67,34 @@ def fusion_kinds(hlo: str) -> dict[str, str]:
     return kinds
 
 
+STEP_EVENT = "ThunkExecutor::Execute (wait for completion)"  # one per executed program
+
+
+def op_times_per_step(events: list, kinds: dict[str, str]) -> list[tuple]:
+    """For each executed step in a trace (the outermost STEP_EVENT intervals): (its wall
+    seconds, op seconds by kind, op seconds by op name, ops by kind)."""
+    intervals = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                       if e.get("ph") == "X" and e["name"] == STEP_EVENT)
+    outermost = [iv for iv in intervals
+                 if not any(o[0] <= iv[0] and iv[1] <= o[1] and o != iv for o in intervals)]
+    steps = [((end - begin) / 1e6, collections.Counter(), collections.Counter(),
+              collections.Counter()) for begin, end in outermost]
+    for event in events:
+        if event.get("ph") != "X" or event["name"].startswith(RUNTIME_EVENTS):
+            continue
+        at = next((i for i, (begin, end) in enumerate(outermost) if begin <= event["ts"] <= end),
+                  None)
+        if at is None:
+            continue
+        name = event["name"]
+        kind = kinds.get(name, re.sub(r"(\.\d+)*(\.clone)?$", "", name))
+        _, by_kind, by_op, count = steps[at]
+        by_kind[kind] += event["dur"] / 1e6
+        by_op[name] += event["dur"] / 1e6
+        count[kind] += 1
+    return steps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", required=True, choices=sorted(WORKLOADS))
@@ -80,27 +109,22 @@ def main() -> None:
     state, seconds = run_steps(step, state, batch, args.steps)
     trace_dir = tempfile.mkdtemp(prefix="profile_step_")
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
-        state, traced_seconds = run_steps(step, state, batch, args.steps)
+        state, _ = run_steps(step, state, batch, args.steps)
     trace_file = glob.glob(f"{trace_dir}/**/*perfetto_trace.json.gz", recursive=True)[0]
     events = json.load(gzip.open(trace_file))
     events = events["traceEvents"] if isinstance(events, dict) else events
     kinds = fusion_kinds(step.as_text())
-    by_kind, by_op, count = collections.Counter(), collections.Counter(), collections.Counter()
-    for event in events:
-        if event.get("ph") != "X" or event["name"].startswith(RUNTIME_EVENTS):
-            continue
-        name = event["name"]
-        kind = kinds.get(name, re.sub(r"(\.\d+)*(\.clone)?$", "", name))
-        by_kind[kind] += event["dur"] / 1e6 / args.steps
-        by_op[name] += event["dur"] / 1e6 / args.steps
-        count[kind] += 1 / args.steps
+    # Now and then a traced step takes several times as long (the profiler's own work on
+    # the two cores): the tables are those of the step whose op time is the median.
+    traces = sorted(op_times_per_step(events, kinds), key=lambda t: sum(t[1].values()))
+    traced_seconds, by_kind, by_op, count = traces[len(traces) // 2]
     step_s = statistics.median(seconds)
     traced = sum(by_kind.values())
     print(f"{args.workload}: {flops / 1e9:.1f} GFLOP/step; untraced step median {step_s:.4f} s "
-          f"({', '.join(f'{s:.4f}' for s in seconds)}); traced steps "
-          f"({', '.join(f'{s:.4f}' for s in traced_seconds)}); op time in the trace "
-          f"{traced:.4f} s/step; the untraced step's median less that: "
-          f"{max(step_s - traced, 0):.4f} s/step")
+          f"({', '.join(f'{s:.4f}' for s in seconds)}); traced steps (wall s / op s: "
+          f"{', '.join(f'{t[0]:.4f} / {sum(t[1].values()):.4f}' for t in traces)}); below, the "
+          f"one of median op time, {traced:.4f} s; the untraced step's median less that: "
+          f"{max(step_s - traced, 0):.4f} s")
     print(f"\nseconds/step  share  ops/step  kind (those over {SHOWN_KIND_S * 1e3:g} ms/step)")
     for kind, s in by_kind.most_common():
         if s < SHOWN_KIND_S:
