@@ -109,8 +109,8 @@ def unfused_on_cpu(x: jax.Array) -> jax.Array:
     activation's cheap producers (batch norm, ReLU, residual adds) into the
     transposing copy, which its loop emitter then runs with reads a whole image
     apart: 7x slower than the tiled copy it emits for an unfused transpose
-    ([256, 32, 32, 64] float32: 131 vs 17 ms; the SimCLR ResNet-18 step spent
-    3.1 of its 6.9 s there, experiments/benchmarks/README.md). XLA:CPU expands
+    ([256, 32, 32, 64] float32: 131 vs 17 ms; without this the SimCLR ResNet-18
+    step spends 1.9 of its 4.2 s there, experiments/benchmarks/README.md). XLA:CPU expands
     `optimization_barrier` before it fuses but does not fuse across a
     conditional, so on the CPU `x` passes through a `lax.cond` whose branches
     both return it: the predicate reads `x`, so that XLA cannot resolve it at
