@@ -68,10 +68,11 @@ def check_step_fits(compiled, devices: Sequence[Any], what: str = "train step") 
         available = host_available_bytes()
         total = need * len(devices)
         if available is not None and total > available:
+            per_device = (f"{need / GIB:.2f} GiB on each of {len(devices)} CPU devices"
+                          if len(devices) > 1 else "on its CPU device")
             raise DoesNotFitError(
-                f"the {what} needs {total / GIB:.2f} GiB of host memory to run "
-                f"({need / GIB:.2f} GiB on each of {len(devices)} CPU devices, beyond the "
-                f"state), {available / GIB:.2f} GiB available; {ADVICE}")
+                f"the {what} needs {total / GIB:.2f} GiB of host memory to run ({per_device}, "
+                f"beyond the state), {available / GIB:.2f} GiB available; {ADVICE}")
         return
     for device in devices:
         available = device_available_bytes(device)

@@ -54,6 +54,10 @@ def test_cpu_devices_share_the_host(monkeypatch):
         device_memory.check_step_fits(step, cpus)
     monkeypatch.setattr(device_memory, "host_available_bytes", lambda: None)
     device_memory.check_step_fits(step, cpus)  # free memory unknown: not refused
+    monkeypatch.setattr(device_memory, "host_available_bytes", lambda: GIB // 2)
+    with pytest.raises(DoesNotFitError, match=r"needs 1\.00 GiB of host memory to run \(on its "
+                                              r"CPU device, beyond the state\), 0\.50 GiB"):
+        device_memory.check_step_fits(step, cpus[:1])
 
 
 def test_each_accelerator_is_checked_on_its_own():
