@@ -50,7 +50,7 @@ import time
 from typing import Any
 
 from jaxssl import device_memory
-from jaxssl.errors import DoesNotFitError, InputError, MeshError
+from jaxssl.errors import ConfigError, DoesNotFitError, InputError, MeshError
 
 GIB, MIB = 2**30, 2**20
 # Chip generation (the topology name's prefix) -> (HBM per chip in GiB, libtpu's
@@ -439,6 +439,16 @@ def eval_shortfall_message(r: dict[str, Any]) -> str:
             f"smaller --config.eval.batch_size or more fsdp (--config.mesh.fsdp)")
 
 
+def check_output_path(flag: str, path: str) -> None:
+    """ConfigError unless file `path` can be written: checked before a compile that may
+    take minutes, not after it."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ConfigError(f"--{flag}={path} is a directory, not a file")
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+        raise ConfigError(f"--{flag}={path}: {directory} is not a writable directory")
+
+
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
     from jaxssl.main import parse_with_overrides
     parser = argparse.ArgumentParser(prog="python -m jaxssl.aot", description=__doc__,
@@ -455,6 +465,9 @@ def main(argv: list[str] | None = None) -> int:
     from jaxssl.main import report_input_error
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        for flag, path in (("json", args.json), ("hlo", args.hlo)):
+            if path:
+                check_output_path(flag, path)
         report = analyse(args.config, overrides, args.topology, args.num_slices, args.hlo)
         print(format_report(report), flush=True)
         if args.json:

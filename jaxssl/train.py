@@ -50,17 +50,18 @@ def save_assets(assets: dict[str, str], workdir: str) -> None:
             f.write(contents)
 
 
-def check_workdir(workdir: str) -> None:
-    """ConfigError unless `workdir` names a directory this process can create or write."""
-    if not workdir:
-        raise ConfigError("--workdir is empty")
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise ConfigError(f"--workdir {workdir} is a file, not a directory")
-    existing = os.path.abspath(workdir)
+def check_output_dir(path: str, flag: str = "--workdir") -> None:
+    """ConfigError unless `path` names a directory this process can create or write; the
+    message names it by the command-line `flag` that gave it."""
+    if not path:
+        raise ConfigError(f"{flag} is empty")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"{flag} {path} is a file, not a directory")
+    existing = os.path.abspath(path)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"--workdir {workdir}: {existing} is not a writable directory")
+        raise ConfigError(f"{flag} {path}: {existing} is not a writable directory")
 
 
 class Preemption:
@@ -173,7 +174,7 @@ class Trainer(TrainStep):
     def __init__(self, config: ml_collections.ConfigDict, workdir: str,
                  devices: Sequence[jax.Device] | None = None):
         self.workdir = workdir
-        check_workdir(workdir)
+        check_output_dir(workdir)
         mesh = parallel.make_mesh(config.mesh, devices)
         if mesh.devices.flat[0].platform == "cpu":
             host_memory.keep_freed_memory()

@@ -169,8 +169,11 @@ def test_v4_and_v5p_compile_as_one_device_per_chip():
 @pytest.mark.parametrize("flags, message", [
     (["--topology=v9:2x2"], "--topology='v9:2x2': expected CHIP"),
     (["--topology=v5e:2x2", "--num_slices=0"], "--num_slices=0: must be 1 or more"),
+    (["--topology=v5e:2x2", f"--json={REPO}/README.md/report.json"],
+     f"--json={REPO}/README.md/report.json: {REPO}/README.md is not a writable directory"),
+    (["--topology=v5e:2x2", f"--hlo={REPO}"], f"--hlo={REPO} is a directory, not a file"),
 ])
-def test_bad_slice_is_one_line_and_exit_2(flags, message):
+def test_bad_argument_is_one_line_and_exit_2(flags, message):
     result = subprocess.run(
         [sys.executable, "-m", "jaxssl.aot", f"--config={tiny('tiny_simclr.py')}", *flags],
         cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -234,6 +234,17 @@ def test_restoring_a_step_that_was_not_saved(simclr_run):
         trainer.restore(999)
 
 
+def test_export_under_a_file(tmp_path, capsys):
+    """The Hugging Face export's --out is checked like a workdir, before anything is read."""
+    from jaxssl.interop import export
+
+    (tmp_path / "notes.txt").write_text("mine")
+    assert export.main([f"--checkpoint={tmp_path}", f"--out={tmp_path}/notes.txt/hf"]) == 2
+    assert f"--out {tmp_path}/notes.txt/hf: {tmp_path}/notes.txt is not a writable directory" in (
+        one_error_line(capsys))
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_workdir_that_is_a_file(tmp_path, capsys):
     path = tmp_path / "notes.txt"
     path.write_text("mine")

@@ -238,6 +238,7 @@ def main(argv=None) -> int:
 
     from jaxssl.errors import InputError
     from jaxssl.main import report_input_error
+    from jaxssl.train import check_output_dir
     parser = argparse.ArgumentParser(prog="python -m jaxssl.interop.export",
                                      description=export_checkpoint.__doc__)
     parser.add_argument("--checkpoint", required=True, help="a jaxssl workdir or step directory")
@@ -246,6 +247,7 @@ def main(argv=None) -> int:
     parser.add_argument("--subtree", default="backbone")
     args = parser.parse_args(argv)
     try:
+        check_output_dir(args.out, "--out")
         directory = export_checkpoint(args.checkpoint, args.out, args.image_size, args.subtree)
     except InputError as error:
         return report_input_error(error)
