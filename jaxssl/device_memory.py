@@ -59,10 +59,10 @@ def device_available_bytes(device) -> Optional[int]:
     return stats["bytes_limit"] - stats.get("bytes_in_use", 0)
 
 
-def check_step_fits(compiled, devices: Sequence[Any], what: str = "train step") -> None:
-    """DoesNotFitError unless running `compiled` on this process' `devices` fits the memory
-    they have left. CPU devices share the host's memory, so their needs add up; each
-    accelerator is checked on its own. Unknown free memory passes."""
+def check_step_fits(compiled, devices: Sequence[Any]) -> None:
+    """DoesNotFitError unless running the compiled train step `compiled` on this process'
+    `devices` fits the memory they have left. CPU devices share the host's memory, so their
+    needs add up; each accelerator is checked on its own. Unknown free memory passes."""
     need = bytes_to_run(compiled.memory_analysis())
     if devices[0].platform == "cpu":
         available = host_available_bytes()
@@ -71,12 +71,12 @@ def check_step_fits(compiled, devices: Sequence[Any], what: str = "train step") 
             per_device = (f"{need / GIB:.2f} GiB on each of {len(devices)} CPU devices"
                           if len(devices) > 1 else "on its CPU device")
             raise DoesNotFitError(
-                f"the {what} needs {total / GIB:.2f} GiB of host memory to run ({per_device}, "
+                f"the train step needs {total / GIB:.2f} GiB of host memory to run ({per_device}, "
                 f"beyond the state), {available / GIB:.2f} GiB available; {ADVICE}")
         return
     for device in devices:
         available = device_available_bytes(device)
         if available is not None and need > available:
             raise DoesNotFitError(
-                f"the {what} needs {need / GIB:.2f} GiB on {device} beyond the state, "
+                f"the train step needs {need / GIB:.2f} GiB on {device} beyond the state, "
                 f"{available / GIB:.2f} GiB free of its memory; {ADVICE}")

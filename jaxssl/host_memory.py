@@ -69,16 +69,24 @@ class _MallInfo2(ctypes.Structure):
         "fordblks", "keepcost")]
 
 
+def _libc_function(name: str):
+    """The C library's function `name`, or None where it has none (not glibc: musl, macOS;
+    mallinfo2 before glibc 2.33)."""
+    library = ctypes.util.find_library("c")
+    if library is None:
+        return None
+    try:
+        return getattr(ctypes.CDLL(library), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def free_heap_bytes() -> int:
     """Bytes that malloc's main arena holds free for this process (glibc's mallinfo2
     `fordblks`): memory the process can reuse without asking the OS, which
     `keep_freed_memory` makes grow to a finished step's peak. 0 where unknown (another C
     library, glibc before 2.33)."""
-    name = ctypes.util.find_library("c")
-    try:
-        mallinfo2 = ctypes.CDLL(name).mallinfo2 if name else None
-    except (OSError, AttributeError):
-        mallinfo2 = None
+    mallinfo2 = _libc_function("mallinfo2")
     if mallinfo2 is None:
         return 0
     mallinfo2.restype = _MallInfo2
@@ -89,12 +97,8 @@ def _apply(settings) -> bool:
     """mallopt(parameter, value) for each; True if glibc accepted all of them."""
     if os.environ.get("JAXSSL_KEEP_FREED_MEMORY", "on").lower() == "off":
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):  # not glibc (musl, macOS)
+    mallopt = _libc_function("mallopt")
+    if mallopt is None:
         return False
     return all(mallopt(parameter, value) == 1 for parameter, value in settings)
 

@@ -117,7 +117,7 @@ def main() -> None:
     # Now and then a traced step takes several times as long (the profiler's own work on
     # the two cores): the tables are those of the step whose op time is the median.
     traces = sorted(op_times_per_step(events, kinds), key=lambda t: sum(t[1].values()))
-    traced_seconds, by_kind, by_op, count = traces[len(traces) // 2]
+    _, by_kind, by_op, count = traces[len(traces) // 2]
     step_s = statistics.median(seconds)
     traced = sum(by_kind.values())
     print(f"{args.workload}: {flops / 1e9:.1f} GFLOP/step; untraced step median {step_s:.4f} s "
