@@ -26,8 +26,8 @@ def get_config(arg=None):
     return ml_collections.ConfigDict({
         "method": "lm",
         "total_steps": 600,
-        "data": {"name": text_dataset_name("tiny_shakespeare", tokenizer="char", length=65,
-                                           sentinels=64),
+        "data": {"name": text_dataset_name("tiny_shakespeare", tokenizer="char", chars=65,
+                                           length=65, sentinels=64),
                  "train_split": "train", "eval_split": "validation", "batch_size": 16},
         "lm": {"architecture": "encoder_decoder", "objective": "ul2", "hidden": 128,
                "depth": 2, "decoder_depth": 2, "heads": 4, "ul2_rates": (0.5, 0.25, 0.25),

@@ -6,7 +6,8 @@
 Data: $JAXSSL_DATA_DIR/tiny-shakespeare/input.txt, first 90% of the
 characters for training (random windows of 65), last 10% for validation
 (consecutive windows; the loss covers every character of the split once).
-The vocabulary is the corpus' 65 characters plus jaxssl's 7 special ids.
+The vocabulary is the corpus' 65 characters (declared: chars=65, so ahead-of-time
+compiles need no data) plus jaxssl's 7 special ids.
 
   python -m jaxssl.main --config=configs/nanogpt_baby_shakespeare.py --workdir=/tmp/lm_runs/baby \
       --config.data.data_dir=$JAXSSL_DATA_DIR/tiny-shakespeare
@@ -28,7 +29,7 @@ def nanogpt_config(layers: int, heads: int, width: int, context: int, batch: int
     return ml_collections.ConfigDict({
         "method": "lm",
         "total_steps": steps,
-        "data": {"name": text_dataset_name("tiny_shakespeare", tokenizer="char",
+        "data": {"name": text_dataset_name("tiny_shakespeare", tokenizer="char", chars=65,
                                            length=context + 1, sentinels=0),
                  "train_split": "train", "eval_split": "validation", "batch_size": batch,
                  # The windows are cut from an in-memory array: reading them in the main

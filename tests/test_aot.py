@@ -50,6 +50,15 @@ def test_every_method_compiles_for_a_tpu_slice(spec):
     assert evaluation["flops_per_device_xla"] > 0 and evaluation["temporaries_gib"] >= 0
 
 
+@pytest.mark.parametrize("spec, overrides", [
+    (os.path.join(REPO, "configs", "nanogpt_baby_shakespeare.py"), {}),  # a declared char vocabulary
+    (tiny("tiny_finetune.py"), {"finetune.forgetting.name": "mnist"})],  # opened by open_data
+    ids=["declared_char_vocabulary", "forgetting_set"])
+def test_configs_that_train_on_files_compile_without_them(spec, overrides, tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXSSL_DATA_DIR", str(tmp_path))  # an empty data root
+    assert aot.analyse(spec, overrides, TOPOLOGY)["fits"]
+
+
 def test_collectives_are_counted_with_their_result_bytes():
     hlo = """
   %all-reduce.3 = f32[16,16]{1,0:T(8,128)} all-reduce(%fusion.63), channel_id=7, to_apply=%add

@@ -101,6 +101,12 @@ BAD_METHOD_CONFIGS = {
                                      "simclr.temperature must be > 0"),
     "MoCo views of three": ({"method": "moco", "moco": {"view_blur_probs": (1.0, 0.1, 0.5)}},
                             "moco per-view blur_prob needs 0 or 2 values"),
+    "forgetting set that is not there": ({"method": "finetune", "finetune": {
+        "num_classes": 10, "forgetting": {"name": "mnist", "data_dir": "{empty}"}}},
+        "dataset 'mnist' split 'train': missing"),
+    "character vocabulary of another size": (
+        {"method": "lm", "data": {"name": "text:pydoc?chars=3&tokenizer=char"}},
+        "distinct characters, not the 3 its dataset name declares"),
     "CLIP without captions": ({"method": "clip", "model": VIT, "data": {"name": "npz",
                                                                      "data_dir": "{empty}"}},
                               "method 'clip' on data.name='npz' needs captions"),

@@ -37,6 +37,26 @@ def test_char_tokenizer_vocabulary_json_and_unknown_characters():
     np.testing.assert_array_equal(tok.char_lengths(), [0] * 7 + [1] * 8)
 
 
+def test_declared_char_vocabulary_is_sized_without_the_corpus_and_checked_against_it(tmp_path):
+    corpus = tmp_path / "a.txt"
+    declared = text.text_dataset_name("file", length=9, tokenizer="char", chars=26, sentinels=2)
+    tok = text.tokenizer_for(declared, str(corpus))  # the file is not there yet
+    assert tok.vocab_size == 7 + 26 + 2 and tok.regular_ids == (7, 33)
+    assert tok.sentinel_id(0) == 34
+    np.testing.assert_array_equal(tok.char_lengths(), [0] * 7 + [1] * 26 + [0] * 2)
+    other = tmp_path / "b.txt"  # corpora are cached by path
+    other.write_text("the quick brown fox jumps over a lazy dog" * 3)
+    with pytest.raises(DataError, match="has 27 distinct characters, not the 26"):
+        get_source(declared, "train", str(other))
+    corpus.write_text("abcdefghijklmnopqrstuvwxyz" * 4)
+    tok = text.tokenizer_for(declared, str(corpus))
+    assert tok.chars == "abcdefghijklmnopqrstuvwxyz" and tok.decode(tok.encode("jax")) == "jax"
+    assert get_source(declared, "train", str(corpus))[0]["tokens"][0] == 7
+    for bad in ("text:file?chars=26", "text:file?chars=-1&tokenizer=char"):
+        with pytest.raises(ConfigError, match="chars=N declares the size of a 'char' vocabulary"):
+            text.parse_text_dataset(bad)
+
+
 def test_sentencepiece_tokenizer_from_a_model_file(tmp_path):
     import sentencepiece
 

@@ -28,7 +28,10 @@ datasets use their own splits.
 
 Options: `tokenizer` ('byte' | 'char' | 'spm:PATH', default 'byte'),
 `length` (tokens per row, default 128), `rows` ('windows' | 'packed'),
-`sentinels` (number of sentinel ids, default 100), `text_key` (TFDS feature).
+`sentinels` (number of sentinel ids, default 100), `text_key` (TFDS feature),
+`chars` (with tokenizer=char: the corpus' number of distinct characters; it
+fixes the vocabulary's size without reading the corpus, so `jaxssl.aot`
+compiles without the data, and is checked when the corpus is read).
 
 **Rows.** Every source returns `{'tokens', 'segment_ids', 'positions'}`, each
 int32 [length]. Segment ids number the documents in a row from 1 (0 =
@@ -80,9 +83,11 @@ class TextDataSpec:
     rows: str = "windows"
     sentinels: int = DEFAULT_NUM_SENTINELS
     text_key: str = "text"
+    chars: int = 0
 
 
-_OPTION_TYPES = {"tokenizer": str, "length": int, "rows": str, "sentinels": int, "text_key": str}
+_OPTION_TYPES = {"tokenizer": str, "length": int, "rows": str, "sentinels": int, "text_key": str,
+                 "chars": int}
 
 
 def is_text_dataset(name: str) -> bool:
@@ -109,6 +114,9 @@ def parse_text_dataset(name: str) -> TextDataSpec:
         raise ConfigError(f"text dataset {name!r}: rows must be one of {ROW_KINDS}")
     if spec.length < 2:
         raise ConfigError(f"text dataset {name!r}: length must be >= 2")
+    if spec.chars < 0 or (spec.chars and spec.tokenizer != "char"):
+        raise ConfigError(f"text dataset {name!r}: chars=N declares the size of a 'char' "
+                          f"vocabulary (N >= 1 with tokenizer=char)")
     return spec
 
 
@@ -179,13 +187,16 @@ def corpus_documents(spec: TextDataSpec, split: str,
 
 def tokenizer_for(name: str, data_dir: str | None = None) -> Tokenizer:
     """The tokenizer of text dataset `name`; 'char' vocabularies come from the whole
-    local corpus (both splits, as nanoGPT does) or a TFDS dataset's 'train' split."""
+    local corpus (both splits, as nanoGPT does) or a TFDS dataset's 'train' split,
+    read when first needed if the name declares their size (chars=N), else now."""
     spec = parse_text_dataset(name)
-    documents: Sequence[str] = ()
-    if spec.tokenizer == "char":
+
+    def corpus_characters() -> str:
         documents = (corpus_documents(spec, "train", data_dir) if spec.from_tfds
                      else _local_documents(spec.corpus, data_dir))
-    return make_tokenizer(spec.tokenizer, documents, spec.sentinels)
+        return "".join(set().union(*map(set, documents)))
+
+    return make_tokenizer(spec.tokenizer, corpus_characters, spec.sentinels, spec.chars or None)
 
 
 # ----------------------------------------------------------------------- rows

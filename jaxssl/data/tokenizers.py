@@ -8,7 +8,7 @@
   [vocab_size - num_sentinels, vocab)   sentinels; sentinel k is vocab_size - 1 - k
                                         (T5's <extra_id_k>, taken from the top down)
 
-**Tokenizers** (`make_tokenizer(spec, documents)`): 'byte' (UTF-8 bytes, no
+**Tokenizers** (`make_tokenizer(spec, corpus_characters)`): 'byte' (UTF-8 bytes, no
 download), 'char' (the sorted set of characters of a corpus; its JSON is
 `CharTokenizer.to_json()`), 'spm:PATH' (a SentencePiece model file; a
 relative PATH is resolved against the data root, `jaxssl.data.root`).
@@ -17,9 +17,10 @@ Text datasets (`jaxssl.data.text`) pick one by name.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -112,20 +113,45 @@ def _codepoints(text: str) -> np.ndarray:
 
 
 class CharTokenizer(Tokenizer):
-    """One token per distinct character of a corpus, in code-point order (nanoGPT's vocabulary)."""
+    """One token per distinct character of a corpus, in code-point order (nanoGPT's vocabulary).
 
-    def __init__(self, chars: str, num_sentinels: int):
+    `chars` holds the corpus' characters (in any order, repeats allowed), or is
+    a function that reads them. With a function, `size` may declare how many
+    distinct characters it gives: the vocabulary's size and id layout are then
+    known without reading the corpus (what `jaxssl.aot` compiles from), and the
+    corpus is read when a text is first encoded or decoded. A corpus with
+    another number of distinct characters raises DataError then.
+    """
+
+    def __init__(self, chars: str | Callable[[], str], num_sentinels: int,
+                 size: int | None = None):
         super().__init__(num_sentinels)
-        self.chars = "".join(sorted(set(chars)))
-        self._sorted_codepoints = _codepoints(self.chars)
-        self.base_size = len(self.chars)
+        self._read_chars = chars if callable(chars) else functools.partial(str, chars)
+        self._declared_size = size
 
     @classmethod
     def from_documents(cls, documents: Sequence[str], num_sentinels: int) -> "CharTokenizer":
-        return cls("".join(sorted(set().union(*map(set, documents)))), num_sentinels)
+        return cls("".join(set().union(*map(set, documents))), num_sentinels)
+
+    @functools.cached_property
+    def chars(self) -> str:
+        """The vocabulary's characters in code-point order (reads the corpus once)."""
+        chars = "".join(sorted(set(self._read_chars())))
+        if self._declared_size is not None and len(chars) != self._declared_size:
+            raise DataError(f"the corpus has {len(chars)} distinct characters, not the "
+                            f"{self._declared_size} its dataset name declares (chars=)")
+        return chars
+
+    @property
+    def base_size(self) -> int:
+        return len(self.chars) if self._declared_size is None else self._declared_size
+
+    @functools.cached_property
+    def _sorted_codepoints(self) -> np.ndarray:
+        return _codepoints(self.chars)
 
     def __repr__(self) -> str:
-        return f"CharTokenizer(chars={len(self.chars)}, sentinels={self.num_sentinels})"
+        return f"CharTokenizer(chars={self.base_size}, sentinels={self.num_sentinels})"
 
     def to_json(self) -> str:
         return json.dumps({"chars": self.chars, "num_sentinels": self.num_sentinels})
@@ -180,21 +206,25 @@ class SentencePieceTokenizer(Tokenizer):
         return np.array([len(p.replace("\u2581", " ")) for p in pieces], np.int32)
 
 
-def make_tokenizer(spec: str, documents: Sequence[str] = (),
-                   num_sentinels: int = DEFAULT_NUM_SENTINELS) -> Tokenizer:
-    """'byte' | 'char' (vocabulary from `documents`) | 'spm:PATH' -> Tokenizer.
+def make_tokenizer(spec: str, corpus_characters: Callable[[], str] | None = None,
+                   num_sentinels: int = DEFAULT_NUM_SENTINELS,
+                   char_count: int | None = None) -> Tokenizer:
+    """'byte' | 'char' | 'spm:PATH' -> Tokenizer.
+
+    'char' takes the distinct characters of `corpus_characters()`, read when
+    first needed if `char_count` declares their number (see `CharTokenizer`).
 
     Raises:
       ConfigError: an unknown spec.
-      DataError: 'char' without documents, or no SentencePiece model at PATH
+      DataError: 'char' without a corpus, or no SentencePiece model at PATH
         (resolved against the data root).
     """
     if spec == "byte":
         return ByteTokenizer(num_sentinels)
     if spec == "char":
-        if not documents:
+        if corpus_characters is None:
             raise DataError("tokenizer 'char' needs a corpus to build its vocabulary from")
-        return CharTokenizer.from_documents(documents, num_sentinels)
+        return CharTokenizer(corpus_characters, num_sentinels, size=char_count)
     if spec.startswith("spm:"):
         return SentencePieceTokenizer(resolve_data_dir(spec[len("spm:"):]), num_sentinels)
     raise ConfigError(f"unknown tokenizer {spec!r}; valid: 'byte', 'char', 'spm:PATH'")

@@ -29,6 +29,12 @@ Hooks with defaults:
       record of the train split, without reading data: what `jaxssl.aot`
       compiles the train step for. Must match what `select_train_examples`
       yields. Default: the same as the split's.
+  open_data() -> None
+      opens the data the method reads besides the config's train and eval
+      splits (fine-tuning's forgetting reference set), which must not be read
+      when the method is built: the Trainer calls it when it opens the splits,
+      so missing data stops a run before anything is written, and `jaxssl.aot`
+      builds methods without any data. Default: none to open.
   optimizer() -> (optax.GradientTransformation, learning-rate schedule)
       Default: `jaxssl.optim`'s, from `config.optim`, with the updates of the
       parameter subtrees named by the `frozen_parts` property (default none)
@@ -149,8 +155,8 @@ class Method(abc.ABC):
     """Base class of every recipe; see the module docstring for the contract."""
 
     # Hooks the Trainer calls, each with a default below.
-    HOOKS = ("check_config", "select_train_examples", "train_record_spec", "optimizer", "assets",
-             "load_pretrained", "evaluate", "eval_step", "write_pictures")
+    HOOKS = ("check_config", "select_train_examples", "train_record_spec", "open_data",
+             "optimizer", "assets", "load_pretrained", "evaluate", "eval_step", "write_pictures")
     REQUIRED = ("default_config", "init", "loss_fn")
     # Called by the default `evaluate` and by fine-tuning; text-only methods have none.
     ENCODER = ("features",)
@@ -210,6 +216,9 @@ class Method(abc.ABC):
         """{key: ShapeDtypeStruct} of one record of `select_train_examples`, given
         `source_spec`, that of one record of the train split: the same."""
         return source_spec
+
+    def open_data(self) -> None:
+        """Opens the data read besides the train and eval splits: none."""
 
     @property
     def frozen_parts(self) -> tuple[str, ...]:

@@ -42,6 +42,7 @@ clear `HandoffError`) before anything is written.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -123,8 +124,18 @@ class FineTune(base.Method):
             if settings.init_from.checkpoint else [], model_config=config.model)
         self.keeps_pretrained = bool(settings.l2sp or settings.wise_alphas
                                      or settings.forgetting.name)
-        self.reference = (forgetting.ReferenceSet.from_config(settings.forgetting)
-                          if settings.forgetting.name else None)
+
+    @functools.cached_property
+    def reference(self) -> forgetting.ReferenceSet | None:
+        """The forgetting measure's labelled data set, opened when first needed (None
+        without `finetune.forgetting.name`)."""
+        settings = self.settings.forgetting
+        return forgetting.ReferenceSet.from_config(settings) if settings.name else None
+
+    def open_data(self) -> None:
+        """Opens the forgetting reference set now, so that missing data stops the run
+        before training rather than at its first evaluation."""
+        _ = self.reference
 
     # -------------------------------------------------------------- state
     def init(self, rng: jax.Array, batch: dict) -> dict:
