@@ -51,7 +51,7 @@ def test_every_method_compiles_for_a_tpu_slice(spec):
 
 
 @pytest.mark.parametrize("spec, overrides", [
-    (os.path.join(REPO, "configs", "nanogpt_baby_shakespeare.py"), {}),  # a declared char vocabulary
+    (tiny("tiny_lm.py"), {"data.name": "text:tiny_shakespeare?chars=65&length=17&tokenizer=char"}),
     (tiny("tiny_finetune.py"), {"finetune.forgetting.name": "mnist"})],  # opened by open_data
     ids=["declared_char_vocabulary", "forgetting_set"])
 def test_configs_that_train_on_files_compile_without_them(spec, overrides, tmp_path, monkeypatch):
