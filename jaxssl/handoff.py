@@ -392,24 +392,35 @@ def load_handoffs(plans, state, shardings, workdir: str | None):
 class PretrainedParts:
     """The pretrained parts a method swaps into its fresh state, one `HandoffSpec` each.
 
-    `plan(variables)` checks every spec against the model's shapes once (from
-    `Method.init`, so a checkpoint that does not fit stops the run before anything
-    is written); `load(state, shardings, workdir)` then reads them (`load_handoffs`)
-    and returns the variables, or None when there is nothing to load.
+    `expect(variables)` records the model's shapes (from `Method.init`; reads
+    nothing, so `jaxssl.aot` compiles without the checkpoints); `plan()` checks
+    every spec against them once, reading the checkpoints' shapes (from
+    `Method.open_data`, which the Trainer calls before anything is written, so a
+    checkpoint that does not fit stops the run there); `load(state, shardings,
+    workdir)` then reads the arrays (`load_handoffs`) and returns the variables,
+    or None when there is nothing to load.
     """
 
     def __init__(self, specs, model_config: Mapping[str, Any] | None = None):
         self.specs = tuple(specs)
         self.model_config = model_config
+        self.shapes: dict[str, tuple[int, ...]] | None = None
         self.plans: list[HandoffPlan] | None = None
 
-    def plan(self, variables) -> None:
+    def expect(self, variables) -> None:
+        if self.specs:
+            self.shapes = shapes_by_path(nn.meta.unbox(variables))
+
+    def plan(self) -> None:
         if self.specs and self.plans is None:
-            shapes = shapes_by_path(nn.meta.unbox(variables))
-            self.plans = [prepare_handoff(spec, shapes, model_config=self.model_config)
+            if self.shapes is None:
+                raise RuntimeError("PretrainedParts.plan before the model's shapes are known: "
+                                   "call expect(variables) in Method.init")
+            self.plans = [prepare_handoff(spec, self.shapes, model_config=self.model_config)
                           for spec in self.specs]
 
     def load(self, state, shardings, workdir: str | None) -> dict | None:
         if not self.specs:
             return None
+        self.plan()
         return load_handoffs(self.plans, state, shardings, workdir)

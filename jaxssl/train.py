@@ -183,11 +183,11 @@ class Trainer(TrainStep):
         self.train_source = method.select_train_examples(
             get_source(data.name, data.train_split, data.data_dir))
         self.eval_source = get_source(data.name, data.eval_split, data.data_dir)
-        method.open_data()
         self.local_batch = pipeline.per_process_batch_size(
             data.batch_size, parallel.batch_shards(mesh), len(self.train_source),
             jax.process_count())
         super().__init__(config, mesh, method, pipeline.example_batch(self.train_source, 2))
+        method.open_data()
         self.checkpointer = checkpoint.Checkpointer(
             workdir, config.checkpoint.every_steps, config.checkpoint.keep,
             config.checkpoint.async_save)

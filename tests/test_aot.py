@@ -52,8 +52,9 @@ def test_every_method_compiles_for_a_tpu_slice(spec):
 
 @pytest.mark.parametrize("spec, overrides", [
     (tiny("tiny_lm.py"), {"data.name": "text:tiny_shakespeare?chars=65&length=17&tokenizer=char"}),
-    (tiny("tiny_finetune.py"), {"finetune.forgetting.name": "mnist"})],  # opened by open_data
-    ids=["declared_char_vocabulary", "forgetting_set"])
+    (tiny("tiny_finetune.py"), {"finetune.forgetting.name": "mnist",  # both opened by open_data
+                                "finetune.init_from.checkpoint": "pretraining_run"})],
+    ids=["declared_char_vocabulary", "checkpoint_and_forgetting_set"])
 def test_configs_that_train_on_files_compile_without_them(spec, overrides, tmp_path, monkeypatch):
     monkeypatch.setenv("JAXSSL_DATA_DIR", str(tmp_path))  # an empty data root
     assert aot.analyse(spec, overrides, TOPOLOGY)["fits"]

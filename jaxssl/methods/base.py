@@ -30,11 +30,13 @@ Hooks with defaults:
       compiles the train step for. Must match what `select_train_examples`
       yields. Default: the same as the split's.
   open_data() -> None
-      opens the data the method reads besides the config's train and eval
-      splits (fine-tuning's forgetting reference set), which must not be read
-      when the method is built: the Trainer calls it when it opens the splits,
-      so missing data stops a run before anything is written, and `jaxssl.aot`
-      builds methods without any data. Default: none to open.
+      opens what the method reads besides the config's train and eval splits,
+      which must not be read when the method is built or initialised: the
+      Trainer calls it once its state's shapes are known, so missing or
+      misfitting data stops a run before anything is written, and `jaxssl.aot`
+      never calls it, so it compiles without any data. Default: plans the
+      hand-offs of `self.pretrained` (reads the checkpoints it starts from);
+      fine-tuning also opens its forgetting reference set.
   optimizer() -> (optax.GradientTransformation, learning-rate schedule)
       Default: `jaxssl.optim`'s, from `config.optim`, with the updates of the
       parameter subtrees named by the `frozen_parts` property (default none)
@@ -47,7 +49,8 @@ Hooks with defaults:
       swaps pretrained weights into the fresh TrainState (fine-tuning), not
       called when resuming from the workdir's own checkpoint. Default: the
       hand-offs of `self.pretrained` (a `handoff.PretrainedParts`, empty
-      unless the method fills it and plans it in `init`), else `state`.
+      unless the method fills it and gives it the model's shapes in `init`),
+      else `state`.
   evaluate(variables, train_source, eval_source, mesh, eval_config) -> {name: float}
       Default: kNN and linear-probe top-1 of `features` on the eval split.
   eval_step(variables, batch) -> arrays [B, ...]
@@ -218,7 +221,9 @@ class Method(abc.ABC):
         return source_spec
 
     def open_data(self) -> None:
-        """Opens the data read besides the train and eval splits: none."""
+        """Opens the data read besides the train and eval splits: plans the hand-offs of
+        `self.pretrained` (reads the checkpoints' shapes, or a public checkpoint whole)."""
+        self.pretrained.plan()
 
     @property
     def frozen_parts(self) -> tuple[str, ...]:

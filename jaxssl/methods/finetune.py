@@ -35,8 +35,8 @@ from `select_train_examples`.
 The pretrained encoder is kept in the method state ('pretrained') when L2-SP,
 WiSE-FT or the forgetting measure need it. Without `init_from` (training from
 scratch) "pretrained" means the encoder at initialisation. The hand-off is
-planned and checked from shapes in `init`, which the trainer traces while it
-validates its input, so a checkpoint that does not fit stops the run (one
+planned and checked from shapes in `open_data`, which the trainer calls while
+it validates its input, so a checkpoint that does not fit stops the run (one
 clear `HandoffError`) before anything is written.
 """
 
@@ -133,22 +133,22 @@ class FineTune(base.Method):
         return forgetting.ReferenceSet.from_config(settings) if settings.name else None
 
     def open_data(self) -> None:
-        """Opens the forgetting reference set now, so that missing data stops the run
-        before training rather than at its first evaluation."""
+        """Plans the hand-off (base), and opens the forgetting reference set now, so that
+        missing data stops the run before training rather than at its first evaluation."""
+        super().open_data()
         _ = self.reference
 
     # -------------------------------------------------------------- state
     def init(self, rng: jax.Array, batch: dict) -> dict:
         """Model variables, plus 'pretrained' (a copy of the encoder) when needed.
 
-        With `init_from`, the hand-off is planned and checked here, from the
-        shapes alone, so a checkpoint that does not fit stops the run before
-        anything is written.
+        With `init_from`, the model's shapes are recorded for the hand-off, which
+        `open_data` checks against the checkpoint.
         """
         size = base.view_size(self.config, batch["image"])
         images = base.prepare_images(batch["image"], size)
         variables = dict(self.model.init(rng, images, train=False))
-        self.pretrained.plan(variables)
+        self.pretrained.expect(variables)
         if self.keeps_pretrained:
             variables[PRETRAINED] = wise_ft.encoder_variables(variables)
         return variables

@@ -219,11 +219,11 @@ class PaLME(base.Method):
 
     # ------------------------------------------------------------- method
     def init(self, rng: jax.Array, batch: dict) -> dict:
-        """Variables; the hand-offs are planned here from shapes, so a checkpoint that does
-        not fit stops the run before anything is written."""
+        """Variables; their shapes are recorded for the hand-offs, which `open_data`
+        checks against the checkpoints."""
         inputs, _, _ = self._inputs(batch)
         variables = self.model.init(rng, **inputs, train=False)
-        self.pretrained.plan(variables)
+        self.pretrained.expect(variables)
         return variables
 
     @property
