@@ -10,8 +10,11 @@ compiles the Trainer's own train step (`jaxssl.train.TrainStep`) for the
 config's mesh over them. No data is read and no array is allocated: the
 batch's shapes come from the data source's spec
 (`jaxssl.data.sources.element_spec`), made the method's training records' by
-its `train_record_spec` hook (Gato's mixture rows). v4 and v5p chips are compiled for as
-one device each (megacore). Prints, per device (= per chip):
+its `train_record_spec` hook (Gato's mixture rows), and what a method reads besides its
+splits (the checkpoint it starts from, a forgetting set) is opened by its `open_data`
+hook, which only the Trainer calls; a character vocabulary needs its size in the
+dataset name (chars=N). v4 and v5p chips are compiled for as one device each
+(megacore). Prints, per device (= per chip):
 
 - devices, chips, mesh and chip kind;
 - parameters, optimizer state, method state and batch (from the state's
