@@ -27,7 +27,7 @@ def test_byte_tokenizer_layout_round_trip_and_sentinels():
 
 
 def test_char_tokenizer_vocabulary_json_and_unknown_characters():
-    tok = tokenizers.CharTokenizer.from_documents(["hello", "world!"], num_sentinels=0)
+    tok = tokenizers.CharTokenizer("hello" + "world!", num_sentinels=0)
     assert tok.chars == "!dehlorw" and tok.vocab_size == 7 + 8
     np.testing.assert_array_equal(tok.encode("hold!"), [7 + "!dehlorw".index(c) for c in "hold!"])
     again = tokenizers.CharTokenizer.from_json(tok.to_json())

@@ -129,10 +129,6 @@ class CharTokenizer(Tokenizer):
         self._read_chars = chars if callable(chars) else functools.partial(str, chars)
         self._declared_size = size
 
-    @classmethod
-    def from_documents(cls, documents: Sequence[str], num_sentinels: int) -> "CharTokenizer":
-        return cls("".join(set().union(*map(set, documents))), num_sentinels)
-
     @functools.cached_property
     def chars(self) -> str:
         """The vocabulary's characters in code-point order (reads the corpus once)."""
