@@ -57,6 +57,14 @@ def test_declared_char_vocabulary_is_sized_without_the_corpus_and_checked_agains
             text.parse_text_dataset(bad)
 
 
+@pytest.mark.parametrize("tokenizer", [tokenizers.ByteTokenizer(0),
+                                       tokenizers.make_tokenizer("char", lambda: "", 0)])
+def test_a_split_without_documents_is_a_data_error(tokenizer):
+    for rows in text.ROW_KINDS:
+        with pytest.raises(DataError, match="the split has no documents"):
+            text.text_rows([], tokenizer, length=8, rows=rows, training=True)
+
+
 def test_sentencepiece_tokenizer_from_a_model_file(tmp_path):
     import sentencepiece
 

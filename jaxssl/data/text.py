@@ -283,6 +283,8 @@ class PackedRows:
 def text_rows(documents: Sequence[str], tokenizer: Tokenizer, length: int, rows: str,
               training: bool) -> TokenWindows | PackedRows:
     """Documents -> a row source; `training` picks random windows vs. consecutive ones."""
+    if not documents:
+        raise DataError("the split has no documents")
     encoded = [np.append(tokenizer.encode(d), EOS_ID).astype(np.int32) for d in documents]
     if rows == "packed":
         return PackedRows(encoded, length)
