@@ -424,8 +424,7 @@ def _advice(mesh: dict[str, int], state_gib: float, hbm_gib: float) -> str:
              else "a larger slice (more chips to split the state over)")
     if state_gib > hbm_gib:
         return f"the state alone is over the HBM: try {split}"
-    return (f"try {split}, rematerialisation (model.remat / lm.remat), micro-batches "
-            f"(--config.grad_accum_steps) or a smaller batch (--config.data.batch_size)")
+    return f"try {split}, {device_memory.FEWER_ACTIVATIONS}"
 
 
 def eval_shortfall_message(r: dict[str, Any]) -> str:

@@ -18,8 +18,9 @@ from jaxssl.errors import DoesNotFitError
 
 GIB = 2**30
 MEMINFO = "/proc/meminfo"
-ADVICE = ("try a smaller data.batch_size, more grad_accum_steps, or rematerialisation "
-          "(model.remat / lm.remat)")
+# What makes a step's activations smaller; jaxssl.aot adds ways to split the state.
+FEWER_ACTIVATIONS = ("rematerialisation (model.remat / lm.remat), micro-batches "
+                     "(--config.grad_accum_steps) or a smaller batch (--config.data.batch_size)")
 
 
 def bytes_to_run(analysis) -> int:
@@ -72,11 +73,11 @@ def check_step_fits(compiled, devices: Sequence[Any]) -> None:
                           if len(devices) > 1 else "on its CPU device")
             raise DoesNotFitError(
                 f"the train step needs {total / GIB:.2f} GiB of host memory to run ({per_device}, "
-                f"beyond the state), {available / GIB:.2f} GiB available; {ADVICE}")
+                f"beyond the state), {available / GIB:.2f} GiB available; try {FEWER_ACTIVATIONS}")
         return
     for device in devices:
         available = device_available_bytes(device)
         if available is not None and need > available:
             raise DoesNotFitError(
                 f"the train step needs {need / GIB:.2f} GiB on {device} beyond the state, "
-                f"{available / GIB:.2f} GiB free of its memory; {ADVICE}")
+                f"{available / GIB:.2f} GiB free of its memory; try {FEWER_ACTIVATIONS}")

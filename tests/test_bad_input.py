@@ -322,7 +322,9 @@ def test_step_too_big_for_the_host(tmp_path, capsys, monkeypatch):
     workdir = tmp_path / "run"
     assert cli.main([f"--config={TINY_CONFIG}", f"--workdir={workdir}"]) == 2
     line = one_error_line(capsys)
-    assert "the train step needs" in line and "0.00 GiB available; try a smaller" in line
+    assert "the train step needs" in line and line.endswith(
+        "0.00 GiB available; try rematerialisation (model.remat / lm.remat), micro-batches "
+        "(--config.grad_accum_steps) or a smaller batch (--config.data.batch_size)")
     assert snapshot(workdir) == {}
 
 
