@@ -57,26 +57,37 @@ def _sub_jaxprs(params: dict) -> Iterator[Any]:
                 yield item
 
 
-def jaxpr_flops(jaxpr: Any) -> int:
-    """Matmul and convolution FLOPs of one run of `jaxpr` (a Jaxpr or ClosedJaxpr)."""
+def equation_flops(eqn: Any) -> int:
+    """FLOPs of one dot_general or conv_general_dilated equation."""
+    if eqn.primitive.name == "dot_general":
+        return dot_general_flops(eqn.invars[0].aval.shape, eqn.outvars[0].aval.shape,
+                                 eqn.params["dimension_numbers"])
+    return conv_flops(eqn.invars[1].aval.shape, eqn.outvars[0].aval.shape,
+                      eqn.params["dimension_numbers"], eqn.params["lhs_dilation"])
+
+
+def matmul_equations(jaxpr: Any, times: int = 1) -> Iterator[tuple[Any, int]]:
+    """(equation, runs) for every dot_general and conv_general_dilated of one run of
+    `jaxpr` (a Jaxpr or ClosedJaxpr): runs is how often a scan repeats it; of a cond,
+    the branch with the most FLOPs."""
     if isinstance(jaxpr, _core.ClosedJaxpr):
         jaxpr = jaxpr.jaxpr
-    total = 0
     for eqn in jaxpr.eqns:
         name = eqn.primitive.name
-        if name == "dot_general":
-            total += dot_general_flops(eqn.invars[0].aval.shape, eqn.outvars[0].aval.shape,
-                                       eqn.params["dimension_numbers"])
-        elif name == "conv_general_dilated":
-            total += conv_flops(eqn.invars[1].aval.shape, eqn.outvars[0].aval.shape,
-                                eqn.params["dimension_numbers"], eqn.params["lhs_dilation"])
+        if name in ("dot_general", "conv_general_dilated"):
+            yield eqn, times
         elif name == "cond":
-            total += max(jaxpr_flops(branch) for branch in eqn.params["branches"])
+            yield from matmul_equations(max(eqn.params["branches"], key=jaxpr_flops), times)
         elif name == "scan":
-            total += eqn.params["length"] * jaxpr_flops(eqn.params["jaxpr"])
+            yield from matmul_equations(eqn.params["jaxpr"], times * eqn.params["length"])
         else:
-            total += sum(jaxpr_flops(sub) for sub in _sub_jaxprs(eqn.params))
-    return total
+            for sub in _sub_jaxprs(eqn.params):
+                yield from matmul_equations(sub, times)
+
+
+def jaxpr_flops(jaxpr: Any) -> int:
+    """Matmul and convolution FLOPs of one run of `jaxpr` (a Jaxpr or ClosedJaxpr)."""
+    return sum(equation_flops(eqn) * runs for eqn, runs in matmul_equations(jaxpr))
 
 
 def traced_flops(traced: jax.stages.Traced) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from typing import Any
 
 import jax
 import numpy as np
@@ -36,13 +37,18 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     return name, dict(item.split("=", 1) for item in assignments.split(",") if item)
 
 
-def compiled_step(config_path: str, overrides: dict[str, str]) -> list:
-    """[compiled train step, initial state, global batch, matmul FLOPs per step], one device."""
+def traced_step(config_path: str, overrides: dict[str, str]) -> tuple[Trainer, Any, Any]:
+    """(Trainer, its traced train step, a global batch of the config's data), one device."""
     config = config_lib.load(config_path, {**overrides, "mesh.data": "1"})
     trainer = Trainer(config, tempfile.mkdtemp(prefix="ab_step_"), devices=jax.devices()[:1])
     batch = parallel.host_batch_to_global(
         pipeline.example_batch(trainer.train_source, config.data.batch_size), trainer.mesh)
-    traced = trainer.trace_train_step()
+    return trainer, trainer.trace_train_step(), batch
+
+
+def compiled_step(config_path: str, overrides: dict[str, str]) -> list:
+    """[compiled train step, initial state, global batch, matmul FLOPs per step], one device."""
+    trainer, traced, batch = traced_step(config_path, overrides)
     return [traced.lower().compile(), trainer.initial_state(), batch, traced_flops(traced)]
 
 

@@ -69,14 +69,18 @@ UNDO_SWITCHES = {
 }
 
 
-def build(workload: str):
-    """(compiled step, initial state, global batch, FLOPs per step) on one device."""
-    path, overrides = WORKLOADS[workload]
+def apply_undo_switches() -> None:
+    """Replaces the functions of the UNDO_SWITCHES that the environment turns on."""
     for switch, (modules, name, replacement) in UNDO_SWITCHES.items():
         if os.environ.get(switch) == "on":
             for module in modules:
                 setattr(importlib.import_module(module), name, replacement)
-    return compiled_step(path, overrides)
+
+
+def build(workload: str):
+    """(compiled step, initial state, global batch, FLOPs per step) on one device."""
+    apply_undo_switches()
+    return compiled_step(*WORKLOADS[workload])
 
 
 def run_steps(step, state, batch, count: int):
