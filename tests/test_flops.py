@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import optax
 import pytest
 
-from jaxssl.flops import traced_flops
+from jaxssl.flops import matmul_equations, traced_flops
 from jaxssl.models.transformer import LanguageModel
 
 f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
@@ -107,3 +107,21 @@ def test_decoder_train_gradient_is_three_forward_passes_of_hand_counted_products
     # Every product has two trainable inputs (token and position embeddings feed the first
     # layer), so the backward pass runs two products of the same size per forward one.
     assert flops_of(jax.grad(loss), *args) == 3 * forward
+
+
+def test_matmul_equations_name_each_product_with_its_runs():
+    """The walk under jaxpr_flops: a scanned product with the scan's length, and of a cond
+    only the costlier branch's products."""
+    def body(carry, _):
+        return jnp.tanh(carry @ carry[:, :4] @ carry[:4]), None
+
+    scanned = lambda x: jax.lax.scan(body, x, None, length=5)[0]
+    found = [(eqn.invars[0].aval.shape, eqn.invars[1].aval.shape, runs)
+             for eqn, runs in matmul_equations(jax.jit(scanned).trace(f32(8, 8)).jaxpr)]
+    assert found == [((8, 8), (8, 4), 5), ((8, 4), (4, 8), 5)]
+
+    cheap, dear = (lambda y: y[:, :2] @ y[:2]), (lambda y: y @ y)
+    branched = lambda p, x: jax.lax.cond(p, cheap, dear, x)
+    traced = jax.jit(branched).trace(jax.ShapeDtypeStruct((), bool), f32(8, 8))
+    assert [(eqn.invars[0].aval.shape, runs)
+            for eqn, runs in matmul_equations(traced.jaxpr)] == [((8, 8), 1)]
