@@ -47,19 +47,27 @@ def report_input_error(error: InputError, program: str = "jaxssl") -> int:
     return error.exit_status
 
 
+ACCURACY_MARKERS = ("top", "acc", "knn")  # metric names that hold a fraction correct
+
+
 def _format_value(metric: str, value: float) -> str:
-    """Accuracies (names with 'top' or 'acc') in percent, anything else as it is."""
-    return f"{100 * value:.2f}%" if "top" in metric or "acc" in metric else f"{value:.4f}"
+    """Accuracies (kNN, top-k and other accuracy metrics) in percent, anything else as it is."""
+    return (f"{100 * value:.2f}%" if any(m in metric for m in ACCURACY_MARKERS)
+            else f"{value:.4f}")
 
 
 def format_results(results: dict[str, dict[str, float]]) -> str:
-    """{'pretrained': {'knn_top1': .9}, ...} -> aligned text table."""
+    """{'pretrained': {'knn_top1': .9}, ...} -> aligned text table, one row per encoder,
+    each column two spaces wider than its longest entry."""
     metrics = sorted({m for row in results.values() for m in row})
-    width = max(len(name) for name in results) + 2
-    lines = ["encoder".ljust(width) + "".join(m.rjust(20) for m in metrics)]
-    for name, row in results.items():
-        lines.append(name.ljust(width)
-                     + "".join(_format_value(m, row[m]).rjust(20) for m in metrics))
+    cells = {name: [_format_value(m, row[m]) if m in row else "-" for m in metrics]
+             for name, row in results.items()}
+    widths = [2 + max([len(m)] + [len(row[i]) for row in cells.values()])
+              for i, m in enumerate(metrics)]
+    first = max(len(name) for name in ["encoder", *results]) + 2
+    lines = ["encoder".ljust(first) + "".join(m.rjust(w) for m, w in zip(metrics, widths))]
+    for name, row in cells.items():
+        lines.append(name.ljust(first) + "".join(v.rjust(w) for v, w in zip(row, widths)))
     return "\n".join(lines)
 
 

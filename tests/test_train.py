@@ -17,6 +17,7 @@ import optax
 import pytest
 
 from jaxssl import config as config_lib, flops as flops_lib, logging as log_lib, parallel
+from jaxssl.main import format_results
 from jaxssl.errors import CheckpointError
 from jaxssl.data import pipeline
 from jaxssl.logging import read_metrics
@@ -210,6 +211,17 @@ def test_progress_bar_output_and_its_off_switch(capsys):
 
 
 @pytest.mark.slow  # a subprocess that starts JAX and compiles: CI's slow run
+def test_results_table_keeps_long_metric_names_apart_and_shows_accuracies_in_percent():
+    table = format_results({
+        "pretrained": {"forgetting_knn_before": 0.4025, "forgetting_knn_after": 0.3885,
+                       "top1": 0.1094, "loss": 4.64},
+        "random init": {"top1": 0.1, "loss": 5.0}})
+    assert table.splitlines() == [
+        "encoder        forgetting_knn_after  forgetting_knn_before    loss    top1",
+        "pretrained                   38.85%                 40.25%  4.6400  10.94%",
+        "random init                       -                      -  5.0000  10.00%"]
+
+
 def test_sigterm_saves_and_exits_zero(tmp_path):
     workdir = tmp_path / "job"
     cmd = [sys.executable, "-m", "jaxssl.main", f"--config={TINY_CONFIG}",
