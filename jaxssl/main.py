@@ -47,11 +47,11 @@ def report_input_error(error: InputError, program: str = "jaxssl") -> int:
     return error.exit_status
 
 
-ACCURACY_MARKERS = ("top", "acc", "knn")  # metric names that hold a fraction correct
+ACCURACY_MARKERS = ("top", "acc", "knn", "recall")  # names of metrics that are fractions
 
 
 def _format_value(metric: str, value: float) -> str:
-    """Accuracies (kNN, top-k and other accuracy metrics) in percent, anything else as it is."""
+    """Accuracies and recalls (names with ACCURACY_MARKERS) in percent, anything else as it is."""
     return (f"{100 * value:.2f}%" if any(m in metric for m in ACCURACY_MARKERS)
             else f"{value:.4f}")
 

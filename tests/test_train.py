@@ -210,18 +210,18 @@ def test_progress_bar_output_and_its_off_switch(capsys):
     assert capsys.readouterr() == ("", "")
 
 
-@pytest.mark.slow  # a subprocess that starts JAX and compiles: CI's slow run
-def test_results_table_keeps_long_metric_names_apart_and_shows_accuracies_in_percent():
+def test_results_table_keeps_long_metric_names_apart_and_shows_fractions_in_percent():
     table = format_results({
         "pretrained": {"forgetting_knn_before": 0.4025, "forgetting_knn_after": 0.3885,
-                       "top1": 0.1094, "loss": 4.64},
+                       "top1": 0.1094, "i2t_recall@5": 0.5, "loss": 4.64},
         "random init": {"top1": 0.1, "loss": 5.0}})
     assert table.splitlines() == [
-        "encoder        forgetting_knn_after  forgetting_knn_before    loss    top1",
-        "pretrained                   38.85%                 40.25%  4.6400  10.94%",
-        "random init                       -                      -  5.0000  10.00%"]
+        "encoder        forgetting_knn_after  forgetting_knn_before  i2t_recall@5    loss    top1",
+        "pretrained                   38.85%                 40.25%        50.00%  4.6400  10.94%",
+        "random init                       -                      -             -  5.0000  10.00%"]
 
 
+@pytest.mark.slow  # a subprocess that starts JAX and compiles: CI's slow run
 def test_sigterm_saves_and_exits_zero(tmp_path):
     workdir = tmp_path / "job"
     cmd = [sys.executable, "-m", "jaxssl.main", f"--config={TINY_CONFIG}",
