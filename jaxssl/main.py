@@ -51,9 +51,11 @@ ACCURACY_MARKERS = ("top", "acc", "knn", "recall")  # names of metrics that are 
 
 
 def _format_value(metric: str, value: float) -> str:
-    """Accuracies and recalls (names with ACCURACY_MARKERS) in percent, anything else as it is."""
-    return (f"{100 * value:.2f}%" if any(m in metric for m in ACCURACY_MARKERS)
-            else f"{value:.4f}")
+    """Accuracies and recalls (names with ACCURACY_MARKERS) in percent, whole numbers (counts
+    such as an evaluation's tokens) as integers, anything else to 4 decimals."""
+    if any(m in metric for m in ACCURACY_MARKERS):
+        return f"{100 * value:.2f}%"
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.4f}"
 
 
 def format_results(results: dict[str, dict[str, float]]) -> str:

@@ -213,12 +213,15 @@ def test_progress_bar_output_and_its_off_switch(capsys):
 def test_results_table_keeps_long_metric_names_apart_and_shows_fractions_in_percent():
     table = format_results({
         "pretrained": {"forgetting_knn_before": 0.4025, "forgetting_knn_after": 0.3885,
-                       "top1": 0.1094, "i2t_recall@5": 0.5, "loss": 4.64},
-        "random init": {"top1": 0.1, "loss": 5.0}})
+                       "top1": 0.1094, "i2t_recall@5": 0.5, "loss": 4.64, "tokens": 3419.0},
+        "random init": {"top1": 0.1, "loss": 5.25, "tokens": 3419.0}})
     assert table.splitlines() == [
-        "encoder        forgetting_knn_after  forgetting_knn_before  i2t_recall@5    loss    top1",
-        "pretrained                   38.85%                 40.25%        50.00%  4.6400  10.94%",
-        "random init                       -                      -             -  5.0000  10.00%"]
+        "encoder        forgetting_knn_after  forgetting_knn_before  i2t_recall@5    loss  tokens"
+        "    top1",
+        "pretrained                   38.85%                 40.25%        50.00%  4.6400    3419"
+        "  10.94%",
+        "random init                       -                      -             -  5.2500    3419"
+        "  10.00%"]
 
 
 @pytest.mark.slow  # a subprocess that starts JAX and compiles: CI's slow run
