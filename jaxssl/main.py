@@ -47,7 +47,7 @@ def report_input_error(error: InputError, program: str = "jaxssl") -> int:
     return error.exit_status
 
 
-ACCURACY_MARKERS = ("top", "acc", "knn", "recall")  # names of metrics that are fractions
+ACCURACY_MARKERS = ("top", "acc", "knn", "recall", "chance")  # metrics that are fractions
 
 
 def _format_value(metric: str, value: float) -> str:
