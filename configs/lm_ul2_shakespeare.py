@@ -7,7 +7,7 @@ random 65-character windows of the first 90% of the text; evaluation is the
 same mixture (fixed key) over the last 10%. Metrics log each denoiser's loss
 ('R/loss', 'X/loss', 'S/loss') and token count.
 
-  python -m jaxssl.main --config=configs/lm_ul2_shakespeare.py --workdir=/tmp/lm_runs/ul2 \
+  python -m jaxssl.main --config=configs/lm_ul2_shakespeare.py --workdir=/tmp/lm_runs/ul2 \\
       --config.data.data_dir=$JAXSSL_DATA_DIR/tiny-shakespeare
 
 Measured 2026-12-05 (commit 5175a3c's code, shared 2-core CPU, load average

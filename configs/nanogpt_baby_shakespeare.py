@@ -9,7 +9,7 @@ characters for training (random windows of 65), last 10% for validation
 The vocabulary is the corpus' 65 characters (declared: chars=65, so ahead-of-time
 compiles need no data) plus jaxssl's 7 special ids.
 
-  python -m jaxssl.main --config=configs/nanogpt_baby_shakespeare.py --workdir=/tmp/lm_runs/baby \
+  python -m jaxssl.main --config=configs/nanogpt_baby_shakespeare.py --workdir=/tmp/lm_runs/baby \\
       --config.data.data_dir=$JAXSSL_DATA_DIR/tiny-shakespeare
 
 Published (nanoGPT README, CPU): validation loss 1.88. Measured here

@@ -23,8 +23,8 @@ all five in order (JAXSSL_DATA_DIR: the folder holding mnist/):
 
 One stage by hand, e.g.:
 
-  python -m jaxssl.main --config=configs/palm_e_scenes.py:frozen --workdir=/tmp/palm_e_frozen \
-      --config.palm_e.init_from.checkpoint=/tmp/palm_e_runs/encoder \
+  python -m jaxssl.main --config=configs/palm_e_scenes.py:frozen --workdir=/tmp/palm_e_frozen \\
+      --config.palm_e.init_from.checkpoint=/tmp/palm_e_runs/encoder \\
       --config.palm_e.lm_init_from.checkpoint=/tmp/palm_e_runs/lm
 
 Results: experiments/generalist/README.md.

@@ -2,7 +2,7 @@
 
 Command (JAXSSL_DATA_DIR: the folder holding fashion-mnist/):
 
-  python -m jaxssl.main --config=configs/simclr_fashion_mnist.py \
+  python -m jaxssl.main --config=configs/simclr_fashion_mnist.py \\
       --workdir=/tmp/simclr_fmnist
 
 ResNet-18 with the CIFAR stem and 16 base filters on 20x20 random crops,

@@ -1,6 +1,6 @@
 """Curves of one logged metric for several runs: a PNG and a Markdown table.
 
-  python -m experiments.plot_curves --run SimCLR=/tmp/simclr --run MoCo=/tmp/moco \
+  python -m experiments.plot_curves --run SimCLR=/tmp/simclr --run MoCo=/tmp/moco \\
       --metric eval/knn_top1 --out experiments/contrastive/knn_curve
 
 writes OUT.png and OUT.md (rows: steps; columns: runs). Metrics are read from

@@ -2,7 +2,7 @@
 
   python -m jaxssl.pipeline_run --pretrain_config=configs/quickstart.py \\
       --finetune_config=configs/quickstart_finetune.py --workdir=DIR \\
-      [--stages=pretrain,finetune,scratch,evaluate] [--pretrain.a.b=V ...] [--finetune.a.b=V ...] \
+      [--stages=pretrain,finetune,scratch,evaluate] [--pretrain.a.b=V ...] [--finetune.a.b=V ...] \\
       [--scratch.a.b=V ...]
 
 Stages, each an ordinary `jaxssl.main` workdir (so a rerun resumes, and a

@@ -1,6 +1,6 @@
 """Train-step time of config variants side by side in one process (a benchmark, not a test).
 
-  python -m experiments.benchmarks.ab_step --config=configs/X.py \
+  python -m experiments.benchmarks.ab_step --config=configs/X.py \\
       --variant NAME:KEY=VALUE[,KEY=VALUE...] --variant ... [--set KEY=VALUE ...]
 
 Each variant is the config with `--set` and then its own overrides, e.g.

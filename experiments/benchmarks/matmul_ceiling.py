@@ -1,6 +1,6 @@
 """The matmul ceiling of a vs_pytorch.py step: its products and convolutions timed alone.
 
-  python -m experiments.benchmarks.matmul_ceiling --workload=simclr|mae|baby_gpt \
+  python -m experiments.benchmarks.matmul_ceiling --workload=simclr|mae|baby_gpt \\
       [--repeats=200] [--steps=20]
 
 Every matrix product and convolution of the workload's train step (the

@@ -1,6 +1,6 @@
 """Per-op time of one of vs_pytorch.py's jaxssl steps, from a `jax.profiler` trace.
 
-  python -m experiments.benchmarks.profile_step --workload=simclr|mae|baby_gpt \
+  python -m experiments.benchmarks.profile_step --workload=simclr|mae|baby_gpt \\
       [--warmup=6] [--steps=3] [--top=15]
 
 Builds the step as the benchmark worker does (`jax_steps.build`, in a process

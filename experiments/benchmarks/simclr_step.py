@@ -1,7 +1,7 @@
 """Benchmark: SimCLR train-step time, examples/s and MFU, 1 device vs N, side by side.
 
   python -m experiments.benchmarks.simclr_step                  # this CPU, 1 vs 8 virtual devices
-  python -m experiments.benchmarks.simclr_step --devices=1 --dtype=bfloat16 \
+  python -m experiments.benchmarks.simclr_step --devices=1 --dtype=bfloat16 \\
       --model=resnet50 --image_size=224 --batch=256 --cifar_stem=false   # one GPU
 
 Times the compiled train step (augmentations included, input already on

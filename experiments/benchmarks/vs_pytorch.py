@@ -1,7 +1,7 @@
 """jaxssl vs PyTorch eager on this machine, side by side in alternating rounds (a benchmark).
 
-  python -m experiments.benchmarks.vs_pytorch --torch_python=/path/to/torch-venv/bin/python \
-      [--workloads=simclr,mae,baby_gpt] [--rounds=5] [--out=experiments/benchmarks/results] \
+  python -m experiments.benchmarks.vs_pytorch --torch_python=/path/to/torch-venv/bin/python \\
+      [--workloads=simclr,mae,baby_gpt] [--rounds=5] [--out=experiments/benchmarks/results] \\
       [--jax_variant=NAME=EXTRA_XLA_FLAGS ...] [--jax_env=NAME=VAR=VALUE ...]
 
 For each workload it starts one persistent worker per side: jaxssl's compiled

@@ -1,7 +1,7 @@
 """Tables and plots of the fine-tuning experiment (experiments/finetune/run.py).
 
   python -m experiments.finetune.summarize --root=/tmp/ft_runs --out=experiments/finetune
-  python -m experiments.finetune.summarize --root=/tmp/ft_cifar10 --out=experiments/finetune/cifar10 \
+  python -m experiments.finetune.summarize --root=/tmp/ft_cifar10 --out=experiments/finetune/cifar10 \\
       --dataset=CIFAR-10
 
 writes OUT/results.md (label efficiency; modes with in-distribution accuracy

@@ -2,7 +2,7 @@
 LM frozen and fully fine-tuned (object-centric input), fully fine-tuned on the whole
 canvas, and the text-only baseline (configs/palm_e_scenes.py).
 
-  JAXSSL_DATA_DIR=/path/to/data python -m experiments.generalist.palm_e \
+  JAXSSL_DATA_DIR=/path/to/data python -m experiments.generalist.palm_e \\
       [--runs /tmp/palm_e_runs] [--stages lm encoder frozen full canvas text] [--set KEY=VALUE ...]
 
 Run from the repository root. Each stage trains in RUNS/STAGE (replaced); the PaLM-E

@@ -1,6 +1,6 @@
 """kNN and linear-probe accuracy of a config's encoder at initialisation (step 0).
 
-  python -m experiments.simclr.random_init_eval --config=configs/simclr_fashion_mnist.py \
+  python -m experiments.simclr.random_init_eval --config=configs/simclr_fashion_mnist.py \\
       [--set data.data_dir=$JAXSSL_DATA_DIR/fashion-mnist]
 
 Prints one JSON line {"step": 0, "eval/knn_top1": ..., "eval/linear_probe_top1": ...},
