@@ -177,6 +177,27 @@ def test_get_source_reads_a_relative_data_dir_under_the_data_root(tmp_path, monk
         get_source("mnist", "test", "mnist")
 
 
+def test_missing_data_says_when_jaxssl_data_dir_was_not_set(tmp_path, monkeypatch):
+    """A relative data path missing from the cwd because $JAXSSL_DATA_DIR was forgotten: the
+    error says so; with the variable set, or for an absolute path elsewhere, it does not."""
+    note = "(JAXSSL_DATA_DIR is not set, so relative data paths are read from the current directory)"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("JAXSSL_DATA_DIR", raising=False)
+    with pytest.raises(DataError) as error:
+        get_source("mnist", "test", "mnist")
+    assert str(error.value).endswith(f"t10k-labels-idx1-ubyte.gz {note}")
+    with pytest.raises(DataError) as error:
+        get_source("text:tiny_shakespeare?tokenizer=byte", "train", None)
+    assert str(error.value).endswith(f"{tmp_path}/tiny-shakespeare/input.txt {note}")
+    with pytest.raises(DataError) as error:
+        get_source("mnist", "test", "/no/such/folder")
+    assert "JAXSSL_DATA_DIR" not in str(error.value)
+    monkeypatch.setenv("JAXSSL_DATA_DIR", str(tmp_path / "root"))
+    with pytest.raises(DataError) as error:
+        get_source("mnist", "test", "mnist")
+    assert "JAXSSL_DATA_DIR" not in str(error.value)
+
+
 @pytest.mark.parametrize("damage", ["random bytes", "truncated", "damaged middle"])
 def test_corrupt_npz_is_one_data_error_naming_the_file(tmp_path, damage):
     path = tmp_path / "train.npz"

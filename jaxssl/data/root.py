@@ -42,6 +42,17 @@ def resolve_data_dir(data_dir: str | os.PathLike) -> str:
     return os.path.normpath(os.path.join(data_root(), path))
 
 
+def unset_root_note(path: str | os.PathLike) -> str:
+    """For a message saying `path` (a resolved data path) is missing: a note that relative
+    data paths went to the current directory, when $JAXSSL_DATA_DIR is not set and `path`
+    lies there (the usual cause: the variable was forgotten); '' otherwise."""
+    cwd = os.getcwd()
+    if os.environ.get(DATA_DIR_ENV) or os.path.commonpath([os.path.abspath(path), cwd]) != cwd:
+        return ""
+    return (f" ({DATA_DIR_ENV} is not set, so relative data paths are read from the current "
+            f"directory)")
+
+
 def resolve_optional_data_dir(data_dir: str | os.PathLike | None) -> str | None:
     """`resolve_data_dir`, or None when the config names no data_dir ('' or None)."""
     return resolve_data_dir(data_dir) if data_dir else None

@@ -41,7 +41,7 @@ import numpy as np
 
 from jaxssl.data import captions, image_files, scenes, text, tfds_images, tfds_io
 from jaxssl.data.image_files import ArraySource
-from jaxssl.data.root import resolve_optional_data_dir
+from jaxssl.data.root import resolve_optional_data_dir, unset_root_note
 from jaxssl.errors import ConfigError, DataError
 
 
@@ -111,7 +111,8 @@ def get_source(name: str, split: str, data_dir: str | os.PathLike | None = None)
     required_paths, load = _FILE_DATASETS[name]
     missing = [str(p) for p in required_paths(data_dir, split) if not p.is_file()]
     if missing:
-        raise DataError(f"dataset {name!r} split {split!r}: missing {', '.join(missing)}")
+        raise DataError(f"dataset {name!r} split {split!r}: missing {', '.join(missing)}"
+                        f"{unset_root_note(missing[0])}")
     return load(data_dir, split)
 
 

@@ -58,7 +58,7 @@ from typing import Sequence
 import numpy as np
 
 from jaxssl.data import tfds_io
-from jaxssl.data.root import resolve_data_dir, resolve_optional_data_dir
+from jaxssl.data.root import resolve_data_dir, resolve_optional_data_dir, unset_root_note
 from jaxssl.data.tokenizers import DEFAULT_NUM_SENTINELS, EOS_ID, Tokenizer, make_tokenizer
 from jaxssl.errors import ConfigError, DataError
 
@@ -143,7 +143,7 @@ def _read_corpus(corpus: str, path: str | None) -> tuple[str, ...]:
         from pydoc_data import topics
         return tuple(topics.topics[k] for k in sorted(topics.topics))
     if not os.path.isfile(path):
-        raise DataError(f"text corpus {corpus!r}: file not found: {path}")
+        raise DataError(f"text corpus {corpus!r}: file not found: {path}{unset_root_note(path)}")
     try:
         with open(path, encoding="utf-8") as f:
             return (f.read(),)

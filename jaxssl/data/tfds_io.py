@@ -20,6 +20,7 @@ import logging
 import os
 from typing import Any, Callable, Sequence
 
+from jaxssl.data.root import unset_root_note
 from jaxssl.errors import ConfigError, DataError
 
 
@@ -92,7 +93,8 @@ class TfdsRecords:
         finally:
             absl_logger.setLevel(level)
         if not prepared:
-            raise DataError(f"tfds dataset {name!r} is not prepared in data_dir={data_dir} "
+            note = unset_root_note(data_dir) if data_dir else ""
+            raise DataError(f"tfds dataset {name!r} is not prepared in data_dir={data_dir}{note} "
                             f"(looked in {builder.data_dir}); prepare it first, e.g. "
                             f"`tfds build {name} --data_dir=... --file_format=array_record`")
         self.features = builder.info.features

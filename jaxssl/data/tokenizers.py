@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from jaxssl.data.root import resolve_data_dir
+from jaxssl.data.root import resolve_data_dir, unset_root_note
 from jaxssl.errors import ConfigError, DataError
 
 PAD_ID, BOS_ID, EOS_ID, MASK_ID, NLU_ID, NLG_ID, S2S_ID = range(7)
@@ -183,7 +183,8 @@ class SentencePieceTokenizer(Tokenizer):
 
         super().__init__(num_sentinels)
         if not os.path.isfile(model_path):
-            raise DataError(f"SentencePiece model file not found: {model_path}")
+            raise DataError(f"SentencePiece model file not found: {model_path}"
+                            f"{unset_root_note(model_path)}")
         self.model_path = model_path
         self._processor = sentencepiece.SentencePieceProcessor(model_file=model_path)
         self.base_size = int(self._processor.get_piece_size())
