@@ -41,7 +41,7 @@ def cpu_model() -> str:
 def add_set_argument(parser: argparse.ArgumentParser) -> None:
     """--set KEY=VALUE (repeatable): `--config.KEY=VALUE` overrides of jaxssl.main."""
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override, e.g. data.data_dir=$JAXSSL_DATA_DIR/cifar10-jpeg "
+                        help="a --config.KEY=VALUE override of every run, e.g. total_steps=100 "
                              "(repeatable)")
 
 

@@ -1,6 +1,7 @@
-"""PaLM-E on MNIST digit scenes: pretrain a text LM and an image encoder, then PaLM-E with the
-LM frozen and fully fine-tuned (object-centric input), fully fine-tuned on the whole
-canvas, and the text-only baseline (configs/palm_e_scenes.py).
+"""PaLM-E on MNIST digit scenes: pretrain a text LM and an image encoder, then train PaLM-E.
+
+The PaLM-E runs (configs/palm_e_scenes.py): the LM frozen and fully fine-tuned
+(object-centric input), fully fine-tuned on the whole canvas, and the text-only baseline.
 
   JAXSSL_DATA_DIR=/path/to/data python -m experiments.generalist.palm_e \\
       [--runs /tmp/palm_e_runs] [--stages lm encoder frozen full canvas text] [--set KEY=VALUE ...]
