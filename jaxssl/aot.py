@@ -238,17 +238,14 @@ def build_step(config, topology: str, num_slices: int = 1):
     """The `jaxssl.train.TrainStep` of resolved `config` on the config's mesh over the
     compile-only devices of `num_slices` slices of `topology`, from the data source's
     spec (no data read, no array allocated)."""
-    from jaxssl import methods, parallel
-    from jaxssl.data import pipeline, sources
+    from jaxssl import parallel
+    from jaxssl.data import pipeline
     from jaxssl.train import TrainStep
 
     mesh = parallel.make_mesh(config.mesh, topology_devices(topology, num_slices), num_slices)
     batch = config.data.batch_size
     pipeline.per_process_batch_size(batch, parallel.batch_shards(mesh), batch, 1)
-    method = methods.get(config.method)(config)
-    example = pipeline.spec_example(method.train_record_spec(
-        sources.element_spec(config.data.name, config.data.data_dir)), 2)
-    return TrainStep(config, mesh, method, example)
+    return TrainStep.from_spec(config, mesh)
 
 
 def analyse(config_spec: str, overrides: dict[str, str], topology: str,

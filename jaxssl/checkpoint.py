@@ -138,12 +138,42 @@ class Checkpointer:
 
     def restore(self, step: int, abstract_state: Any, data_iterator: Any = None) -> Any:
         """Restores `state` onto the shardings in `abstract_state`, and the grain
-        `data_iterator` in place when one is given. Use `Trainer.restore`, which
+        `data_iterator` in place when one is given. Use `restore_intact`, which
         also passes over damaged steps."""
         items = dict(state=ocp.args.StandardRestore(abstract_state))
         if data_iterator is not None:
             items["data"] = grain.PyGrainCheckpointRestore(data_iterator)
         return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+
+    def restore_intact(self, abstract_state: Any, step: int | None = None,
+                       data_iterator: Any = None) -> tuple[Any, list[int]]:
+        """(the state of checkpoint `step`, the steps passed over): the one place that
+        restores a checkpoint (`Trainer.restore`, `jaxssl.sample`). See `restore` for the
+        arguments.
+
+        With `step` None: the newest intact step. A newer step that cannot be read
+        (truncated, half-written) is passed over with a warning naming it, and returned
+        in the list; it is never deleted. CheckpointError when no step (or the given one)
+        can be read.
+        """
+        saved = self.all_steps()
+        if not saved:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        if step is not None and step not in saved:
+            raise CheckpointError(f"no checkpoint step {step} in {self.directory} "
+                                  f"(it holds steps {sorted(saved)})")
+        unreadable, failures = [], []
+        for candidate in (saved if step is None else [step]):
+            try:
+                return self.restore(candidate, abstract_state, data_iterator), unreadable
+            except CheckpointError:
+                raise
+            except Exception as error:  # the files of this step are damaged
+                failures.append(describe_failure(candidate, error))
+                unreadable.append(candidate)
+                print(f"jaxssl: warning: checkpoint {failures[-1]}; trying an older one",
+                      file=sys.stderr, flush=True)
+        raise CheckpointError(f"no intact checkpoint in {self.directory}: " + "; ".join(failures))
 
     def wait(self) -> None:
         if self._manager is not None:

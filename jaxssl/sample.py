@@ -3,9 +3,10 @@
   python -m jaxssl.sample --workdir=DIR [--prompt=TEXT] [--max_new_tokens=200]
                           [--temperature=0.8] [--top_k=0] [--seed=0] [--step=N]
 
-Reads DIR/config.json, rebuilds the Trainer and method on one device,
-restores the parameters of the newest (or --step) checkpoint with Orbax and
-samples token by token: --temperature=0 is greedy, otherwise softmax
+Reads DIR/config.json, rebuilds the method and its train state's shapes on one
+device from the data source's spec (no data is read), restores the parameters of
+the newest intact (or --step) checkpoint with Orbax, takes a character vocabulary
+from DIR/tokenizer.json (the one the run trained with), and samples token by token: --temperature=0 is greedy, otherwise softmax
 sampling at that temperature, restricted to the --top_k most likely tokens
 when top_k > 0. Each new token recomputes the model over the last `context`
 tokens (no KV cache; fine for small contexts). Prints the prompt and the
@@ -15,6 +16,7 @@ continuation.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
@@ -22,11 +24,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxssl import config as config_lib
+from jaxssl import checkpoint, config as config_lib, parallel
 from jaxssl.data import tokenizers
-from jaxssl.errors import ConfigError, InputError
+from jaxssl.errors import CheckpointError, ConfigError, InputError
 from jaxssl.main import report_input_error
-from jaxssl.train import Trainer
+from jaxssl.methods.lm import TOKENIZER_FILE, LanguageModelling
+from jaxssl.train import TrainStep
 
 LogitsFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -61,13 +64,32 @@ def generate(logits_fn: LogitsFn, prompt: np.ndarray, max_new_tokens: int, conte
     return np.asarray(tokens, np.int32)
 
 
-def load_trainer(workdir: str) -> Trainer:
-    """The Trainer of the run in `workdir`, on one device."""
+def load_model(workdir: str, step: int | None = None
+               ) -> tuple[LanguageModelling, dict, tokenizers.Tokenizer]:
+    """(method, parameters, tokenizer) of the decoder-only 'lm' run in `workdir`, on one
+    device, without its data. The tokenizer is the run's saved character vocabulary
+    (tokenizer.json) when it has one, else the method's."""
     config = config_lib.load_saved(workdir)
     if config.method != "lm":
         raise ConfigError(f"sampling needs a run of method 'lm', {workdir} holds {config.method!r}")
+    if config.lm.architecture != "decoder":
+        raise ConfigError(f"sampling needs lm.architecture='decoder', {workdir} holds "
+                          f"{config.lm.architecture!r}")
     config.mesh = dict(data=1, fsdp=1, tensor=1)
-    return Trainer(config, workdir, devices=jax.devices()[:1])
+    train_step = TrainStep.from_spec(config, parallel.make_mesh(config.mesh, jax.devices()[:1]))
+    abstract = parallel.abstract_with_shardings(train_step.abstract_state,
+                                                train_step.state_shardings)
+    checkpointer = checkpoint.Checkpointer(workdir, 0, config.checkpoint.keep, async_save=False)
+    state, _ = checkpointer.restore_intact(abstract, step)
+    method, tokenizer = train_step.method, train_step.method.tokenizer
+    saved = os.path.join(workdir, TOKENIZER_FILE)
+    if os.path.isfile(saved):
+        with open(saved) as f:
+            tokenizer = tokenizers.CharTokenizer.from_json(f.read())
+        if tokenizer.vocab_size != method.tokenizer.vocab_size:
+            raise CheckpointError(f"{saved} has {tokenizer.vocab_size} token ids, the run's "
+                                  f"model {method.tokenizer.vocab_size}")
+    return method, state.params, tokenizer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,10 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step", type=int, default=None)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        trainer = load_trainer(args.workdir)
-        method = trainer.method
-        params = trainer.restore(args.step).params
-        prompt = (method.tokenizer.encode(args.prompt) if args.prompt
+        method, params, tokenizer = load_model(args.workdir, args.step)
+        prompt = (tokenizer.encode(args.prompt) if args.prompt
                   else np.array([tokenizers.EOS_ID]))
         if not len(prompt):
             raise ConfigError("the prompt encodes to no tokens")
@@ -94,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     logits_fn = jax.jit(lambda window, length: method.next_token_logits(params, window, length))
     tokens = generate(logits_fn, prompt, args.max_new_tokens, method.spec.length - 1,
                       args.temperature, args.top_k, jax.random.key(args.seed))
-    print(method.tokenizer.decode(tokens))
+    print(tokenizer.decode(tokens))
     return 0
 
 

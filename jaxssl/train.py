@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from typing import Sequence
 
@@ -24,7 +23,7 @@ import optax
 
 from jaxssl import (checkpoint, config as config_lib, device_memory, flops as flops_lib,
                     host_memory, logging as log_lib, methods, parallel)
-from jaxssl.data import pipeline
+from jaxssl.data import pipeline, sources
 from jaxssl.data.sources import get_source
 from jaxssl.errors import CheckpointError, ConfigError
 from jaxssl.evaluate.representation import eval_batch_size
@@ -96,6 +95,14 @@ class TrainStep:
         boxed = jax.eval_shape(self._init_state, jax.random.key(config.seed))
         self.abstract_state = parallel.unboxed_abstract(boxed)
         self.state_shardings = self._state_shardings(boxed)
+
+    @classmethod
+    def from_spec(cls, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> "TrainStep":
+        """The TrainStep of `config` on `mesh` from its data source's spec: no data read
+        (`jaxssl.aot`, `jaxssl.sample`)."""
+        method = methods.get(config.method)(config)
+        spec = sources.element_spec(config.data.name, config.data.data_dir)
+        return cls(config, mesh, method, pipeline.spec_example(method.train_record_spec(spec), 2))
 
     # ----------------------------------------------------------------- state
     def _init_variables(self, rng: jax.Array) -> dict:
@@ -236,38 +243,14 @@ class Trainer(TrainStep):
         return state
 
     def restore(self, step: int | None = None, data_iterator=None) -> TrainState:
-        """The TrainState of checkpoint `step` of the workdir, on this mesh; the one place
-        that restores a checkpoint. `data_iterator` (a grain iterator of `self.loader`),
-        when given, is set to the position saved with it.
-
-        With `step` None: the newest intact step. A newer step that cannot be read
-        (truncated, half-written) is passed over with a warning naming it, and listed
-        in `self.unreadable_steps`; it is never deleted. CheckpointError when no step
-        (or the given one) can be read.
-        """
+        """The TrainState of checkpoint `step` (None: the newest intact one) of the workdir,
+        on this mesh (`checkpoint.Checkpointer.restore_intact`). `data_iterator` (a grain
+        iterator of `self.loader`), when given, is set to the position saved with it.
+        Steps passed over as unreadable are listed in `self.unreadable_steps`."""
         abstract = parallel.abstract_with_shardings(self.abstract_state, self.state_shardings)
-        saved = self.checkpointer.all_steps()
-        if not saved:
-            raise CheckpointError(f"no checkpoint in {self.checkpointer.directory}")
-        if step is not None and step not in saved:
-            raise CheckpointError(f"no checkpoint step {step} in {self.checkpointer.directory} "
-                                  f"(it holds steps {sorted(saved)})")
-        candidates = saved if step is None else [step]
-        self.unreadable_steps, failures = [], []
-        for candidate in candidates:
-            try:
-                state = self.checkpointer.restore(candidate, abstract, data_iterator)
-            except CheckpointError:
-                raise
-            except Exception as error:  # the files of this step are damaged
-                failures.append(checkpoint.describe_failure(candidate, error))
-                self.unreadable_steps.append(candidate)
-                print(f"jaxssl: warning: checkpoint {failures[-1]}; trying an older one",
-                      file=sys.stderr, flush=True)
-                continue
-            return state
-        raise CheckpointError(f"no intact checkpoint in {self.checkpointer.directory}: "
-                              + "; ".join(failures))
+        state, self.unreadable_steps = self.checkpointer.restore_intact(abstract, step,
+                                                                        data_iterator)
+        return state
 
     def evaluate(self, state: TrainState) -> dict[str, float]:
         """The method's evaluation of `state`; process 0 also has the method draw its

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import SIMCLR_RUN_OVERRIDES, snapshot
-from jaxssl import device_memory, main as cli, pipeline_run, sample
+from jaxssl import config as config_lib, device_memory, main as cli, pipeline_run, sample
 from jaxssl.errors import CheckpointError
 from jaxssl.train import Trainer
 
@@ -283,6 +283,16 @@ def test_workdir_without_an_intact_checkpoint(simclr_run, tmp_path, capsys):
 def test_sample_from_a_workdir_of_another_method(trained, capsys):
     assert sample.main([f"--workdir={trained}"]) == 2
     assert "sampling needs a run of method 'lm'" in one_error_line(capsys, "jaxssl.sample")
+
+
+def test_sample_from_an_encoder_decoder_run(tmp_path, capsys):
+    config = config_lib.load(os.path.join(REPO, "tests", "configs", "tiny_lm.py"),
+                             {"lm.architecture": "encoder_decoder", "lm.objective": "span"})
+    config_lib.save(config, str(tmp_path))
+    before = snapshot(tmp_path)
+    assert sample.main([f"--workdir={tmp_path}"]) == 2
+    assert "sampling needs lm.architecture='decoder', " in one_error_line(capsys, "jaxssl.sample")
+    assert snapshot(tmp_path) == before
 
 
 def test_sample_from_a_corrupt_config_json(tmp_path, capsys):

@@ -191,20 +191,30 @@ def test_generate_slides_a_window_of_the_last_context_tokens():
 
 
 @pytest.mark.slow
-def test_sample_command_restores_the_checkpoint_and_prints_text(tmp_path, capsys):
-    workdir = str(tmp_path / "run")
-    config = tiny_config(total_steps=1, lm={"depth": 1}, eval={"max_test_examples": 16})
+def test_sample_command_restores_the_checkpoint_and_prints_text_without_the_data(tmp_path,
+                                                                                 capsys):
+    """A character-level run sampled after its corpus is gone: the vocabulary comes from
+    the workdir's tokenizer.json, the model's shapes from the dataset name."""
+    corpus, workdir = tmp_path / "corpus.txt", str(tmp_path / "run")
+    letters = np.random.default_rng(0).choice(list("abcdefgh \n"), 4000)
+    corpus.write_text("".join(letters))
+    name = text.text_dataset_name("file", tokenizer="char", chars=10, length=17, sentinels=0)
+    config = tiny_config(total_steps=1, lm={"depth": 1}, eval={"max_test_examples": 16},
+                         data={"name": name, "data_dir": str(corpus)})
     trainer = Trainer(config, workdir)
     trainer.run()
-    assert sample.main([f"--workdir={workdir}", "--prompt=def ", "--max_new_tokens=5",
-                        "--temperature=0"]) == 0
     # Greedy: the command prints what the trained parameters (kept in memory) continue with.
     method, params = trainer.method, jax.device_get(trainer.restore().params)
     greedy = sample.generate(jax.jit(lambda w, n: method.next_token_logits(params, w, n)),
-                             method.tokenizer.encode("def "), 5, method.spec.length - 1,
+                             method.tokenizer.encode("bad "), 5, method.spec.length - 1,
                              temperature=0.0, top_k=0, rng=jax.random.key(0))
-    assert len(greedy) == len("def ") + 5
-    assert capsys.readouterr().out == method.tokenizer.decode(greedy) + "\n"
+    expected = method.tokenizer.decode(greedy)
+    assert len(greedy) == len("bad ") + 5 and expected.startswith("bad ")
+    corpus.unlink()
+    capsys.readouterr()
+    assert sample.main([f"--workdir={workdir}", "--prompt=bad ", "--max_new_tokens=5",
+                        "--temperature=0"]) == 0
+    assert capsys.readouterr().out == expected + "\n"
     assert sample.main([f"--workdir={tmp_path / 'none'}"]) == 2
 
 
