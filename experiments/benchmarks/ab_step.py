@@ -7,7 +7,9 @@ Each variant is the config with `--set` and then its own overrides, e.g.
   --variant 0.75:mae.mask_ratio=0.75 --variant 0.0:mae.mask_ratio=0.0
   --variant threefry:prng_impl=threefry2x32 --variant rbg:prng_impl=rbg
 Every variant's full jitted train step (the Trainer's, on one device) runs
-on one fixed batch of the config's data. After `--warmup` steps each, the
+on one fixed batch of the config's data, in a process prepared for training
+as jaxssl.main's is (`platforms.prepare_cpu_training`: malloc keeps the step's
+scratch memory between steps). After `--warmup` steps each, the
 variants are timed in alternation, one step each in turn, so drifting load
 on a shared machine hits all alike. Prints the median step time, the
 throughput, the matmul FLOPs (jaxssl.flops), the MFU and each variant's
@@ -24,7 +26,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxssl import config as config_lib, parallel
+from jaxssl import config as config_lib, parallel, platforms
 from jaxssl.data import pipeline
 from jaxssl.flops import traced_flops
 from jaxssl.logging import device_peak_flops
@@ -62,6 +64,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
+    platforms.prepare_cpu_training()  # as jaxssl.main does: steps timed as a training run's
     shared = dict(item.split("=", 1) for item in args.set)
 
     runs = {name: compiled_step(args.config, {**shared, **own}) for name, own in args.variant}
