@@ -40,7 +40,7 @@ with both, the minor page faults of a step drop to about zero and the MAE
 step runs about 1.26x faster (SimCLR 2.5%); the baby GPT's went from 98
 to 63 ms when mmap was first turned off. Both are no-ops where the C
 library is not glibc; JAXSSL_KEEP_FREED_MEMORY=off leaves glibc's defaults
-(for A/B runs).
+and JAXSSL_ONE_MALLOC_ARENA=off its per-thread arenas (for A/B runs).
 
 The cost of both: memory freed by the process is kept for reuse instead
 of being returned to the OS, so the resident size stays at its peak; peak
@@ -111,5 +111,8 @@ def keep_freed_memory() -> bool:
 
 @functools.cache
 def share_one_arena() -> bool:
-    """Applies ARENA_SETTINGS (see the module docstring); True if glibc accepted them."""
+    """Applies ARENA_SETTINGS (see the module docstring); True if glibc accepted them.
+    JAXSSL_ONE_MALLOC_ARENA=off skips them alone (for A/B runs)."""
+    if os.environ.get("JAXSSL_ONE_MALLOC_ARENA", "on").lower() == "off":
+        return False
     return _apply(ARENA_SETTINGS)

@@ -13,7 +13,8 @@ from jaxssl import host_memory
 # thread each time (as XLA:CPU's workers do), and prints the minor page faults
 # of the second time. Importing jaxssl applies keep_freed_memory on a CPU-only
 # machine, prepare_cpu_training (as jaxssl.main calls it) share_one_arena;
-# JAXSSL_KEEP_FREED_MEMORY=off keeps glibc's defaults.
+# JAXSSL_KEEP_FREED_MEMORY=off keeps glibc's defaults, JAXSSL_ONE_MALLOC_ARENA=off the
+# per-thread arenas.
 _SECOND_TOUCH_FAULTS = """
 import ctypes, resource, sys, threading
 from jaxssl import platforms
@@ -41,8 +42,10 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def _second_touch_faults(size: int, where: str, process: str, keep: str = "on") -> int:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAXSSL_KEEP_FREED_MEMORY=keep)
+def _second_touch_faults(size: int, where: str, process: str, keep: str = "on",
+                         one_arena: str = "on") -> int:
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAXSSL_KEEP_FREED_MEMORY=keep,
+               JAXSSL_ONE_MALLOC_ARENA=one_arena)
     done = subprocess.run([sys.executable, "-c", _SECOND_TOUCH_FAULTS, str(size), where, process],
                           check=True, capture_output=True, text=True, env=env)
     return int(done.stdout.strip())
@@ -63,10 +66,13 @@ def test_large_freed_block_is_reused_without_page_faults(size, where, process):
     assert _second_touch_faults(size, where, process) < pages // 30
 
 
-def test_a_thread_needs_the_one_arena_for_a_block_above_64_mib():
+@pytest.mark.parametrize("process, one_arena", [("library", "on"), ("training", "off")])
+def test_a_thread_needs_the_one_arena_for_a_block_above_64_mib(process, one_arena):
+    """A library process has no one arena, nor a training one with JAXSSL_ONE_MALLOC_ARENA=off."""
     if not host_memory.keep_freed_memory():
         pytest.skip("the C library is not glibc")
-    assert _second_touch_faults(96 << 20, "thread", "library") > (96 << 20) // 4096 // 600
+    assert _second_touch_faults(96 << 20, "thread", process,
+                                one_arena=one_arena) > (96 << 20) // 4096 // 600
 
 
 def test_a_freed_block_is_counted_as_free_heap():
