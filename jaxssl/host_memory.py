@@ -28,7 +28,9 @@ allocates from the main arena), which the MAE and SimCLR blocks need. It
 has a price: threads contend for the one arena's lock, and XLA's
 multi-threaded compiler allocates a lot, so compiling a step takes about
 25% longer (MAE step: XLA's compile 9.0 -> 11.1 s; building and compiling
-it, 12-13.5 -> 15-17 s). A training run pays that
+it, 12-13.5 -> 15-17 s), and a step of many small ops whose scratch fits
+a thread's arena runs slower (the baby GPT's, 1.15x; JAXSSL_ONE_MALLOC_ARENA=off
+skips the setting). A training run pays that
 once and gains on every step, a test suite mostly compiles; so it is
 applied by the training entry point (`jaxssl.main`, and the benchmark
 workers that stand for it) through `platforms.prepare_cpu_training`, not
