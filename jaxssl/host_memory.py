@@ -30,8 +30,8 @@ multi-threaded compiler allocates a lot, so compiling a step takes about
 25% longer (MAE step: XLA's compile 9.0 -> 11.1 s; building and compiling
 it, 12-13.5 -> 15-17 s), and a step of many small ops whose scratch fits
 a thread's arena runs slower (the baby GPT's, 1.15x; JAXSSL_ONE_MALLOC_ARENA=off
-skips the setting). A training run pays that
-once and gains on every step, a test suite mostly compiles; so it is
+skips the setting). A training run pays the compile once and, unless its
+step is that small, gains on every step, a test suite mostly compiles; so it is
 applied by the training entry point (`jaxssl.main`, and the benchmark
 workers that stand for it) through `platforms.prepare_cpu_training`, not
 on import. It only affects threads that have not allocated yet, so it
@@ -95,9 +95,11 @@ def free_heap_bytes() -> int:
     return int(mallinfo2().fordblks)
 
 
-def _apply(settings) -> bool:
-    """mallopt(parameter, value) for each; True if glibc accepted all of them."""
-    if os.environ.get("JAXSSL_KEEP_FREED_MEMORY", "on").lower() == "off":
+def _apply(settings, switch: str) -> bool:
+    """mallopt(parameter, value) for each; True if glibc accepted all of them. Nothing is
+    applied when the environment variable JAXSSL_KEEP_FREED_MEMORY or `switch` is 'off'."""
+    if any(os.environ.get(name, "on").lower() == "off"
+           for name in ("JAXSSL_KEEP_FREED_MEMORY", switch)):
         return False
     mallopt = _libc_function("mallopt")
     if mallopt is None:
@@ -108,13 +110,11 @@ def _apply(settings) -> bool:
 @functools.cache
 def keep_freed_memory() -> bool:
     """Applies HEAP_SETTINGS (see the module docstring); True if glibc accepted them."""
-    return _apply(HEAP_SETTINGS)
+    return _apply(HEAP_SETTINGS, "JAXSSL_KEEP_FREED_MEMORY")
 
 
 @functools.cache
 def share_one_arena() -> bool:
     """Applies ARENA_SETTINGS (see the module docstring); True if glibc accepted them.
     JAXSSL_ONE_MALLOC_ARENA=off skips them alone (for A/B runs)."""
-    if os.environ.get("JAXSSL_ONE_MALLOC_ARENA", "on").lower() == "off":
-        return False
-    return _apply(ARENA_SETTINGS)
+    return _apply(ARENA_SETTINGS, "JAXSSL_ONE_MALLOC_ARENA")

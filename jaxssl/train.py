@@ -24,7 +24,6 @@ import optax
 from jaxssl import (checkpoint, config as config_lib, device_memory, flops as flops_lib,
                     host_memory, logging as log_lib, methods, parallel)
 from jaxssl.data import pipeline, sources
-from jaxssl.data.sources import get_source
 from jaxssl.errors import CheckpointError, ConfigError
 from jaxssl.evaluate.representation import eval_batch_size
 from jaxssl.methods.base import split_variables
@@ -188,8 +187,8 @@ class Trainer(TrainStep):
         method = methods.get(config.method)(config)
         data = config.data
         self.train_source = method.select_train_examples(
-            get_source(data.name, data.train_split, data.data_dir))
-        self.eval_source = get_source(data.name, data.eval_split, data.data_dir)
+            sources.get_source(data.name, data.train_split, data.data_dir))
+        self.eval_source = sources.get_source(data.name, data.eval_split, data.data_dir)
         self.local_batch = pipeline.per_process_batch_size(
             data.batch_size, parallel.batch_shards(mesh), len(self.train_source),
             jax.process_count())
