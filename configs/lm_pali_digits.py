@@ -25,6 +25,8 @@ def get_config(arg=None):
     return ml_collections.ConfigDict({
         "method": "pali",
         "total_steps": 300,
+        # The step's XLA scratch fits a thread's malloc arena (experiments/benchmarks/README.md).
+        "malloc_arenas": "per_thread",
         "data": {"name": "digits", "batch_size": 32},
         "model": {"name": "vit", "hidden": 64, "depth": 2, "heads": 4, "patch": 2},
         "pali": {"text_hidden": 64, "text_depth": 2, "text_heads": 4},

@@ -50,5 +50,8 @@ def nanogpt_config(layers: int, heads: int, width: int, context: int, batch: int
 
 def get_config(arg=None):
     del arg
-    return nanogpt_config(layers=4, heads=4, width=128, context=64, batch=12, steps=2000,
-                          dropout=0.0)
+    config = nanogpt_config(layers=4, heads=4, width=128, context=64, batch=12, steps=2000,
+                            dropout=0.0)
+    # The step's XLA scratch fits a thread's malloc arena (experiments/benchmarks/README.md).
+    config.malloc_arenas = "per_thread"
+    return config

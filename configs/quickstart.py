@@ -25,6 +25,8 @@ def get_config(arg=None):
     c.method = "simclr"
     c.seed = 0
     c.total_steps = 300
+    # The step's XLA scratch fits a thread's malloc arena (experiments/benchmarks/README.md).
+    c.malloc_arenas = "per_thread"
     c.data = dict(name="digits", batch_size=256)
     c.model = dict(name="resnet18", cifar_stem=True, width=16)
     c.simclr = dict(temperature=0.2, proj_hidden_dims=(256,), proj_dim=64)

@@ -33,6 +33,8 @@ def get_config(arg=None):
     c.method = "finetune"
     c.seed = 0
     c.total_steps = 150
+    # The step's XLA scratch fits a thread's malloc arena (experiments/benchmarks/README.md).
+    c.malloc_arenas = "per_thread"
     c.data = dict(name="digits", batch_size=48)
     c.model = dict(name="resnet18", cifar_stem=True, width=16)
     c.finetune = dict(num_classes=10, init_from=dict(checkpoint=arg or ""), label_fraction=0.1,

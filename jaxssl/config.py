@@ -40,6 +40,11 @@ def base_config() -> ml_collections.ConfigDict:
     # Stop with DivergedError (exit 3) at the first step whose loss, gradient norm or
     # parameter norm is not finite, before that state is checkpointed.
     c.stop_on_nonfinite = True
+    # glibc malloc arenas of a CPU-only training run (jaxssl/host_memory.py): 'one' for a
+    # step whose XLA scratch is above a thread arena's 64 MiB (no page faults at every
+    # step), 'per_thread' below it (no contention for the one arena's lock). jaxssl.main
+    # prints which one suits the compiled step when the config chose the other.
+    c.malloc_arenas = "one"
 
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
     # 'auto': initialise when JAX_COORDINATOR_ADDRESS / JAXSSL_DISTRIBUTED is set.
@@ -158,6 +163,7 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
     choices = {
         "compute_dtype": ("float32", "bfloat16", "float16"),
         "prng_impl": ("threefry2x32", "rbg", "unsafe_rbg"),
+        "malloc_arenas": ("one", "per_thread"),
         "optim.name": ("adamw", "sgd", "lars"),
         "optim.schedule": ("cosine", "constant"),
         "optim.lr_scaling": ("linear", "sqrt", "none"),

@@ -24,25 +24,27 @@ else and is applied on import of jaxssl when JAX will run on the CPU only,
 and by the Trainer on CPU meshes. That covers blocks up to 64 MiB.
 
 `share_one_arena()` turns off the third (`M_ARENA_MAX = 1`: every thread
-allocates from the main arena), which the MAE and SimCLR blocks need. It
-has a price: threads contend for the one arena's lock, and XLA's
-multi-threaded compiler allocates a lot, so compiling a step takes about
-25% longer (MAE step: XLA's compile 9.0 -> 11.1 s; building and compiling
-it, 12-13.5 -> 15-17 s), and a step of many small ops whose scratch fits
-a thread's arena runs slower (the baby GPT's, 1.15x; JAXSSL_ONE_MALLOC_ARENA=off
-skips the setting). A training run pays the compile once and, unless its
-step is that small, gains on every step, a test suite mostly compiles; so it is
-applied by the training entry point (`jaxssl.main`, and the benchmark
-workers that stand for it) through `platforms.prepare_cpu_training`, not
-on import. It only affects threads that have not allocated yet, so it
-must precede JAX's first computation.
+allocates from the main arena), which a step whose scratch is above a
+thread arena's 64 MiB needs (MAE ViT-Tiny/4's, SimCLR's). It has a price:
+threads contend for the one arena's lock, so a step of many small ops whose
+scratch fits a thread's arena runs slower (the baby GPT's 1.15x, the
+quickstart's about 1.25x), and XLA's multi-threaded compiler allocates a
+lot, so compiling a step takes about 25% longer (MAE step: XLA's compile
+9.0 -> 11.1 s). So it is each training run's choice, the config's
+`malloc_arenas`: 'one' (the default) applies it through
+`platforms.prepare_cpu_training`, which `jaxssl.main` calls once the
+config is loaded and before JAX's first computation; 'per_thread' keeps
+glibc's arenas. It only affects threads that have not allocated yet, and
+XLA's threads have allocated once a step is compiled, so it cannot follow
+the compiled step's scratch; the Trainer prints a note (`arena_note`) when
+that scratch suits the setting the config did not choose.
 
 Measured (experiments/benchmarks/README.md, experiments/language/README.md):
 with both, the minor page faults of a step drop to about zero and the MAE
 step runs about 1.26x faster (SimCLR 2.5%); the baby GPT's went from 98
 to 63 ms when mmap was first turned off. Both are no-ops where the C
 library is not glibc; JAXSSL_KEEP_FREED_MEMORY=off leaves glibc's defaults
-and JAXSSL_ONE_MALLOC_ARENA=off its per-thread arenas (for A/B runs).
+(for A/B runs).
 
 The cost of both: memory freed by the process is kept for reuse instead
 of being returned to the OS, so the resident size stays at its peak; peak
@@ -62,6 +64,9 @@ NEVER_TRIM = -1
 TOP_PAD_BYTES = 64 << 20
 HEAP_SETTINGS = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, NEVER_TRIM), (_M_TOP_PAD, TOP_PAD_BYTES))
 ARENA_SETTINGS = ((_M_ARENA_MAX, 1),)
+# glibc's HEAP_MAX_SIZE on 64-bit machines: a thread arena mmaps any larger block, and
+# unmaps it when it is freed.
+THREAD_ARENA_HEAP_BYTES = 64 << 20
 
 
 class _MallInfo2(ctypes.Structure):
@@ -95,11 +100,10 @@ def free_heap_bytes() -> int:
     return int(mallinfo2().fordblks)
 
 
-def _apply(settings, switch: str) -> bool:
+def _apply(settings) -> bool:
     """mallopt(parameter, value) for each; True if glibc accepted all of them. Nothing is
-    applied when the environment variable JAXSSL_KEEP_FREED_MEMORY or `switch` is 'off'."""
-    if any(os.environ.get(name, "on").lower() == "off"
-           for name in ("JAXSSL_KEEP_FREED_MEMORY", switch)):
+    applied when the environment variable JAXSSL_KEEP_FREED_MEMORY is 'off'."""
+    if os.environ.get("JAXSSL_KEEP_FREED_MEMORY", "on").lower() == "off":
         return False
     mallopt = _libc_function("mallopt")
     if mallopt is None:
@@ -110,11 +114,24 @@ def _apply(settings, switch: str) -> bool:
 @functools.cache
 def keep_freed_memory() -> bool:
     """Applies HEAP_SETTINGS (see the module docstring); True if glibc accepted them."""
-    return _apply(HEAP_SETTINGS, "JAXSSL_KEEP_FREED_MEMORY")
+    return _apply(HEAP_SETTINGS)
 
 
 @functools.cache
 def share_one_arena() -> bool:
-    """Applies ARENA_SETTINGS (see the module docstring); True if glibc accepted them.
-    JAXSSL_ONE_MALLOC_ARENA=off skips them alone (for A/B runs)."""
-    return _apply(ARENA_SETTINGS, "JAXSSL_ONE_MALLOC_ARENA")
+    """Applies ARENA_SETTINGS (see the module docstring); True if glibc accepted them."""
+    return _apply(ARENA_SETTINGS)
+
+
+def arena_note(malloc_arenas: str, scratch_bytes: int) -> str | None:
+    """For a CPU step that allocates `scratch_bytes` of temporaries at every call, run with
+    the config's `malloc_arenas`: a one-line note naming the other setting when that one
+    suits the step better ('one' above a thread arena's heap, 'per_thread' below), else
+    None (also where the C library is not glibc)."""
+    suited = "one" if scratch_bytes > THREAD_ARENA_HEAP_BYTES else "per_thread"
+    if suited == malloc_arenas or _libc_function("mallopt") is None:
+        return None
+    side = "above" if suited == "one" else "under"
+    return (f"jaxssl: note: the step's XLA scratch ({scratch_bytes / 2**20:.1f} MiB) is {side} "
+            f"a thread malloc arena's {THREAD_ARENA_HEAP_BYTES >> 20} MiB, so "
+            f"--config.malloc_arenas={suited} would make its steps faster (jaxssl/host_memory.py)")

@@ -85,9 +85,11 @@ def train_and_report(args: argparse.Namespace, overrides: dict[str, str]) -> int
     """Validates everything, trains, prints and saves the final results."""
     import jax  # after argument errors
 
-    from jaxssl import config as config_lib, platforms, train
-    platforms.prepare_cpu_training()
-    config, trainer = train.load_and_validate(args.config, overrides, args.workdir)
+    from jaxssl import config as config_lib, parallel, platforms, train
+    config = config_lib.load(args.config, overrides)
+    platforms.prepare_cpu_training(config.malloc_arenas)
+    parallel.maybe_initialize_distributed(config.distributed)
+    trainer = train.Trainer(config, args.workdir)
     print(config_lib.to_json(config))
     results = {"pretrained": trainer.run()}
     if results["pretrained"]:  # empty when preempted before the end

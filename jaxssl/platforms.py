@@ -36,7 +36,8 @@ math: results agree to float tolerance (tests/test_platforms.py).
 Host memory: when `runs_on_cpu_only()` says JAX will start no backend
 but the CPU's, `jaxssl/__init__.py` also applies `host_memory`'s heap
 settings, and `prepare_cpu_training` (called by training entry points
-before JAX's first computation) its one-arena setting (see that module).
+before JAX's first computation) its one-arena setting when the config
+asks for it (see that module).
 
 Called once, from `jaxssl/__init__.py`, before any JAX backend starts.
 """
@@ -94,13 +95,13 @@ def runs_on_cpu_only() -> bool:
     return not accelerator_plugins and not (_installed("libtpu") and has_tpu_device_files())
 
 
-def prepare_cpu_training() -> None:
-    """For a process that trains (jaxssl.main, the benchmark workers): one malloc arena on CPU-only runs.
+def prepare_cpu_training(malloc_arenas: str) -> None:
+    """For a process that trains (jaxssl.main, the benchmark workers): on CPU-only runs,
+    one malloc arena if the config's `malloc_arenas` is 'one' (see `host_memory`).
 
-    Faster steps for slower compiles (see `host_memory`); call it before
-    JAX's first computation.
+    Call it before JAX's first computation; the process's first training config decides.
     """
-    if runs_on_cpu_only():
+    if runs_on_cpu_only() and malloc_arenas == "one":
         host_memory.share_one_arena()
 
 

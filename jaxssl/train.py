@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from typing import Sequence
 
@@ -290,6 +291,11 @@ class Trainer(TrainStep):
         train_step = traced.lower().compile()
         # Before anything is written: a step too big for this host is a one-line error.
         device_memory.check_step_fits(train_step, self.mesh.local_devices)
+        if jax.process_index() == 0 and self.mesh.devices.flat[0].platform == "cpu":
+            note = host_memory.arena_note(config.malloc_arenas,
+                                          train_step.memory_analysis().temp_size_in_bytes)
+            if note:
+                print(note, file=sys.stderr, flush=True)
         if jax.process_index() == 0:
             config_lib.save(config, self.workdir)
             save_assets(self.assets, self.workdir)
@@ -351,10 +357,3 @@ class Trainer(TrainStep):
         # A periodic evaluation of a run stopped early is in metrics.jsonl, not a final result.
         return results if step == config.total_steps else {}
 
-
-def load_and_validate(config_spec: str, overrides: dict[str, str], workdir: str
-                      ) -> tuple[ml_collections.ConfigDict, Trainer]:
-    """Config -> (resolved config, Trainer); raises InputError on bad input."""
-    config = config_lib.load(config_spec, overrides)
-    parallel.maybe_initialize_distributed(config.distributed)
-    return config, Trainer(config, workdir)

@@ -28,6 +28,7 @@ def test_unknown_key_names_the_nearest_valid_one(user, message):
 @pytest.mark.parametrize("user, message", [
     ({"total_steps": "ten"}, "'total_steps' expects int"),
     ({"optim": {"name": "adam"}}, "'optim.name' must be one of"),
+    ({"malloc_arenas": "two"}, "'malloc_arenas' must be one of"),
     ({"data": {"batch_size": 0}}, "'data.batch_size' must be >= 1"),
     ({"data": {"batch_size": 10}, "grad_accum_steps": 4}, "not divisible by grad_accum_steps"),
     ({"optim": 3}, "'optim' is a section"),

@@ -12,14 +12,14 @@ from jaxssl import host_memory
 # Mallocs, fills and frees a block twice, in the main thread or in a new
 # thread each time (as XLA:CPU's workers do), and prints the minor page faults
 # of the second time. Importing jaxssl applies keep_freed_memory on a CPU-only
-# machine, prepare_cpu_training (as jaxssl.main calls it) share_one_arena;
-# JAXSSL_KEEP_FREED_MEMORY=off keeps glibc's defaults, JAXSSL_ONE_MALLOC_ARENA=off the
-# per-thread arenas.
+# machine, prepare_cpu_training (as jaxssl.main calls it with the config's
+# malloc_arenas) share_one_arena if that is 'one'; JAXSSL_KEEP_FREED_MEMORY=off keeps
+# glibc's defaults.
 _SECOND_TOUCH_FAULTS = """
 import ctypes, resource, sys, threading
 from jaxssl import platforms
 if sys.argv[3] == "training":
-    platforms.prepare_cpu_training()
+    platforms.prepare_cpu_training(sys.argv[4])
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
@@ -43,17 +43,17 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 def _second_touch_faults(size: int, where: str, process: str, keep: str = "on",
-                         one_arena: str = "on") -> int:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAXSSL_KEEP_FREED_MEMORY=keep,
-               JAXSSL_ONE_MALLOC_ARENA=one_arena)
-    done = subprocess.run([sys.executable, "-c", _SECOND_TOUCH_FAULTS, str(size), where, process],
-                          check=True, capture_output=True, text=True, env=env)
+                         malloc_arenas: str = "one") -> int:
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAXSSL_KEEP_FREED_MEMORY=keep)
+    done = subprocess.run(
+        [sys.executable, "-c", _SECOND_TOUCH_FAULTS, str(size), where, process, malloc_arenas],
+        check=True, capture_output=True, text=True, env=env)
     return int(done.stdout.strip())
 
 
 # 64 MiB: above glibc's largest mmap threshold (like the baby GPT's 51.8 MiB
 # XLA scratch buffer). 96 MiB: above a thread arena's 64 MiB heaps too, so
-# only a training process (one arena) reuses it.
+# only a training process with one arena reuses it.
 @pytest.mark.parametrize("size, where, process", [(64 << 20, "main", "library"),
                                                   (96 << 20, "thread", "training")])
 def test_large_freed_block_is_reused_without_page_faults(size, where, process):
@@ -66,13 +66,31 @@ def test_large_freed_block_is_reused_without_page_faults(size, where, process):
     assert _second_touch_faults(size, where, process) < pages // 30
 
 
-@pytest.mark.parametrize("process, one_arena", [("library", "on"), ("training", "off")])
-def test_a_thread_needs_the_one_arena_for_a_block_above_64_mib(process, one_arena):
-    """A library process has no one arena, nor a training one with JAXSSL_ONE_MALLOC_ARENA=off."""
+@pytest.mark.parametrize("process, malloc_arenas", [("library", "one"),
+                                                    ("training", "per_thread")])
+def test_a_thread_needs_the_one_arena_for_a_block_above_64_mib(process, malloc_arenas):
+    """A library process has no one arena, nor a training one whose config asks for
+    per-thread arenas."""
     if not host_memory.keep_freed_memory():
         pytest.skip("the C library is not glibc")
     assert _second_touch_faults(96 << 20, "thread", process,
-                                one_arena=one_arena) > (96 << 20) // 4096 // 600
+                                malloc_arenas=malloc_arenas) > (96 << 20) // 4096 // 600
+
+
+@pytest.mark.parametrize("malloc_arenas, scratch_mib, suited", [
+    ("one", 62.5, "per_thread"), ("one", 64, "per_thread"), ("one", 65, None),
+    ("per_thread", 65, "one"), ("per_thread", 44.6, None)])
+def test_a_note_names_the_arenas_that_suit_the_step(malloc_arenas, scratch_mib, suited):
+    if not host_memory.keep_freed_memory():
+        pytest.skip("the C library is not glibc")
+    note = host_memory.arena_note(malloc_arenas, int(scratch_mib * 2**20))
+    if suited is None:
+        assert note is None
+    else:
+        side = "under" if suited == "per_thread" else "above"
+        assert note == (f"jaxssl: note: the step's XLA scratch ({scratch_mib:.1f} MiB) is {side} a "
+                        f"thread malloc arena's 64 MiB, so --config.malloc_arenas={suited} would "
+                        f"make its steps faster (jaxssl/host_memory.py)")
 
 
 def test_a_freed_block_is_counted_as_free_heap():

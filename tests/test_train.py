@@ -16,7 +16,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxssl import config as config_lib, flops as flops_lib, logging as log_lib, parallel
+from jaxssl import (config as config_lib, flops as flops_lib, host_memory, logging as log_lib,
+                    parallel)
 from jaxssl.main import format_results
 from jaxssl.errors import CheckpointError
 from jaxssl.data import pipeline
@@ -195,6 +196,18 @@ def test_progress_bar_shows_steps_loss_and_throughput(async_resumed_run):
                  f"ex_per_s={rows[step]['examples_per_s']:.0f}")
         assert any(all(text in render for text in shown) for render in renders), (
             shown, async_resumed_run.stderr)
+
+
+def test_a_run_notes_the_malloc_arenas_that_suit_its_step(async_resumed_run):
+    """Its config keeps the default one arena, and the tiny step's XLA scratch is far under
+    a thread arena's 64 MiB: each of the two runs says so once."""
+    if not host_memory.keep_freed_memory():
+        pytest.skip("the C library is not glibc")
+    notes = [line for line in async_resumed_run.stderr.splitlines() if "malloc_arenas" in line]
+    assert len(notes) == 2, async_resumed_run.stderr
+    assert all(note.startswith("jaxssl: note: the step's XLA scratch (") and note.endswith(
+        "MiB) is under a thread malloc arena's 64 MiB, so --config.malloc_arenas=per_thread "
+        "would make its steps faster (jaxssl/host_memory.py)") for note in notes), notes
 
 
 def test_progress_bar_output_and_its_off_switch(capsys):

@@ -8,8 +8,9 @@ Each variant is the config with `--set` and then its own overrides, e.g.
   --variant threefry:prng_impl=threefry2x32 --variant rbg:prng_impl=rbg
 Every variant's full jitted train step (the Trainer's, on one device) runs
 on one fixed batch of the config's data, in a process prepared for training
-as jaxssl.main's is (`platforms.prepare_cpu_training`: malloc keeps the step's
-scratch memory between steps). After `--warmup` steps each, the
+as jaxssl.main's is (`platforms.prepare_cpu_training`, with the config's
+`malloc_arenas` after `--set`; a process-wide setting, so variants may not
+change it: ab_processes.py compares it). After `--warmup` steps each, the
 variants are timed in alternation, one step each in turn, so drifting load
 on a shared machine hits all alike. Prints the median step time, the
 throughput, the matmul FLOPs (jaxssl.flops), the MFU and each variant's
@@ -39,6 +40,12 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     return name, dict(item.split("=", 1) for item in assignments.split(",") if item)
 
 
+def prepare_process(config_path: str, overrides: dict[str, str]) -> None:
+    """`platforms.prepare_cpu_training` with the config's malloc_arenas, as jaxssl.main
+    does: this process stands for the config's training run. Before JAX's first computation."""
+    platforms.prepare_cpu_training(config_lib.load(config_path, overrides).malloc_arenas)
+
+
 def traced_step(config_path: str, overrides: dict[str, str]) -> tuple[Trainer, Any, Any]:
     """(Trainer, its traced train step, a global batch of the config's data), one device."""
     config = config_lib.load(config_path, {**overrides, "mesh.data": "1"})
@@ -54,18 +61,27 @@ def compiled_step(config_path: str, overrides: dict[str, str]) -> list:
     return [traced.lower().compile(), trainer.initial_state(), batch, traced_flops(traced)]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def variants_parser(description: str) -> argparse.ArgumentParser:
+    """--config, --variant and --set, as this script and ab_processes.py take them."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", required=True)
     parser.add_argument("--variant", action="append", required=True, type=parse_variant,
                         help="NAME:KEY=VALUE[,KEY=VALUE...]; give two or more")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="overrides shared by every variant")
+    return parser
+
+
+def main() -> None:
+    parser = variants_parser(__doc__.splitlines()[0])
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
-    platforms.prepare_cpu_training()  # as jaxssl.main does: steps timed as a training run's
     shared = dict(item.split("=", 1) for item in args.set)
+    if any("malloc_arenas" in own for _, own in args.variant):
+        parser.error("malloc_arenas holds for the whole process: set it with --set, or compare "
+                     "it with ab_processes.py")
+    prepare_process(args.config, shared)
 
     runs = {name: compiled_step(args.config, {**shared, **own}) for name, own in args.variant}
     times = {name: [] for name in runs}

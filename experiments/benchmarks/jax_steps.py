@@ -1,8 +1,11 @@
 """jaxssl's train steps for vs_pytorch.py: the Trainer's own compiled step, one device.
 
   python -m experiments.benchmarks.jax_steps --workload=simclr|mae|baby_gpt
+  python -m experiments.benchmarks.jax_steps --config=configs/X.py [--set KEY=VALUE ...]
 
-A worker with torch_steps.py's protocol: it builds the workload, runs
+A worker with torch_steps.py's protocol (for vs_pytorch.py and
+ab_processes.py): it builds the workload (or any config's step, at its own
+batch, on a batch of its data, with `--set` overrides), runs
 `--warmup` steps, prints `READY {json}` and then, for each line N read from
 stdin, runs N steps on one fixed batch and prints a JSON list of their wall
 seconds (each blocked until its metrics are ready). An empty line or EOF
@@ -43,8 +46,7 @@ import time
 
 import jax
 
-from experiments.benchmarks.ab_step import compiled_step
-from jaxssl import platforms
+from experiments.benchmarks.ab_step import compiled_step, prepare_process
 from jaxssl.logging import device_peak_flops
 
 WORKLOADS = {
@@ -77,10 +79,10 @@ def apply_undo_switches() -> None:
                 setattr(importlib.import_module(module), name, replacement)
 
 
-def build(workload: str):
+def build(config_path: str, overrides: dict[str, str]):
     """(compiled step, initial state, global batch, FLOPs per step) on one device."""
     apply_undo_switches()
-    return compiled_step(*WORKLOADS[workload])
+    return compiled_step(config_path, overrides)
 
 
 def run_steps(step, state, batch, count: int):
@@ -99,12 +101,20 @@ def run_steps(step, state, batch, count: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", required=True, choices=sorted(WORKLOADS))
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--workload", choices=sorted(WORKLOADS))
+    which.add_argument("--config")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides (with --config)")
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
-    platforms.prepare_cpu_training()  # as jaxssl.main does: this worker stands for a training run
+    if args.set and args.workload:
+        parser.error("--set goes with --config")
+    config_path, overrides = (WORKLOADS[args.workload] if args.workload
+                              else (args.config, dict(item.split("=", 1) for item in args.set)))
+    prepare_process(config_path, overrides)
     start = time.perf_counter()
-    step, state, batch, flops = build(args.workload)
+    step, state, batch, flops = build(config_path, overrides)
     compile_s = time.perf_counter() - start
     state, _ = run_steps(step, state, batch, args.warmup)
     jax.block_until_ready(state)  # no step work left running while the peak is measured

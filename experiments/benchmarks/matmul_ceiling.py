@@ -34,9 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.benchmarks.ab_step import traced_step
+from experiments.benchmarks.ab_step import prepare_process, traced_step
 from experiments.benchmarks.jax_steps import WORKLOADS, apply_undo_switches, run_steps
-from jaxssl import platforms
 from jaxssl.flops import equation_flops, matmul_equations
 from jaxssl.logging import device_peak_flops
 
@@ -87,7 +86,7 @@ def main() -> None:
                         help="timed calls per shape and round, fewer where they take over 2 s")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per round")
     args = parser.parse_args()
-    platforms.prepare_cpu_training()
+    prepare_process(*WORKLOADS[args.workload])
     apply_undo_switches()
     trainer, traced, batch = traced_step(*WORKLOADS[args.workload])
 

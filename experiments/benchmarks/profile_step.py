@@ -31,6 +31,7 @@ import tempfile
 
 import jax
 
+from experiments.benchmarks.ab_step import prepare_process
 from experiments.benchmarks.jax_steps import WORKLOADS, build, run_steps
 from jaxssl import platforms
 
@@ -103,8 +104,8 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args()
     platforms.add_xla_flags([TRACEME_FLAG])
-    platforms.prepare_cpu_training()
-    step, state, batch, flops = build(args.workload)
+    prepare_process(*WORKLOADS[args.workload])
+    step, state, batch, flops = build(*WORKLOADS[args.workload])
     state, _ = run_steps(step, state, batch, args.warmup)
     state, seconds = run_steps(step, state, batch, args.steps)
     trace_dir = tempfile.mkdtemp(prefix="profile_step_")

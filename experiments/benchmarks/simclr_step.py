@@ -90,7 +90,8 @@ def main() -> int:
     if args.virtual_cpu_devices > 1:
         platforms.add_xla_flags(
             [f"--xla_force_host_platform_device_count={args.virtual_cpu_devices}"])
-    platforms.prepare_cpu_training()  # as jaxssl.main does: this process stands for a training run
+    # As jaxssl.main does with the default malloc_arenas: this process stands for a training run.
+    platforms.prepare_cpu_training("one")
     results = [bench(int(n), args) for n in args.devices.split(",")]
     header = ["devices", "device_kind", "step_time_s", "examples_per_s", "tflops_per_step",
               "mfu", "compile_s"]
