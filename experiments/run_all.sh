@@ -243,7 +243,11 @@ run_one() {
       need_data tiny-shakespeare/
       record vs_pytorch experiments/benchmarks/results \
         "$PYTHON" -m experiments.benchmarks.vs_pytorch --torch_python="${TORCH_PYTHON:?set TORCH_PYTHON}" \
-          --rounds=5 --jax_env="XLA defaults=JAXSSL_CPU_XLA_DEFAULTS=off" --out=experiments/benchmarks/results ;;
+          --rounds=5 --jax_variant="vector width 256=--xla_cpu_prefer_vector_width=256" \
+          --jax_env="XLA defaults=JAXSSL_CPU_XLA_DEFAULTS=off" \
+          --jax_env="folded attention transposes=JAXSSL_BENCH_FOLDED_ATTENTION_TRANSPOSES=on" \
+          --out=experiments/benchmarks/results \
+          | tee experiments/benchmarks/results/vs_pytorch.log ;;
     *)
       echo "run_all.sh: unknown experiment '$1'; known:" >&2
       echo "$EXPERIMENTS" | awk 'NF {print "  " $1}' >&2
