@@ -43,7 +43,7 @@ gpt_6l            experiments/language/README.md (6-layer nanoGPT)        27 h (
 gato              experiments/generalist/README.md (Gato, 900 steps)      12 min
 palm_e            experiments/generalist/README.md (PaLM-E stages)        2 h
 pali_x            experiments/generalist/README.md (PaLI-X frames)        45 min
-vs_pytorch        experiments/benchmarks/README.md (vs PyTorch table)     15 min, needs TORCH_PYTHON; stop other jobs
+vs_pytorch        experiments/benchmarks/README.md (vs PyTorch tables)    20 min, needs TORCH_PYTHON; stop other jobs
 "
 
 need_data() {
@@ -241,13 +241,24 @@ run_one() {
         "$PYTHON" -m experiments.generalist.pali_x --runs="$RUNS/pali_x" ;;
     vs_pytorch)
       need_data tiny-shakespeare/
+      # Two commands: SimCLR's workers are the largest (about 5-8 GiB each), and with the
+      # Transformer switch as well they outgrew the 24 GiB VM (a worker killed, 2026-12-06).
       record vs_pytorch experiments/benchmarks/results \
         "$PYTHON" -m experiments.benchmarks.vs_pytorch --torch_python="${TORCH_PYTHON:?set TORCH_PYTHON}" \
-          --rounds=5 --jax_variant="vector width 256=--xla_cpu_prefer_vector_width=256" \
+          --rounds=5 --workloads=mae,baby_gpt \
+          --jax_variant="vector width 256=--xla_cpu_prefer_vector_width=256" \
           --jax_env="XLA defaults=JAXSSL_CPU_XLA_DEFAULTS=off" \
           --jax_env="folded attention transposes=JAXSSL_BENCH_FOLDED_ATTENTION_TRANSPOSES=on" \
           --out=experiments/benchmarks/results \
-          | tee experiments/benchmarks/results/vs_pytorch.log ;;
+          | tee experiments/benchmarks/results/vs_pytorch.log
+      mkdir -p experiments/benchmarks/results/simclr
+      record vs_pytorch_simclr experiments/benchmarks/results/simclr \
+        "$PYTHON" -m experiments.benchmarks.vs_pytorch --torch_python="$TORCH_PYTHON" \
+          --rounds=5 --workloads=simclr \
+          --jax_variant="vector width 256=--xla_cpu_prefer_vector_width=256" \
+          --jax_env="XLA defaults=JAXSSL_CPU_XLA_DEFAULTS=off" \
+          --out=experiments/benchmarks/results/simclr \
+          | tee experiments/benchmarks/results/simclr/vs_pytorch.log ;;
     *)
       echo "run_all.sh: unknown experiment '$1'; known:" >&2
       echo "$EXPERIMENTS" | awk 'NF {print "  " $1}' >&2

@@ -24,20 +24,19 @@ else and is applied on import of jaxssl when JAX will run on the CPU only,
 and by the Trainer on CPU meshes. That covers blocks up to 64 MiB.
 
 `share_one_arena()` turns off the third (`M_ARENA_MAX = 1`: every thread
-allocates from the main arena), which a step whose scratch is above a
-thread arena's 64 MiB needs (MAE ViT-Tiny/4's, SimCLR's). It has a price:
-threads contend for the one arena's lock, so a step of many small ops whose
-scratch fits a thread's arena runs slower (the baby GPT's 1.15x, the
-quickstart's about 1.25x), and XLA's multi-threaded compiler allocates a
-lot, so compiling a step takes about 25% longer (MAE step: XLA's compile
-9.0 -> 11.1 s). So it is each training run's choice, the config's
-`malloc_arenas`: 'one' (the default) applies it through
-`platforms.prepare_cpu_training`, which `jaxssl.main` calls once the
-config is loaded and before JAX's first computation; 'per_thread' keeps
-glibc's arenas. It only affects threads that have not allocated yet, and
-XLA's threads have allocated once a step is compiled, so it cannot follow
-the compiled step's scratch; the Trainer prints a note (`arena_note`) when
-that scratch suits the setting the config did not choose.
+allocates from the main arena), which a step whose scratch is above a thread
+arena's 64 MiB needs (MAE ViT-Tiny/4's, SimCLR's). It has a price: threads
+contend for the one arena's lock, so a step whose scratch fits a thread's
+arena runs 1.11-1.36x slower with it (the baby GPT, quickstart and PaLI
+digits configs), and XLA's multi-threaded compiler allocates a lot, so
+compiling a step takes 1.2-1.5x longer. So it is each training run's choice,
+the config's `malloc_arenas`: 'one' (the default) applies it through
+`platforms.prepare_cpu_training`, which `jaxssl.main` calls once the config
+is loaded and before JAX's first computation; 'per_thread' keeps glibc's
+arenas. It only affects threads that have not allocated yet, and XLA's
+threads have allocated once a step is compiled, so it cannot follow the
+compiled step's scratch; the Trainer prints a note (`arena_note`) when that
+scratch suits the setting the config did not choose.
 
 Measured (experiments/benchmarks/README.md, experiments/language/README.md):
 with both, the minor page faults of a step drop to about zero and the MAE
