@@ -12,9 +12,9 @@ data.data_dir, e.g. --config.data.name='tfds_captions:coco_captions?image_size=6
 
   python -m jaxssl.main --config=configs/lm_pali_digits.py --workdir=/tmp/lm_runs/pali
 
-Measured 2026-12-05 (commit 5175a3c's code, shared 2-core CPU, load average
-about 5): prefix/masked losses fall from 3.9/3.7 to 0.19/0.11; validation
-loss 0.165; 35 s wall (experiments/language/README.md, logs/pali/).
+Measured 2026-12-06 (commit a4546b8, 2-core CPU, nothing else running):
+prefix/masked losses fall from 3.9/3.7 to 0.19/0.11; validation loss 0.165;
+17 s wall (experiments/language/README.md, logs/pali/).
 """
 
 import ml_collections

@@ -13,9 +13,9 @@ compiles need no data) plus jaxssl's 7 special ids.
       --config.data.data_dir=$JAXSSL_DATA_DIR/tiny-shakespeare
 
 Published (nanoGPT README, CPU): validation loss 1.88. Measured here
-(2026-12-05, commit 5175a3c, shared 2-core x86-64 CPU, load average 5-7):
-validation loss 1.849 over the whole last 10%, 5 min 40 s for the whole
-command under that load (experiments/language/README.md, logs/baby_gpt/).
+(2026-12-06, commit a4546b8, 2-core x86-64 CPU, nothing else running):
+validation loss 1.849 over the whole last 10%, 46 s for the whole command
+(experiments/language/README.md, logs/baby_gpt/).
 """
 
 import ml_collections

@@ -13,10 +13,10 @@ linear head and is fine-tuned end to end on a class-balanced 10% of the
 learning rate 0.01 for 150 steps of 48; the same network from
 initialisation gets learning rate 0.1 (the best of 0.01 / 0.05 / 0.1 for it;
 0.01 is the best of 0.01 / 0.05 for fine-tuning; both re-checked on
-2026-12-05 with commit 5175a3c's code). The test split (359 digits) gives
+2026-12-06 with commit a4546b8). The test split (359 digits) gives
 top-1 / top-5, the WiSE-FT blend at a = 0.5 and per-class accuracy;
-DIR/results.md puts the two runs side by side. Measured 2026-12-05:
-fine-tuned 93.87% vs scratch 91.36% top-1; runtime, hardware and logs:
+DIR/results.md puts the two runs side by side. Measured 2026-12-06:
+fine-tuned 94.71% vs scratch 90.81% top-1; runtime, hardware and logs:
 experiments/finetune/README.md.
 
 Alone (from any pretraining workdir, or from scratch without the argument):

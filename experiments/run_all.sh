@@ -23,12 +23,12 @@ DATA=${JAXSSL_DATA_DIR:-}
 
 # name | README that quotes it | idle 2-core CPU cost, roughly
 EXPERIMENTS="
-quickstart        README.md (Quickstart table)                            4 min
-quickstart_ft     README.md, experiments/finetune/README.md (digits)      8 min
-quickstart_ft_lr  experiments/finetune/README.md (learning rates, LP-FT)  6 min, after quickstart_ft
-baby_gpt          experiments/language/README.md (nanoGPT baby GPT)       3 min
+quickstart        README.md (Quickstart table)                            1 min
+quickstart_ft     README.md, experiments/finetune/README.md (digits)      1-2 min
+quickstart_ft_lr  experiments/finetune/README.md (learning rates, LP-FT)  1 min, after quickstart_ft
+baby_gpt          experiments/language/README.md (nanoGPT baby GPT)       1 min
 ul2               experiments/language/README.md (UL2)                    10 min
-pali              experiments/language/README.md (PaLI digits)            4 min
+pali              experiments/language/README.md (PaLI digits)            0.5 min
 pydoc             experiments/language/README.md (byte-level pydoc)       7 min
 mim               experiments/mim/README.md (MAE vs SimMIM)               25 min
 mim_bench         experiments/mim/README.md (MAE step, mask 0.75 vs 0)    2 min
