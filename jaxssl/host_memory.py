@@ -35,8 +35,8 @@ the config's `malloc_arenas`: 'one' (the default) applies it through
 is loaded and before JAX's first computation; 'per_thread' keeps glibc's
 arenas. It only affects threads that have not allocated yet, and XLA's
 threads have allocated once a step is compiled, so it cannot follow the
-compiled step's scratch; the Trainer prints a note (`arena_note`) when that
-scratch suits the setting the config did not choose.
+compiled step's scratch; the Trainer prints a note (`arena_note`, on stdout)
+when that scratch suits the setting the config did not choose.
 
 Measured (experiments/benchmarks/README.md, experiments/language/README.md):
 with both, the minor page faults of a step drop to about zero and the MAE

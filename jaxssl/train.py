@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from typing import Sequence
 
@@ -294,8 +293,8 @@ class Trainer(TrainStep):
         if jax.process_index() == 0 and self.mesh.devices.flat[0].platform == "cpu":
             note = host_memory.arena_note(config.malloc_arenas,
                                           train_step.memory_analysis().temp_size_in_bytes)
-            if note:
-                print(note, file=sys.stderr, flush=True)
+            if note:  # on stdout: advice, not a warning (stderr stays one line on bad input)
+                print(note, flush=True)
         if jax.process_index() == 0:
             config_lib.save(config, self.workdir)
             save_assets(self.assets, self.workdir)

@@ -120,21 +120,22 @@ def async_resumed_run(simclr_run, tmp_path_factory):
     log.peak_flops_per_device = PEAK_FLOPS: stopped at step 3, then resumed to the end.
 
     A namespace: workdir, trainers (the stopped and the resumed Trainer, after their runs),
-    results (the resumed run's) and stderr (what the two runs wrote there: the progress bar).
+    results (the resumed run's), stderr and stdout (what the two runs wrote there: the
+    progress bar, notes).
     """
     user = simclr_run.config.to_dict()
     user["checkpoint"].update(async_save=True, every_steps=2)
     user["log"].update(tensorboard=True, progress_bar=True, peak_flops_per_device=PEAK_FLOPS)
     config, workdir = config_lib.resolve(user), str(tmp_path_factory.mktemp("async_resumed"))
-    stderr = io.StringIO()
-    with contextlib.redirect_stderr(stderr):
+    stderr, stdout = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout):
         stopped = Trainer(config, workdir)
         assert stopped.run(stop_at=3) == {}
         resumed = Trainer(config, workdir)
         assert resumed.resume_step == 3
         results = resumed.run()
     return types.SimpleNamespace(workdir=workdir, trainers=(stopped, resumed), results=results,
-                                 stderr=stderr.getvalue())
+                                 stderr=stderr.getvalue(), stdout=stdout.getvalue())
 
 
 def test_exact_resume_with_asynchronous_checkpoint_saves(async_resumed_run, simclr_run):
@@ -200,11 +201,12 @@ def test_progress_bar_shows_steps_loss_and_throughput(async_resumed_run):
 
 def test_a_run_notes_the_malloc_arenas_that_suit_its_step(async_resumed_run):
     """Its config keeps the default one arena, and the tiny step's XLA scratch is far under
-    a thread arena's 64 MiB: each of the two runs says so once."""
+    a thread arena's 64 MiB: each of the two runs says so once, on stdout."""
     if not host_memory.keep_freed_memory():
         pytest.skip("the C library is not glibc")
-    notes = [line for line in async_resumed_run.stderr.splitlines() if "malloc_arenas" in line]
-    assert len(notes) == 2, async_resumed_run.stderr
+    notes = [line for line in async_resumed_run.stdout.splitlines() if "malloc_arenas" in line]
+    assert len(notes) == 2, async_resumed_run.stdout
+    assert "malloc_arenas" not in async_resumed_run.stderr
     assert all(note.startswith("jaxssl: note: the step's XLA scratch (") and note.endswith(
         "MiB) is under a thread malloc arena's 64 MiB, so --config.malloc_arenas=per_thread "
         "would make its steps faster (jaxssl/host_memory.py)") for note in notes), notes
