@@ -7,9 +7,9 @@ crosses documents; first 90% train, last 10% validation.
   python -m jaxssl.main --config=configs/lm_pydoc_quickstart.py --workdir=/tmp/lm_runs/pydoc
   python -m jaxssl.sample --workdir=/tmp/lm_runs/pydoc --prompt="The " --temperature=0.8
 
-Measured 2026-12-05 (commit 5175a3c's code, shared 2-core CPU, load average
-4.6-7.5): validation loss 1.434 nats/byte (2.07 bits per character), 5 min
-49 s wall (experiments/language/README.md, logs/pydoc/).
+Measured 2026-12-06 (commit 6fc5280, 2-core CPU, nothing else running):
+validation loss 1.434 nats/byte (2.07 bits per character), 38 s wall
+(experiments/language/README.md, logs/pydoc/).
 """
 
 import ml_collections

@@ -10,10 +10,9 @@ same mixture (fixed key) over the last 10%. Metrics log each denoiser's loss
   python -m jaxssl.main --config=configs/lm_ul2_shakespeare.py --workdir=/tmp/lm_runs/ul2 \\
       --config.data.data_dir=$JAXSSL_DATA_DIR/tiny-shakespeare
 
-Measured 2026-12-05 (commit 5175a3c's code, shared 2-core CPU, load average
-about 5): per-denoiser losses fall from about 3.4-3.6 to R 2.40, X 2.60,
-S 2.47; validation loss 2.52; 3 min 12 s wall (experiments/language/README.md,
-logs/ul2/).
+Measured 2026-12-06 (commit 6fc5280, 2-core CPU, nothing else running):
+per-denoiser losses fall from about 3.4-3.6 to R 2.40, X 2.60, S 2.47;
+validation loss 2.52; 46 s wall (experiments/language/README.md, logs/ul2/).
 """
 
 import ml_collections

@@ -9,11 +9,11 @@ Command (JAXSSL_DATA_DIR: the folder holding fashion-mnist/):
 width 64) sees the 12 visible ones, a 2-block decoder of width 32
 reconstructs all 49 (normalised pixels). Prints kNN and linear-probe top-1
 of the frozen encoder on 2,000 test images (features of 10,000 train
-images), next to the same encoder at initialisation. Measured 2026-12-05
-with commit 5175a3c's code on a shared 2-core CPU, load average about 5-6
+images), next to the same encoder at initialisation. Measured 2026-12-06
+at commit 6fc5280 on the 2-core CPU, nothing else running
 (experiments/mim/README.md, logs in experiments/mim/logs/mae/): kNN
-72.55%, linear probe 76.90% (random init 63.75% / 76.45%), 5 min 6 s
-including both evaluations.
+72.55%, linear probe 76.90% (random init 63.75% / 76.45%), 72 s including
+both evaluations.
 """
 
 import ml_collections

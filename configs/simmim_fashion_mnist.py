@@ -10,10 +10,10 @@ as the MAE config; 60% of the 49 patches become mask tokens, every token
 goes through the encoder and a linear head predicts the hidden patches'
 pixels (L1). The encoder then sees 4x as many tokens per step as MAE's, so
 at a similar CPU budget it takes fewer steps (`total_steps`). Measured
-2026-12-05 with commit 5175a3c's code on a shared 2-core CPU, load average
-about 5-6 (experiments/mim/README.md, logs in experiments/mim/logs/simmim/):
-kNN 65.75%, linear probe 74.50% (random init 63.75% / 76.45%), 3 min 51 s
-including both evaluations.
+2026-12-06 at commit 6fc5280 on the 2-core CPU, nothing else running
+(experiments/mim/README.md, logs in experiments/mim/logs/simmim/): kNN
+65.20%, linear probe 74.40% (random init 63.75% / 76.45%), 52 s including
+both evaluations.
 """
 
 import os

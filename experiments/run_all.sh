@@ -27,10 +27,10 @@ quickstart        README.md (Quickstart table)                            1 min
 quickstart_ft     README.md, experiments/finetune/README.md (digits)      1-2 min
 quickstart_ft_lr  experiments/finetune/README.md (learning rates, LP-FT)  1 min, after quickstart_ft
 baby_gpt          experiments/language/README.md (nanoGPT baby GPT)       1 min
-ul2               experiments/language/README.md (UL2)                    10 min
+ul2               experiments/language/README.md (UL2)                    1 min
 pali              experiments/language/README.md (PaLI digits)            0.5 min
-pydoc             experiments/language/README.md (byte-level pydoc)       7 min
-mim               experiments/mim/README.md (MAE vs SimMIM)               25 min
+pydoc             experiments/language/README.md (byte-level pydoc)       1 min
+mim               experiments/mim/README.md (MAE vs SimMIM)               3 min
 mim_bench         experiments/mim/README.md (MAE step, mask 0.75 vs 0)    2 min
 logits_memory     experiments/clip/README.md (contrastive/logits_memory.md) 2 min
 clip              experiments/clip/README.md (CLIP vs SigLIP)             20 min
@@ -40,7 +40,7 @@ finetune_fmnist_10pct experiments/finetune/README.md (the 10% rows only)  30 min
 finetune_fmnist   experiments/finetune/README.md (Fashion-MNIST tables)   3 h
 finetune_cifar10  experiments/finetune/README.md (CIFAR-10 table)         2 h
 gpt_6l            experiments/language/README.md (6-layer nanoGPT)        27 h (GPU: experiments/benchmarks/gpu.sh gpt6l)
-gato              experiments/generalist/README.md (Gato, 900 steps)      12 min
+gato              experiments/generalist/README.md (Gato, 900 steps)      6 min
 palm_e            experiments/generalist/README.md (PaLM-E stages)        2 h
 pali_x            experiments/generalist/README.md (PaLI-X frames)        45 min
 vs_pytorch        experiments/benchmarks/README.md (vs PyTorch tables)    20 min, needs TORCH_PYTHON; stop other jobs
