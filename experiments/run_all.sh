@@ -32,9 +32,9 @@ pali              experiments/language/README.md (PaLI digits)            0.5 mi
 pydoc             experiments/language/README.md (byte-level pydoc)       1 min
 mim               experiments/mim/README.md (MAE vs SimMIM)               3 min
 mim_bench         experiments/mim/README.md (MAE step, mask 0.75 vs 0)    2 min
-logits_memory     experiments/clip/README.md (contrastive/logits_memory.md) 2 min
+logits_memory     experiments/clip/README.md (contrastive/logits_memory.md) 1 min
 clip              experiments/clip/README.md (CLIP vs SigLIP)             4 min
-simclr_fmnist     experiments/simclr/README.md (SimCLR Fashion-MNIST)     60 min
+simclr_fmnist     experiments/simclr/README.md (SimCLR Fashion-MNIST)     3 min
 contrastive       experiments/contrastive/README.md (SimCLR vs MoCo v3)   3 min
 finetune_fmnist_10pct experiments/finetune/README.md (the 10% rows only)  30 min
 finetune_fmnist   experiments/finetune/README.md (Fashion-MNIST tables)   3 h
