@@ -42,7 +42,7 @@ finetune_cifar10  experiments/finetune/README.md (CIFAR-10 table)         2 h
 gpt_6l            experiments/language/README.md (6-layer nanoGPT)        27 h (GPU: experiments/benchmarks/gpu.sh gpt6l)
 gato              experiments/generalist/README.md (Gato, 900 steps)      6 min
 palm_e            experiments/generalist/README.md (PaLM-E stages)        2 h
-pali_x            experiments/generalist/README.md (PaLI-X frames)        45 min
+pali_x            experiments/generalist/README.md (PaLI-X frames)        12 min
 vs_pytorch        experiments/benchmarks/README.md (vs PyTorch tables)    20 min, needs TORCH_PYTHON; stop other jobs
 "
 
