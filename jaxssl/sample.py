@@ -6,11 +6,11 @@
 Reads DIR/config.json, rebuilds the method and its train state's shapes on one
 device from the data source's spec (no data is read), restores the parameters of
 the newest intact (or --step) checkpoint with Orbax, takes a character vocabulary
-from DIR/tokenizer.json (the one the run trained with), and samples token by token: --temperature=0 is greedy, otherwise softmax
-sampling at that temperature, restricted to the --top_k most likely tokens
-when top_k > 0. Each new token recomputes the model over the last `context`
-tokens (no KV cache; fine for small contexts). Prints the prompt and the
-continuation.
+from DIR/tokenizer.json (the one the run trained with), and samples token by
+token: --temperature=0 is greedy, otherwise softmax sampling at that
+temperature, restricted to the --top_k most likely tokens when top_k > 0. Each
+new token recomputes the model over the last `context` tokens (no KV cache;
+fine for small contexts). Prints the prompt and the continuation.
 """
 
 from __future__ import annotations
@@ -77,10 +77,8 @@ def load_model(workdir: str, step: int | None = None
                           f"{config.lm.architecture!r}")
     config.mesh = dict(data=1, fsdp=1, tensor=1)
     train_step = TrainStep.from_spec(config, parallel.make_mesh(config.mesh, jax.devices()[:1]))
-    abstract = parallel.abstract_with_shardings(train_step.abstract_state,
-                                                train_step.state_shardings)
     checkpointer = checkpoint.Checkpointer(workdir, 0, config.checkpoint.keep, async_save=False)
-    state, _ = checkpointer.restore_intact(abstract, step)
+    state, _ = checkpointer.restore_intact(train_step.sharded_abstract_state(), step)
     method, tokenizer = train_step.method, train_step.method.tokenizer
     saved = os.path.join(workdir, TOKENIZER_FILE)
     if os.path.isfile(saved):

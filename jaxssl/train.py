@@ -131,6 +131,11 @@ class TrainStep:
             shardings.params, transform_non_params=fallback)
         return shardings.replace(opt_state=opt_shardings)
 
+    def sharded_abstract_state(self) -> TrainState:
+        """The state's shapes and dtypes, each on its sharding: what tracing the train
+        step and restoring a checkpoint onto this mesh take."""
+        return parallel.abstract_with_shardings(self.abstract_state, self.state_shardings)
+
     # ------------------------------------------------------------ functions
     def compile_train_step(self):
         """The train step compiled for this mesh: (state, batch) -> (state, metrics)."""
@@ -148,12 +153,10 @@ class TrainStep:
             k: jax.ShapeDtypeStruct((self.config.data.batch_size,) + v.shape[1:], v.dtype,
                                     sharding=batch_sharding)
             for k, v in self._example.items()}
-        abstract_state = parallel.abstract_with_shardings(self.abstract_state,
-                                                          self.state_shardings)
         # Traced with the mesh in context: a method may read it with
         # jax.sharding.get_abstract_mesh() (e.g. for shard_map losses, methods/clip.py).
         with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
-            return jitted.trace(abstract_state, abstract_batch)
+            return jitted.trace(self.sharded_abstract_state(), abstract_batch)
 
     def trace_eval_step(self) -> jax.stages.Traced:
         """The method's `eval_step` traced for this mesh: the state's variables on their
@@ -246,9 +249,8 @@ class Trainer(TrainStep):
         on this mesh (`checkpoint.Checkpointer.restore_intact`). `data_iterator` (a grain
         iterator of `self.loader`), when given, is set to the position saved with it.
         Steps passed over as unreadable are listed in `self.unreadable_steps`."""
-        abstract = parallel.abstract_with_shardings(self.abstract_state, self.state_shardings)
-        state, self.unreadable_steps = self.checkpointer.restore_intact(abstract, step,
-                                                                        data_iterator)
+        state, self.unreadable_steps = self.checkpointer.restore_intact(
+            self.sharded_abstract_state(), step, data_iterator)
         return state
 
     def evaluate(self, state: TrainState) -> dict[str, float]:

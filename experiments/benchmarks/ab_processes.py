@@ -24,19 +24,17 @@ from __future__ import annotations
 import datetime
 import os
 import statistics
-import subprocess
 import sys
 
 from experiments.benchmarks.ab_step import variants_parser
-from experiments.benchmarks.vs_pytorch import REPO, Worker
+from experiments.benchmarks.vs_pytorch import Worker, short_commit, worker_env
+from experiments.common import overrides_of
 
 
 def start_worker(name: str, config: str, overrides: dict[str, str], warmup: int) -> Worker:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get(
-        "PYTHONPATH")]))}
     command = [sys.executable, "-m", "experiments.benchmarks.jax_steps", f"--config={config}",
                f"--warmup={warmup}", "--set", *(f"{k}={v}" for k, v in overrides.items())]
-    return Worker(name, command, env)
+    return Worker(name, command, worker_env())
 
 
 def main() -> None:
@@ -45,10 +43,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per round")
     parser.add_argument("--warmup", type=int, default=5)
     args = parser.parse_args()
-    shared = dict(item.split("=", 1) for item in args.set)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                            capture_output=True, text=True).stdout.strip()
-    print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}, "
+    shared = overrides_of(args)
+    print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+          f"commit {short_commit()}, "
           f"{os.cpu_count()} cores; {args.config} {' '.join(args.set)}; {args.rounds} rounds of "
           f"{args.steps} steps after {args.warmup} warm-up steps", flush=True)
     workers = [start_worker(name, args.config, {**shared, **own}, args.warmup)

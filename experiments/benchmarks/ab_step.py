@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from experiments.common import overrides_of
 from jaxssl import config as config_lib, parallel, platforms
 from jaxssl.data import pipeline
 from jaxssl.flops import traced_flops
@@ -77,7 +78,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
-    shared = dict(item.split("=", 1) for item in args.set)
+    shared = overrides_of(args)
     if any("malloc_arenas" in own for _, own in args.variant):
         parser.error("malloc_arenas holds for the whole process: set it with --set, or compare "
                      "it with ab_processes.py")

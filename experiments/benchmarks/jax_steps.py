@@ -47,6 +47,7 @@ import time
 import jax
 
 from experiments.benchmarks.ab_step import compiled_step, prepare_process
+from experiments.common import overrides_of
 from jaxssl.logging import device_peak_flops
 
 WORKLOADS = {
@@ -111,7 +112,7 @@ def main() -> None:
     if args.set and args.workload:
         parser.error("--set goes with --config")
     config_path, overrides = (WORKLOADS[args.workload] if args.workload
-                              else (args.config, dict(item.split("=", 1) for item in args.set)))
+                              else (args.config, overrides_of(args)))
     prepare_process(config_path, overrides)
     start = time.perf_counter()
     step, state, batch, flops = build(config_path, overrides)

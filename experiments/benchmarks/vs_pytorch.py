@@ -68,9 +68,20 @@ def parse_assignment(text: str) -> tuple[str, str]:
     return name, value
 
 
-def start_workers(workload: str, args) -> list[Worker]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get(
+def worker_env() -> dict[str, str]:
+    """This process's environment with the repository first on PYTHONPATH, for workers."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get(
         "PYTHONPATH")]))}
+
+
+def short_commit() -> str:
+    """The repository's HEAD commit, abbreviated, for a table's header."""
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def start_workers(workload: str, args) -> list[Worker]:
+    env = worker_env()
     jax_command = [sys.executable, "-m", "experiments.benchmarks.jax_steps",
                    f"--workload={workload}", f"--warmup={WARMUP[workload]}"]
     workers = [Worker("jaxssl", jax_command, env)]
@@ -160,9 +171,8 @@ def main() -> None:
     if not args.torch_python:
         sys.exit("vs_pytorch: give --torch_python (a Python with torch and torchvision)")
     results = [benchmark(w, args) for w in args.workloads.split(",")]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip()
-    header = (f"{datetime.date.today()}, commit {commit}, {platform.processor() or platform.machine()}"
+    header = (f"{datetime.date.today()}, commit {short_commit()}, "
+              f"{platform.processor() or platform.machine()}"
               f" with {os.cpu_count()} cores, {args.rounds} alternating rounds; "
               f"{results[0]['sides']['pytorch']['info']['framework']} vs "
               f"{results[0]['sides']['jaxssl']['info']['framework']}")

@@ -22,6 +22,7 @@ import time
 
 import jax
 
+from experiments.common import overrides_of
 from jaxssl import config as config_lib, flops as flops_lib, parallel
 from jaxssl.train import Trainer
 
@@ -61,7 +62,7 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides, e.g. data.data_dir=/elsewhere/tiny-shakespeare")
     args = parser.parse_args()
-    config = config_lib.load(args.config, dict(item.split("=", 1) for item in args.set))
+    config = config_lib.load(args.config, overrides_of(args))
     with tempfile.TemporaryDirectory() as workdir:
         trainer = Trainer(config, workdir)
         state = trainer.initial_state()
