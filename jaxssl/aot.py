@@ -52,7 +52,7 @@ import sys
 import time
 from typing import Any
 
-from jaxssl import device_memory
+from jaxssl import device_memory, output_paths
 from jaxssl.errors import ConfigError, DoesNotFitError, InputError, MeshError
 
 GIB, MIB = 2**30, 2**20
@@ -255,8 +255,13 @@ def analyse(config_spec: str, overrides: dict[str, str], topology: str,
     import jax
 
     from jaxssl import config as config_lib, flops as flops_lib, logging as log_lib, parallel
+    from jaxssl.data import text
 
     config = config_lib.load(config_spec, overrides)
+    if text.vocabulary_needs_corpus(config.data.name):
+        raise ConfigError(f"dataset {config.data.name!r}: compiling without data needs the "
+                          "character vocabulary's size in the name (chars=N, the corpus' "
+                          "distinct characters)")
     chip, chips = parse_topology(topology)
     step = build_step(config, topology, num_slices)
     mesh, example, batch = step.mesh, step._example, config.data.batch_size
@@ -308,8 +313,7 @@ def analyse(config_spec: str, overrides: dict[str, str], topology: str,
     total = device_memory.total_bytes(analysis)
     hlo_text = compiled.as_text()
     if hlo_path:
-        with open(hlo_path, "w") as f:
-            f.write(hlo_text)
+        output_paths.write_text(hlo_path, hlo_text)
     cost = cost_analysis(compiled)
     seconds = cost.get("optimal_seconds")
     if seconds is not None and seconds <= 0:  # seen for large programs: not a time
@@ -438,16 +442,6 @@ def eval_shortfall_message(r: dict[str, Any]) -> str:
             f"smaller --config.eval.batch_size or more fsdp (--config.mesh.fsdp)")
 
 
-def check_output_path(flag: str, path: str) -> None:
-    """ConfigError unless file `path` can be written: checked before a compile that may
-    take minutes, not after it."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise ConfigError(f"--{flag}={path} is a directory, not a file")
-    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
-        raise ConfigError(f"--{flag}={path}: {directory} is not a writable directory")
-
-
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
     from jaxssl.main import parse_with_overrides
     parser = argparse.ArgumentParser(prog="python -m jaxssl.aot", description=__doc__,
@@ -464,14 +458,13 @@ def main(argv: list[str] | None = None) -> int:
     from jaxssl.main import report_input_error
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        for flag, path in (("json", args.json), ("hlo", args.hlo)):
+        for flag, path in (("--json", args.json), ("--hlo", args.hlo)):
             if path:
-                check_output_path(flag, path)
+                output_paths.check_output_file(path, flag)
         report = analyse(args.config, overrides, args.topology, args.num_slices, args.hlo)
         print(format_report(report), flush=True)
         if args.json:
-            with open(args.json, "w") as f:
-                json.dump(report, f, indent=2)
+            output_paths.write_text(args.json, json.dumps(report, indent=2))
         if not report["fits"]:
             raise DoesNotFitError(shortfall_message(report))
         if not report["eval_step"].get("fits", True):

@@ -22,9 +22,9 @@ import numpy as np
 import optax
 
 from jaxssl import (checkpoint, config as config_lib, device_memory, flops as flops_lib,
-                    host_memory, logging as log_lib, methods, parallel)
+                    host_memory, logging as log_lib, methods, output_paths, parallel)
 from jaxssl.data import pipeline, sources
-from jaxssl.errors import CheckpointError, ConfigError
+from jaxssl.errors import CheckpointError
 from jaxssl.evaluate.representation import eval_batch_size
 from jaxssl.methods.base import split_variables
 from jaxssl.train_step import TrainState, check_finite, make_train_step
@@ -46,20 +46,6 @@ def save_assets(assets: dict[str, str], workdir: str) -> None:
     for name, contents in assets.items():
         with open(os.path.join(workdir, name), "w") as f:
             f.write(contents)
-
-
-def check_output_dir(path: str, flag: str = "--workdir") -> None:
-    """ConfigError unless `path` names a directory this process can create or write; the
-    message names it by the command-line `flag` that gave it."""
-    if not path:
-        raise ConfigError(f"{flag} is empty")
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ConfigError(f"{flag} {path} is a file, not a directory")
-    existing = os.path.abspath(path)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag} {path}: {existing} is not a writable directory")
 
 
 class Preemption:
@@ -183,7 +169,7 @@ class Trainer(TrainStep):
     def __init__(self, config: ml_collections.ConfigDict, workdir: str,
                  devices: Sequence[jax.Device] | None = None):
         self.workdir = workdir
-        check_output_dir(workdir)
+        output_paths.check_output_dir(workdir, "--workdir")
         mesh = parallel.make_mesh(config.mesh, devices)
         if mesh.devices.flat[0].platform == "cpu":
             host_memory.keep_freed_memory()

@@ -121,7 +121,7 @@ def test_tensor_axis_splits_heads_and_mlp_activations_in_the_compiled_step():
 
 
 def test_a_step_too_big_for_the_slice_exits_2_with_one_line(tmp_path):
-    out = tmp_path / "report.json"
+    out = tmp_path / "reports" / "report.json"  # the folder is made
     result = subprocess.run(
         [sys.executable, "-m", "jaxssl.aot", f"--config={tiny('tiny_finetune.py')}",
          f"--topology={TOPOLOGY}", f"--json={out}", "--config.model.hidden=8192",
@@ -181,8 +181,11 @@ def test_v4_and_v5p_compile_as_one_device_per_chip():
     (["--topology=v9:2x2"], "--topology='v9:2x2': expected CHIP"),
     (["--topology=v5e:2x2", "--num_slices=0"], "--num_slices=0: must be 1 or more"),
     (["--topology=v5e:2x2", f"--json={REPO}/README.md/report.json"],
-     f"--json={REPO}/README.md/report.json: {REPO}/README.md is not a writable directory"),
-    (["--topology=v5e:2x2", f"--hlo={REPO}"], f"--hlo={REPO} is a directory, not a file"),
+     f"--json {REPO}/README.md/report.json: {REPO}/README.md is not a writable directory"),
+    (["--topology=v5e:2x2", f"--hlo={REPO}"], f"--hlo {REPO} is a directory, not a file"),
+    (["--topology=v5e:2x2", "--config.data.name=text:pydoc?length=17&tokenizer=char"],
+     "dataset 'text:pydoc?length=17&tokenizer=char': compiling without data needs the "
+     "character vocabulary's size in the name (chars=N"),
 ])
 def test_bad_argument_is_one_line_and_exit_2(flags, message):
     result = subprocess.run(

@@ -185,6 +185,15 @@ def corpus_documents(spec: TextDataSpec, split: str,
     return split_documents(_local_documents(spec.corpus, data_dir), split)
 
 
+def vocabulary_needs_corpus(name: str) -> bool:
+    """Whether the tokenizer of dataset `name` reads its corpus to learn its size: a
+    'char' vocabulary whose size the name does not declare (chars=N)."""
+    if not is_text_dataset(name):
+        return False
+    spec = parse_text_dataset(name)
+    return spec.tokenizer == "char" and not spec.chars
+
+
 def tokenizer_for(name: str, data_dir: str | None = None) -> Tokenizer:
     """The tokenizer of text dataset `name`; 'char' vocabularies come from the whole
     local corpus (both splits, as nanoGPT does) or a TFDS dataset's 'train' split,

@@ -238,7 +238,7 @@ def main(argv=None) -> int:
 
     from jaxssl.errors import InputError
     from jaxssl.main import report_input_error
-    from jaxssl.train import check_output_dir
+    from jaxssl.output_paths import check_output_dir
     parser = argparse.ArgumentParser(prog="python -m jaxssl.interop.export",
                                      description=export_checkpoint.__doc__)
     parser.add_argument("--checkpoint", required=True, help="a jaxssl workdir or step directory")

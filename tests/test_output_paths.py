@@ -1,0 +1,49 @@
+"""Output paths: checked before the work that fills them, named by their flag."""
+
+import os
+
+import pytest
+
+from jaxssl.errors import ConfigError
+from jaxssl.output_paths import check_output_dir, check_output_file, write_text
+
+
+def test_a_new_nested_path_under_a_writable_folder_passes(tmp_path):
+    check_output_dir(str(tmp_path / "a" / "b"), "--workdir")
+    check_output_file(str(tmp_path / "a" / "report.json"), "--json")
+    assert os.listdir(tmp_path) == []  # checking makes nothing
+
+
+@pytest.mark.parametrize("check, name, message", [
+    (check_output_dir, "notes.txt", "--flag {p}/notes.txt is a file, not a directory"),
+    (check_output_dir, "notes.txt/run", "--flag {p}/notes.txt/run: {p}/notes.txt is not a "
+                                        "writable directory"),
+    (check_output_file, "folder", "--flag {p}/folder is a directory, not a file"),
+    (check_output_file, "notes.txt/r.json", "--flag {p}/notes.txt/r.json: {p}/notes.txt is "
+                                            "not a writable directory"),
+    (check_output_file, "", "--flag is empty"),
+    (check_output_dir, "", "--flag is empty"),
+])
+def test_unwritable_paths_are_named_by_their_flag(tmp_path, check, name, message):
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(ConfigError) as error:
+        check(str(tmp_path / name) if name else "", "--flag")
+    assert str(error.value) == message.format(p=tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_folder_is_refused(tmp_path):
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.raises(ConfigError, match="is not a writable directory"):
+            check_output_file(str(tmp_path / "new" / "r.json"), "--json")
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_write_text_makes_the_folder(tmp_path):
+    path = tmp_path / "a" / "b" / "r.txt"
+    write_text(str(path), "hello")
+    assert path.read_text() == "hello"
