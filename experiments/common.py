@@ -14,7 +14,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import time
 
@@ -25,17 +24,12 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
+from experiments.machine import cpu_model, short_commit  # noqa: E402
 from jaxssl import config as config_lib  # noqa: E402
 from jaxssl.logging import read_metrics  # noqa: E402
 from jaxssl.train import Trainer  # noqa: E402
 
 TRAIN_EXAMPLES = 50_000  # CIFAR-10's train split: epochs = steps * batch / TRAIN_EXAMPLES
-
-
-def cpu_model() -> str:
-    with open("/proc/cpuinfo") as f:
-        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    return names[0] if names else platform.processor()
 
 
 def add_set_argument(parser: argparse.ArgumentParser) -> None:
@@ -62,8 +56,9 @@ def run(method: str, runs_dir: str, config_spec: str,
     shutil.rmtree(workdir, ignore_errors=True)
     config = config_lib.load(config_spec, overrides)
     info = {"method": method, "date": datetime.datetime.now().astimezone().isoformat(),
-            "cpu": cpu_model(), "cpu_count": os.cpu_count(), "jax": jax.__version__,
-            "devices": [str(d) for d in jax.devices()], "load_average_start": os.getloadavg()}
+            "cpu": cpu_model(), "cpu_count": os.cpu_count(), "commit": short_commit(),
+            "jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
+            "load_average_start": os.getloadavg()}
     trainer = Trainer(config, workdir)
     start = time.perf_counter()
     random_init = trainer.evaluate_random_init()

@@ -27,7 +27,8 @@ import statistics
 import sys
 
 from experiments.benchmarks.ab_step import variants_parser
-from experiments.benchmarks.vs_pytorch import Worker, short_commit, worker_env
+from experiments.benchmarks.vs_pytorch import Worker, worker_env
+from experiments.machine import short_commit
 from experiments.common import overrides_of
 
 

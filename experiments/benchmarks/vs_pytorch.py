@@ -35,6 +35,8 @@ import statistics
 import subprocess
 import sys
 
+from experiments.machine import short_commit
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 STEPS_PER_ROUND = {"simclr": 3, "mae": 10, "baby_gpt": 50}
@@ -72,12 +74,6 @@ def worker_env() -> dict[str, str]:
     """This process's environment with the repository first on PYTHONPATH, for workers."""
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get(
         "PYTHONPATH")]))}
-
-
-def short_commit() -> str:
-    """The repository's HEAD commit, abbreviated, for a table's header."""
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                          text=True).stdout.strip()
 
 
 def start_workers(workload: str, args) -> list[Worker]:

@@ -25,7 +25,6 @@ import datetime
 import json
 import os
 import shutil
-import subprocess
 import time
 
 import matplotlib
@@ -34,7 +33,8 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
-from experiments.common import add_set_argument, cpu_model, overrides_of  # noqa: E402
+from experiments.common import add_set_argument, overrides_of  # noqa: E402
+from experiments.machine import cpu_model, short_commit  # noqa: E402
 from jaxssl import config as config_lib  # noqa: E402
 from jaxssl.data import gato_control, gato_mixture  # noqa: E402
 from jaxssl.logging import read_metrics  # noqa: E402
@@ -136,9 +136,7 @@ def main() -> None:
     overrides = overrides_of(args)
     config = config_lib.load(CONFIG, overrides)
     steps = args.steps or config.total_steps
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=HERE).stdout.strip()
-    summary = {"date": datetime.datetime.now().astimezone().isoformat(), "commit": commit,
+    summary = {"date": datetime.datetime.now().astimezone().isoformat(), "commit": short_commit(),
                "cpu": cpu_model(), "cpu_count": os.cpu_count(), "mixture_steps": steps,
                "batch_size": config.data.batch_size, "overrides": overrides,
                "eval_episodes": config.gato.eval_episodes,

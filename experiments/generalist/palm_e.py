@@ -22,12 +22,12 @@ import datetime
 import json
 import os
 import shutil
-import subprocess
 import time
 
 import jax
 
-from experiments.common import add_set_argument, cpu_model, overrides_of, plt, read_json
+from experiments.common import add_set_argument, overrides_of, plt, read_json
+from experiments.machine import cpu_model, short_commit
 from jaxssl import config as config_lib
 from jaxssl.data.scenes import TASKS
 from jaxssl.logging import read_metrics
@@ -54,8 +54,7 @@ def run_stage(stage: str, runs: str, overrides: dict[str, str]) -> dict:
     config = config_lib.load(f"{CONFIG}:{stage}", overrides)
     info = {"stage": stage, "date": datetime.datetime.now().astimezone().isoformat(),
             "cpu": cpu_model(), "cpu_count": os.cpu_count(), "jax": jax.__version__,
-            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                                     capture_output=True, text=True).stdout.strip(),
+            "commit": short_commit(),
             "overrides": overrides, "load_average_start": os.getloadavg()}
     trainer = Trainer(config, workdir)
     start = time.perf_counter()
