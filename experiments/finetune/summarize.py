@@ -21,7 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
-from run import LABEL_FRACTIONS, MODES  # noqa: E402  (experiments/finetune/run.py)
+from experiments.finetune.run import LABEL_FRACTIONS, MODES  # noqa: E402
 
 INITS = {"simclr": "SimCLR", "mae": "MAE", "scratch": "scratch"}
 

@@ -1,0 +1,25 @@
+"""The experiment scripts import as the modules run_all.sh runs them as.
+
+They are not otherwise run by the suite (each is minutes to hours of CPU), so a
+broken import would first show as a dead run_all.sh line hours into a run.
+"""
+
+import importlib
+import pathlib
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+# PyTorch's side of vs_pytorch.py runs in its own environment: never imported here.
+NEEDS_TORCH = {"experiments.benchmarks.torch_steps"}
+MODULES = sorted(".".join(path.relative_to(REPO).with_suffix("").parts)
+                 for path in (REPO / "experiments").rglob("*.py"))
+
+
+def test_every_experiment_script_is_listed():
+    assert "experiments.finetune.summarize" in MODULES and len(MODULES) > 30
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if m not in NEEDS_TORCH])
+def test_experiment_module_imports(module):
+    importlib.import_module(module)
