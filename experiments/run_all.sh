@@ -41,7 +41,7 @@ finetune_fmnist   experiments/finetune/README.md (Fashion-MNIST tables)   3 h
 finetune_cifar10  experiments/finetune/README.md (CIFAR-10 table)         7 min
 gpt_6l            experiments/language/README.md (6-layer nanoGPT)        27 h (GPU: experiments/benchmarks/gpu.sh gpt6l)
 gato              experiments/generalist/README.md (Gato, 900 steps)      6 min
-palm_e            experiments/generalist/README.md (PaLM-E stages)        2 h
+palm_e            experiments/generalist/README.md (PaLM-E stages)        26 min
 pali_x            experiments/generalist/README.md (PaLI-X frames)        12 min
 vs_pytorch        experiments/benchmarks/README.md (vs PyTorch tables)    20 min, needs TORCH_PYTHON; stop other jobs
 "
@@ -234,7 +234,12 @@ run_one() {
     palm_e)
       need_data mnist/
       record palm_e experiments/generalist/logs/palm_e \
-        "$PYTHON" -m experiments.generalist.palm_e --runs "$RUNS/palm_e" ;;
+        "$PYTHON" -m experiments.generalist.palm_e --runs "$RUNS/palm_e"
+      # the README's ridge probe of the canvas tokens: the canvas run's ViT, then as handed over
+      for run in canvas encoder; do
+        echo "== $run"
+        "$PYTHON" -m experiments.generalist.canvas_probe --checkpoint "$RUNS/palm_e/$run"
+      done > experiments/generalist/logs/palm_e/canvas_probe.txt ;;
     pali_x)
       need_data mnist/
       record pali_x experiments/generalist/logs/pali_x \
