@@ -36,8 +36,8 @@ logits_memory     experiments/clip/README.md (contrastive/logits_memory.md) 1 mi
 clip              experiments/clip/README.md (CLIP vs SigLIP)             4 min
 simclr_fmnist     experiments/simclr/README.md (SimCLR Fashion-MNIST)     3 min
 contrastive       experiments/contrastive/README.md (SimCLR vs MoCo v3)   3 min
-finetune_fmnist_10pct experiments/finetune/README.md (the 10% rows only)  30 min
-finetune_fmnist   experiments/finetune/README.md (Fashion-MNIST tables)   3 h
+finetune_fmnist_10pct experiments/finetune/README.md (the 10% rows only)  4 min
+finetune_fmnist   experiments/finetune/README.md (Fashion-MNIST tables)   15 min
 finetune_cifar10  experiments/finetune/README.md (CIFAR-10 table)         7 min
 gpt_6l            experiments/language/README.md (6-layer nanoGPT)        27 h (GPU: experiments/benchmarks/gpu.sh gpt6l)
 gato              experiments/generalist/README.md (Gato, 900 steps)      6 min
