@@ -42,6 +42,7 @@ finetune_cifar10  experiments/finetune/README.md (CIFAR-10 table)         7 min
 gpt_6l            experiments/language/README.md (6-layer nanoGPT)        27 h (GPU: experiments/benchmarks/gpu.sh gpt6l)
 gato              experiments/generalist/README.md (Gato, 900 steps)      6 min
 palm_e            experiments/generalist/README.md (PaLM-E stages)        26 min
+palm_e_seed1      experiments/generalist/README.md (PaLM-E, seed 1)       26 min
 pali_x            experiments/generalist/README.md (PaLI-X frames)        12 min
 vs_pytorch        experiments/benchmarks/README.md (vs PyTorch tables)    20 min, needs TORCH_PYTHON; stop other jobs
 "
@@ -99,14 +100,15 @@ main_run() {
   copy_logs "$RUNS/$name" "$logs"
 }
 
-# anonymise DIR: the data root -> $JAXSSL_DATA_DIR, the run root -> $RUNS in DIR's text files.
+# anonymise DIR: the data root -> $JAXSSL_DATA_DIR, the run root -> $RUNS in the text files
+# under DIR (its READMEs excepted: their commands name RUNS on purpose).
 anonymise() {
   local f
-  for f in "$1"/*.json "$1"/*.jsonl "$1"/*.md "$1"/*.txt; do
-    [ -f "$f" ] || continue
+  while IFS= read -r -d '' f; do
     if [ -n "$DATA" ]; then sed -i "s#$DATA#\$JAXSSL_DATA_DIR#g" "$f"; fi
     sed -i "s#$RUNS#\$RUNS#g" "$f"
-  done
+  done < <(find "$1" -type f \( -name '*.json' -o -name '*.jsonl' -o -name '*.md' -o -name '*.txt' \) \
+             ! -name README.md -print0)
 }
 
 run_one() {
@@ -189,6 +191,7 @@ run_one() {
         --set data.data_dir="$DATA/fashion-mnist" > experiments/simclr/metrics.jsonl
       cat "$RUNS/simclr_fmnist/metrics.jsonl" >> experiments/simclr/metrics.jsonl
       cp "$RUNS/simclr_fmnist/config.json" experiments/simclr/config.json
+      anonymise experiments/simclr
       for metric in knn_top1 linear_probe_top1; do
         "$PYTHON" -m experiments.plot_curves --run "SimCLR ResNet-18/16, Fashion-MNIST=experiments/simclr" \
           --metric "eval/$metric" --out "experiments/simclr/${metric%_top1}_curve"
@@ -240,6 +243,11 @@ run_one() {
         echo "== $run"
         "$PYTHON" -m experiments.generalist.canvas_probe --checkpoint "$RUNS/palm_e/$run"
       done > experiments/generalist/logs/palm_e/canvas_probe.txt ;;
+    palm_e_seed1)
+      need_data mnist/
+      record palm_e_seed1 experiments/generalist/palm_e_seed1 \
+        "$PYTHON" -m experiments.generalist.palm_e --runs "$RUNS/palm_e_seed1" --set seed=1 \
+          --out experiments/generalist/palm_e_seed1 ;;
     pali_x)
       need_data mnist/
       record pali_x experiments/generalist/logs/pali_x \

@@ -4,15 +4,16 @@ The PaLM-E runs (configs/palm_e_scenes.py): the LM frozen and fully fine-tuned
 (object-centric input), fully fine-tuned on the whole canvas, and the text-only baseline.
 
   JAXSSL_DATA_DIR=/path/to/data python -m experiments.generalist.palm_e \\
-      [--runs /tmp/palm_e_runs] [--stages lm encoder frozen full canvas text] [--set KEY=VALUE ...]
+      [--runs /tmp/palm_e_runs] [--stages lm encoder frozen full canvas text] [--set KEY=VALUE ...] \\
+      [--out DIR]
 
 Run from the repository root. Each stage trains in RUNS/STAGE (replaced); the PaLM-E
 stages hand over RUNS/encoder and RUNS/lm through the Orbax hand-off and are
 evaluated before training too (RUNS/STAGE/initial.json: answer accuracy and the
 LM's text loss as handed over) and after it. Then the logs (metrics, hand-off
-reports, configs) are copied to experiments/generalist/logs/palm_e/, and
-palm_e_results.json, palm_e_results.md and palm_e.png are written next to this file.
-`--set` overrides go to every stage run.
+reports, configs) are copied to OUT/logs/palm_e/, and palm_e_results.json,
+palm_e_results.md and palm_e.png are written to OUT (default: next to this file).
+`--set` overrides go to every stage run (e.g. `--set seed=1 --out DIR` for a second seed).
 """
 
 from __future__ import annotations
@@ -39,12 +40,12 @@ CONFIG = os.path.join(REPO, "configs", "palm_e_scenes.py")
 PRETRAIN, PALM_E = ("lm", "encoder"), ("frozen", "full", "canvas", "text")
 NAMES = {"frozen": "PaLM-E, objects, LM frozen", "full": "PaLM-E, objects, full fine-tuning",
          "canvas": "PaLM-E, canvas, full fine-tuning", "text": "text-only LM, state as digits"}
-LOGS = os.path.join(HERE, "logs", "palm_e")
 LOG_FILES = ("config.json", "metrics.jsonl", "handoff.txt", "initial.json", "run_info.json")
 
 
-def run_stage(stage: str, runs: str, overrides: dict[str, str]) -> dict:
-    """Trains one stage in RUNS/STAGE; PaLM-E stages are also evaluated as handed over."""
+def run_stage(stage: str, runs: str, overrides: dict[str, str], logs: str) -> dict:
+    """Trains one stage in RUNS/STAGE, its logs copied to LOGS/STAGE; PaLM-E stages are also
+    evaluated as handed over."""
     workdir = os.path.join(runs, stage)
     shutil.rmtree(workdir, ignore_errors=True)
     if stage in PALM_E:
@@ -68,19 +69,20 @@ def run_stage(stage: str, runs: str, overrides: dict[str, str]) -> dict:
     info["load_average_end"] = os.getloadavg()
     with open(os.path.join(workdir, "run_info.json"), "w") as f:
         json.dump(info, f, indent=2)
-    os.makedirs(os.path.join(LOGS, stage), exist_ok=True)
+    os.makedirs(os.path.join(logs, stage), exist_ok=True)
     for name in LOG_FILES:
         if os.path.exists(os.path.join(workdir, name)):
-            shutil.copy(os.path.join(workdir, name), os.path.join(LOGS, stage, name))
+            shutil.copy(os.path.join(workdir, name), os.path.join(logs, stage, name))
     print(json.dumps(info), flush=True)
     return info
 
 
-def summarize() -> dict:
-    """{stage: {'initial': eval before training, 'final': after, 'wall_s', ...}} from LOGS."""
+def summarize(logs: str) -> dict:
+    """{stage: {'initial': eval before training, 'final': after, 'wall_s', ...}} from the
+    stages' logs in `logs`."""
     out = {}
     for stage in PRETRAIN + PALM_E:
-        directory = os.path.join(LOGS, stage)
+        directory = os.path.join(logs, stage)
         if not os.path.exists(os.path.join(directory, "run_info.json")):
             continue
         info = read_json(os.path.join(directory, "run_info.json"))
@@ -142,17 +144,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="/tmp/palm_e_runs")
     parser.add_argument("--stages", nargs="+", default=list(PRETRAIN + PALM_E))
+    parser.add_argument("--out", default=HERE, help="where the logs, results and plot go")
     add_set_argument(parser)
     args = parser.parse_args()
+    logs = os.path.join(args.out, "logs", "palm_e")
     for stage in args.stages:
-        run_stage(stage, args.runs, overrides_of(args))
-    summary = summarize()
-    with open(os.path.join(HERE, "palm_e_results.json"), "w") as f:
+        run_stage(stage, args.runs, overrides_of(args), logs)
+    summary = summarize(logs)
+    with open(os.path.join(args.out, "palm_e_results.json"), "w") as f:
         json.dump(summary, f, indent=2)
     markdown = table(summary)
-    with open(os.path.join(HERE, "palm_e_results.md"), "w") as f:
+    with open(os.path.join(args.out, "palm_e_results.md"), "w") as f:
         f.write(markdown + "\n")
-    plot(summary, os.path.join(HERE, "palm_e.png"))
+    plot(summary, os.path.join(args.out, "palm_e.png"))
     print(markdown)
 
 
