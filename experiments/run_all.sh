@@ -41,6 +41,7 @@ finetune_fmnist   experiments/finetune/README.md (Fashion-MNIST tables)   15 min
 finetune_cifar10  experiments/finetune/README.md (CIFAR-10 table)         7 min
 gpt_6l            experiments/language/README.md (6-layer nanoGPT)        27 h (GPU: experiments/benchmarks/gpu.sh gpt6l)
 gato              experiments/generalist/README.md (Gato, 900 steps)      6 min
+gato_seed1        experiments/generalist/README.md (Gato, seed 1)         6 min
 palm_e            experiments/generalist/README.md (PaLM-E stages)        26 min
 palm_e_seed1      experiments/generalist/README.md (PaLM-E, seed 1)       26 min
 pali_x            experiments/generalist/README.md (PaLI-X frames)        12 min
@@ -234,6 +235,11 @@ run_one() {
       need_data "tiny-shakespeare/ and mnist/"
       record gato experiments/generalist/logs/gato \
         "$PYTHON" -m experiments.generalist.gato --runs_dir="$RUNS/gato" ;;
+    gato_seed1)
+      need_data "tiny-shakespeare/ and mnist/"
+      record gato_seed1 experiments/generalist/gato_seed1 \
+        "$PYTHON" -m experiments.generalist.gato --runs_dir="$RUNS/gato_seed1" --set seed=1 \
+          --out experiments/generalist/gato_seed1 ;;
     palm_e)
       need_data mnist/
       record palm_e experiments/generalist/logs/palm_e \
