@@ -28,8 +28,8 @@ import sys
 
 from experiments.benchmarks.ab_step import variants_parser
 from experiments.benchmarks.vs_pytorch import Worker, worker_env
-from experiments.machine import short_commit
 from experiments.common import overrides_of
+from experiments.machine import short_commit
 
 
 def start_worker(name: str, config: str, overrides: dict[str, str], warmup: int) -> Worker:

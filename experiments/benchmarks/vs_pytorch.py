@@ -30,12 +30,11 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 
-from experiments.machine import short_commit
+from experiments.machine import cpu_model, short_commit
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -167,9 +166,8 @@ def main() -> None:
     if not args.torch_python:
         sys.exit("vs_pytorch: give --torch_python (a Python with torch and torchvision)")
     results = [benchmark(w, args) for w in args.workloads.split(",")]
-    header = (f"{datetime.date.today()}, commit {short_commit()}, "
-              f"{platform.processor() or platform.machine()}"
-              f" with {os.cpu_count()} cores, {args.rounds} alternating rounds; "
+    header = (f"{datetime.date.today()}, commit {short_commit()}, {cpu_model()} with "
+              f"{os.cpu_count()} cores, {args.rounds} alternating rounds; "
               f"{results[0]['sides']['pytorch']['info']['framework']} vs "
               f"{results[0]['sides']['jaxssl']['info']['framework']}")
     table = markdown(results, header)
