@@ -7,6 +7,7 @@ broken import would first show as a dead run_all.sh line hours into a run.
 import importlib
 import pathlib
 
+import jax
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -23,3 +24,14 @@ def test_every_experiment_script_is_listed():
 @pytest.mark.parametrize("module", [m for m in MODULES if m not in NEEDS_TORCH])
 def test_experiment_module_imports(module):
     importlib.import_module(module)
+
+
+@pytest.mark.parametrize("overrides, devices", [({}, 1), ({"mesh.data": "2"}, 2),
+                                                ({"mesh.data": "2", "mesh.fsdp": "2"}, 4)])
+def test_ab_step_runs_a_variant_on_the_devices_its_mesh_needs(overrides, devices):
+    # A variant's mesh was once replaced by one device, so "one vs two devices" timed
+    # the same step twice.
+    from experiments.benchmarks.ab_step import traced_step
+    trainer, _, batch = traced_step(str(REPO / "tests" / "configs" / "tiny_simclr.py"), overrides)
+    assert trainer.mesh.devices.size == devices
+    assert len(jax.tree.leaves(batch)[0].sharding.device_set) == devices

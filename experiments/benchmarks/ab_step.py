@@ -6,8 +6,12 @@
 Each variant is the config with `--set` and then its own overrides, e.g.
   --variant 0.75:mae.mask_ratio=0.75 --variant 0.0:mae.mask_ratio=0.0
   --variant threefry:prng_impl=threefry2x32 --variant rbg:prng_impl=rbg
-Every variant's full jitted train step (the Trainer's, on one device) runs
-on one fixed batch of the config's data, in a process prepared for training
+Every variant's full jitted train step (the Trainer's) runs on one device,
+or, where the variant sets `mesh.*`, on the devices its mesh needs (on the
+CPU, split it into virtual devices first:
+XLA_FLAGS=--xla_force_host_platform_device_count=N), e.g.
+  --variant one:mesh.data=1 --variant two:mesh.data=2
+It runs on one fixed batch of the config's data, in a process prepared for training
 as jaxssl.main's is (`platforms.prepare_cpu_training`, with the config's
 `malloc_arenas` after `--set`; a process-wide setting, so variants may not
 change it: ab_processes.py compares it). After `--warmup` steps each, the
@@ -20,6 +24,7 @@ time relative to the first.
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
 from typing import Any
@@ -47,17 +52,26 @@ def prepare_process(config_path: str, overrides: dict[str, str]) -> None:
     platforms.prepare_cpu_training(config_lib.load(config_path, overrides).malloc_arenas)
 
 
+def mesh_devices(mesh_config: Any) -> list[jax.Device]:
+    """The first devices that a mesh config needs; all of them where an axis is -1 (fill)."""
+    sizes = [int(mesh_config[axis]) for axis in parallel.MESH_AXES]
+    return jax.devices() if -1 in sizes else jax.devices()[:math.prod(sizes)]
+
+
 def traced_step(config_path: str, overrides: dict[str, str]) -> tuple[Trainer, Any, Any]:
-    """(Trainer, its traced train step, a global batch of the config's data), one device."""
-    config = config_lib.load(config_path, {**overrides, "mesh.data": "1"})
-    trainer = Trainer(config, tempfile.mkdtemp(prefix="ab_step_"), devices=jax.devices()[:1])
+    """(Trainer, its traced train step, a global batch of the config's data), on one device
+    unless `overrides` set the mesh."""
+    config = config_lib.load(config_path, {"mesh.data": "1", **overrides})
+    trainer = Trainer(config, tempfile.mkdtemp(prefix="ab_step_"),
+                      devices=mesh_devices(config.mesh))
     batch = parallel.host_batch_to_global(
         pipeline.example_batch(trainer.train_source, config.data.batch_size), trainer.mesh)
     return trainer, trainer.trace_train_step(), batch
 
 
 def compiled_step(config_path: str, overrides: dict[str, str]) -> list:
-    """[compiled train step, initial state, global batch, matmul FLOPs per step], one device."""
+    """[compiled train step, initial state, global batch, matmul FLOPs per step] (see
+    `traced_step`)."""
     trainer, traced, batch = traced_step(config_path, overrides)
     return [traced.lower().compile(), trainer.initial_state(), batch, traced_flops(traced)]
 
