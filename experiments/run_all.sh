@@ -289,6 +289,11 @@ if [ "${1:-}" = "--list" ]; then
   echo "$EXPERIMENTS" | sed '/^$/d'
   exit 0
 fi
+# A wrong interpreter would fail only inside the first experiment, after its log was truncated.
+if ! "$PYTHON" -c "import jax, jaxssl" 2>/dev/null; then
+  echo "run_all.sh: PYTHON=$PYTHON cannot import jax and jaxssl; set PYTHON to the environment's python" >&2
+  exit 2
+fi
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
   mapfile -t names < <(echo "$EXPERIMENTS" | awk 'NF {print $1}')

@@ -6,6 +6,7 @@ broken import would first show as a dead run_all.sh line hours into a run.
 
 import importlib
 import pathlib
+import subprocess
 
 import jax
 import pytest
@@ -35,3 +36,15 @@ def test_ab_step_runs_a_variant_on_the_devices_its_mesh_needs(overrides, devices
     trainer, _, batch = traced_step(str(REPO / "tests" / "configs" / "tiny_simclr.py"), overrides)
     assert trainer.mesh.devices.size == devices
     assert len(jax.tree.leaves(batch)[0].sharding.device_set) == devices
+
+
+def test_run_all_refuses_an_interpreter_without_jaxssl(tmp_path):
+    # Before this check, the first experiment's `tee` had already emptied its committed log.
+    result = subprocess.run(["bash", "experiments/run_all.sh", "quickstart"], cwd=REPO,
+                            env={"PATH": "/usr/bin:/bin", "PYTHON": "false",
+                                 "RUNS": str(tmp_path / "runs")},
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr == ("run_all.sh: PYTHON=false cannot import jax and jaxssl; set PYTHON "
+                             "to the environment's python\n")
+    assert not (tmp_path / "runs").exists()
