@@ -1,4 +1,5 @@
-"""The experiment scripts import as the modules run_all.sh runs them as.
+"""The experiment scripts import as the modules run_all.sh runs them as, and the
+harness runs what it is asked to (ab_step's meshes, run_all.sh's interpreter).
 
 They are not otherwise run by the suite (each is minutes to hours of CPU), so a
 broken import would first show as a dead run_all.sh line hours into a run.
