@@ -10,6 +10,8 @@ projected) followed by its state vector's token, then the question:
 
   'frozen'  the LM frozen: the image projection and the state encoder train;
   'full'    the LM fine-tuned too;
+  'mixed'   as 'full', with a tenth of the training rows the LM's own pydoc text
+            (palm_e.text_mix=0.1: PaLM-E's mixture, to keep the LM's language);
   'canvas'  full fine-tuning reading the whole 56 px canvas as 16 ViT tokens (one
             per cell) and then the objects' state tokens, the ViT trained too;
   'text'    the text-only baseline: the same LM fine-tuned on the same scenes with
@@ -17,7 +19,7 @@ projected) followed by its state vector's token, then the question:
 
 PaLM-E's stages name the two pretrained workdirs (--config.palm_e.init_from.checkpoint
 and --config.palm_e.lm_init_from.checkpoint); experiments/generalist/palm_e.py runs
-all five in order (JAXSSL_DATA_DIR: the folder holding mnist/):
+all of them in order (JAXSSL_DATA_DIR: the folder holding mnist/):
 
   python -m experiments.generalist.palm_e --runs=/tmp/palm_e_runs
 
@@ -35,7 +37,7 @@ import ml_collections
 from jaxssl.data.scenes import scenes_dataset_name
 from jaxssl.data.text import text_dataset_name
 
-STAGES = ("lm", "encoder", "frozen", "full", "canvas", "text")
+STAGES = ("lm", "encoder", "frozen", "full", "mixed", "canvas", "text")
 TEXT_DATA = text_dataset_name("pydoc", rows="packed", length=81, sentinels=0)
 LM = {"architecture": "decoder", "objective": "causal", "hidden": 128, "depth": 2, "heads": 4,
       "posemb": "rotary"}
@@ -80,7 +82,8 @@ def get_config(arg=None):
                  "data_dir": "mnist", "batch_size": 32},
         "model": VIT,
         "palm_e": {"text_data": TEXT_DATA, "lm": LM, "state_hidden": 64,
-                   "freeze_lm": stage == "frozen", "freeze_image_encoder": stage != "canvas"},
+                   "freeze_lm": stage == "frozen", "freeze_image_encoder": stage != "canvas",
+                   "text_mix": 0.1 if stage == "mixed" else 0.0},
         "optim": {"name": "adamw", "base_lr": 2e-3, "lr_scaling": "none", "warmup_steps": 100,
                   "end_lr_ratio": 0.1, "weight_decay": 0.01, "clip_grad_norm": 1.0},
         "eval": {"batch_size": 100, "max_test_examples": 500, "every_steps": 1000},

@@ -42,8 +42,8 @@ finetune_cifar10  experiments/finetune/README.md (CIFAR-10 table)         7 min
 gpt_6l            experiments/language/README.md (6-layer nanoGPT)        27 h (GPU: experiments/benchmarks/gpu.sh gpt6l)
 gato              experiments/generalist/README.md (Gato, 900 steps)      6 min
 gato_seed1        experiments/generalist/README.md (Gato, seed 1)         6 min
-palm_e            experiments/generalist/README.md (PaLM-E stages)        26 min
-palm_e_seed1      experiments/generalist/README.md (PaLM-E, seed 1)       26 min
+palm_e            experiments/generalist/README.md (PaLM-E stages)        33 min
+palm_e_seed1      experiments/generalist/README.md (PaLM-E, seed 1)       33 min
 pali_x            experiments/generalist/README.md (PaLI-X frames)        12 min
 vs_pytorch        experiments/benchmarks/README.md (vs PyTorch tables)    20 min, needs TORCH_PYTHON; stop other jobs
 "

@@ -5,6 +5,7 @@ They are not otherwise run by the suite (each is minutes to hours of CPU), so a
 broken import would first show as a dead run_all.sh line hours into a run.
 """
 
+import gc
 import importlib
 import pathlib
 import subprocess
@@ -37,6 +38,11 @@ def test_ab_step_runs_a_variant_on_the_devices_its_mesh_needs(overrides, devices
     trainer, _, batch = traced_step(str(REPO / "tests" / "configs" / "tiny_simclr.py"), overrides)
     assert trainer.mesh.devices.size == devices
     assert len(jax.tree.leaves(batch)[0].sharding.device_set) == devices
+    workdir = pathlib.Path(trainer.workdir)
+    assert workdir.is_dir()
+    del trainer
+    gc.collect()
+    assert not workdir.exists()   # the temporary workdir goes with its Trainer
 
 
 def test_run_all_refuses_an_interpreter_without_jaxssl(tmp_path):

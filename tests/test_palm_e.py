@@ -2,9 +2,11 @@
 that repeat from their seed and whose answers an independent reading of the record
 confirms; loss only on answer tokens; image / state placeholders filled by exactly their
 own encoder outputs; a frozen LM bitwise unchanged by training; the hand-off of a
-pretrained LM and image encoder; shapes, overfitting one batch, greedy decoding.
-(The sharded step is in test_tensor_parallel_steps.py.)"""
+pretrained LM and image encoder; shapes, overfitting one batch, greedy decoding; the LM's
+own text mixed into training (text_mix) at its rate, through the LM alone, with its own
+loss. (The sharded step is in test_tensor_parallel_steps.py.)"""
 
+import dataclasses
 import os
 import re
 
@@ -13,9 +15,10 @@ import numpy as np
 import pytest
 
 from jaxssl import config as config_lib, main as cli, parallel
-from jaxssl.data import pipeline, scenes
+from jaxssl.data import pipeline, scenes, scenes_with_text
 from jaxssl.data.image_files import load_digits_split
 from jaxssl.data.multimodal import KIND_IMAGE, KIND_TEXT, KIND_VECTOR
+from jaxssl.data.sources import get_source
 from jaxssl.data.tokenizers import EOS_ID, ByteTokenizer
 from jaxssl.errors import ConfigError
 from jaxssl.train import Trainer
@@ -234,6 +237,69 @@ def test_shapes_overfitting_one_batch_and_greedy_decoding(tmp_path):
         decoded = row["tokens"][0, answer]
         assert bool(scores["exact"][b]) == bool(np.array_equal(decoded, host["tokens"][b, answer]))
     assert scores["exact"].sum() >= 2
+
+
+# --------------------------------------------------------- text mixing
+def test_text_rows_are_mixed_in_at_their_rate_and_hold_the_lms_own_text(tmp_path):
+    t = trainer(tmp_path, **{"palm_e.text_mix": 0.25})
+    mixed, text_rows = t.train_source, get_source(t.method.lm_method.config.data.name, "train")
+    assert trainer(tmp_path).train_source.__class__ is scenes.SceneSource  # text_mix 0: as is
+    scene_rows = scenes.SceneSource(dataclasses.replace(mixed.scene_rows.spec, train_size=2000),
+                                    "train")
+    many = scenes_with_text.ScenesWithText(scene_rows, text_rows, 0.25, seed=0)
+    kinds = np.array([int(many[i]["task"]) for i in range(2000)])
+    # 500 text rows expected; 80 is over 4 standard deviations (19.4).
+    assert abs(int(np.sum(kinds == scenes_with_text.TEXT_TASK)) - 500) < 80
+    for i in range(2000):   # the other rows are the scene records themselves
+        if kinds[i] != scenes_with_text.TEXT_TASK and i % 97 == 0:
+            assert all(np.array_equal(many[i][k], scene_rows[i][k]) for k in scene_rows[i])
+    length = mixed.scene_rows.spec.length
+    all_text = np.stack([text_rows[j]["tokens"][:length] for j in range(len(text_rows))])
+    all_ids = np.stack([text_rows[j]["segment_ids"][:length] for j in range(len(text_rows))])
+    texts = [i for i in range(len(mixed)) if int(mixed[i]["task"]) == scenes_with_text.TEXT_TASK]
+    assert texts and [int(mixed[i]["task"]) for i in range(len(mixed))] == [
+        int(mixed[i]["task"]) for i in range(len(mixed))]     # the same rows when read again
+    for i in texts:
+        record = mixed[i]
+        inside = record["segment_ids"] > 0
+        # Its tokens are one text row's documents, in order, cut at the scene row length.
+        source = [j for j in range(len(all_text)) if np.array_equal(
+            record["tokens"][inside], all_text[j][all_ids[j] > 0])]
+        assert source, i
+        assert np.all(record["kinds"][inside] == KIND_TEXT)
+        starts = inside & (np.r_[0, record["segment_ids"][:-1]] != record["segment_ids"])
+        np.testing.assert_array_equal(record["loss_mask"], inside & ~starts)
+        np.testing.assert_array_equal(record["positions"][starts], 0)
+        assert not record["image"].any() and not record["state"].any()
+
+
+def test_text_rows_go_through_the_lm_alone_and_report_their_own_loss(tmp_path):
+    t = trainer(tmp_path, **{"palm_e.text_mix": 0.5})
+    state, batch = t.initial_state(), first_batch(t)
+    host = jax.device_get(batch)
+    text = host["task"] == scenes_with_text.TEXT_TASK
+    assert 0 < text.sum() < len(text)
+    _, (metrics, _) = jax.jit(t.method.loss_fn)(state.params, state.method_state, batch,
+                                                jax.random.key(0), 0)
+    # The same rows through the LM alone, without PaLM-E's model, in float64.
+    lm = t.method.lm_method.model
+    logits = np.asarray(lm.apply({"params": state.params["lm"]}, host["tokens"][text, :-1],
+                                 host["segment_ids"][text, :-1], host["positions"][text, :-1],
+                                 np.ones((int(text.sum()), host["tokens"].shape[1] - 1), bool),
+                                 False), np.float64)
+    shifted = logits - logits.max(-1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    targets, mask = host["tokens"][text, 1:], host["loss_mask"][text, 1:]
+    nll = -np.take_along_axis(logp, targets[..., None], -1)[..., 0]
+    np.testing.assert_allclose(float(metrics["lm_text/loss"]), nll[mask].mean(), rtol=1e-5)
+    assert float(metrics["lm_text/tokens"]) == mask.sum()
+    answers = host["loss_mask"][~text, 1:].sum()
+    assert float(metrics["tokens"]) == mask.sum() + answers
+
+
+def test_text_mix_must_be_a_fraction(tmp_path):
+    with pytest.raises(ConfigError, match=r"palm_e.text_mix must be in \[0, 1\), got 1.0"):
+        trainer(tmp_path, **{"palm_e.text_mix": 1.0})
 
 
 @pytest.mark.parametrize("freeze, frozen", [

@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import tempfile
 import time
+import weakref
 from typing import Any
 
 import jax
@@ -62,8 +64,9 @@ def traced_step(config_path: str, overrides: dict[str, str]) -> tuple[Trainer, A
     """(Trainer, its traced train step, a global batch of the config's data), on one device
     unless `overrides` set the mesh."""
     config = config_lib.load(config_path, {"mesh.data": "1", **overrides})
-    trainer = Trainer(config, tempfile.mkdtemp(prefix="ab_step_"),
-                      devices=mesh_devices(config.mesh))
+    workdir = tempfile.mkdtemp(prefix="ab_step_")
+    trainer = Trainer(config, workdir, devices=mesh_devices(config.mesh))
+    weakref.finalize(trainer, shutil.rmtree, workdir, ignore_errors=True)
     batch = parallel.host_batch_to_global(
         pipeline.example_batch(trainer.train_source, config.data.batch_size), trainer.mesh)
     return trainer, trainer.trace_train_step(), batch

@@ -1,10 +1,12 @@
 """PaLM-E on MNIST digit scenes: pretrain a text LM and an image encoder, then train PaLM-E.
 
-The PaLM-E runs (configs/palm_e_scenes.py): the LM frozen and fully fine-tuned
-(object-centric input), fully fine-tuned on the whole canvas, and the text-only baseline.
+The PaLM-E runs (configs/palm_e_scenes.py): the LM frozen, fully fine-tuned, and fully
+fine-tuned with the LM's own text mixed in (object-centric input), fully fine-tuned on the
+whole canvas, and the text-only baseline.
 
   JAXSSL_DATA_DIR=/path/to/data python -m experiments.generalist.palm_e \\
-      [--runs /tmp/palm_e_runs] [--stages lm encoder frozen full canvas text] [--set KEY=VALUE ...] \\
+      [--runs /tmp/palm_e_runs] [--stages lm encoder frozen full mixed canvas text] \
+      [--set KEY=VALUE ...] \\
       [--out DIR]
 
 Run from the repository root. Each stage trains in RUNS/STAGE (replaced); the PaLM-E
@@ -37,8 +39,9 @@ from jaxssl.train import Trainer
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 CONFIG = os.path.join(REPO, "configs", "palm_e_scenes.py")
-PRETRAIN, PALM_E = ("lm", "encoder"), ("frozen", "full", "canvas", "text")
+PRETRAIN, PALM_E = ("lm", "encoder"), ("frozen", "full", "mixed", "canvas", "text")
 NAMES = {"frozen": "PaLM-E, objects, LM frozen", "full": "PaLM-E, objects, full fine-tuning",
+         "mixed": "PaLM-E, objects, full fine-tuning, 10% text rows",
          "canvas": "PaLM-E, canvas, full fine-tuning", "text": "text-only LM, state as digits"}
 LOG_FILES = ("config.json", "metrics.jsonl", "handoff.txt", "initial.json", "run_info.json")
 

@@ -28,7 +28,11 @@ keeps the pretrained ViT as loaded (the projection still trains): fine-tuning it
 from the first step with freshly initialised parts above it can collapse its
 features (`experiments/generalist/README.md`). A frozen part gets no gradient
 (stop_gradient: no weight-gradient matmuls) and its updates are zeroed exactly
-(`optim.freeze_parts`), so its parameters stay bitwise as loaded.
+(`optim.freeze_parts`), so its parameters stay bitwise as loaded. `text_mix` > 0
+replaces that fraction of the training rows with rows of the LM's own text
+(`palm_e.text_data`'s train split; `jaxssl.data.scenes_with_text`), PaLM-E's way of
+keeping the LM's language ability through full fine-tuning; the loss is then the mean
+over all target tokens, text and answers, and 'lm_text/loss' reports the text's.
 
 Evaluation: per task, the exact-match accuracy of the greedy answer ('acc/TASK',
 'acc/all'; fractions); the answer-token loss; and the LM's own text loss
@@ -51,7 +55,7 @@ import ml_collections
 import numpy as np
 
 from jaxssl import handoff, optim
-from jaxssl.data import scenes, text
+from jaxssl.data import scenes, scenes_with_text, text
 from jaxssl.data.multimodal import KIND_IMAGE, KIND_VECTOR
 from jaxssl.data.sources import get_source
 from jaxssl.errors import ConfigError
@@ -140,6 +144,7 @@ class PaLME(base.Method):
             state_hidden=64,          # the state encoder's hidden width
             freeze_lm=False,          # True: train the encoders and projections only
             freeze_image_encoder=False,  # True: the ViT stays as loaded
+            text_mix=0.0,             # fraction of training rows that are the LM's own text
             init_from=dict(checkpoint="", subtree="backbone", renames=(), skip=()),
             lm_init_from=dict(checkpoint="", subtree="", renames=(), skip=()),
         ))
@@ -160,6 +165,8 @@ class PaLME(base.Method):
         if text_spec.tokenizer != "byte":
             raise ConfigError(f"palm_e.text_data must use the byte tokenizer (scenes are written "
                               f"in bytes), got tokenizer={text_spec.tokenizer!r}")
+        if not 0.0 <= settings.text_mix < 1.0:
+            raise ConfigError(f"palm_e.text_mix must be in [0, 1), got {settings.text_mix}")
         if spec.length > text_spec.length - 1:
             raise ConfigError(f"scene rows of {spec.length} tokens exceed the LM's context of "
                               f"{text_spec.length - 1} (palm_e.text_data length - 1)")
@@ -226,6 +233,16 @@ class PaLME(base.Method):
         self.pretrained.expect(variables)
         return variables
 
+    def select_train_examples(self, train_source):
+        """The scenes, with the LM's text training rows mixed in at `palm_e.text_mix`
+        (`jaxssl.data.scenes_with_text`)."""
+        if not self.settings.text_mix:
+            return train_source
+        lm = self.lm_method.config.data
+        return scenes_with_text.ScenesWithText(
+            train_source, get_source(lm.name, lm.train_split, lm.data_dir),
+            self.settings.text_mix, self.config.seed)
+
     @property
     def frozen_parts(self) -> tuple[str, ...]:
         """The parameter subtrees that do not train."""
@@ -237,7 +254,8 @@ class PaLME(base.Method):
         params = optim.stop_gradient_parts(params, self.frozen_parts)
         logits, targets, loss_mask = self.logits(params, batch, train=True, rng=rng)
         nll, count, _ = language.loss_sums(logits, targets, loss_mask, self.lm_method.char_lengths)
-        loss, metrics = mixture.mixture_loss(scenes.TASKS, batch["task"], nll, count)
+        tasks = scenes_with_text.TASK_NAMES if self.settings.text_mix else scenes.TASKS
+        loss, metrics = mixture.mixture_loss(tasks, batch["task"], nll, count)
         return loss, (metrics, state)
 
     # ---------------------------------------------------------- evaluation
