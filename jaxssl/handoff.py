@@ -348,10 +348,21 @@ def prepare_handoff(spec: HandoffSpec, target: Mapping[str, tuple[int, ...]],
                                    skipped=plan.skipped + tuple(imported.skipped))
     step_dir = find_step_dir(spec.checkpoint)
     config = read_saved_config(step_dir)
-    note = (f" (pretrained with method '{config.get('method')}', model "
-            f"'{config.get('model', {}).get('name')}')" if config else "")
+    note = f" (pretrained with {pretraining_description(config)})" if config else ""
     return plan_handoff(spec, step_dir, saved_shapes(step_dir), target, pretraining=note)
 
+
+
+def pretraining_description(config: dict) -> str:
+    """"method 'NAME', model 'MODEL'" of a saved run config; a language-model run names its
+    LM (`config['lm']`), since its `model` section (the image backbone) is unused."""
+    method = config.get("method")
+    if method == "lm":
+        lm = config.get("lm", {})
+        model = f"{lm.get('architecture')} LM, {lm.get('depth')} blocks of {lm.get('hidden')}"
+    else:
+        model = config.get("model", {}).get("name")
+    return f"method '{method}', model '{model}'"
 
 
 # ------------------------------------------------------- into a train state

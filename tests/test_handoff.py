@@ -159,3 +159,13 @@ def test_plan_applies_skip_and_renames_and_rejects_collisions():
                                     skip=("/head/",))
     with pytest.raises(handoff.HandoffError, match="both map to params/backbone/embed/kernel"):
         handoff.plan_handoff(colliding, "ckpt/1", saved, target)
+
+
+@pytest.mark.parametrize("config, described", [
+    ({"method": "simclr", "model": {"name": "vit"}}, "method 'simclr', model 'vit'"),
+    # An LM run's `model` section is the unused image-backbone default.
+    ({"method": "lm", "model": {"name": "resnet18"},
+      "lm": {"architecture": "decoder", "depth": 2, "hidden": 128}},
+     "method 'lm', model 'decoder LM, 2 blocks of 128'")])
+def test_the_report_names_the_pretraining_run_by_the_model_it_trained(config, described):
+    assert handoff.pretraining_description(config) == described
