@@ -38,6 +38,7 @@ simclr_fmnist     experiments/simclr/README.md (SimCLR Fashion-MNIST)     3 min
 contrastive       experiments/contrastive/README.md (SimCLR vs MoCo v3)   3 min
 finetune_fmnist_10pct experiments/finetune/README.md (the 10% rows only)  4 min
 finetune_fmnist   experiments/finetune/README.md (Fashion-MNIST tables)   15 min
+finetune_fmnist_seed1 experiments/finetune/README.md (Fashion-MNIST, seed 1) 15 min
 finetune_cifar10  experiments/finetune/README.md (CIFAR-10 table)         7 min
 gpt_6l            experiments/language/README.md (6-layer nanoGPT)        27 h (GPU: experiments/benchmarks/gpu.sh gpt6l)
 gato              experiments/generalist/README.md (Gato, 900 steps)      6 min
@@ -220,6 +221,15 @@ run_one() {
         "$PYTHON" -m experiments.finetune.run --root="$RUNS/ft_fmnist"
       for d in "$RUNS/ft_fmnist"/*/; do copy_logs "$d" "experiments/finetune/logs/$(basename "$d")"; done
       "$PYTHON" -m experiments.finetune.summarize --root="$RUNS/ft_fmnist" --out=experiments/finetune ;;
+    finetune_fmnist_seed1)
+      need_data "fashion-mnist/ and mnist/"
+      record finetune_fmnist_seed1 experiments/finetune/seed1 \
+        "$PYTHON" -m experiments.finetune.run --root="$RUNS/ft_fmnist_seed1" --seed=1
+      for d in "$RUNS/ft_fmnist_seed1"/*/; do
+        copy_logs "$d" "experiments/finetune/seed1/logs/$(basename "$d")"
+      done
+      "$PYTHON" -m experiments.finetune.summarize --root="$RUNS/ft_fmnist_seed1" \
+        --out=experiments/finetune/seed1 ;;
     finetune_cifar10)
       need_data cifar10-jpeg/
       record finetune_cifar10 experiments/finetune/cifar10 \

@@ -1,6 +1,6 @@
 """The fine-tuning experiment on Fashion-MNIST: pretrained vs scratch, and the fine-tuning modes.
 
-  python -m experiments.finetune.run --root=/tmp/ft_runs [--only=NAME,...]
+  python -m experiments.finetune.run --root=/tmp/ft_runs [--only=NAME,...] [--seed=N]
   python -m experiments.finetune.run --root=/tmp/ft_cifar10 --dataset=cifar10
 
 Runs, one `jaxssl.main` workdir each under ROOT (a finished run, one with
@@ -18,7 +18,8 @@ Every fine-tuning run (configs/finetune_fashion_mnist.py) also reports WiSE-FT
 and the forgetting measure. With --dataset=cifar10 the same ViT and recipes run on
 CIFAR-10 ($JAXSSL_DATA_DIR/cifar10-jpeg): SimCLR pretraining and {simclr,scratch} x
 {1,10,100}% only, without the forgetting measure (see CIFAR10_FINETUNE). experiments/finetune/summarize.py makes the
-tables and plots.
+tables and plots. `--seed` sets every run's seed (pretraining included; default: the
+configs' own, 0).
 """
 
 from __future__ import annotations
@@ -66,14 +67,16 @@ def arguments(config: str, overrides: dict) -> list[str]:
     return [f"--config={config}", *(f"--config.{k}={v}" for k, v in overrides.items())]
 
 
-def runs(root: str, dataset: str = "fashion_mnist") -> dict[str, list[str]]:
+def runs(root: str, dataset: str = "fashion_mnist", seed: int | None = None
+         ) -> dict[str, list[str]]:
     """{run name: jaxssl.main arguments}, in the order they run."""
     cifar = dataset == "cifar10"
+    seeded = {} if seed is None else {"seed": seed}
 
     def finetune(init: str, overrides: dict) -> list[str]:
         checkpoint = os.path.join(root, init) if init else ""
         return arguments(f"{FINETUNE_CONFIG}:{checkpoint}",
-                         {**(CIFAR10_FINETUNE if cifar else {}), **overrides})
+                         {**(CIFAR10_FINETUNE if cifar else {}), **seeded, **overrides})
 
     def full(init: str, labels: str) -> list[str]:
         overrides = {"finetune.label_fraction": LABEL_FRACTIONS[labels]}
@@ -84,9 +87,10 @@ def runs(root: str, dataset: str = "fashion_mnist") -> dict[str, list[str]]:
         return finetune(init, overrides)
 
     # Most important first, so that a run stopped for time has the central comparison.
-    plan = {"simclr_vit": arguments(PRETRAIN_CONFIG, CIFAR10_PRETRAIN if cifar else {})}
+    plan = {"simclr_vit": arguments(PRETRAIN_CONFIG,
+                                    {**(CIFAR10_PRETRAIN if cifar else {}), **seeded})}
     if not cifar:
-        plan["mae_vit"] = arguments(MAE_CONFIG, {})
+        plan["mae_vit"] = arguments(MAE_CONFIG, seeded)
     for labels in ("10pct", "1pct", "100pct"):
         for name, init in (("simclr", "simclr_vit"), ("scratch", "")):
             plan[f"{name}_full_{labels}"] = full(init, labels)
@@ -104,10 +108,11 @@ def main() -> int:
     parser.add_argument("--root", required=True, help="folder of the runs' workdirs")
     parser.add_argument("--only", default="", help="comma-separated run names (default: all)")
     parser.add_argument("--dataset", default="fashion_mnist", choices=("fashion_mnist", "cifar10"))
+    parser.add_argument("--seed", type=int, default=None, help="every run's seed")
     args = parser.parse_args()
     selected = set(filter(None, args.only.split(",")))
     os.makedirs(args.root, exist_ok=True)
-    for name, run_arguments in runs(args.root, args.dataset).items():
+    for name, run_arguments in runs(args.root, args.dataset, args.seed).items():
         workdir = os.path.join(args.root, name)
         finished = os.path.isfile(os.path.join(workdir, "results.json"))
         if finished or (selected and name not in selected):
