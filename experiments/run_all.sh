@@ -46,6 +46,7 @@ gato_seed1        experiments/generalist/README.md (Gato, seed 1)         6 min
 palm_e            experiments/generalist/README.md (PaLM-E stages)        33 min
 palm_e_seed1      experiments/generalist/README.md (PaLM-E, seed 1)       33 min
 pali_x            experiments/generalist/README.md (PaLI-X frames)        12 min
+pali_x_seed1      experiments/generalist/README.md (PaLI-X, seed 1)       12 min
 vs_pytorch        experiments/benchmarks/README.md (vs PyTorch tables)    20 min, needs TORCH_PYTHON; stop other jobs
 "
 
@@ -268,6 +269,11 @@ run_one() {
       need_data mnist/
       record pali_x experiments/generalist/logs/pali_x \
         "$PYTHON" -m experiments.generalist.pali_x --runs="$RUNS/pali_x" ;;
+    pali_x_seed1)
+      need_data mnist/
+      record pali_x_seed1 experiments/generalist/pali_x_seed1 \
+        "$PYTHON" -m experiments.generalist.pali_x --runs="$RUNS/pali_x_seed1" --set seed=1 \
+          --out experiments/generalist/pali_x_seed1 ;;
     vs_pytorch)
       need_data tiny-shakespeare/
       # Two commands: SimCLR's workers are the largest (about 5-8 GiB each), and with the

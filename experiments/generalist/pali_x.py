@@ -5,10 +5,13 @@ configs/pali_x_frames.py once per architecture from it (same pretrained ViT, tex
 width, total text blocks, steps, batches and seed), then writes the answer accuracy of each
 frame task on the held-out frames with its 95% Wilson interval next to chance
 (results.json, results.md, pali_x_accuracy.png) and copies each run's logs to
-experiments/generalist/logs/pali_x/ARCH/.
+OUT/logs/pali_x/ARCH/ (OUT: --out, default experiments/generalist).
 
   JAXSSL_DATA_DIR=/path/to/data python -m experiments.generalist.pali_x \\
-      --runs=/tmp/pali_x [--set total_steps=300] [--summarize-only]
+      --runs=/tmp/pali_x [--set total_steps=300] [--summarize-only] [--out DIR]
+
+`--set` overrides go to every run, the ViT's pretraining included (e.g.
+`--set seed=1 --out DIR` for a second seed).
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from jaxssl.data import pipeline, sources
 from jaxssl.logging import read_metrics
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-LOGS = os.path.join(HERE, "logs", "pali_x")
 CONFIG = "configs/pali_x_frames.py"
 ARCHITECTURES = {"encoder_decoder": "encoder-decoder (PaLI-X)", "decoder": "decoder-only (PaLI)"}
 TASKS = {"which": "which frame shows X?", "count": "how many frames show X?"}
@@ -75,7 +77,9 @@ def evaluations(workdir: str) -> list[dict]:
     return out
 
 
-def summarize(runs_dir: str) -> dict:
+def summarize(runs_dir: str, logs: str) -> dict:
+    """{architecture: its summary} of the runs in `runs_dir`, whose logs are copied to
+    LOGS/ARCH."""
     summaries = {}
     for arch in ARCHITECTURES:
         workdir = os.path.join(runs_dir, arch)
@@ -91,9 +95,9 @@ def summarize(runs_dir: str) -> dict:
             "median_step_time_s": float(np.median([r["step_time_s"] for r in train])),
             "wall_clock_s": info["random_init_eval_s"] + info["train_and_eval_s"],
             "run_info": info}
-        os.makedirs(os.path.join(LOGS, arch), exist_ok=True)
+        os.makedirs(os.path.join(logs, arch), exist_ok=True)
         for name in LOG_FILES:
-            shutil.copy(os.path.join(workdir, name), os.path.join(LOGS, arch, name))
+            shutil.copy(os.path.join(workdir, name), os.path.join(logs, arch, name))
     return summaries
 
 
@@ -137,26 +141,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="/tmp/pali_x", help="directory of the runs")
     parser.add_argument("--summarize-only", action="store_true")
+    parser.add_argument("--out", default=HERE, help="where the logs, results and plot go")
     common.add_set_argument(parser)
     args = parser.parse_args()
+    logs = os.path.join(args.out, "logs", "pali_x")
     if not args.summarize_only:
-        encoder = common.run("encoder", args.runs, f"{CONFIG}:encoder")
+        encoder = common.run("encoder", args.runs, f"{CONFIG}:encoder", common.overrides_of(args))
         print("encoder", json.dumps(encoder["final"]), flush=True)
         overrides = {"pali.init_from.checkpoint": os.path.join(args.runs, "encoder"),
                      **common.overrides_of(args)}
         for arch in ARCHITECTURES:
             info = common.run(arch, args.runs, f"{CONFIG}:{arch}", overrides)
             print(arch, json.dumps(info["final"]), flush=True)
-    summaries = summarize(args.runs)
-    os.makedirs(os.path.join(LOGS, "encoder"), exist_ok=True)
+    summaries = summarize(args.runs, logs)
+    os.makedirs(os.path.join(logs, "encoder"), exist_ok=True)
     for name in LOG_FILES[:3]:  # the pretrained ViT's run
-        shutil.copy(os.path.join(args.runs, "encoder", name), os.path.join(LOGS, "encoder", name))
-    with open(os.path.join(LOGS, "results.json"), "w") as f:
+        shutil.copy(os.path.join(args.runs, "encoder", name), os.path.join(logs, "encoder", name))
+    with open(os.path.join(logs, "results.json"), "w") as f:
         json.dump(summaries, f, indent=2)
     markdown = table(summaries)
-    with open(os.path.join(LOGS, "results.md"), "w") as f:
+    with open(os.path.join(logs, "results.md"), "w") as f:
         f.write(markdown + "\n")
-    plot(summaries, os.path.join(HERE, "pali_x_accuracy.png"))
+    plot(summaries, os.path.join(args.out, "pali_x_accuracy.png"))
     print(markdown)
 
 
