@@ -40,6 +40,7 @@ finetune_fmnist_10pct experiments/finetune/README.md (the 10% rows only)  4 min
 finetune_fmnist   experiments/finetune/README.md (Fashion-MNIST tables)   15 min
 finetune_fmnist_seed1 experiments/finetune/README.md (Fashion-MNIST, seed 1) 15 min
 finetune_cifar10  experiments/finetune/README.md (CIFAR-10 table)         7 min
+finetune_cifar10_seed1 experiments/finetune/README.md (CIFAR-10, seed 1)  7 min
 gpt_6l            experiments/language/README.md (6-layer nanoGPT)        27 h (GPU: experiments/benchmarks/gpu.sh gpt6l)
 gato              experiments/generalist/README.md (Gato, 900 steps)      6 min
 gato_seed1        experiments/generalist/README.md (Gato, seed 1)         6 min
@@ -238,6 +239,16 @@ run_one() {
       for d in "$RUNS/ft_cifar10"/*/; do copy_logs "$d" "experiments/finetune/cifar10/logs/$(basename "$d")"; done
       "$PYTHON" -m experiments.finetune.summarize --root="$RUNS/ft_cifar10" \
         --out=experiments/finetune/cifar10 --dataset=CIFAR-10 ;;
+    finetune_cifar10_seed1)
+      need_data cifar10-jpeg/
+      record finetune_cifar10_seed1 experiments/finetune/cifar10/seed1 \
+        "$PYTHON" -m experiments.finetune.run --root="$RUNS/ft_cifar10_seed1" --dataset=cifar10 \
+          --seed=1
+      for d in "$RUNS/ft_cifar10_seed1"/*/; do
+        copy_logs "$d" "experiments/finetune/cifar10/seed1/logs/$(basename "$d")"
+      done
+      "$PYTHON" -m experiments.finetune.summarize --root="$RUNS/ft_cifar10_seed1" \
+        --out=experiments/finetune/cifar10/seed1 --dataset=CIFAR-10 ;;
     gpt_6l)
       need_data tiny-shakespeare/input.txt
       main_run gpt_6l configs/nanogpt_shakespeare_6l.py experiments/language/logs/gpt_6l \
