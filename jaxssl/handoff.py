@@ -352,7 +352,6 @@ def prepare_handoff(spec: HandoffSpec, target: Mapping[str, tuple[int, ...]],
     return plan_handoff(spec, step_dir, saved_shapes(step_dir), target, pretraining=note)
 
 
-
 def pretraining_description(config: dict) -> str:
     """"method 'NAME', model 'MODEL'" of a saved run config; a language-model run names its
     LM (`config['lm']`), since its `model` section (the image backbone) is unused."""
