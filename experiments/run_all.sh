@@ -34,8 +34,10 @@ mim               experiments/mim/README.md (MAE vs SimMIM)               3 min
 mim_bench         experiments/mim/README.md (MAE step, mask 0.75 vs 0)    2 min
 logits_memory     experiments/clip/README.md (contrastive/logits_memory.md) 1 min
 clip              experiments/clip/README.md (CLIP vs SigLIP)             4 min
+clip_seed1        experiments/clip/README.md (CLIP vs SigLIP, seed 1)     4 min
 simclr_fmnist     experiments/simclr/README.md (SimCLR Fashion-MNIST)     3 min
 contrastive       experiments/contrastive/README.md (SimCLR vs MoCo v3)   3 min
+contrastive_seed1 experiments/contrastive/README.md (seed 1)              3 min
 finetune_fmnist_10pct experiments/finetune/README.md (the 10% rows only)  4 min
 finetune_fmnist   experiments/finetune/README.md (Fashion-MNIST tables)   15 min
 finetune_fmnist_seed1 experiments/finetune/README.md (Fashion-MNIST, seed 1) 15 min
@@ -184,6 +186,16 @@ run_one() {
         copy_logs "$RUNS/clip/$m" "experiments/clip/logs/$m"
       done
       "$PYTHON" -m experiments.clip.summarize --runs "$RUNS/clip" ;;
+    clip_seed1)
+      need_data cifar10-jpeg/
+      record clip_seed1 experiments/clip/seed1/logs \
+        "$PYTHON" -m experiments.clip.run --runs "$RUNS/clip_seed1" \
+          --set data.data_dir="$DATA/cifar10-jpeg" --set seed=1
+      for m in clip siglip; do
+        copy_logs "$RUNS/clip_seed1/$m" "experiments/clip/seed1/logs/$m"
+      done
+      "$PYTHON" -m experiments.clip.summarize --runs "$RUNS/clip_seed1" \
+        --out experiments/clip/seed1 ;;
     simclr_fmnist)
       need_data fashion-mnist/
       rm -rf "$RUNS/simclr_fmnist"
@@ -207,6 +219,16 @@ run_one() {
           --set data.data_dir="$DATA/cifar10-jpeg"
       for m in simclr moco; do copy_logs "$RUNS/contrastive/$m" "experiments/contrastive/logs/$m"; done
       "$PYTHON" -m experiments.contrastive.summarize --runs "$RUNS/contrastive" ;;
+    contrastive_seed1)
+      need_data cifar10-jpeg/
+      record contrastive_seed1 experiments/contrastive/seed1/logs \
+        "$PYTHON" -m experiments.contrastive.run --runs "$RUNS/contrastive_seed1" \
+          --set data.data_dir="$DATA/cifar10-jpeg" --set seed=1
+      for m in simclr moco; do
+        copy_logs "$RUNS/contrastive_seed1/$m" "experiments/contrastive/seed1/logs/$m"
+      done
+      "$PYTHON" -m experiments.contrastive.summarize --runs "$RUNS/contrastive_seed1" \
+        --out experiments/contrastive/seed1 ;;
     finetune_fmnist_10pct)
       # the central comparison alone: SimCLR pretraining, then SimCLR vs scratch at 10% of the labels
       need_data "fashion-mnist/ and mnist/"
