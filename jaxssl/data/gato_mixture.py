@@ -30,11 +30,10 @@ import jax
 import numpy as np
 
 from jaxssl.data import gato_control
-from jaxssl.data.multimodal import Segment, pack
+from jaxssl.data.multimodal import ROW_KEYS, Segment, pack
 from jaxssl.errors import ConfigError
 
 TASKS = ("text", "caption", "cartpole", "pendulum")
-_ROW_KEYS = ("tokens", "kinds", "slots", "loss_mask", "segment_ids", "positions")
 
 
 def images_per_row(row_length: int, patches: int, captions: Sequence[Sequence[int]]) -> int:
@@ -48,7 +47,7 @@ def record_spec(row_length: int, image_shape: tuple[int, ...], patches: int,
     """{key: ShapeDtypeStruct} of one `GatoMixture` record (module docstring) for images
     of `image_shape` [H, W, C], without making one."""
     spec = {key: jax.ShapeDtypeStruct((row_length,), bool if key == "loss_mask" else np.int32)
-            for key in _ROW_KEYS}
+            for key in ROW_KEYS}
     images = (images_per_row(row_length, patches, captions), *image_shape)
     return {**spec, "images": jax.ShapeDtypeStruct(images, np.uint8),
             "task": jax.ShapeDtypeStruct((), np.int32)}
@@ -143,5 +142,5 @@ class GatoMixture:
         packed = pack(examples, self.row_length)
         if len(packed["tokens"]) != 1:
             raise AssertionError(f"{name} examples did not fit one row")  # sizes chosen above
-        return {**{k: packed[k][0] for k in _ROW_KEYS}, "images": images,
+        return {**{k: packed[k][0] for k in ROW_KEYS}, "images": images,
                 "task": np.int32(task)}

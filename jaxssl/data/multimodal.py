@@ -40,6 +40,8 @@ from jaxssl.errors import DataError
 KIND_PAD, KIND_TEXT, KIND_IMAGE, KIND_VECTOR, KIND_ACTION = 0, 1, 2, 3, 4
 PLACEHOLDER_KINDS = {"image": KIND_IMAGE, "vector": KIND_VECTOR}
 TOKEN_KINDS = {"text": KIND_TEXT, "action": KIND_ACTION}
+# The arrays of a packed row, each [T] (`pack` returns them [R, T]).
+ROW_KEYS = ("tokens", "kinds", "slots", "loss_mask", "segment_ids", "positions")
 
 # Gato (Reed et al. 2022, section 2.1): mu-law with mu = 100, M = 256, then 1,024 bins.
 MU, MU_LAW_M, NUM_BINS = 100.0, 256.0, 1024

@@ -258,8 +258,7 @@ class SceneSource:
         referred = [p for p in pieces if not isinstance(p, str)]
         if referred:
             state[len(positions)] = positions[referred[0]]
-        record = {k: row[k][0] for k in ("tokens", "kinds", "slots", "loss_mask", "segment_ids",
-                                         "positions")}
+        record = {k: row[k][0] for k in multimodal.ROW_KEYS}
         if self.spec.observe == "objects":
             record["objects"] = np.zeros((self.spec.max_objects,) + self.digits.shape[1:],
                                          np.uint8)

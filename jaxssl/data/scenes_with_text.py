@@ -26,7 +26,6 @@ from jaxssl.data.multimodal import Segment
 
 TEXT_TASK = len(scenes.TASKS)
 TASK_NAMES = scenes.TASKS + ("lm_text",)  # `TEXT_TASK` indexes the last
-_ROW_KEYS = ("tokens", "kinds", "slots", "loss_mask", "segment_ids", "positions")
 
 
 def document_segments(tokens: np.ndarray, segment_ids: np.ndarray, length: int
@@ -73,5 +72,5 @@ class ScenesWithText:
         row = self.text_rows[int(rng.integers(len(self.text_rows)))]
         packed = multimodal.pack(document_segments(row["tokens"], row["segment_ids"],
                                                    self.length), self.length)
-        return {**{key: packed[key][0] for key in _ROW_KEYS}, **self.blank,
+        return {**{key: packed[key][0] for key in multimodal.ROW_KEYS}, **self.blank,
                 "task": np.int32(TEXT_TASK)}
