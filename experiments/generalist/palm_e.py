@@ -5,9 +5,8 @@ fine-tuned with the LM's own text mixed in (object-centric input), fully fine-tu
 whole canvas, and the text-only baseline.
 
   JAXSSL_DATA_DIR=/path/to/data python -m experiments.generalist.palm_e \\
-      [--runs /tmp/palm_e_runs] [--stages lm encoder frozen full mixed canvas text] \
-      [--set KEY=VALUE ...] \\
-      [--out DIR]
+      [--runs /tmp/palm_e_runs] [--stages lm encoder frozen full mixed canvas text] \\
+      [--set KEY=VALUE ...] [--out DIR]
 
 Run from the repository root. Each stage trains in RUNS/STAGE (replaced); the PaLM-E
 stages hand over RUNS/encoder and RUNS/lm through the Orbax hand-off and are
