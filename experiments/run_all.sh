@@ -106,6 +106,30 @@ main_run() {
   copy_logs "$RUNS/$name" "$logs"
 }
 
+# paired_cifar10_run NAME EXPERIMENT OUT FIRST SECOND [--set KEY=VALUE ...]: the two methods of
+# experiments/EXPERIMENT/run.py on $DATA/cifar10-jpeg in $RUNS/NAME, recorded in OUT/logs, each
+# method's small logs kept in OUT/logs/METHOD, the tables and plot of its summarize.py in OUT.
+paired_cifar10_run() {
+  local name=$1 experiment=$2 out=$3 first=$4 second=$5 method
+  shift 5
+  record "$name" "$out/logs" \
+    "$PYTHON" -m "experiments.$experiment.run" --runs "$RUNS/$name" \
+      --set data.data_dir="$DATA/cifar10-jpeg" "$@"
+  for method in "$first" "$second"; do copy_logs "$RUNS/$name/$method" "$out/logs/$method"; done
+  "$PYTHON" -m "experiments.$experiment.summarize" --runs "$RUNS/$name" --out "$out"
+}
+
+# finetune_runs NAME ROOT RECORD_DIR OUT TITLE [run.py options]: experiments/finetune/run.py
+# with its workdirs in ROOT, recorded in RECORD_DIR, each run's small logs kept in
+# OUT/logs/RUN, the tables and plots in OUT (TITLE: the data set's name in them).
+finetune_runs() {
+  local name=$1 root=$2 record_dir=$3 out=$4 title=$5 d
+  shift 5
+  record "$name" "$record_dir" "$PYTHON" -m experiments.finetune.run --root="$root" "$@"
+  for d in "$root"/*/; do copy_logs "$d" "$out/logs/$(basename "$d")"; done
+  "$PYTHON" -m experiments.finetune.summarize --root="$root" --out="$out" --dataset="$title"
+}
+
 # anonymise DIR: the data root -> $JAXSSL_DATA_DIR, the run root -> $RUNS in the text files
 # under DIR (its READMEs excepted: their commands name RUNS on purpose).
 anonymise() {
@@ -179,23 +203,10 @@ run_one() {
         "$PYTHON" -m experiments.contrastive.logits_memory ;;
     clip)
       need_data cifar10-jpeg/
-      record clip experiments/clip/logs \
-        "$PYTHON" -m experiments.clip.run --runs "$RUNS/clip" \
-          --set data.data_dir="$DATA/cifar10-jpeg"
-      for m in clip siglip; do
-        copy_logs "$RUNS/clip/$m" "experiments/clip/logs/$m"
-      done
-      "$PYTHON" -m experiments.clip.summarize --runs "$RUNS/clip" ;;
+      paired_cifar10_run clip clip experiments/clip clip siglip ;;
     clip_seed1)
       need_data cifar10-jpeg/
-      record clip_seed1 experiments/clip/seed1/logs \
-        "$PYTHON" -m experiments.clip.run --runs "$RUNS/clip_seed1" \
-          --set data.data_dir="$DATA/cifar10-jpeg" --set seed=1
-      for m in clip siglip; do
-        copy_logs "$RUNS/clip_seed1/$m" "experiments/clip/seed1/logs/$m"
-      done
-      "$PYTHON" -m experiments.clip.summarize --runs "$RUNS/clip_seed1" \
-        --out experiments/clip/seed1 ;;
+      paired_cifar10_run clip_seed1 clip experiments/clip/seed1 clip siglip --set seed=1 ;;
     simclr_fmnist)
       need_data fashion-mnist/
       rm -rf "$RUNS/simclr_fmnist"
@@ -214,21 +225,11 @@ run_one() {
       done ;;
     contrastive)
       need_data cifar10-jpeg/
-      record contrastive experiments/contrastive/logs \
-        "$PYTHON" -m experiments.contrastive.run --runs "$RUNS/contrastive" \
-          --set data.data_dir="$DATA/cifar10-jpeg"
-      for m in simclr moco; do copy_logs "$RUNS/contrastive/$m" "experiments/contrastive/logs/$m"; done
-      "$PYTHON" -m experiments.contrastive.summarize --runs "$RUNS/contrastive" ;;
+      paired_cifar10_run contrastive contrastive experiments/contrastive simclr moco ;;
     contrastive_seed1)
       need_data cifar10-jpeg/
-      record contrastive_seed1 experiments/contrastive/seed1/logs \
-        "$PYTHON" -m experiments.contrastive.run --runs "$RUNS/contrastive_seed1" \
-          --set data.data_dir="$DATA/cifar10-jpeg" --set seed=1
-      for m in simclr moco; do
-        copy_logs "$RUNS/contrastive_seed1/$m" "experiments/contrastive/seed1/logs/$m"
-      done
-      "$PYTHON" -m experiments.contrastive.summarize --runs "$RUNS/contrastive_seed1" \
-        --out experiments/contrastive/seed1 ;;
+      paired_cifar10_run contrastive_seed1 contrastive experiments/contrastive/seed1 simclr moco \
+        --set seed=1 ;;
     finetune_fmnist_10pct)
       # the central comparison alone: SimCLR pretraining, then SimCLR vs scratch at 10% of the labels
       need_data "fashion-mnist/ and mnist/"
@@ -241,36 +242,21 @@ run_one() {
       "$PYTHON" -m experiments.finetune.summarize --root="$RUNS/ft_fmnist" --out=experiments/finetune ;;
     finetune_fmnist)
       need_data "fashion-mnist/ and mnist/"
-      record finetune_fmnist experiments/finetune/logs \
-        "$PYTHON" -m experiments.finetune.run --root="$RUNS/ft_fmnist"
-      for d in "$RUNS/ft_fmnist"/*/; do copy_logs "$d" "experiments/finetune/logs/$(basename "$d")"; done
-      "$PYTHON" -m experiments.finetune.summarize --root="$RUNS/ft_fmnist" --out=experiments/finetune ;;
+      finetune_runs finetune_fmnist "$RUNS/ft_fmnist" experiments/finetune/logs \
+        experiments/finetune Fashion-MNIST ;;
     finetune_fmnist_seed1)
       need_data "fashion-mnist/ and mnist/"
-      record finetune_fmnist_seed1 experiments/finetune/seed1 \
-        "$PYTHON" -m experiments.finetune.run --root="$RUNS/ft_fmnist_seed1" --seed=1
-      for d in "$RUNS/ft_fmnist_seed1"/*/; do
-        copy_logs "$d" "experiments/finetune/seed1/logs/$(basename "$d")"
-      done
-      "$PYTHON" -m experiments.finetune.summarize --root="$RUNS/ft_fmnist_seed1" \
-        --out=experiments/finetune/seed1 ;;
+      finetune_runs finetune_fmnist_seed1 "$RUNS/ft_fmnist_seed1" experiments/finetune/seed1 \
+        experiments/finetune/seed1 Fashion-MNIST --seed=1 ;;
     finetune_cifar10)
       need_data cifar10-jpeg/
-      record finetune_cifar10 experiments/finetune/cifar10 \
-        "$PYTHON" -m experiments.finetune.run --root="$RUNS/ft_cifar10" --dataset=cifar10
-      for d in "$RUNS/ft_cifar10"/*/; do copy_logs "$d" "experiments/finetune/cifar10/logs/$(basename "$d")"; done
-      "$PYTHON" -m experiments.finetune.summarize --root="$RUNS/ft_cifar10" \
-        --out=experiments/finetune/cifar10 --dataset=CIFAR-10 ;;
+      finetune_runs finetune_cifar10 "$RUNS/ft_cifar10" experiments/finetune/cifar10 \
+        experiments/finetune/cifar10 CIFAR-10 --dataset=cifar10 ;;
     finetune_cifar10_seed1)
       need_data cifar10-jpeg/
-      record finetune_cifar10_seed1 experiments/finetune/cifar10/seed1 \
-        "$PYTHON" -m experiments.finetune.run --root="$RUNS/ft_cifar10_seed1" --dataset=cifar10 \
-          --seed=1
-      for d in "$RUNS/ft_cifar10_seed1"/*/; do
-        copy_logs "$d" "experiments/finetune/cifar10/seed1/logs/$(basename "$d")"
-      done
-      "$PYTHON" -m experiments.finetune.summarize --root="$RUNS/ft_cifar10_seed1" \
-        --out=experiments/finetune/cifar10/seed1 --dataset=CIFAR-10 ;;
+      finetune_runs finetune_cifar10_seed1 "$RUNS/ft_cifar10_seed1" \
+        experiments/finetune/cifar10/seed1 experiments/finetune/cifar10/seed1 CIFAR-10 \
+        --dataset=cifar10 --seed=1 ;;
     gpt_6l)
       need_data tiny-shakespeare/input.txt
       main_run gpt_6l configs/nanogpt_shakespeare_6l.py experiments/language/logs/gpt_6l \
