@@ -30,12 +30,15 @@ baby_gpt          experiments/language/README.md (nanoGPT baby GPT)       1 min
 ul2               experiments/language/README.md (UL2)                    1 min
 pali              experiments/language/README.md (PaLI digits)            0.5 min
 pydoc             experiments/language/README.md (byte-level pydoc)       1 min
+language_seed1    experiments/language/README.md (the four above, seed 1) 4 min
 mim               experiments/mim/README.md (MAE vs SimMIM)               3 min
+mim_seed1         experiments/mim/README.md (MAE vs SimMIM, seed 1)       3 min
 mim_bench         experiments/mim/README.md (MAE step, mask 0.75 vs 0)    2 min
 logits_memory     experiments/clip/README.md (contrastive/logits_memory.md) 1 min
 clip              experiments/clip/README.md (CLIP vs SigLIP)             4 min
 clip_seed1        experiments/clip/README.md (CLIP vs SigLIP, seed 1)     4 min
 simclr_fmnist     experiments/simclr/README.md (SimCLR Fashion-MNIST)     3 min
+simclr_fmnist_seed1 experiments/simclr/README.md (SimCLR Fashion-MNIST, seed 1) 3 min
 contrastive       experiments/contrastive/README.md (SimCLR vs MoCo v3)   3 min
 contrastive_seed1 experiments/contrastive/README.md (seed 1)              3 min
 finetune_fmnist_10pct experiments/finetune/README.md (the 10% rows only)  4 min
@@ -130,6 +133,27 @@ finetune_runs() {
   "$PYTHON" -m experiments.finetune.summarize --root="$root" --out="$out" --dataset="$title"
 }
 
+# simclr_fmnist_run NAME OUT SEED_SETTING: SimCLR on $DATA/fashion-mnist in $RUNS/NAME, recorded
+# in OUT with its config, its metrics.jsonl after the step-0 row (the same evaluation at
+# initialisation) and its kNN and linear-probe curves. SEED_SETTING: seed=N.
+simclr_fmnist_run() {
+  local name=$1 out=$2 seed=$3 metric
+  rm -rf "$RUNS/$name"
+  record "$name" "$out" \
+    "$PYTHON" -m jaxssl.main --config=configs/simclr_fashion_mnist.py --workdir="$RUNS/$name" \
+      --config.data.data_dir="$DATA/fashion-mnist" --config.log.progress_bar=false \
+      --config."$seed"
+  "$PYTHON" -m experiments.simclr.random_init_eval --config=configs/simclr_fashion_mnist.py \
+    --set data.data_dir="$DATA/fashion-mnist" --set "$seed" > "$out/metrics.jsonl"
+  cat "$RUNS/$name/metrics.jsonl" >> "$out/metrics.jsonl"
+  cp "$RUNS/$name/config.json" "$out/config.json"
+  anonymise "$out"
+  for metric in knn_top1 linear_probe_top1; do
+    "$PYTHON" -m experiments.plot_curves --run "SimCLR ResNet-18/16, Fashion-MNIST=$out" \
+      --metric "eval/$metric" --out "$out/${metric%_top1}_curve"
+  done
+}
+
 # anonymise DIR: the data root -> $JAXSSL_DATA_DIR, the run root -> $RUNS in the text files
 # under DIR (its READMEs excepted: their commands name RUNS on purpose).
 anonymise() {
@@ -186,11 +210,28 @@ run_one() {
       main_run pali configs/lm_pali_digits.py experiments/language/logs/pali ;;
     pydoc)
       main_run pydoc configs/lm_pydoc_quickstart.py experiments/language/logs/pydoc ;;
+    language_seed1)
+      need_data tiny-shakespeare/input.txt
+      main_run baby_gpt_seed1 configs/nanogpt_baby_shakespeare.py \
+        experiments/language/logs/baby_gpt_seed1 --config.seed=1 \
+        --config.data.data_dir="$DATA/tiny-shakespeare"
+      main_run ul2_seed1 configs/lm_ul2_shakespeare.py experiments/language/logs/ul2_seed1 \
+        --config.seed=1 --config.data.data_dir="$DATA/tiny-shakespeare"
+      main_run pali_seed1 configs/lm_pali_digits.py experiments/language/logs/pali_seed1 \
+        --config.seed=1
+      main_run pydoc_seed1 configs/lm_pydoc_quickstart.py experiments/language/logs/pydoc_seed1 \
+        --config.seed=1 ;;
     mim)
       need_data fashion-mnist/
       record mim experiments/mim/logs \
-        env PYTHON="$PYTHON" bash experiments/mim/run.sh "$RUNS/mim"
+        env PYTHON="$PYTHON" bash experiments/mim/run.sh "$RUNS/mim" experiments/mim
       for d in experiments/mim/logs/*/; do anonymise "$d"; done ;;
+    mim_seed1)
+      need_data fashion-mnist/
+      record mim_seed1 experiments/mim/seed1/logs \
+        env PYTHON="$PYTHON" bash experiments/mim/run.sh "$RUNS/mim_seed1" experiments/mim/seed1 \
+          --config.seed=1
+      for d in experiments/mim/seed1/logs/*/; do anonymise "$d"; done ;;
     mim_bench)
       need_data fashion-mnist/
       record mim_bench experiments/mim/logs/bench \
@@ -209,20 +250,10 @@ run_one() {
       paired_cifar10_run clip_seed1 clip experiments/clip/seed1 clip siglip --set seed=1 ;;
     simclr_fmnist)
       need_data fashion-mnist/
-      rm -rf "$RUNS/simclr_fmnist"
-      record simclr_fmnist experiments/simclr \
-        "$PYTHON" -m jaxssl.main --config=configs/simclr_fashion_mnist.py --workdir="$RUNS/simclr_fmnist" \
-          --config.data.data_dir="$DATA/fashion-mnist" --config.log.progress_bar=false
-      # the step-0 row (the same evaluation at initialisation), then the run's own rows
-      "$PYTHON" -m experiments.simclr.random_init_eval --config=configs/simclr_fashion_mnist.py \
-        --set data.data_dir="$DATA/fashion-mnist" > experiments/simclr/metrics.jsonl
-      cat "$RUNS/simclr_fmnist/metrics.jsonl" >> experiments/simclr/metrics.jsonl
-      cp "$RUNS/simclr_fmnist/config.json" experiments/simclr/config.json
-      anonymise experiments/simclr
-      for metric in knn_top1 linear_probe_top1; do
-        "$PYTHON" -m experiments.plot_curves --run "SimCLR ResNet-18/16, Fashion-MNIST=experiments/simclr" \
-          --metric "eval/$metric" --out "experiments/simclr/${metric%_top1}_curve"
-      done ;;
+      simclr_fmnist_run simclr_fmnist experiments/simclr seed=0 ;;
+    simclr_fmnist_seed1)
+      need_data fashion-mnist/
+      simclr_fmnist_run simclr_fmnist_seed1 experiments/simclr/seed1 seed=1 ;;
     contrastive)
       need_data cifar10-jpeg/
       paired_cifar10_run contrastive contrastive experiments/contrastive simclr moco ;;

@@ -1,5 +1,5 @@
 """The experiment scripts import as the modules run_all.sh runs them as, and the
-harness runs what it is asked to (ab_step's meshes, run_all.sh's interpreter).
+harness runs what it is asked to (ab_step's meshes, run_all.sh's interpreter and names).
 
 They are not otherwise run by the suite (each is minutes to hours of CPU), so a
 broken import would first show as a dead run_all.sh line hours into a run.
@@ -8,6 +8,7 @@ broken import would first show as a dead run_all.sh line hours into a run.
 import gc
 import importlib
 import pathlib
+import re
 import subprocess
 
 import jax
@@ -43,6 +44,15 @@ def test_ab_step_runs_a_variant_on_the_devices_its_mesh_needs(overrides, devices
     del trainer
     gc.collect()
     assert not workdir.exists()   # the temporary workdir goes with its Trainer
+
+
+def test_run_all_lists_exactly_the_experiments_it_can_run():
+    listed = subprocess.run(["bash", "experiments/run_all.sh", "--list"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split("\n")
+    script = (REPO / "experiments" / "run_all.sh").read_text()
+    cases = re.findall(r"^    ([a-z0-9_]+)\)$", script, flags=re.MULTILINE)
+    assert sorted(line.split()[0] for line in listed if line) == sorted(cases)
+    assert {"language_seed1", "mim_seed1", "simclr_fmnist_seed1"} <= set(cases)
 
 
 def test_run_all_refuses_an_interpreter_without_jaxssl(tmp_path):
