@@ -79,6 +79,18 @@ def test_cross_attention_with_fully_masked_queries_matches_xla(small_blocks):
     check_against_xla(*random_qkv(rng, 2, 32, 24), q_segments, kv_segments, None)
 
 
+def test_bfloat16_inputs_stay_within_bfloat16_rounding_of_float32(small_blocks):
+    # float32 logits, softmax and accumulators inside; only the inputs and output round.
+    rng = np.random.default_rng(8)
+    segments, flags = packed_rows(rng, 2, 32)
+    q, k, v, _ = random_qkv(rng, 2, 32, 32, width=16)
+    exact = dot_product_attention(q, k, v, attention_mask(segments, segments, flags))
+    half = [x.astype(jnp.bfloat16) for x in (q, k, v)]
+    fused = flash.flash_attention(*half, segments, segments, flags)
+    assert fused.dtype == jnp.bfloat16
+    np.testing.assert_allclose(fused.astype(jnp.float32), exact, atol=2e-2)
+
+
 def test_last_visible_key_is_each_query_s_last_allowed_key():
     # So a key block after every query's last allowed key is wholly masked, and skipping it
     # changes nothing.
