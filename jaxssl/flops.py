@@ -11,8 +11,10 @@ custom calls that the cost analysis does not count (measured on an H100:
 0.12 instead of about 3 TFLOP for a ResNet-50 SimCLR step).
 
 Sub-programs are walked: `jit`, `remat`, custom derivatives, `cond` (the
-most expensive branch), `scan` (body x length) and `while` (body once: its
-trip count is not known before running).
+most expensive branch), `scan` (body x length), `while` (body once: its
+trip count is not known before running), `shard_map` (its per-device body
+x the devices it runs on) and Pallas kernels (`pallas_call`: the kernel x
+its grid, so every block counts, also one a kernel skips at run time).
 """
 
 from __future__ import annotations
@@ -68,8 +70,8 @@ def equation_flops(eqn: Any) -> int:
 
 def matmul_equations(jaxpr: Any, times: int = 1) -> Iterator[tuple[Any, int]]:
     """(equation, runs) for every dot_general and conv_general_dilated of one run of
-    `jaxpr` (a Jaxpr or ClosedJaxpr): runs is how often a scan repeats it; of a cond,
-    the branch with the most FLOPs."""
+    `jaxpr` (a Jaxpr or ClosedJaxpr): runs is how often a scan, a kernel's grid or a
+    shard_map's devices repeat it; of a cond, the branch with the most FLOPs."""
     if isinstance(jaxpr, _core.ClosedJaxpr):
         jaxpr = jaxpr.jaxpr
     for eqn in jaxpr.eqns:
@@ -80,6 +82,13 @@ def matmul_equations(jaxpr: Any, times: int = 1) -> Iterator[tuple[Any, int]]:
             yield from matmul_equations(max(eqn.params["branches"], key=jaxpr_flops), times)
         elif name == "scan":
             yield from matmul_equations(eqn.params["jaxpr"], times * eqn.params["length"])
+        elif name == "pallas_call":
+            yield from matmul_equations(eqn.params["jaxpr"],
+                                        times * math.prod(eqn.params["grid_mapping"].grid))
+        elif name == "shard_map":
+            devices = math.prod(eqn.params["mesh"].shape[axis]
+                                for axis in eqn.params["newly_manual_axes"])
+            yield from matmul_equations(eqn.params["jaxpr"], times * devices)
         else:
             for sub in _sub_jaxprs(eqn.params):
                 yield from matmul_equations(sub, times)

@@ -5,8 +5,11 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
+from jax.experimental import pallas as pl
+from jax.sharding import PartitionSpec as P
 
 from jaxssl.flops import matmul_equations, traced_flops
 from jaxssl.models.transformer import LanguageModel
@@ -81,6 +84,24 @@ def test_cond_counts_the_larger_branch_and_while_counts_its_body_once():
     looped = lambda x: jax.lax.while_loop(lambda c: c[1] < 3, lambda c: (c[0] @ c[0], c[1] + 1),
                                           (x, 0))[0]
     assert flops_of(looped, f32(8, 8)) == 2 * 8**3
+
+
+def test_a_pallas_kernel_counts_its_block_product_times_its_grid():
+    def block_product(x_ref, w_ref, out_ref):
+        out_ref[...] = x_ref[...] @ w_ref[...]
+
+    blocked = lambda x, w: pl.pallas_call(
+        block_product, out_shape=jax.ShapeDtypeStruct((64, 16), jnp.float32), grid=(4,),
+        in_specs=[pl.BlockSpec((16, 32), lambda i: (i, 0)), pl.BlockSpec((32, 16), lambda i: (0, 0))],
+        out_specs=pl.BlockSpec((16, 16), lambda i: (i, 0)), interpret=True)(x, w)
+    assert flops_of(blocked, f32(64, 32), f32(32, 16)) == 2 * 64 * 32 * 16
+
+
+def test_shard_map_counts_its_per_device_body_on_every_device():
+    mesh = jax.sharding.Mesh(np.array(jax.devices()).reshape(2, 4), ("a", "b"))
+    split = jax.shard_map(lambda x, w: x @ w, mesh=mesh, in_specs=(P(("a", "b")), P()),
+                          out_specs=P(("a", "b")))
+    assert flops_of(split, f32(64, 32), f32(32, 16)) == 2 * 64 * 32 * 16
 
 
 def test_decoder_train_gradient_is_three_forward_passes_of_hand_counted_products():

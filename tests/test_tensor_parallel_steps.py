@@ -25,11 +25,15 @@ CONFIGS = {"mae": "tiny_mae.py", "simmim": "tiny_mae.py:simmim",
            "finetune": "tiny_finetune.py", "palm_e": "tiny_palm_e.py", "gato": "tiny_gato.py"}
 
 
-def step_on(method: str, mesh: dict, devices, workdir):
-    """(loss, params after one step, method state after it, params' shardings)."""
+def step_on(method: str, mesh: dict, devices, workdir, overrides: dict | None = None):
+    """(loss, params after one step, method state after it, params' shardings); `overrides`:
+    {'section.key': value}."""
     user = config_lib.load_config_file(
         os.path.join(REPO, "tests", "configs", CONFIGS[method])).to_dict()
     user.update(mesh=mesh, optim=SGD, checkpoint={"async_save": False})
+    for dotted, value in (overrides or {}).items():
+        section, key = dotted.split(".")
+        user.setdefault(section, {})[key] = value
     trainer = Trainer(config_lib.resolve(user), str(workdir), devices=devices)
     loader = pipeline.train_loader(trainer.train_source, trainer.config.data.batch_size, 0, 0, 1)
     batch = parallel.host_batch_to_global(next(iter(loader)), trainer.mesh)

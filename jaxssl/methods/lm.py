@@ -93,7 +93,8 @@ class LanguageModelling(TokenLossMethod):
             init="xavier",            # block kernels: xavier | gpt2 (nanoGPT's)
             posemb="learned",         # learned | rotary
             tied_embeddings=True,
-            attention_impl="",        # '' = jaxssl's XLA attention; 'xla' / 'cudnn' = jax.nn's
+            attention_impl="",        # '' = jaxssl's XLA attention; 'xla' / 'cudnn' = jax.nn's;
+                                      # 'flash' = jaxssl's fused TPU kernel (models/flash_attention.py)
             scan_layers=False,        # blocks as one nn.scan (params stacked on a 'layers' axis)
             remat="none",             # none | full | dots: recompute block activations (backward)
             use_bias=True,            # False: no biases in the blocks (T5.1.1, PaLM, Llama)

@@ -29,7 +29,7 @@ def default_model_config() -> ml_collections.ConfigDict:
     required for name='vit'). `width` is the ResNet base filter count; `patch`,
     `posemb`, `pool`, `drop_path`, `scan_blocks`, `remat`, `frozen_patch_embed`
     `attention_impl` ('' = jaxssl's XLA attention, 'xla' / 'cudnn' = jax.nn's, the
-    latter a fused GPU kernel), `layer_norm_epsilon` (1e-12 for weights imported
+    latter a fused GPU kernel, 'flash' = jaxssl's fused TPU kernel), `layer_norm_epsilon` (1e-12 for weights imported
     from Hugging Face), `activation` and `pre_norm` (CLIP's: 'quick_gelu', True)
     apply to ViTs.
     """

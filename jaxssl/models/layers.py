@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from jaxssl.errors import ConfigError
+from jaxssl.models import flash_attention
 from jaxssl.parallel import constrain
 
+# Attention.attention_impl: None (jaxssl's XLA attention), jax.nn's two, jaxssl's TPU kernel.
+ATTENTION_IMPLS = (None, "xla", "cudnn", "flash")
 LAYER_NORM_EPSILON = 1e-6
 ROTARY_BASE = 10000.0
 
@@ -289,6 +292,18 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
     return heads_major(attention_weighted_sum(probs, heads_major(v)))
 
 
+class SegmentMask(NamedTuple):
+    """An attention mask by its factors, for the fused kernel, which builds it per block.
+
+    The same mask as `transformer.attention_mask(q_segment_ids, kv_segment_ids,
+    autoregressive)`: int [B, Tq] and [B, Tk] segment ids, bool [B, T] flags
+    (self-attention) or None.
+    """
+    q_segment_ids: jax.Array
+    kv_segment_ids: jax.Array
+    autoregressive: Optional[jax.Array] = None
+
+
 class Attention(nn.Module):
     """Multi-head attention of queries from x [B, Tq, D] over context [B, Tk, D] -> [B, Tq, D].
 
@@ -297,11 +312,13 @@ class Attention(nn.Module):
     'query' [D, 1, heads, D/heads] and a fused 'key_value' [D, 2, heads,
     D/heads]. One wide matrix product instead of three narrow ones is what
     keeps small models fast on CPU. mask: bool [B, 1, Tq, Tk] (e.g. from
-    `transformer.attention_mask`) or None for full attention. With `rotary`,
-    queries and keys are rotated by q_positions / kv_positions (int [B, T]).
-    `attention_impl` None uses `dot_product_attention`; 'xla' or 'cudnn' (a
-    fused GPU kernel, bf16/fp16 only) go to `jax.nn.dot_product_attention`,
-    which has no attention dropout. `dropout_rate` drops attention weights
+    `transformer.attention_mask`), a `SegmentMask` with 'flash', or None for
+    full attention. With `rotary`, queries and keys are rotated by q_positions
+    / kv_positions (int [B, T]). `attention_impl` None uses
+    `dot_product_attention`; 'xla' or 'cudnn' (a fused GPU kernel, bf16/fp16
+    only) go to `jax.nn.dot_product_attention`; 'flash' to jaxssl's fused TPU
+    kernel (`flash_attention`; interpreted, slowly, elsewhere). The last three have
+    no attention dropout. `dropout_rate` drops attention weights
     (rng stream 'dropout') unless `deterministic`. Kernels: the q/k/v
     projections from `kernel_init`, 'out' (the residual output) from
     `out_kernel_init`. Without `use_bias` the projections have no biases.
@@ -321,6 +338,9 @@ class Attention(nn.Module):
         hidden = x.shape[-1]
         if hidden % self.num_heads:
             raise ConfigError(f"hidden size {hidden} not divisible by {self.num_heads} heads")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ConfigError(f"unknown attention_impl {self.attention_impl!r}; valid: '' "
+                              f"(jaxssl's XLA attention), {', '.join(ATTENTION_IMPLS[1:])}")
         if self.dropout_rate > 0 and self.attention_impl is not None:
             raise ConfigError(f"attention dropout needs jaxssl's attention (attention_impl ''), "
                              f"not {self.attention_impl!r}")
@@ -347,6 +367,11 @@ class Attention(nn.Module):
                                       self.make_rng("dropout") if dropping else None, logit_bias)
         elif logit_bias is not None:
             raise ConfigError("a logit bias (relative positions) needs jaxssl's attention")
+        elif self.attention_impl == "flash":
+            if mask is None:
+                whole = lambda y: jnp.ones(y.shape[:2], jnp.int32)
+                mask = SegmentMask(whole(q), whole(k))
+            y = flash_attention.flash_attention(q, k, v, *mask)
         else:
             y = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.attention_impl)
         return batch_sharded(dense(hidden, ("heads", "kv", "embed"), self.dtype, "out",

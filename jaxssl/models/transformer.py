@@ -14,6 +14,9 @@ from segment ids and per-token "autoregressive" flags:
   prefix, causal after it;
 
 and never across segments (packed documents), padding (segment 0) apart.
+The models hand their blocks `block_mask`: that dense mask, or for the fused
+TPU kernel (attention_impl 'flash') its factors, from which the kernel builds
+each block of it.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ import jax.numpy as jnp
 from jaxssl.data.multimodal import fill_placeholders
 from jaxssl.errors import ConfigError
 from jaxssl.models.layers import (LAYER_NORM_EPSILON, Attention, Initializer, MlpBlock,
-                                  activation, dense, dense_dot_general, layer_norm,
-                                  xavier_uniform)
+                                  SegmentMask, activation, dense, dense_dot_general,
+                                  layer_norm, xavier_uniform)
 
 POSEMB_KINDS = ("learned", "rotary", "relative")
 INIT_KINDS = ("xavier", "gpt2")
@@ -68,6 +71,15 @@ def attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array,
         bidirectional = ~autoregressive[:, :, None] & ~autoregressive[:, None, :]
         allowed &= causal | bidirectional
     return allowed[:, None]
+
+
+def block_mask(attention_impl: Optional[str], q_segment_ids: jax.Array,
+               kv_segment_ids: jax.Array, autoregressive: Optional[jax.Array] = None):
+    """The mask the blocks' attention takes: `attention_mask`'s bool [B, 1, Tq, Tk], or
+    for the fused kernel (attention_impl 'flash') its factors, a `layers.SegmentMask`."""
+    if attention_impl == "flash":
+        return SegmentMask(q_segment_ids, kv_segment_ids, autoregressive)
+    return attention_mask(q_segment_ids, kv_segment_ids, autoregressive)
 
 
 def relative_position_bucket(relative: jax.Array, bidirectional: bool, num_buckets: int,
@@ -410,7 +422,7 @@ class LanguageModel(_Sizes):
                                          positions + length], axis=1)
             autoregressive = jnp.concatenate([jnp.zeros((batch, length), bool), autoregressive],
                                              axis=1)
-        mask = attention_mask(segment_ids, segment_ids, autoregressive)
+        mask = block_mask(self.attention_impl, segment_ids, segment_ids, autoregressive)
         x = self._stack("stack", self.depth)(x, mask, positions, not train)
         return embedder.logits(x[:, x.shape[1] - tokens.shape[1]:])
 
@@ -438,12 +450,14 @@ class EncoderDecoder(_Sizes):
         bidirectional = jnp.zeros(encoder_tokens.shape, bool)
         encoded = self._stack("encoder", self.depth)(
             self._embed(embedder, encoder_tokens, encoder_positions, train, encoder_placeholders),
-            attention_mask(encoder_segment_ids, encoder_segment_ids, bidirectional),
+            block_mask(self.attention_impl, encoder_segment_ids, encoder_segment_ids,
+                       bidirectional),
             encoder_positions, not train)
         causal = jnp.ones(decoder_tokens.shape, bool)
         y = self._stack("decoder", self.decoder_depth, bidirectional=False)(
             self._embed(embedder, decoder_tokens, decoder_positions, train),
-            attention_mask(decoder_segment_ids, decoder_segment_ids, causal),
+            block_mask(self.attention_impl, decoder_segment_ids, decoder_segment_ids, causal),
             decoder_positions, not train, encoded,
-            attention_mask(decoder_segment_ids, encoder_segment_ids), encoder_positions)
+            block_mask(self.attention_impl, decoder_segment_ids, encoder_segment_ids),
+            encoder_positions)
         return embedder.logits(y)

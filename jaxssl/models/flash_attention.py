@@ -1,0 +1,387 @@
+"""Fused (flash) attention for TPU as Pallas kernels, with jaxssl's attention masks.
+
+The [B, heads, Tq, Tk] scores never reach HBM: each kernel walks over blocks of
+queries and keys in VMEM, with an online softmax (forward) or each query's
+saved logit maximum and exponential sum (backward), so memory grows with T,
+not T^2. The mask is not an array either: it is rebuilt per block from
+per-token segment ids and autoregressive flags, with the meaning of
+`transformer.attention_mask`: query i may attend to key j when both are in
+the same segment and j <= i or neither is autoregressive. With flags (causal,
+prefix-LM) the kernels skip the key blocks that lie wholly after every key a
+query block may see.
+
+Mosaic compiles the kernels for a TPU, also ahead of time on a machine
+without one (`jaxssl.aot`, libtpu). On other platforms they run in Pallas's
+TPU interpreter: slowly, and only to check them (tests/test_flash_attention.py
+compares them with `layers.dot_product_attention`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import tpu as pltpu
+from jax.sharding import PartitionSpec as P
+
+from jaxssl.errors import ConfigError
+from jaxssl.parallel import logical_spec_to_mesh
+
+LANES = 128      # the TPU vector register's minor dimension
+SUBLANES = 8     # and its second-minor one
+BLOCK_SIZES = (512, 256, 128)   # tried in order; a sequence shorter than the first is one block
+_MASKED = float(jnp.finfo(jnp.float32).min)   # as dot_product_attention: a fully masked row averages
+
+
+def padded_length(length: int) -> int:
+    """`length` itself when it is at most the largest of BLOCK_SIZES (one block), else
+    rounded up to a multiple of the smallest (e.g. a 2,047-token context to 2,048)."""
+    if length <= BLOCK_SIZES[0]:
+        return length
+    return -(-length // BLOCK_SIZES[-1]) * BLOCK_SIZES[-1]
+
+
+def block_size(length: int) -> int:
+    """The largest of BLOCK_SIZES dividing a `padded_length`, or `length` itself when it
+    is at most the largest."""
+    if length <= BLOCK_SIZES[0]:
+        return length
+    return next(size for size in BLOCK_SIZES if length % size == 0)
+
+
+def _token_codes(segment_ids: jax.Array, autoregressive: Optional[jax.Array] = None
+                 ) -> jax.Array:
+    """int32 [B, T]: segment id * 2 + 1 for an autoregressive token, + 0 otherwise."""
+    flags = 0 if autoregressive is None else autoregressive.astype(jnp.int32)
+    return segment_ids.astype(jnp.int32) * 2 + flags
+
+
+# `flagged` below: the mask has autoregressive flags (self-attention); without them a query
+# sees every key of its segment.
+
+
+def _last_visible_key(q_codes: jax.Array, kv_codes: jax.Array, flagged: bool) -> jax.Array:
+    """int32 [B, Tq]: an index no key a query may attend to lies after (Tk - 1 unless flagged).
+
+    A flagged query i sees keys j <= i of its segment; a bidirectional one also every
+    bidirectional key of its segment, the last of which bounds it."""
+    batch, kv_length = kv_codes.shape
+    if not flagged:
+        return jnp.full(q_codes.shape, kv_length - 1, jnp.int32)
+    positions = jnp.arange(kv_length, dtype=jnp.int32)
+    bidirectional_key = jnp.where(kv_codes % 2 == 0, positions, -1)
+    segments = kv_codes // 2
+    last = jax.vmap(lambda v, s: jax.ops.segment_max(v, s, num_segments=kv_length + 1))(
+        bidirectional_key, jnp.minimum(segments, kv_length))
+    last_in_segment = jnp.take_along_axis(last, jnp.minimum(q_codes // 2, kv_length), axis=1)
+    queries = jnp.arange(q_codes.shape[1], dtype=jnp.int32)
+    reach = jnp.where(q_codes % 2 == 1, queries, jnp.maximum(queries, last_in_segment))
+    return reach
+
+
+def _allowed(q_codes, kv_codes, q_start, kv_start, flagged: bool):
+    """bool [bq, bk] for a block: q_codes [bq, 1], kv_codes [1, bk] (see _token_codes).
+    Shifts and bit masks, not // and %: the TPU's vector unit has no integer division."""
+    allowed = jnp.right_shift(q_codes, 1) == jnp.right_shift(kv_codes, 1)
+    if flagged:
+        shape = (q_codes.shape[0], kv_codes.shape[1])
+        rows = jax.lax.broadcasted_iota(jnp.int32, shape, 0) + q_start
+        columns = jax.lax.broadcasted_iota(jnp.int32, shape, 1) + kv_start
+        bidirectional = jnp.bitwise_or(q_codes, kv_codes) & 1 == 0
+        allowed = allowed & ((columns <= rows) | bidirectional)
+    return allowed
+
+
+_NN = (((1,), (0,)), ((), ()))   # a [m, d] . b [d, n] -> [m, n]
+_NT = (((1,), (1,)), ((), ()))   # a [m, d] . b [n, d] -> [m, n]
+_TN = (((0,), (0,)), ((), ()))   # a [d, m] . b [d, n] -> [m, n]
+
+
+def _scores(q_ref, k_ref, q_codes_ref, kv_codes_ref, q_start, kv_start, flagged):
+    """(float32 logits [bq, bk] of a block, _MASKED where not allowed; the mask)."""
+    logits = jax.lax.dot_general(q_ref[...], k_ref[...], _NT, preferred_element_type=jnp.float32)
+    allowed = _allowed(q_codes_ref[:, :1], kv_codes_ref[:1, :], q_start, kv_start, flagged)
+    return jnp.where(allowed, logits, _MASKED), allowed
+
+
+def _blockwise(reach_ref, block_k: int, query_major: bool, start, accumulate, finish):
+    """A kernel's steps along the grid's last axis, over which its output block accumulates:
+    start() at the first, accumulate(query block, key block) where a query of the block
+    may see a key of it (`reach_ref`), finish() at the last. Query blocks are the grid's
+    axis 2 and key blocks axis 3 when `query_major`, the other way round otherwise."""
+    b, inner = pl.program_id(0), pl.program_id(3)
+    qi, ki = (pl.program_id(2), inner) if query_major else (inner, pl.program_id(2))
+    pl.when(inner == 0)(start)
+    pl.when(ki * block_k <= reach_ref[b, qi])(lambda: accumulate(qi, ki))
+    pl.when(inner == pl.num_programs(3) - 1)(finish)
+
+
+def _forward_kernel(reach_ref, q_ref, k_ref, v_ref, q_codes_ref, kv_codes_ref,
+                    out_ref, stats_ref, max_scratch, sum_scratch, acc_scratch, *, flagged):
+    def start():
+        max_scratch[...] = jnp.full(max_scratch.shape, _MASKED, jnp.float32)
+        sum_scratch[...] = jnp.zeros(sum_scratch.shape, jnp.float32)
+        acc_scratch[...] = jnp.zeros(acc_scratch.shape, jnp.float32)
+
+    def accumulate(qi, ki):
+        logits, _ = _scores(q_ref, k_ref, q_codes_ref, kv_codes_ref, qi * q_ref.shape[0],
+                            ki * k_ref.shape[0], flagged)
+        previous = max_scratch[:, :1]
+        new_max = jnp.maximum(previous, jnp.max(logits, axis=1, keepdims=True))
+        probs = jnp.exp(logits - new_max)
+        rescale = jnp.exp(previous - new_max)
+        total = rescale * sum_scratch[:, :1] + jnp.sum(probs, axis=1, keepdims=True)
+        weighted = jax.lax.dot_general(probs.astype(v_ref.dtype), v_ref[...], _NN,
+                                       preferred_element_type=jnp.float32)
+        acc_scratch[...] = rescale * acc_scratch[...] + weighted
+        max_scratch[...] = jnp.broadcast_to(new_max, max_scratch.shape)
+        sum_scratch[...] = jnp.broadcast_to(total, sum_scratch.shape)
+
+    def finish():
+        total = sum_scratch[:, :1]
+        out_ref[...] = (acc_scratch[...] / total).astype(out_ref.dtype)
+        lane = jax.lax.broadcasted_iota(jnp.int32, stats_ref.shape, 1)
+        stats_ref[...] = jnp.where(lane == 0, max_scratch[...], sum_scratch[...])
+
+    _blockwise(reach_ref, k_ref.shape[0], True, start, accumulate, finish)
+
+
+def _probs_and_logit_grads(q_ref, k_ref, v_ref, out_ref, out_grad_ref, stats_ref, q_codes_ref,
+                           kv_codes_ref, q_start, kv_start, flagged):
+    """(probs [bq, bk] float32, d loss / d logits [bq, bk] float32) of a block. A masked
+    logit gets no gradient (it is a constant), even in a row with no allowed key."""
+    logits, allowed = _scores(q_ref, k_ref, q_codes_ref, kv_codes_ref, q_start, kv_start, flagged)
+    probs = jnp.exp(logits - stats_ref[:, :1]) * (1.0 / stats_ref[:, 1:2])
+    prob_grads = jax.lax.dot_general(out_grad_ref[...], v_ref[...], _NT,
+                                     preferred_element_type=jnp.float32)
+    row_dot = jnp.sum(out_grad_ref[...].astype(jnp.float32) * out_ref[...].astype(jnp.float32),
+                      axis=1, keepdims=True)
+    return probs, jnp.where(allowed, probs * (prob_grads - row_dot), 0.0)
+
+
+def _key_value_grad_kernel(reach_ref, q_ref, k_ref, v_ref, out_ref, out_grad_ref, stats_ref,
+                           q_codes_ref, kv_codes_ref, k_grad_ref, v_grad_ref,
+                           k_scratch, v_scratch, *, flagged):
+    def start():
+        k_scratch[...] = jnp.zeros(k_scratch.shape, jnp.float32)
+        v_scratch[...] = jnp.zeros(v_scratch.shape, jnp.float32)
+
+    def accumulate(qi, ki):
+        probs, logit_grads = _probs_and_logit_grads(
+            q_ref, k_ref, v_ref, out_ref, out_grad_ref, stats_ref, q_codes_ref, kv_codes_ref,
+            qi * q_ref.shape[0], ki * k_ref.shape[0], flagged)
+        v_scratch[...] += jax.lax.dot_general(probs.astype(out_grad_ref.dtype), out_grad_ref[...],
+                                              _TN, preferred_element_type=jnp.float32)
+        k_scratch[...] += jax.lax.dot_general(logit_grads.astype(q_ref.dtype), q_ref[...], _TN,
+                                              preferred_element_type=jnp.float32)
+
+    def finish():
+        k_grad_ref[...] = k_scratch[...].astype(k_grad_ref.dtype)
+        v_grad_ref[...] = v_scratch[...].astype(v_grad_ref.dtype)
+
+    _blockwise(reach_ref, k_ref.shape[0], False, start, accumulate, finish)
+
+
+def _query_grad_kernel(reach_ref, q_ref, k_ref, v_ref, out_ref, out_grad_ref, stats_ref,
+                       q_codes_ref, kv_codes_ref, q_grad_ref, q_scratch, *, flagged):
+    def start():
+        q_scratch[...] = jnp.zeros(q_scratch.shape, jnp.float32)
+
+    def accumulate(qi, ki):
+        _, logit_grads = _probs_and_logit_grads(
+            q_ref, k_ref, v_ref, out_ref, out_grad_ref, stats_ref, q_codes_ref, kv_codes_ref,
+            qi * q_ref.shape[0], ki * k_ref.shape[0], flagged)
+        q_scratch[...] += jax.lax.dot_general(logit_grads.astype(k_ref.dtype), k_ref[...], _NN,
+                                              preferred_element_type=jnp.float32)
+
+    def finish():
+        q_grad_ref[...] = q_scratch[...].astype(q_grad_ref.dtype)
+
+    _blockwise(reach_ref, k_ref.shape[0], True, start, accumulate, finish)
+
+
+def _specs(block_q: int, block_k: int, query_major: bool):
+    """BlockSpec makers for the q-side [B, N, Tq, X] and k-side [B, N, Tk, X] arrays, and
+    the specs of the codes (see `_code_layout`), on the grid (B, N, query blocks, key
+    blocks), or (B, N, key blocks, query blocks) when not `query_major`. Index maps get
+    the scalar-prefetched reach table last."""
+    def query_block(i, j):
+        return i if query_major else j
+
+    def key_block(i, j):
+        return j if query_major else i
+
+    q_block = lambda width: pl.BlockSpec(
+        (None, None, block_q, width), lambda b, n, i, j, reach: (b, n, query_block(i, j), 0))
+    k_block = lambda width: pl.BlockSpec(
+        (None, None, block_k, width), lambda b, n, i, j, reach: (b, n, key_block(i, j), 0))
+    codes = (pl.BlockSpec((None, block_q, LANES),
+                          lambda b, n, i, j, reach: (b, query_block(i, j), 0)),
+             pl.BlockSpec((None, SUBLANES, block_k),
+                          lambda b, n, i, j, reach: (b, 0, key_block(i, j))))
+    return q_block, k_block, codes
+
+
+def _code_layout(q_codes: jax.Array, kv_codes: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The codes as the kernels read them: [B, Tq, LANES] (each query's code across a
+    row, so that a block is a column) and [B, SUBLANES, Tk] (a row)."""
+    batch, q_length = q_codes.shape
+    kv_length = kv_codes.shape[1]
+    return (jnp.broadcast_to(q_codes[:, :, None], (batch, q_length, LANES)),
+            jnp.broadcast_to(kv_codes[:, None, :], (batch, SUBLANES, kv_length)))
+
+
+class _Plan(NamedTuple):
+    """What every kernel of one attention call shares."""
+    block_q: int
+    block_k: int
+    reach: jax.Array    # int32 [B, Tq / block_q]: the last key any query of a block may see
+    codes: tuple        # _code_layout's two arrays
+
+
+def _plan(q_codes: jax.Array, kv_codes: jax.Array, flagged: bool) -> _Plan:
+    block_q, block_k = block_size(q_codes.shape[1]), block_size(kv_codes.shape[1])
+    reach = _last_visible_key(q_codes, kv_codes, flagged)
+    return _Plan(block_q, block_k, reach.reshape(reach.shape[0], -1, block_q).max(axis=-1),
+                 _code_layout(q_codes, kv_codes))
+
+
+def _call(kernel, query_major: bool, q_shape, k_shape, in_specs, out_specs, out_shape, scratch,
+          products: int, interpret: bool, plan: _Plan, *arrays):
+    """pallas_call of `kernel` over the grid (B, N, blocks, blocks), the last axis the one
+    each output block accumulates over. `products`: the [Tq, Tk, Dh] matrix products the
+    kernel does, for XLA's cost estimate (every block counted, the skipped ones too).
+    `interpret`: run it in Pallas's TPU interpreter instead of compiling it with Mosaic."""
+    batch, heads, q_length, width = q_shape
+    q_blocks, k_blocks = q_length // plan.block_q, k_shape[2] // plan.block_k
+    grid = (batch, heads, *((q_blocks, k_blocks) if query_major else (k_blocks, q_blocks)))
+    pairs = batch * heads * q_length * k_shape[2]
+    in_bytes = sum(a.size * a.dtype.itemsize for a in arrays)
+    out_bytes = sum(math.prod(o.shape) * o.dtype.itemsize for o in jax.tree.leaves(out_shape))
+    return pl.pallas_call(
+        kernel, out_shape=out_shape, interpret=interpret,
+        grid_spec=pltpu.PrefetchScalarGridSpec(num_scalar_prefetch=1, grid=grid,
+                                               in_specs=in_specs, out_specs=out_specs,
+                                               scratch_shapes=scratch),
+        compiler_params=pltpu.CompilerParams(
+            dimension_semantics=("parallel", "parallel", "parallel", "arbitrary")),
+        cost_estimate=pl.CostEstimate(flops=2 * products * pairs * width, transcendentals=pairs,
+                                      bytes_accessed=in_bytes + out_bytes),
+    )(plan.reach, *arrays)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _flash(q, k, v, q_codes, kv_codes, flagged, interpret):
+    return _forward(q, k, v, q_codes, kv_codes, flagged, interpret)[0]
+
+
+def _forward(q, k, v, q_codes, kv_codes, flagged, interpret):
+    """Output [B, N, Tq, Dh] and residuals; `stats` [B, N, Tq, LANES] float32 holds each
+    query's logit maximum in lane 0 and its sum of exp(logit - maximum) in lane 1."""
+    plan = _plan(q_codes, kv_codes, flagged)
+    width = q.shape[-1]
+    q_block, k_block, codes = _specs(plan.block_q, plan.block_k, query_major=True)
+    out, stats = _call(
+        functools.partial(_forward_kernel, flagged=flagged), True, q.shape, k.shape,
+        [q_block(width), k_block(width), k_block(width), *codes],
+        [q_block(width), q_block(LANES)],
+        [jax.ShapeDtypeStruct(q.shape, v.dtype),
+         jax.ShapeDtypeStruct((*q.shape[:3], LANES), jnp.float32)],
+        [pltpu.VMEM((plan.block_q, LANES), jnp.float32),
+         pltpu.VMEM((plan.block_q, LANES), jnp.float32),
+         pltpu.VMEM((plan.block_q, width), jnp.float32)],
+        2, interpret, plan, q, k, v, *plan.codes)
+    return out, (q, k, v, q_codes, kv_codes, out, stats)
+
+
+def _backward(flagged, interpret, residuals, out_grad):
+    """Gradients of q, k, v: one kernel accumulates k's and v's over query blocks, another
+    q's over key blocks; each recomputes the block's probabilities from `stats`."""
+    q, k, v, q_codes, kv_codes, out, stats = residuals
+    plan = _plan(q_codes, kv_codes, flagged)
+    width = q.shape[-1]
+    arrays = (q, k, v, out, out_grad, stats, *plan.codes)
+
+    def specs(query_major: bool):
+        q_block, k_block, codes = _specs(plan.block_q, plan.block_k, query_major)
+        inputs = [q_block(width), k_block(width), k_block(width), q_block(width),
+                  q_block(width), q_block(LANES), *codes]
+        return q_block, k_block, inputs
+
+    q_block, k_block, inputs = specs(query_major=False)
+    k_grad, v_grad = _call(
+        functools.partial(_key_value_grad_kernel, flagged=flagged), False, q.shape, k.shape,
+        inputs, [k_block(width), k_block(width)],
+        [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
+        [pltpu.VMEM((plan.block_k, width), jnp.float32),
+         pltpu.VMEM((plan.block_k, width), jnp.float32)],
+        4, interpret, plan, *arrays)
+
+    q_block, _, inputs = specs(query_major=True)
+    q_grad = _call(
+        functools.partial(_query_grad_kernel, flagged=flagged), True, q.shape, k.shape,
+        inputs, q_block(width), jax.ShapeDtypeStruct(q.shape, q.dtype),
+        [pltpu.VMEM((plan.block_q, width), jnp.float32)],
+        3, interpret, plan, *arrays)
+    return q_grad, k_grad, v_grad, None, None
+
+
+_flash.defvjp(_forward, _backward)
+
+
+def flash_attention(q: jax.Array, k: jax.Array, v: jax.Array, q_segment_ids: jax.Array,
+                    kv_segment_ids: jax.Array,
+                    autoregressive: Optional[jax.Array] = None) -> jax.Array:
+    """softmax(q k^T / sqrt(Dh), masked) v as Pallas TPU kernels.
+
+    q [B, Tq, N, Dh], k and v [B, Tk, N, Dh] -> [B, Tq, N, Dh] in v.dtype, with
+    the mask `transformer.attention_mask(q_segment_ids, kv_segment_ids,
+    autoregressive)` (segment ids int [B, Tq] / [B, Tk]; autoregressive bool
+    [B, T], self-attention only, or None). Logits and softmax in float32, as
+    `layers.dot_product_attention` (a query that may see no key averages every
+    value there; here every value and the padding's zeros when Tk is padded, see
+    `padded_length`). Compiled with Mosaic for a TPU (the mesh's
+    devices, else the default backend), run in Pallas's TPU interpreter elsewhere
+    (slow: for checking the kernels). On a mesh, each device runs the kernels on
+    its own rows and heads (`shard_map`): the batch over ('data', 'fsdp'), the
+    heads over 'tensor', as `parallel.constrain` lays out the activations.
+    """
+    if autoregressive is not None and q.shape[1] != k.shape[1]:
+        raise ConfigError("autoregressive flags need self-attention (Tq = Tk), got "
+                          f"Tq {q.shape[1]} and Tk {k.shape[1]}")
+    flagged = autoregressive is not None
+    flags = (autoregressive,) if flagged else ()
+    mesh = jax.sharding.get_abstract_mesh()
+    device = None if mesh.empty else mesh.abstract_device
+    platform = jax.default_backend() if device is None else device.platform
+
+    def local(q, k, v, q_segment_ids, kv_segment_ids, *flags):
+        q_length, kv_length = q.shape[1], k.shape[1]
+
+        def pad(x, length, value=0):
+            """x [B, T, ...] -> [B, padded_length(T), ...], the new tokens `value`."""
+            widths = [(0, 0), (0, padded_length(length) - length)] + [(0, 0)] * (x.ndim - 2)
+            return jnp.pad(x, widths, constant_values=value)
+
+        # Padding tokens get segment -1, which no real token has: no real query sees them.
+        heads_major = lambda x, length: jnp.swapaxes(pad(x, length), 1, 2)
+        codes = lambda segment_ids, length: _token_codes(
+            pad(segment_ids, length, -1), *(pad(f, length, True) for f in flags))
+        q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
+        out = _flash(heads_major(q, q_length), heads_major(k, kv_length),
+                     heads_major(v, kv_length), codes(q_segment_ids, q_length),
+                     codes(kv_segment_ids, kv_length), flagged, platform != "tpu")
+        return jnp.swapaxes(out, 1, 2)[:, :q_length]
+
+    if mesh.empty or mesh.size == 1 or mesh.manual_axes:
+        return local(q, k, v, q_segment_ids, kv_segment_ids, *flags)
+    heads = logical_spec_to_mesh(("batch", None, "heads", None), q.shape, mesh)
+    rows = P(heads[0], None)
+    # check_vma off: a pallas_call's outputs carry no record of the axes they vary over.
+    return jax.shard_map(local, mesh=mesh, out_specs=heads, check_vma=False,
+                         in_specs=(heads, heads, heads, rows, rows, *(rows for _ in flags)))(
+        q, k, v, q_segment_ids, kv_segment_ids, *flags)

@@ -1,0 +1,207 @@
+"""The fused TPU attention kernels (jaxssl.models.flash_attention), run here in Pallas's TPU
+interpreter, give jaxssl's XLA attention and its gradients for every mask the models build
+(prefix-LM over packed segments, causal, bidirectional, cross-attention with fully masked
+queries), over several blocks; the blocks they skip are wholly masked; the models give the
+same outputs with either attention, and so does a train step on a data x fsdp x tensor mesh;
+and the kernels compile for a TPU slice with libtpu."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxssl import aot, flops
+from jaxssl.errors import ConfigError
+from jaxssl.models import flash_attention as flash
+from jaxssl.models.layers import Attention, dot_product_attention
+from jaxssl.models.transformer import EncoderDecoder, LanguageModel, attention_mask
+from jaxssl.models.vit import ViT
+
+from test_tensor_parallel_steps import CONFIGS, MESH, ONE, step_on
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of 16 and 8 tokens, so that a 32-token sequence spans several of them."""
+    monkeypatch.setattr(flash, "BLOCK_SIZES", (16, 8))
+
+
+def packed_rows(rng, batch: int, length: int):
+    """Segment ids int32 [B, T] (runs of 1, 2, ... then padding 0) and random
+    autoregressive flags [B, T] that are False on a prefix of each segment."""
+    segments = np.zeros((batch, length), np.int32)
+    flags = np.ones((batch, length), bool)
+    for row in range(batch):
+        cuts = np.sort(rng.choice(np.arange(1, length), size=3, replace=False))
+        for segment, (start, stop) in enumerate(zip([0, *cuts[:-1]], cuts), start=1):
+            segments[row, start:stop] = segment
+            flags[row, start:start + rng.integers(0, stop - start + 1)] = False
+    return segments, flags
+
+
+def random_qkv(rng, batch, q_length, kv_length, heads=2, width=8):
+    shape = lambda length: (batch, length, heads, width)
+    return tuple(jnp.asarray(rng.normal(size=s), jnp.float32)
+                 for s in (shape(q_length), shape(kv_length), shape(kv_length), shape(q_length)))
+
+
+def check_against_xla(q, k, v, weights, q_segments, kv_segments, flags):
+    """Output and q/k/v gradients of sum(attention * weights): kernels against XLA."""
+    mask = attention_mask(q_segments, kv_segments, flags)
+    xla = lambda q, k, v: jnp.sum(dot_product_attention(q, k, v, mask) * weights)
+    fused = lambda q, k, v: jnp.sum(
+        flash.flash_attention(q, k, v, q_segments, kv_segments, flags) * weights)
+    np.testing.assert_allclose(flash.flash_attention(q, k, v, q_segments, kv_segments, flags),
+                               dot_product_attention(q, k, v, mask), rtol=1e-5, atol=1e-6)
+    for got, want in zip(jax.grad(fused, (0, 1, 2))(q, k, v), jax.grad(xla, (0, 1, 2))(q, k, v)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["prefix_lm", "causal", "bidirectional"])
+def test_self_attention_and_gradients_match_xla(kind, small_blocks):
+    rng = np.random.default_rng(0)
+    segments, flags = packed_rows(rng, 2, 32)
+    if kind != "prefix_lm":
+        flags = np.full(flags.shape, kind == "causal")
+    check_against_xla(*random_qkv(rng, 2, 32, 32), segments, segments, flags)
+
+
+def test_cross_attention_with_fully_masked_queries_matches_xla(small_blocks):
+    # Decoder padding (segment 0) meets an encoder without padding: those queries see no
+    # key, and both attentions average every value with no gradient to the logits.
+    rng = np.random.default_rng(1)
+    q_segments = np.array([[1] * 12 + [2] * 15 + [0] * 5, [1] * 32], np.int32)
+    kv_segments = np.array([[1] * 10 + [2] * 14, [1] * 24], np.int32)
+    check_against_xla(*random_qkv(rng, 2, 32, 24), q_segments, kv_segments, None)
+
+
+def test_bfloat16_inputs_stay_within_bfloat16_rounding_of_float32(small_blocks):
+    # float32 logits, softmax and accumulators inside; only the inputs and output round.
+    rng = np.random.default_rng(8)
+    segments, flags = packed_rows(rng, 2, 32)
+    q, k, v, _ = random_qkv(rng, 2, 32, 32, width=16)
+    exact = dot_product_attention(q, k, v, attention_mask(segments, segments, flags))
+    half = [x.astype(jnp.bfloat16) for x in (q, k, v)]
+    fused = flash.flash_attention(*half, segments, segments, flags)
+    assert fused.dtype == jnp.bfloat16
+    np.testing.assert_allclose(fused.astype(jnp.float32), exact, atol=2e-2)
+
+
+def test_last_visible_key_is_each_query_s_last_allowed_key():
+    # So a key block after every query's last allowed key is wholly masked, and skipping it
+    # changes nothing.
+    rng = np.random.default_rng(2)
+    segments, flags = packed_rows(rng, 4, 48)
+    mask = np.asarray(attention_mask(segments, segments, flags))[:, 0]
+    last_allowed = np.array([[np.flatnonzero(row).max() for row in rows] for rows in mask])
+    codes = flash._token_codes(jnp.asarray(segments), jnp.asarray(flags))
+    np.testing.assert_array_equal(flash._last_visible_key(codes, codes, True), last_allowed)
+
+
+@pytest.mark.parametrize("length, padded, block", [
+    (50, 50, 50), (512, 512, 512), (2048, 2048, 512), (2047, 2048, 512), (768, 768, 256),
+    (640, 640, 128), (1000, 1024, 512)])
+def test_sequences_are_padded_to_whole_blocks(length, padded, block):
+    assert flash.padded_length(length) == padded
+    assert flash.block_size(padded) == block
+
+
+def test_a_padded_sequence_matches_xla(small_blocks):
+    # 30 tokens: two blocks of 16 once padded with tokens no real query may see.
+    rng = np.random.default_rng(5)
+    segments, flags = packed_rows(rng, 2, 30)
+    check_against_xla(*random_qkv(rng, 2, 30, 30), segments, segments, flags)
+
+
+def test_flops_count_every_product_of_every_kernel_block(small_blocks):
+    # [B, N, Tq, Tk, Dh] products: 2 forward; backward 4 in the key / value kernel (the
+    # scores again, the probabilities' gradient, v's and k's) and 3 in the query kernel.
+    rng = np.random.default_rng(7)
+    q, k, v, _ = random_qkv(rng, 2, 32, 32)
+    segments = np.ones((2, 32), np.int32)
+    attend = lambda q, k, v: jnp.sum(flash.flash_attention(q, k, v, segments, segments))
+    product = 2 * 2 * 2 * 32 * 32 * 8
+    assert flops.traced_flops(jax.jit(attend).trace(q, k, v)) == 2 * product
+    assert flops.traced_flops(jax.jit(jax.grad(attend)).trace(q, k, v)) == (2 + 4 + 3) * product
+
+
+def test_unknown_attention_impl_is_a_config_error():
+    x = jnp.zeros((1, 4, 8))
+    with pytest.raises(ConfigError, match="unknown attention_impl 'fast'"):
+        Attention(2, attention_impl="fast").init(jax.random.key(0), x)
+
+
+def outputs_with_both(module_of, inputs, train=False):
+    """(XLA attention's output, the kernels' output) of `module_of(attention_impl)` with the
+    same parameters."""
+    xla = module_of(None)
+    params = xla.init(jax.random.key(0), *inputs, train)
+    return (xla.apply(params, *inputs, train),
+            module_of("flash").apply(params, *inputs, train))
+
+
+def test_prefix_lm_and_encoder_decoder_give_the_same_logits(small_blocks):
+    rng = np.random.default_rng(3)
+    segments, flags = packed_rows(rng, 2, 32)
+    tokens = jnp.asarray(rng.integers(1, 50, segments.shape))
+    positions = jnp.broadcast_to(jnp.arange(32), segments.shape)
+    sizes = dict(vocab_size=50, max_length=32, hidden=16, depth=2, num_heads=2, mlp_dim=32)
+    xla, fused = outputs_with_both(
+        lambda impl: LanguageModel(**sizes, attention_impl=impl),
+        (tokens, segments, positions, flags))
+    np.testing.assert_allclose(fused, xla, rtol=1e-5, atol=1e-5)
+    xla, fused = outputs_with_both(
+        lambda impl: EncoderDecoder(**sizes, decoder_depth=1, attention_impl=impl),
+        (tokens, segments, positions, tokens[:, :24], segments[:, :24], positions[:, :24]))
+    np.testing.assert_allclose(fused, xla, rtol=1e-5, atol=1e-5)
+
+
+def test_a_scanned_rematerialised_stack_gives_the_same_gradients(small_blocks):
+    rng = np.random.default_rng(6)
+    segments, flags = packed_rows(rng, 2, 32)
+    tokens = jnp.asarray(rng.integers(1, 50, segments.shape))
+    positions = jnp.broadcast_to(jnp.arange(32), segments.shape)
+    model = lambda impl: LanguageModel(50, 32, hidden=16, depth=2, num_heads=2, mlp_dim=32,
+                                       scan_layers=True, remat="full", attention_impl=impl)
+    params = model(None).init(jax.random.key(0), tokens, segments, positions, flags, False)
+    grads = {impl: jax.grad(lambda p: jnp.sum(model(impl).apply(
+        p, tokens, segments, positions, flags, True) ** 2))(params) for impl in (None, "flash")}
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                 grads["flash"], grads[None])
+
+
+def test_vit_gives_the_same_features():
+    images = jnp.asarray(np.random.default_rng(4).normal(size=(2, 8, 8, 3)), jnp.float32)
+    xla, fused = outputs_with_both(
+        lambda impl: ViT(patch=2, hidden=16, depth=1, heads=2, attention_impl=impl),
+        (images,))
+    np.testing.assert_allclose(fused, xla, rtol=1e-5, atol=1e-5)
+
+
+def test_lm_step_on_a_data_fsdp_tensor_mesh_matches_xla_on_one_device(tmp_path, monkeypatch):
+    # Each device runs the kernels on its own rows and heads (shard_map over the mesh).
+    monkeypatch.setitem(CONFIGS, "lm_prefix", "tiny_lm.py")
+    loss_1, params_1, _, _ = step_on("lm_prefix", ONE, jax.devices()[:1], tmp_path / "one",
+                                     {"lm.objective": "prefix"})
+    loss_n, params_n, _, _ = step_on("lm_prefix", MESH, jax.devices(), tmp_path / "mesh",
+                                     {"lm.objective": "prefix", "lm.attention_impl": "flash"})
+    np.testing.assert_allclose(loss_n, loss_1, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 params_n, params_1)
+
+
+def test_a_prefix_lm_with_the_kernels_compiles_for_a_tpu_slice(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXSSL_DATA_DIR", str(tmp_path))
+    hlo = tmp_path / "step.hlo"
+    report = aot.analyse(os.path.join(REPO, "tests", "configs", "tiny_lm.py"),
+                         {"lm.objective": "prefix", "lm.attention_impl": "flash",
+                          "mesh.fsdp": "2", "mesh.tensor": "2",
+                          "data.name": "text:tiny_shakespeare?chars=65&length=17&tokenizer=char"},
+                         "v5e:2x2", hlo_path=str(hlo))
+    assert report["fits"]
+    # Mosaic kernels, one forward and two backward per layer (two layers)
+    assert hlo.read_text().count('custom_call_target="tpu_custom_call"') == 3 * 2
