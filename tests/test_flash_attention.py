@@ -1,4 +1,4 @@
-"""The fused TPU attention kernels (jaxssl.models.flash_attention), run here in Pallas's TPU
+"""The fused TPU attention kernels (jaxssl.models.flash_attention), run here in Pallas's
 interpreter, give jaxssl's XLA attention and its gradients for every mask the models build
 (prefix-LM over packed segments, causal, bidirectional, cross-attention with fully masked
 queries), over several blocks; the blocks they skip are wholly masked; the models give the

@@ -12,8 +12,9 @@ query block may see.
 
 Mosaic compiles the kernels for a TPU, also ahead of time on a machine
 without one (`jaxssl.aot`, libtpu). On other platforms they run in Pallas's
-TPU interpreter: slowly, and only to check them (tests/test_flash_attention.py
-compares them with `layers.dot_product_attention`).
+interpreter (`interpret=True`, plain JAX ops, so also under remat and scan):
+slowly, and only to check them (tests/test_flash_attention.py compares them
+with `layers.dot_product_attention`).
 """
 
 from __future__ import annotations
@@ -255,7 +256,7 @@ def _call(kernel, query_major: bool, q_shape, k_shape, in_specs, out_specs, out_
     """pallas_call of `kernel` over the grid (B, N, blocks, blocks), the last axis the one
     each output block accumulates over. `products`: the [Tq, Tk, Dh] matrix products the
     kernel does, for XLA's cost estimate (every block counted, the skipped ones too).
-    `interpret`: run it in Pallas's TPU interpreter instead of compiling it with Mosaic."""
+    `interpret`: run it in Pallas's interpreter instead of compiling it with Mosaic."""
     batch, heads, q_length, width = q_shape
     q_blocks, k_blocks = q_length // plan.block_q, k_shape[2] // plan.block_k
     grid = (batch, heads, *((q_blocks, k_blocks) if query_major else (k_blocks, q_blocks)))
@@ -345,7 +346,7 @@ def flash_attention(q: jax.Array, k: jax.Array, v: jax.Array, q_segment_ids: jax
     `layers.dot_product_attention` (a query that may see no key averages every
     value there; here every value and the padding's zeros when Tk is padded, see
     `padded_length`). Compiled with Mosaic for a TPU (the mesh's
-    devices, else the default backend), run in Pallas's TPU interpreter elsewhere
+    devices, else the default backend), run in Pallas's interpreter elsewhere
     (slow: for checking the kernels). On a mesh, each device runs the kernels on
     its own rows and heads (`shard_map`): the batch over ('data', 'fsdp'), the
     heads over 'tensor', as `parallel.constrain` lays out the activations.
