@@ -133,6 +133,16 @@ finetune_runs() {
   "$PYTHON" -m experiments.finetune.summarize --root="$root" --out="$out" --dataset="$title"
 }
 
+# mim_runs NAME OUT [--config.k=v ...]: experiments/mim/run.sh (MAE, then SimMIM) in $RUNS/NAME
+# with its files in OUT, recorded in OUT/logs.
+mim_runs() {
+  local name=$1 out=$2 d
+  shift 2
+  record "$name" "$out/logs" \
+    env PYTHON="$PYTHON" bash experiments/mim/run.sh "$RUNS/$name" "$out" "$@"
+  for d in "$out"/logs/*/; do anonymise "$d"; done
+}
+
 # simclr_fmnist_run NAME OUT SEED_SETTING: SimCLR on $DATA/fashion-mnist in $RUNS/NAME, recorded
 # in OUT with its config, its metrics.jsonl after the step-0 row (the same evaluation at
 # initialisation) and its kNN and linear-probe curves. SEED_SETTING: seed=N.
@@ -223,15 +233,10 @@ run_one() {
         --config.seed=1 ;;
     mim)
       need_data fashion-mnist/
-      record mim experiments/mim/logs \
-        env PYTHON="$PYTHON" bash experiments/mim/run.sh "$RUNS/mim" experiments/mim
-      for d in experiments/mim/logs/*/; do anonymise "$d"; done ;;
+      mim_runs mim experiments/mim ;;
     mim_seed1)
       need_data fashion-mnist/
-      record mim_seed1 experiments/mim/seed1/logs \
-        env PYTHON="$PYTHON" bash experiments/mim/run.sh "$RUNS/mim_seed1" experiments/mim/seed1 \
-          --config.seed=1
-      for d in experiments/mim/seed1/logs/*/; do anonymise "$d"; done ;;
+      mim_runs mim_seed1 experiments/mim/seed1 --config.seed=1 ;;
     mim_bench)
       need_data fashion-mnist/
       record mim_bench experiments/mim/logs/bench \
