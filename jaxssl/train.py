@@ -27,6 +27,7 @@ from jaxssl.data import pipeline, sources
 from jaxssl.errors import CheckpointError
 from jaxssl.evaluate.representation import eval_batch_size
 from jaxssl.methods.base import split_variables
+from jaxssl.models import flash_attention
 from jaxssl.train_step import TrainState, check_finite, make_train_step
 
 
@@ -278,10 +279,14 @@ class Trainer(TrainStep):
         train_step = traced.lower().compile()
         # Before anything is written: a step too big for this host is a one-line error.
         device_memory.check_step_fits(train_step, self.mesh.local_devices)
-        if jax.process_index() == 0 and self.mesh.devices.flat[0].platform == "cpu":
-            note = host_memory.arena_note(config.malloc_arenas,
-                                          train_step.memory_analysis().temp_size_in_bytes)
-            if note:  # on stdout: advice, not a warning (stderr stays one line on bad input)
+        platform = self.mesh.devices.flat[0].platform
+        if jax.process_index() == 0:
+            notes = [flash_attention.interpreter_note(config.to_dict(), platform)]
+            if platform == "cpu":
+                notes.append(host_memory.arena_note(
+                    config.malloc_arenas, train_step.memory_analysis().temp_size_in_bytes))
+            for note in filter(None, notes):
+                # on stdout: advice, not a warning (stderr stays one line on bad input)
                 print(note, flush=True)
         if jax.process_index() == 0:
             config_lib.save(config, self.workdir)

@@ -107,6 +107,9 @@ BAD_METHOD_CONFIGS = {
     "character vocabulary of another size": (
         {"method": "lm", "data": {"name": "text:pydoc?chars=3&tokenizer=char"}},
         "distinct characters, not the 3 its dataset name declares"),
+    "negative cross-entropy chunk": ({"method": "lm", "data": {"name": "text:pydoc"},
+                                      "lm": {"cross_entropy_chunk": -1}},
+                                     "lm.cross_entropy_chunk must be an int >= 0"),
     "CLIP without captions": ({"method": "clip", "model": VIT, "data": {"name": "npz",
                                                                      "data_dir": "{empty}"}},
                               "method 'clip' on data.name='npz' needs captions"),

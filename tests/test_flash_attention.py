@@ -205,3 +205,15 @@ def test_a_prefix_lm_with_the_kernels_compiles_for_a_tpu_slice(tmp_path, monkeyp
     assert report["fits"]
     # Mosaic kernels, one forward and two backward per layer (two layers)
     assert hlo.read_text().count('custom_call_target="tpu_custom_call"') == 3 * 2
+
+
+def test_a_run_off_tpu_is_told_the_kernels_are_interpreted():
+    config = {"lm": {"attention_impl": "flash"}, "model": {"attention_impl": ""}}
+    note = flash.interpreter_note(config, "cpu")
+    assert note.startswith("note: lm.attention_impl='flash' runs the fused attention kernels "
+                           "in Pallas's interpreter on cpu")
+    assert flash.interpreter_note(config, "tpu") is None
+    assert flash.interpreter_note({"lm": {"attention_impl": ""}}, "cpu") is None
+    both = {"pali": {"attention_impl": "flash"}, "model": {"attention_impl": "flash"}}
+    assert "pali.attention_impl, model.attention_impl='flash'" in flash.interpreter_note(
+        both, "gpu")

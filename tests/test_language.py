@@ -41,6 +41,50 @@ def test_causal_and_prefix_lm_losses_match_float64_reference():
     assert float(count) == suffix.sum()
 
 
+@pytest.mark.parametrize("chunk_length", [0, 1, 3, 4, 7, 20])
+def test_chunked_token_nll_and_its_gradients_match_float64_reference(chunk_length):
+    """nll of hidden @ kernel + bias, 7 positions in chunks (the last padded where 7 is
+    not a multiple), and its gradients for hidden, kernel and bias in float64."""
+    rng = np.random.default_rng(1)
+    hidden, kernel = rng.normal(size=(3, 7, 5)), rng.normal(size=(5, 11))
+    bias, targets = rng.normal(size=11), rng.integers(0, 11, (3, 7))
+    weights = rng.random((3, 7))    # a weighted sum of the nll, to test every gradient
+
+    logp = log_softmax64(hidden @ kernel + bias)
+    picked = np.take_along_axis(logp, targets[..., None], -1)[..., 0]
+    # d/dlogits of -sum(w * log p[target]) = w * (softmax - onehot)
+    dlogits = weights[..., None] * (np.exp(logp) - np.eye(11)[targets])
+
+    def weighted_nll(h, k, b):
+        project = lambda x: x @ k + b
+        nll = language.chunked_token_nll(project, h, jnp.asarray(targets), chunk_length)
+        return jnp.sum(nll * weights), nll
+
+    args = [jnp.asarray(a, jnp.float32) for a in (hidden, kernel, bias)]
+    (_, nll), grads = jax.value_and_grad(weighted_nll, argnums=(0, 1, 2), has_aux=True)(*args)
+    np.testing.assert_allclose(np.asarray(nll), -picked, rtol=1e-5, atol=1e-5)
+    expected = (dlogits @ kernel.T, np.einsum("btd,btv->dv", hidden, dlogits),
+                dlogits.sum((0, 1)))
+    for got, want in zip(grads, expected):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
+
+
+def test_chunked_token_nll_holds_one_chunk_of_logits():
+    """The compiled gradient's temporaries grow with the chunk, not with the sequence."""
+    hidden, kernel = jnp.ones((2, 512, 16)), jnp.ones((16, 4096)) / 16
+    targets = jnp.zeros((2, 512), jnp.int32)
+
+    def temporaries(chunk_length):
+        loss = lambda h, k: jnp.sum(language.chunked_token_nll(lambda x: x @ k, h, targets,
+                                                               chunk_length))
+        compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(hidden, kernel).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    logits_bytes = 2 * 512 * 4096 * 4
+    assert temporaries(0) >= logits_bytes
+    assert temporaries(32) < 3 * logits_bytes * 32 / 512   # a chunk's logits and gradient
+
+
 def test_next_token_targets_stay_within_segments():
     tokens = np.array([[5, 6, 7, 8, 9, 0]])
     segments = np.array([[1, 1, 2, 2, 2, 0]])

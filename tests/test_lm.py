@@ -99,6 +99,20 @@ def test_sharded_step_matches_single_device(architecture, mesh_name, single_devi
                           "cross_attention" if architecture == "encoder_decoder" else "")
 
 
+def test_chunked_cross_entropy_on_a_mesh_matches_whole_logits_on_one_device(
+        single_device_steps, tmp_path):
+    """lm.cross_entropy_chunk=5 over 16 positions (4 chunks, the last padded), the
+    vocabulary split over 'tensor': the same step as the whole logits on one device."""
+    params_1, metrics_1, _, initial = single_device_steps("decoder")
+    params_n, metrics_n, _, _ = one_step({**ARCHITECTURES["decoder"], "cross_entropy_chunk": 5},
+                                         MESHES["data=2,fsdp=2,tensor=2"], None, tmp_path,
+                                         initial)
+    for key in metrics_1:
+        np.testing.assert_allclose(metrics_n[key], metrics_1[key], rtol=2e-5, atol=1e-6, err_msg=key)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 params_n, params_1)
+
+
 @pytest.mark.parametrize("lm", [
     {"architecture": "encoder", "objective": "mlm"},
     {"architecture": "decoder", "objective": "ul2"},

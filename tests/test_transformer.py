@@ -393,3 +393,39 @@ def test_bias_free_blocks_have_no_projection_biases_and_equal_zero_biases():
     np.testing.assert_allclose(biased.apply(merged(True), *args, train=False), out_free,
                                rtol=1e-6, atol=1e-6)
     assert not np.allclose(biased.apply(merged(False), *args, train=False), out_free, atol=1e-3)
+
+
+@pytest.mark.parametrize("architecture, options", [
+    ("decoder", {}), ("decoder", {"tied_embeddings": False}),
+    ("decoder", {"logits_transform": True, "tied_bias": True}), ("encoder_decoder", {})])
+def test_chunked_cross_entropy_equals_the_nll_of_whole_logits(architecture, options):
+    """With targets the models return the targets' nll; computed 5 positions at a time
+    (the last chunk padded), its value and every parameter's gradient are those of
+    `token_nll` over the whole logits."""
+    from jaxssl.objectives.language import token_nll
+    rng = np.random.default_rng(8)
+    tokens = jnp.asarray(rng.integers(1, VOCAB, (2, LENGTH)), jnp.int32)
+    targets = jnp.asarray(rng.integers(1, VOCAB, (2, LENGTH)), jnp.int32)
+    segments, positions = jnp.ones((2, LENGTH), jnp.int32), jnp.arange(LENGTH)[None]
+    if architecture == "decoder":
+        build = lambda chunk: LanguageModel(**SIZES, **options, cross_entropy_chunk=chunk)
+        inputs = (tokens, segments, positions, jnp.ones((2, LENGTH), bool), False)
+    else:
+        build = lambda chunk: EncoderDecoder(**SIZES, **options, cross_entropy_chunk=chunk)
+        inputs = (tokens[:, ::-1], segments, positions, tokens, segments, positions, False)
+    params = init(build(0), 3, *inputs)
+
+    def loss(params, chunk):
+        nll = build(chunk).apply(params, *inputs, targets=targets)
+        return jnp.sum(nll * jnp.arange(LENGTH)), nll   # every position weighs differently
+
+    reference_nll = token_nll(build(0).apply(params, *inputs), targets)
+    (_, nll), grads = jax.jit(jax.value_and_grad(lambda p: loss(p, 5), has_aux=True))(params)
+    (_, whole_nll), whole_grads = jax.jit(jax.value_and_grad(lambda p: loss(p, 0),
+                                                             has_aux=True))(params)
+    assert nll.shape == (2, LENGTH)
+    np.testing.assert_allclose(np.asarray(whole_nll), np.asarray(reference_nll), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(nll), np.asarray(reference_nll), rtol=1e-5, atol=1e-6)
+    # Gradients of order 1, summed over chunks instead of at once: float32 rounding.
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                 grads, whole_grads)

@@ -145,6 +145,12 @@ def check_remat(key: str, value: str) -> None:
         raise ConfigError(f"{key} must be one of none, {', '.join(REMAT_POLICIES)}; got {value!r}")
 
 
+def check_chunk(key: str, value: int) -> None:
+    """ConfigError unless `value` of config key `key` is a chunk length: an int >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{key} must be an int >= 0 (0: no chunks), got {value!r}")
+
+
 def check_vit_config(config: ml_collections.ConfigDict, mask_ratio: float | None = None) -> None:
     """ConfigError unless `config.model` is a ViT (and 0 <= mask_ratio < 1 when given)."""
     if config.model.name not in VIT_BACKBONE_NAMES:

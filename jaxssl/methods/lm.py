@@ -98,6 +98,8 @@ class LanguageModelling(TokenLossMethod):
             scan_layers=False,        # blocks as one nn.scan (params stacked on a 'layers' axis)
             remat="none",             # none | full | dots: recompute block activations (backward)
             use_bias=True,            # False: no biases in the blocks (T5.1.1, PaLM, Llama)
+            cross_entropy_chunk=0,    # positions per chunk of the loss's logits (0: all at
+                                      # once); bounds a large vocabulary's memory
             mask_rate=0.15,           # mlm
             noise_density=0.15,       # span
             mean_span=3.0,            # span
@@ -112,6 +114,7 @@ class LanguageModelling(TokenLossMethod):
             raise ConfigError(f"method 'lm' needs a text dataset (text:... or tfds_text:...), "
                               f"got data.name={config.data.name!r}")
         base.check_remat("lm.remat", lm.remat)
+        base.check_chunk("lm.cross_entropy_chunk", lm.cross_entropy_chunk)
         try:
             lm_tasks.task_class(lm.architecture, lm.objective).check_settings(lm)
         except (TypeError, ValueError) as error:
@@ -135,7 +138,8 @@ class LanguageModelling(TokenLossMethod):
             attention_dropout=lm.attention_dropout, initialization=lm.init,
             posemb=lm.posemb, tied_embeddings=lm.tied_embeddings,
             dtype=base.DTYPES[config.compute_dtype], attention_impl=lm.attention_impl or None,
-            scan_layers=lm.scan_layers, remat=lm.remat, use_bias=lm.use_bias)
+            scan_layers=lm.scan_layers, remat=lm.remat, use_bias=lm.use_bias,
+            cross_entropy_chunk=lm.cross_entropy_chunk)
         if self.architecture == "encoder_decoder":
             self.model = EncoderDecoder(**sizes, decoder_depth=lm.decoder_depth or lm.depth)
         else:
@@ -151,10 +155,13 @@ class LanguageModelling(TokenLossMethod):
         """
         return self.task.model_batch(batch, rng)
 
-    def _logits(self, params, inputs: dict, train: bool, rng: jax.Array | None = None):
+    def _logits(self, params, inputs: dict, train: bool, rng: jax.Array | None = None,
+                targets: jax.Array | None = None):
+        """The model's logits, or with targets their nll (see LanguageModel)."""
         dropping = self.config.lm.dropout > 0 or self.config.lm.attention_dropout > 0
         rngs = {"dropout": rng} if train and dropping else {}
-        return self.model.apply({"params": params}, **inputs, train=train, rngs=rngs)
+        return self.model.apply({"params": params}, **inputs, train=train, rngs=rngs,
+                                targets=targets)
 
     # ------------------------------------------------------------- method
     def init(self, rng: jax.Array, batch: dict) -> dict:
@@ -165,8 +172,8 @@ class LanguageModelling(TokenLossMethod):
         """Per example: (nll sum, target tokens, target characters, choice), each [B]."""
         noise_key, dropout_key = jax.random.split(rng)
         inputs, targets, loss_mask, choice = self.model_batch(batch, noise_key)
-        logits = self._logits(params, inputs, train, dropout_key)
-        return (*language.loss_sums(logits, targets, loss_mask, self.char_lengths), choice)
+        nll = self._logits(params, inputs, train, dropout_key, targets)
+        return (*language.loss_sums(nll, targets, loss_mask, self.char_lengths), choice)
 
     def next_token_logits(self, params, tokens: jax.Array, length: jax.Array) -> jax.Array:
         """Decoder-only: logits float32 [B, V] for the token after tokens[:, :length]

@@ -111,16 +111,19 @@ def image_tokens(module: nn.Module, images, width: int, dtype, train: bool) -> j
 
 
 class ImagePrefixLM(nn.Module):
-    """Image tokens (`image_tokens`) as the prefix of a LanguageModel over text tokens."""
+    """Image tokens (`image_tokens`) as the prefix of a LanguageModel over text tokens:
+    its logits, or with targets their nll (see LanguageModel)."""
     backbone: nn.Module
     decoder: LanguageModel
     num_images: int = 1
     pooled: bool = False
 
     @nn.compact
-    def __call__(self, images, tokens, segment_ids, positions, autoregressive, train: bool):
+    def __call__(self, images, tokens, segment_ids, positions, autoregressive, train: bool,
+                 targets=None):
         prefix = image_tokens(self, images, self.decoder.hidden, self.decoder.dtype, train)
-        return self.decoder(tokens, segment_ids, positions, autoregressive, train, prefix=prefix)
+        return self.decoder(tokens, segment_ids, positions, autoregressive, train, prefix=prefix,
+                            targets=targets)
 
 
 class ImageEncoderDecoder(nn.Module):
@@ -131,7 +134,8 @@ class ImageEncoderDecoder(nn.Module):
     positions (the ViT's patch positions, frame embeddings), and all take position 0,
     so every one gets the same learned text position embedding added (one offset for
     the image part); the text keeps its positions 0.. as in the decoder-only model.
-    Returns decoder logits float32 [B, T_dec, vocab_size].
+    Returns decoder logits float32 [B, T_dec, vocab_size], or with targets int [B, T_dec]
+    their nll float32 [B, T_dec] (see EncoderDecoder).
     """
     backbone: nn.Module
     text: EncoderDecoder
@@ -140,7 +144,8 @@ class ImageEncoderDecoder(nn.Module):
 
     @nn.compact
     def __call__(self, images, encoder_tokens, encoder_segment_ids, encoder_positions,
-                 decoder_tokens, decoder_segment_ids, decoder_positions, train: bool):
+                 decoder_tokens, decoder_segment_ids, decoder_positions, train: bool,
+                 targets=None):
         table = image_tokens(self, images, self.text.hidden, self.text.dtype, train)
         batch, length = table.shape[:2]
         steps = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
@@ -152,7 +157,7 @@ class ImageEncoderDecoder(nn.Module):
             jnp.concatenate([jnp.ones_like(steps), encoder_segment_ids], axis=1),
             jnp.concatenate([jnp.zeros_like(steps), encoder_positions], axis=1),
             decoder_tokens, decoder_segment_ids, decoder_positions, train,
-            encoder_placeholders=(kinds, slots, {multimodal.KIND_IMAGE: table}))
+            encoder_placeholders=(kinds, slots, {multimodal.KIND_IMAGE: table}), targets=targets)
 
 
 ARCHITECTURES = ("decoder", "encoder_decoder")
@@ -187,6 +192,7 @@ class PaLI(TokenLossMethod):
             scan_layers=False,        # the decoder's blocks as one nn.scan (see lm.scan_layers)
             remat="none",             # none | full | dots (see lm.remat)
             text_use_bias=True,       # False: no biases in the text blocks (UL2's decoder)
+            cross_entropy_chunk=0,    # see lm.cross_entropy_chunk
             # a pretrained image encoder (e.g. a SimCLR run's 'backbone') through the
             # Orbax hand-off (`jaxssl.handoff`); '' = the ViT starts from scratch
             init_from=dict(checkpoint="", subtree="backbone", renames=(), skip=()),
@@ -200,6 +206,7 @@ class PaLI(TokenLossMethod):
         pali = config.pali
         base.check_vit_config(config)
         base.check_remat("pali.remat", pali.remat)
+        base.check_chunk("pali.cross_entropy_chunk", pali.cross_entropy_chunk)
         try:
             mixture.check_rates(pali.objective_rates)
         except ValueError as error:
@@ -253,7 +260,8 @@ class PaLI(TokenLossMethod):
             vocab_size=self.tokenizer.vocab_size, max_length=2 * text_length + 2,
             hidden=pali.text_hidden, depth=pali.text_depth, num_heads=pali.text_heads,
             mlp_dim=int(round(pali.text_hidden * pali.mlp_ratio)), dtype=dtype,
-            scan_layers=pali.scan_layers, remat=pali.remat, use_bias=pali.text_use_bias)
+            scan_layers=pali.scan_layers, remat=pali.remat, use_bias=pali.text_use_bias,
+            cross_entropy_chunk=pali.cross_entropy_chunk)
         if pali.architecture == "encoder_decoder":
             self.model = ImageEncoderDecoder(
                 backbone, EncoderDecoder(**sizes,
@@ -307,9 +315,9 @@ class PaLI(TokenLossMethod):
         params = optim.stop_gradient_parts(params, self.frozen_parts)
         noise_key, dropout_key = jax.random.split(rng)
         images, inputs, targets, loss_mask, choice = self._model_inputs(batch, noise_key)
-        logits = self.model.apply({"params": params}, images, **inputs, train=train,
-                                  rngs={"dropout": dropout_key})
-        return (*language.loss_sums(logits, targets, loss_mask, self.char_lengths), choice)
+        nll = self.model.apply({"params": params}, images, **inputs, train=train,
+                               rngs={"dropout": dropout_key}, targets=targets)
+        return (*language.loss_sums(nll, targets, loss_mask, self.char_lengths), choice)
 
     def question_batch(self, batch: dict, rng: jax.Array, task: int):
         """Frame question `task` (index into pali.frame_tasks) drawn from the batch with

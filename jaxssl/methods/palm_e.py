@@ -84,10 +84,11 @@ class VectorEncoder(nn.Module):
 
 
 class PaLMEModel(nn.Module):
-    """Multimodal rows -> logits float32 [B, T, V] of the LM.
+    """Multimodal rows -> logits float32 [B, T, V] of the LM (with targets int [B, T],
+    their nll float32 [B, T]).
 
     __call__(images, state [B, K, 2] or None, tokens, kinds, slots, segment_ids,
-             positions (int32 [B, T]), train). images, in [-1, 1]: the canvas
+             positions (int32 [B, T]), train, targets=None). images, in [-1, 1]: the canvas
     [B, S, S, C], whose ViT tokens fill the image placeholders; with `per_object`
     one image per object [B, K, s, s, C], each filling one placeholder with its
     ViT features (pooled); None for the text-only baseline, whose LM reads the
@@ -99,7 +100,8 @@ class PaLMEModel(nn.Module):
     per_object: bool = False
 
     @nn.compact
-    def __call__(self, images, state, tokens, kinds, slots, segment_ids, positions, train: bool):
+    def __call__(self, images, state, tokens, kinds, slots, segment_ids, positions, train: bool,
+                 targets=None):
         placeholders = None
         if images is not None:
             if self.per_object:
@@ -115,7 +117,8 @@ class PaLMEModel(nn.Module):
                                            name="state_encoder")(state)}
             placeholders = (kinds, slots, tables)
         causal = jnp.ones(tokens.shape, bool)
-        return self.lm(tokens, segment_ids, positions, causal, train, placeholders=placeholders)
+        return self.lm(tokens, segment_ids, positions, causal, train, placeholders=placeholders,
+                       targets=targets)
 
 
 def lm_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -217,12 +220,16 @@ class PaLME(base.Method):
                                              "positions")}
         return {**observed, **cut}, batch["tokens"][:, 1:], batch["loss_mask"][:, 1:]
 
-    def logits(self, params, batch: dict, train: bool = False, rng: jax.Array | None = None):
-        """float32 [B, T-1, V], with targets and loss mask (see `_inputs`)."""
+    def logits(self, params, batch: dict, train: bool = False, rng: jax.Array | None = None,
+               nll: bool = False):
+        """float32 [B, T-1, V] (with `nll`, the targets' nll float32 [B, T-1], computed
+        palm_e.lm.cross_entropy_chunk positions at a time), with targets and loss mask
+        (see `_inputs`)."""
         inputs, targets, loss_mask = self._inputs(batch)
         rngs = base.dropout_rngs(rng) if train else {}
-        logits = self.model.apply({"params": params}, **inputs, train=train, rngs=rngs)
-        return logits, targets, loss_mask
+        outputs = self.model.apply({"params": params}, **inputs, train=train, rngs=rngs,
+                                   targets=targets if nll else None)
+        return outputs, targets, loss_mask
 
     # ------------------------------------------------------------- method
     def init(self, rng: jax.Array, batch: dict) -> dict:
@@ -252,8 +259,9 @@ class PaLME(base.Method):
     def loss_fn(self, params, state, batch, rng, step):
         del step
         params = optim.stop_gradient_parts(params, self.frozen_parts)
-        logits, targets, loss_mask = self.logits(params, batch, train=True, rng=rng)
-        nll, count, _ = language.loss_sums(logits, targets, loss_mask, self.lm_method.char_lengths)
+        token_nll, targets, loss_mask = self.logits(params, batch, train=True, rng=rng, nll=True)
+        nll, count, _ = language.loss_sums(token_nll, targets, loss_mask,
+                                           self.lm_method.char_lengths)
         tasks = scenes_with_text.TASK_NAMES if self.settings.text_mix else scenes.TASKS
         loss, metrics = mixture.mixture_loss(tasks, batch["task"], nll, count)
         return loss, (metrics, state)
@@ -264,7 +272,8 @@ class PaLME(base.Method):
         'nll' and 'tokens' float32 [B], 'task' int32 [B]."""
         logits, targets, loss_mask = self.logits(variables["params"], batch)
         right = (jnp.argmax(logits, -1) == targets) | ~loss_mask
-        nll, count, _ = language.loss_sums(logits, targets, loss_mask, self.lm_method.char_lengths)
+        nll, count, _ = language.loss_sums(language.token_nll(logits, targets), targets,
+                                           loss_mask, self.lm_method.char_lengths)
         return {"exact": jnp.all(right, axis=1), "nll": nll, "tokens": count,
                 "task": batch["task"]}
 

@@ -38,6 +38,23 @@ BLOCK_SIZES = (512, 256, 128)   # tried in order; a sequence shorter than the fi
 _MASKED = float(jnp.finfo(jnp.float32).min)   # as dot_product_attention: a fully masked row averages
 
 
+def interpreter_note(config: dict, platform: str) -> Optional[str]:
+    """A note for a run on `platform` ('cpu', 'gpu', 'tpu') whose config (nested dict)
+    sets any `attention_impl` to 'flash' off a TPU, where the kernels are interpreted."""
+    def flash_keys(tree, prefix=""):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                yield from flash_keys(value, f"{prefix}{key}.")
+            elif key == "attention_impl" and value == "flash":
+                yield prefix + key
+    keys = list(flash_keys(config))
+    if platform == "tpu" or not keys:
+        return None
+    return (f"note: {', '.join(keys)}='flash' runs the fused attention kernels in Pallas's "
+            f"interpreter on {platform}, many times slower than the default XLA attention "
+            f"(''): the kernels are compiled for TPUs only")
+
+
 def padded_length(length: int) -> int:
     """`length` itself when it is at most the largest of BLOCK_SIZES (one block), else
     rounded up to a multiple of the smallest (e.g. a 2,047-token context to 2,048)."""

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 
 from jaxssl.data.multimodal import fill_placeholders
 from jaxssl.errors import ConfigError
+from jaxssl.objectives import language
 from jaxssl.models.layers import (LAYER_NORM_EPSILON, Attention, Initializer, MlpBlock,
                                   SegmentMask, activation, dense, dense_dot_general,
                                   layer_norm, xavier_uniform)
@@ -329,13 +330,30 @@ class Embedder(nn.Module):
         return x.astype(self.dtype)
 
     def logits(self, x):
+        return self._projection()(self._transformed(x))
+
+    def token_nll(self, x, targets, chunk_length: int = 0):
+        """float32 [B, T]: -log softmax(logits(x))[targets] for targets int [B, T], the
+        logits computed `chunk_length` positions at a time (`language.chunked_token_nll`)."""
+        return language.chunked_token_nll(self._projection(), self._transformed(x), targets,
+                                          chunk_length)
+
+    def _transformed(self, x):
         if self.logits_transform:
             x = self.transform_norm(activation(self.transform(x), "gelu"))
-        kernel = self.token_embedding.T if self.tied else self.output_kernel
-        y = dense_dot_general(x, kernel.astype(self.dtype), (((x.ndim - 1,), (0,)), ((), ())))
-        if not self.tied or self.tied_bias:
-            y = y + self.output_bias.astype(self.dtype)
-        return y.astype(jnp.float32)
+        return x
+
+    def _projection(self):
+        """A pure function x [..., D] -> float32 logits [..., V] over this module's
+        output weights, which it holds as arrays (so jax transforms may call it)."""
+        kernel = (self.token_embedding.T if self.tied else self.output_kernel).astype(self.dtype)
+        bias = (self.output_bias.astype(self.dtype) if not self.tied or self.tied_bias
+                else None)
+
+        def project(x):
+            y = dense_dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+            return (y if bias is None else y + bias).astype(jnp.float32)
+        return project
 
 
 class _Sizes(nn.Module):
@@ -368,6 +386,7 @@ class _Sizes(nn.Module):
     scan_layers: bool = False     # see TransformerStack
     remat: str = "none"
     use_bias: bool = True         # False: no biases in the blocks (T5.1.1, PaLM, Llama)
+    cross_entropy_chunk: int = 0  # with targets: positions per chunk of logits (0: all)
 
     def _embedder(self) -> Embedder:
         return Embedder(self.vocab_size, self.hidden, self.max_length, self.posemb,
@@ -389,12 +408,20 @@ class _Sizes(nn.Module):
         return nn.Dropout(self.dropout)(embedder.embed(tokens, positions, placeholders),
                                         deterministic=not train)
 
+    def _output(self, embedder: Embedder, x, targets):
+        """Logits float32 [B, T, vocab_size] of x [B, T, D], or with targets int [B, T]
+        their token nll float32 [B, T], computed `cross_entropy_chunk` positions at a time."""
+        if targets is None:
+            return embedder.logits(x)
+        return embedder.token_nll(x, targets, self.cross_entropy_chunk)
+
 
 class LanguageModel(_Sizes):
     """Decoder-only (autoregressive flags True), encoder-only (False) or prefix-LM Transformer.
 
     __call__(tokens, segment_ids, positions, autoregressive bool [B, T], train,
-             prefix=None, placeholders=None) -> logits float32 [B, T, vocab_size].
+             prefix=None, placeholders=None, targets=None) -> logits float32 [B, T,
+             vocab_size], or with targets int [B, T] their nll float32 [B, T].
 
     `placeholders` (kinds, slots, tables) replaces the token embedding of each
     image / vector placeholder of a multimodal sequence by its encoder output
@@ -410,7 +437,7 @@ class LanguageModel(_Sizes):
 
     @nn.compact
     def __call__(self, tokens, segment_ids, positions, autoregressive, train: bool, prefix=None,
-                 placeholders=None):
+                 placeholders=None, targets=None):
         embedder = self._embedder()
         x = self._embed(embedder, tokens, positions, train, placeholders)
         if prefix is not None:
@@ -424,7 +451,7 @@ class LanguageModel(_Sizes):
                                              axis=1)
         mask = block_mask(self.attention_impl, segment_ids, segment_ids, autoregressive)
         x = self._stack("stack", self.depth)(x, mask, positions, not train)
-        return embedder.logits(x[:, x.shape[1] - tokens.shape[1]:])
+        return self._output(embedder, x[:, x.shape[1] - tokens.shape[1]:], targets)
 
 
 class EncoderDecoder(_Sizes):
@@ -434,8 +461,9 @@ class EncoderDecoder(_Sizes):
     attends only to encoder segment k.
     __call__(encoder_tokens, encoder_segment_ids, encoder_positions,
              decoder_tokens, decoder_segment_ids, decoder_positions, train,
-             encoder_placeholders=None)
-    -> decoder logits float32 [B, T_dec, vocab_size].
+             encoder_placeholders=None, targets=None)
+    -> decoder logits float32 [B, T_dec, vocab_size], or with targets int [B, T_dec]
+    their nll float32 [B, T_dec].
 
     `encoder_placeholders` (kinds, slots, tables) fills the encoder input's
     image / vector placeholders, as `placeholders` does in LanguageModel.
@@ -445,7 +473,7 @@ class EncoderDecoder(_Sizes):
     @nn.compact
     def __call__(self, encoder_tokens, encoder_segment_ids, encoder_positions,
                  decoder_tokens, decoder_segment_ids, decoder_positions, train: bool,
-                 encoder_placeholders=None):
+                 encoder_placeholders=None, targets=None):
         embedder = self._embedder()
         bidirectional = jnp.zeros(encoder_tokens.shape, bool)
         encoded = self._stack("encoder", self.depth)(
@@ -460,4 +488,4 @@ class EncoderDecoder(_Sizes):
             decoder_positions, not train, encoded,
             block_mask(self.attention_impl, decoder_segment_ids, encoder_segment_ids),
             encoder_positions)
-        return embedder.logits(y)
+        return self._output(embedder, y, targets)

@@ -33,6 +33,31 @@ def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
     return jax.nn.logsumexp(logits, axis=-1) - picked
 
 
+def chunked_token_nll(project, hidden: jax.Array, targets: jax.Array, chunk_length: int
+                      ) -> jax.Array:
+    """float32 [B, T]: `token_nll(project(hidden), targets)` without [B, T, V] logits.
+
+    project maps hidden [B, c, D] to logits [B, c, V]; hidden [B, T, D] (any
+    float), targets int [B, T]. The sequence is cut into chunks of `chunk_length`
+    positions (the last padded): each chunk's logits are computed, reduced to
+    its nll and dropped, and the backward pass recomputes them (`jax.checkpoint`),
+    so neither pass holds more than one chunk's logits, [B, chunk_length, V].
+    That is what bounds a large-vocabulary model's memory (experiments/scaling).
+    chunk_length 0 (or >= T) computes the logits whole.
+    """
+    length = hidden.shape[1]
+    if not 0 < chunk_length < length:
+        return token_nll(project(hidden), targets)
+    count = -(-length // chunk_length)
+    padding = count * chunk_length - length
+    chunked = lambda x: jnp.swapaxes(
+        jnp.pad(x, [(0, 0), (0, padding)] + [(0, 0)] * (x.ndim - 2)).reshape(
+            (x.shape[0], count, chunk_length) + x.shape[2:]), 0, 1)
+    chunk_nll = jax.checkpoint(lambda h, t: token_nll(project(h), t))
+    nll = jax.lax.map(lambda chunk: chunk_nll(*chunk), (chunked(hidden), chunked(targets)))
+    return jnp.swapaxes(nll, 0, 1).reshape(hidden.shape[0], -1)[:, :length]
+
+
 def weighted_mean(values: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(sum(values * weights) / max(sum(weights), 1), sum(weights)), both float32 scalars."""
     weights = weights.astype(jnp.float32)
@@ -329,11 +354,12 @@ def split_points_to_flags(split: jax.Array, length: int) -> jax.Array:
     return jnp.arange(length)[None, :] >= split[:, None]
 
 
-def loss_sums(logits: jax.Array, targets: jax.Array, loss_mask: jax.Array,
+def loss_sums(nll: jax.Array, targets: jax.Array, loss_mask: jax.Array,
               char_lengths: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Per row: (summed nll of the targets under loss_mask, their number, the characters
-    they spell), each float32 [B]; char_lengths int [V] gives each id's characters."""
+    they spell), each float32 [B], from nll float32 [B, T] (`token_nll`) of targets
+    int [B, T]; char_lengths int [V] gives each id's characters."""
     weights = loss_mask.astype(jnp.float32)
-    return (jnp.sum(token_nll(logits, targets) * weights, axis=1), jnp.sum(weights, axis=1),
+    return (jnp.sum(nll * weights, axis=1), jnp.sum(weights, axis=1),
             jnp.sum(char_lengths[targets] * weights, axis=1))
 
