@@ -12,13 +12,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxssl import aot, flops
+from jaxssl import aot, config as config_lib, flops
 from jaxssl.errors import ConfigError
 from jaxssl.models import flash_attention as flash
 from jaxssl.models.layers import Attention, dot_product_attention
 from jaxssl.models.transformer import EncoderDecoder, LanguageModel, attention_mask
 from jaxssl.models.vit import ViT
 
+from test_scale_options import loss_and_grads
 from test_tensor_parallel_steps import CONFIGS, MESH, ONE, step_on
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -182,6 +183,24 @@ def test_vit_gives_the_same_features():
     np.testing.assert_allclose(fused, xla, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("spec, section", [("tiny_pali.py", "pali"), ("tiny_clip.py", "clip")])
+def test_text_blocks_of_pali_and_clip_take_the_kernels(spec, section, small_blocks):
+    """{section}.text_attention_impl='flash': the same loss and gradients as the XLA
+    attention (PaLI's prefix-LM decoder over image tokens; CLIP's text tower over
+    padded captions), on one device and on a data x fsdp x tensor mesh."""
+    user = config_lib.load_config_file(os.path.join(REPO, "tests", "configs", spec)).to_dict()
+    loss, grads, params = loss_and_grads(config_lib.resolve({**user, "mesh": ONE}),
+                                         jax.devices()[:1])
+    user[section]["text_attention_impl"] = "flash"
+    for mesh, devices in ((ONE, jax.devices()[:1]), (MESH, jax.devices())):
+        fused_loss, fused_grads, _ = loss_and_grads(config_lib.resolve({**user, "mesh": mesh}),
+                                                    devices, params)
+        assert fused_loss == pytest.approx(loss, rel=1e-5)
+        # CLIP's logit scale (1 / 0.07) magnifies float32 rounding in the embeddings' grads.
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                     fused_grads, grads)
+
+
 def test_lm_step_on_a_data_fsdp_tensor_mesh_matches_xla_on_one_device(tmp_path, monkeypatch):
     # Each device runs the kernels on its own rows and heads (shard_map over the mesh).
     monkeypatch.setitem(CONFIGS, "lm_prefix", "tiny_lm.py")
@@ -214,6 +233,6 @@ def test_a_run_off_tpu_is_told_the_kernels_are_interpreted():
                            "in Pallas's interpreter on cpu")
     assert flash.interpreter_note(config, "tpu") is None
     assert flash.interpreter_note({"lm": {"attention_impl": ""}}, "cpu") is None
-    both = {"pali": {"attention_impl": "flash"}, "model": {"attention_impl": "flash"}}
-    assert "pali.attention_impl, model.attention_impl='flash'" in flash.interpreter_note(
+    both = {"pali": {"text_attention_impl": "flash"}, "model": {"attention_impl": "flash"}}
+    assert "pali.text_attention_impl, model.attention_impl='flash'" in flash.interpreter_note(
         both, "gpu")

@@ -38,7 +38,7 @@ names, zero-shot accuracy from the class prompts (see
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -53,7 +53,7 @@ from jaxssl.errors import ConfigError, DataError
 from jaxssl.methods import base
 from jaxssl.models import build_backbone
 from jaxssl.models.layers import LAYER_NORM_EPSILON
-from jaxssl.models.transformer import Embedder, TransformerStack, attention_mask
+from jaxssl.models.transformer import Embedder, TransformerStack, block_mask
 from jaxssl.objectives import contrastive
 
 
@@ -71,7 +71,7 @@ class TextEncoder(nn.Module):
     'eos' the first `eos_id`, 'final' the last position whatever the token
     (SigLIP's, whose text is padded to full length); `mask_padding` False lets every token attend
     (within the causal mask) whatever its id; `layer_norm_epsilon`,
-    `activation`, `scan_layers` and `remat` as in `TransformerStack`.
+    `activation`, `scan_layers`, `remat` and `attention_impl` as in `TransformerStack`.
     """
     vocab_size: int
     max_length: int
@@ -88,6 +88,7 @@ class TextEncoder(nn.Module):
     activation: str = "gelu"
     scan_layers: bool = False
     remat: str = "none"
+    attention_impl: Optional[str] = None
 
     @nn.compact
     def __call__(self, tokens: jax.Array, train: bool) -> jax.Array:
@@ -98,8 +99,10 @@ class TextEncoder(nn.Module):
         positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
         embedder = Embedder(self.vocab_size, self.hidden, self.max_length, dtype=self.dtype,
                             name="embedder")
-        mask = attention_mask(segment_ids, segment_ids, jnp.full(tokens.shape, self.causal))
+        mask = block_mask(self.attention_impl, segment_ids, segment_ids,
+                          jnp.full(tokens.shape, self.causal))
         x = TransformerStack(self.depth, self.num_heads, self.mlp_dim, dtype=self.dtype,
+                             attention_impl=self.attention_impl,
                              layer_norm_epsilon=self.layer_norm_epsilon,
                              activation=self.activation, scan_layers=self.scan_layers,
                              remat=self.remat, name="stack")(embedder.embed(tokens, positions), mask, positions,
@@ -167,6 +170,7 @@ class CLIP(base.Method):
             text_causal=False,                    # True: causal text encoder (CLIP)
             scan_layers=False,    # the text tower's blocks as one nn.scan (see lm.scan_layers)
             remat="none",         # the text tower's: none | full | dots (see lm.remat)
+            text_attention_impl="",  # the text tower's attention: see lm.attention_impl
             caption_template="a photo of a {}.",  # SYNTHETIC captions from labels
             class_names=(),                       # () = the built-in names of data.name
         ))
@@ -199,7 +203,7 @@ class CLIP(base.Method):
             hidden=section.text_hidden, depth=section.text_depth, num_heads=section.text_heads,
             mlp_dim=int(round(section.text_hidden * section.mlp_ratio)),
             causal=section.text_causal, dtype=dtype, scan_layers=section.scan_layers,
-            remat=section.remat)
+            remat=section.remat, attention_impl=section.text_attention_impl or None)
         self.model = TwoTower(build_backbone(config.model, dtype=dtype), text_tower,
                               section.embed_dim, self.loss_scalars, dtype)
 

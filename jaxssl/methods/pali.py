@@ -192,6 +192,7 @@ class PaLI(TokenLossMethod):
             scan_layers=False,        # the decoder's blocks as one nn.scan (see lm.scan_layers)
             remat="none",             # none | full | dots (see lm.remat)
             text_use_bias=True,       # False: no biases in the text blocks (UL2's decoder)
+            text_attention_impl="",   # the text blocks' attention: see lm.attention_impl
             cross_entropy_chunk=0,    # see lm.cross_entropy_chunk
             # a pretrained image encoder (e.g. a SimCLR run's 'backbone') through the
             # Orbax hand-off (`jaxssl.handoff`); '' = the ViT starts from scratch
@@ -261,6 +262,7 @@ class PaLI(TokenLossMethod):
             hidden=pali.text_hidden, depth=pali.text_depth, num_heads=pali.text_heads,
             mlp_dim=int(round(pali.text_hidden * pali.mlp_ratio)), dtype=dtype,
             scan_layers=pali.scan_layers, remat=pali.remat, use_bias=pali.text_use_bias,
+            attention_impl=pali.text_attention_impl or None,
             cross_entropy_chunk=pali.cross_entropy_chunk)
         if pali.architecture == "encoder_decoder":
             self.model = ImageEncoderDecoder(

@@ -40,12 +40,12 @@ _MASKED = float(jnp.finfo(jnp.float32).min)   # as dot_product_attention: a full
 
 def interpreter_note(config: dict, platform: str) -> Optional[str]:
     """A note for a run on `platform` ('cpu', 'gpu', 'tpu') whose config (nested dict)
-    sets any `attention_impl` to 'flash' off a TPU, where the kernels are interpreted."""
+    sets any `*attention_impl` key to 'flash' off a TPU, where the kernels are interpreted."""
     def flash_keys(tree, prefix=""):
         for key, value in tree.items():
             if isinstance(value, dict):
                 yield from flash_keys(value, f"{prefix}{key}.")
-            elif key == "attention_impl" and value == "flash":
+            elif key.endswith("attention_impl") and value == "flash":
                 yield prefix + key
     keys = list(flash_keys(config))
     if platform == "tpu" or not keys:
