@@ -155,8 +155,8 @@ class LanguageModelling(TokenLossMethod):
         """
         return self.task.model_batch(batch, rng)
 
-    def _logits(self, params, inputs: dict, train: bool, rng: jax.Array | None = None,
-                targets: jax.Array | None = None):
+    def _apply(self, params, inputs: dict, train: bool, rng: jax.Array | None = None,
+               targets: jax.Array | None = None):
         """The model's logits, or with targets their nll (see LanguageModel)."""
         dropping = self.config.lm.dropout > 0 or self.config.lm.attention_dropout > 0
         rngs = {"dropout": rng} if train and dropping else {}
@@ -172,7 +172,7 @@ class LanguageModelling(TokenLossMethod):
         """Per example: (nll sum, target tokens, target characters, choice), each [B]."""
         noise_key, dropout_key = jax.random.split(rng)
         inputs, targets, loss_mask, choice = self.model_batch(batch, noise_key)
-        nll = self._logits(params, inputs, train, dropout_key, targets)
+        nll = self._apply(params, inputs, train, dropout_key, targets)
         return (*language.loss_sums(nll, targets, loss_mask, self.char_lengths), choice)
 
     def next_token_logits(self, params, tokens: jax.Array, length: jax.Array) -> jax.Array:
@@ -185,4 +185,4 @@ class LanguageModelling(TokenLossMethod):
         inputs = dict(tokens=tokens, segment_ids=valid.astype(jnp.int32),
                       positions=jnp.where(valid, steps, 0).astype(jnp.int32),
                       autoregressive=jnp.ones(tokens.shape, bool))
-        return jnp.take(self._logits(params, inputs, train=False), length - 1, axis=1)
+        return jnp.take(self._apply(params, inputs, train=False), length - 1, axis=1)
