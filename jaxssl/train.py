@@ -288,7 +288,6 @@ class Trainer(TrainStep):
             for note in filter(None, notes):
                 # on stdout: advice, not a warning (stderr stays one line on bad input)
                 print(note, flush=True)
-        if jax.process_index() == 0:
             config_lib.save(config, self.workdir)
             save_assets(self.assets, self.workdir)
         step = int(jax.device_get(state.step))
