@@ -1,6 +1,6 @@
 """jaxssl's train steps for vs_pytorch.py: the Trainer's own compiled step, one device.
 
-  python -m experiments.benchmarks.jax_steps --workload=simclr|mae|baby_gpt
+  python -m experiments.benchmarks.jax_steps --workload=simclr|mae|baby_gpt [--bfloat16]
   python -m experiments.benchmarks.jax_steps --config=configs/X.py [--set KEY=VALUE ...]
 
 A worker with torch_steps.py's protocol (for vs_pytorch.py and
@@ -9,7 +9,8 @@ batch, on a batch of its data, with `--set` overrides), runs
 `--warmup` steps, prints `READY {json}` and then, for each line N read from
 stdin, runs N steps on one fixed batch and prints a JSON list of their wall
 seconds (each blocked until its metrics are ready). An empty line or EOF
-ends it. The workloads (the same shapes and work as torch_steps.py's):
+ends it. `--bfloat16` sets `compute_dtype=bfloat16`. The workloads (the same
+shapes and work as torch_steps.py's):
 
   simclr    configs/simclr_cifar10_resnet18.py at batch 128 on random uint8
             32x32 images; the SimCLR augmentations run inside the step.
@@ -108,11 +109,14 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides (with --config)")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--bfloat16", action="store_true", help="compute_dtype=bfloat16")
     args = parser.parse_args()
     if args.set and args.workload:
         parser.error("--set goes with --config")
     config_path, overrides = (WORKLOADS[args.workload] if args.workload
                               else (args.config, overrides_of(args)))
+    if args.bfloat16:
+        overrides = {**overrides, "compute_dtype": "bfloat16"}
     prepare_process(config_path, overrides)
     start = time.perf_counter()
     step, state, batch, flops = build(config_path, overrides)

@@ -1,12 +1,14 @@
 """PyTorch eager train steps for vs_pytorch.py (runs in a separate environment with torch).
 
-  TORCH_PYTHON -m experiments.benchmarks.torch_steps --workload=simclr|mae|baby_gpt
+  TORCH_PYTHON -m experiments.benchmarks.torch_steps --workload=simclr|mae|baby_gpt [--bfloat16]
 
 Not a jaxssl dependency and never imported by its tests: install
 requirements-bench.txt into its own virtualenv. A worker: it builds the
 workload, runs `--warmup` steps, prints `READY {json}` and then, for each
 line N read from stdin, runs N steps and prints a JSON list of their wall
-seconds (each step synchronised). An empty line or EOF ends it.
+seconds (each step synchronised). An empty line or EOF ends it. `--bfloat16`
+runs each step's forward pass and loss under CPU autocast to bfloat16 (the
+backward pass follows the forward's dtypes; parameters stay float32).
 
 The workloads match vs_pytorch.py's jaxssl ones in shapes and work:
 
@@ -72,7 +74,7 @@ def nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
     return F.cross_entropy(logits, targets)
 
 
-def simclr_workload(batch: int = 128):
+def simclr_workload(autocast, batch: int = 128):
     model = simclr_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     augment = v2.Compose([
@@ -87,7 +89,9 @@ def simclr_workload(batch: int = 128):
     def step():
         views = torch.stack([augment(image) for image in images] +
                             [augment(image) for image in images])
-        return update(optimizer, nt_xent(model(views), 0.5))
+        with autocast():
+            loss = nt_xent(model(views), 0.5)
+        return update(optimizer, loss)
     return step
 
 
@@ -143,13 +147,15 @@ class MAE(nn.Module):
         return (((predicted - target) ** 2).mean(-1) * masked).sum() / masked.sum()
 
 
-def mae_workload(batch: int = 128):
+def mae_workload(autocast, batch: int = 128):
     model = MAE()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05)
     images = torch.rand(batch, 3, 32, 32) * 2 - 1
 
     def step():
-        return update(optimizer, model(images))
+        with autocast():
+            loss = model(images)
+        return update(optimizer, loss)
     return step
 
 
@@ -170,7 +176,7 @@ class GPT(nn.Module):
         return self.final_norm(self.blocks(x)) @ self.token_embedding.weight.T
 
 
-def baby_gpt_workload(vocab: int = 65, context: int = 64, batch: int = 12):
+def baby_gpt_workload(autocast, vocab: int = 65, context: int = 64, batch: int = 12):
     model = GPT(vocab, context, width=128, depth=4, heads=4)
     matrices = [p for p in model.parameters() if p.dim() >= 2]
     others = [p for p in model.parameters() if p.dim() < 2]
@@ -180,8 +186,9 @@ def baby_gpt_workload(vocab: int = 65, context: int = 64, batch: int = 12):
 
     def step():
         rows = torch.randint(vocab, (batch, context + 1))
-        logits = model(rows[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, vocab), rows[:, 1:].reshape(-1))
+        with autocast():
+            logits = model(rows[:, :-1])
+            loss = F.cross_entropy(logits.reshape(-1, vocab), rows[:, 1:].reshape(-1))
         return update(optimizer, loss, model.parameters())
     return step
 
@@ -193,9 +200,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", required=True, choices=sorted(WORKLOADS))
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--bfloat16", action="store_true",
+                        help="forward pass and loss under CPU autocast to bfloat16")
     args = parser.parse_args()
     torch.manual_seed(0)
-    step = WORKLOADS[args.workload]()
+    step = WORKLOADS[args.workload](
+        lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bfloat16))
     for _ in range(args.warmup):
         step()
     print("READY " + json.dumps({"framework": f"torch {torch.__version__} eager",

@@ -2,7 +2,7 @@
 
   python -m experiments.benchmarks.vs_pytorch --torch_python=/path/to/torch-venv/bin/python \\
       [--workloads=simclr,mae,baby_gpt] [--rounds=5] [--out=experiments/benchmarks/results] \\
-      [--jax_variant=NAME=EXTRA_XLA_FLAGS ...] [--jax_env=NAME=VAR=VALUE ...]
+      [--jax_variant=NAME=EXTRA_XLA_FLAGS ...] [--jax_env=NAME=VAR=VALUE ...] [--bfloat16]
 
 For each workload it starts one persistent worker per side: jaxssl's compiled
 train step (jax_steps.py, this interpreter) and the same model in PyTorch
@@ -13,7 +13,9 @@ blocked on their input (idle), the order rotating every round; so slow drifts
 in the machine's load hit every side alike. `--jax_variant` adds jaxssl
 workers whose XLA_FLAGS get extra flags, and `--jax_env` workers with an extra
 environment variable (A/B of XLA:CPU options, e.g. JAXSSL_CPU_XLA_DEFAULTS=off
-for XLA's own defaults).
+for XLA's own defaults). `--bfloat16` computes in bfloat16 on every side: jaxssl's
+`compute_dtype=bfloat16` (parameters, optimizer and loss stay float32) against
+PyTorch's CPU autocast to bfloat16 around the forward pass and loss.
 
 Prints and writes (`--out`): per round and side, the median step time, its
 spread (min-max) and the 1-minute load average after the round; then a table
@@ -21,7 +23,7 @@ per workload: the median over rounds of the round medians, their range,
 steps per second relative to PyTorch, and the implied fraction of the
 matmul peak (the step's matmul + convolution FLOPs counted by jaxssl.flops
 on the jaxssl step, the same work on both sides, over the float32 matmul
-peak measured by the jaxssl worker at start-up).
+peak measured by the jaxssl worker at start-up; float32 also with --bfloat16).
 """
 
 from __future__ import annotations
@@ -77,8 +79,9 @@ def worker_env() -> dict[str, str]:
 
 def start_workers(workload: str, args) -> list[Worker]:
     env = worker_env()
-    jax_command = [sys.executable, "-m", "experiments.benchmarks.jax_steps",
-                   f"--workload={workload}", f"--warmup={WARMUP[workload]}"]
+    common = [f"--workload={workload}", f"--warmup={WARMUP[workload]}",
+              *(["--bfloat16"] if args.bfloat16 else [])]
+    jax_command = [sys.executable, "-m", "experiments.benchmarks.jax_steps", *common]
     workers = [Worker("jaxssl", jax_command, env)]
     for name, flags in args.jax_variant:
         extra = {**env, "XLA_FLAGS": f"{env.get('XLA_FLAGS', '')} {flags}".strip()}
@@ -87,8 +90,7 @@ def start_workers(workload: str, args) -> list[Worker]:
         variable, value = parse_assignment(assignment)
         workers.append(Worker(f"jaxssl {name}", jax_command, {**env, variable: value}))
     workers.append(Worker("pytorch", [args.torch_python, "-m", "experiments.benchmarks.torch_steps",
-                                      f"--workload={workload}", f"--warmup={WARMUP[workload]}"],
-                          env))
+                                      *common], env))
     return workers
 
 
@@ -153,6 +155,8 @@ def main() -> None:
                         metavar="NAME=EXTRA_XLA_FLAGS")
     parser.add_argument("--jax_env", action="append", default=[], type=parse_assignment,
                         metavar="NAME=VAR=VALUE")
+    parser.add_argument("--bfloat16", action="store_true",
+                        help="bfloat16 compute on every side (float32 parameters)")
     parser.add_argument("--out", default="", help="directory for table.md and results.json")
     parser.add_argument("--table_from", default="",
                         help="only rewrite table.md next to this results.json (no timing)")
@@ -167,7 +171,8 @@ def main() -> None:
         sys.exit("vs_pytorch: give --torch_python (a Python with torch and torchvision)")
     results = [benchmark(w, args) for w in args.workloads.split(",")]
     header = (f"{datetime.date.today()}, commit {short_commit()}, {cpu_model()} with "
-              f"{os.cpu_count()} cores, {args.rounds} alternating rounds; "
+              f"{os.cpu_count()} cores, {args.rounds} alternating rounds"
+              f"{', bfloat16 compute' if args.bfloat16 else ''}; "
               f"{results[0]['sides']['pytorch']['info']['framework']} vs "
               f"{results[0]['sides']['jaxssl']['info']['framework']}")
     table = markdown(results, header)
