@@ -54,7 +54,8 @@ palm_e_seed1      experiments/generalist/README.md (PaLM-E, seed 1)       33 min
 pali_x            experiments/generalist/README.md (PaLI-X frames)        12 min
 pali_x_seed1      experiments/generalist/README.md (PaLI-X, seed 1)       12 min
 vs_pytorch        experiments/benchmarks/README.md (vs PyTorch tables)    20 min, needs TORCH_PYTHON; stop other jobs
-vs_pytorch_dtypes experiments/benchmarks/README.md (float32 and bfloat16)  15 min, needs TORCH_PYTHON; stop other jobs
+vs_pytorch_float32  experiments/benchmarks/README.md (jaxssl vs PyTorch only) 8 min, needs TORCH_PYTHON; stop other jobs
+vs_pytorch_bfloat16 experiments/benchmarks/README.md (bfloat16 compute)     8 min, needs TORCH_PYTHON; stop other jobs
 "
 
 need_data() {
@@ -350,17 +351,16 @@ run_one() {
           --jax_env="XLA defaults=JAXSSL_CPU_XLA_DEFAULTS=off" \
           --out=experiments/benchmarks/results/simclr \
           | tee experiments/benchmarks/results/simclr/vs_pytorch.log ;;
-    vs_pytorch_dtypes)
+    vs_pytorch_float32|vs_pytorch_bfloat16)
       need_data tiny-shakespeare/
-      # jaxssl against PyTorch only, once in float32 and once with bfloat16 compute.
-      for dtype in float32 bfloat16; do
-        mkdir -p "experiments/benchmarks/results/dtypes/$dtype"
-        record "vs_pytorch_$dtype" "experiments/benchmarks/results/dtypes/$dtype" \
-          "$PYTHON" -m experiments.benchmarks.vs_pytorch --torch_python="${TORCH_PYTHON:?set TORCH_PYTHON}" \
-            --rounds=5 --workloads=simclr,mae,baby_gpt $([ "$dtype" = bfloat16 ] && echo --bfloat16) \
-            --out="experiments/benchmarks/results/dtypes/$dtype" \
-            | tee "experiments/benchmarks/results/dtypes/$dtype/vs_pytorch.log"
-      done ;;
+      # jaxssl against PyTorch only (no A/B switches), in float32 or with bfloat16 compute.
+      local dtype=${1#vs_pytorch_}
+      mkdir -p "experiments/benchmarks/results/dtypes/$dtype"
+      record "$1" "experiments/benchmarks/results/dtypes/$dtype" \
+        "$PYTHON" -m experiments.benchmarks.vs_pytorch --torch_python="${TORCH_PYTHON:?set TORCH_PYTHON}" \
+          --rounds=5 --workloads=simclr,mae,baby_gpt $([ "$dtype" = bfloat16 ] && echo --bfloat16) \
+          --out="experiments/benchmarks/results/dtypes/$dtype" \
+          | tee "experiments/benchmarks/results/dtypes/$dtype/vs_pytorch.log" ;;
     *)
       echo "run_all.sh: unknown experiment '$1'; known:" >&2
       echo "$EXPERIMENTS" | awk 'NF {print "  " $1}' >&2

@@ -138,8 +138,9 @@ class MAE(nn.Module):
         order = torch.rand(batch, self.patches).argsort(dim=1)
         visible = order[:, :keep]
         x = self.encoder(torch.gather(x, 1, visible[..., None].expand(-1, -1, x.shape[2])))
-        y = self.mask_token.expand(batch, self.patches, -1).clone()
-        y.scatter_(1, visible[..., None].expand(-1, -1, y.shape[2]), self.decoder_embed(x))
+        decoded = self.decoder_embed(x)  # bfloat16 under autocast
+        y = self.mask_token.expand(batch, self.patches, -1).to(decoded.dtype).clone()
+        y.scatter_(1, visible[..., None].expand(-1, -1, y.shape[2]), decoded)
         predicted = self.predict(self.decoder(y + self.decoder_position))
         target = F.unfold(images, self.patch, stride=self.patch).transpose(1, 2)
         target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
