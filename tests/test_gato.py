@@ -210,6 +210,27 @@ def test_bad_weights_are_refused():
     from jaxssl.errors import ConfigError
     with pytest.raises(ConfigError, match="gato.weights"):
         make_method(weights=(1.0, 0.0))
+    with pytest.raises(ConfigError, match="gato.cross_entropy_chunk must be an int >= 0"):
+        make_method(cross_entropy_chunk=-1)
+
+
+def test_chunked_cross_entropy_gives_the_same_loss_and_gradients(gato):
+    """gato.cross_entropy_chunk=20 over 48 positions (3 chunks, the last padded): the
+    loss and gradients of the whole logits."""
+    method, source = gato
+    batch = {k: jnp.asarray(v) for k, v in pipeline.example_batch(source, 8).items()}
+    params = method.init(jax.random.key(0), batch)["params"]
+
+    def loss_and_grads(m):
+        (loss, _), grads = jax.jit(jax.value_and_grad(m.loss_fn, has_aux=True),
+                                   static_argnums=4)(params, {}, batch, jax.random.key(1), 0)
+        return loss, grads
+
+    whole_loss, whole_grads = loss_and_grads(method)
+    chunked_loss, chunked_grads = loss_and_grads(make_method(cross_entropy_chunk=20))
+    np.testing.assert_allclose(float(chunked_loss), float(whole_loss), rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 chunked_grads, whole_grads)
 
 
 @pytest.mark.slow  # rolls out 2 x 2 episodes

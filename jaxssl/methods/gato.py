@@ -62,28 +62,33 @@ class GatoModel(nn.Module):
     """Patch embeddings of each row's images fill its image placeholders of a decoder.
 
     __call__(tokens, kinds, slots, segment_ids, positions int32 [B, T], images float
-    [B, M, H, W, C] in [-1, 1], train) -> logits float32 [B, T, vocab]; the image
+    [B, M, H, W, C] in [-1, 1], train) -> logits float32 [B, T, vocab], or with
+    targets int32 [B, T] their nll float32 [B, T] (the decoder's); the image
     table of a row is its M images' patches in order, [B, M * (H/p) * (W/p), D].
     """
     patch: int
     decoder: LanguageModel
 
     @nn.compact
-    def __call__(self, tokens, kinds, slots, segment_ids, positions, images, train: bool):
+    def __call__(self, tokens, kinds, slots, segment_ids, positions, images, train: bool,
+                 targets=None):
         b, m = images.shape[:2]
         patches = PatchEmbedding(self.patch, self.decoder.hidden, dtype=self.decoder.dtype,
                                  name="patch_embedding")(images.reshape(b * m, *images.shape[2:]))
         table = patches.reshape(b, -1, self.decoder.hidden)
         causal = jnp.ones(tokens.shape, bool)
         return self.decoder(tokens, segment_ids, positions, causal, train,
-                            placeholders=(kinds, slots, {KIND_IMAGE: table}))
+                            placeholders=(kinds, slots, {KIND_IMAGE: table}), targets=targets)
 
 
 def next_token_targets(batch: dict) -> tuple[jax.Array, jax.Array]:
-    """(targets int32 [B, T-1], weights float32 [B, T-1]): position t predicts token t+1
-    when that is a target (loss_mask) of the same packed example."""
+    """(targets int32 [B, T], weights float32 [B, T]): position t predicts token t+1
+    when that is a target (loss_mask) of the same packed example; the last position
+    predicts nothing (target 0, weight 0)."""
     same = batch["segment_ids"][:, 1:] == batch["segment_ids"][:, :-1]
-    return batch["tokens"][:, 1:], (batch["loss_mask"][:, 1:] & same).astype(jnp.float32)
+    weights = (batch["loss_mask"][:, 1:] & same).astype(jnp.float32)
+    return (jnp.pad(batch["tokens"][:, 1:], ((0, 0), (0, 1))),
+            jnp.pad(weights, ((0, 0), (0, 1))))
 
 
 class Gato(base.Method):
@@ -96,6 +101,7 @@ class Gato(base.Method):
             text_corpus="tiny_shakespeare",
             text_data_dir="",               # '' = the corpus' default under the data root
             row_length=128,
+            cross_entropy_chunk=0,          # positions per chunk of the loss's logits (0: all)
             hidden=128,
             depth=4,
             heads=4,
@@ -123,6 +129,7 @@ class Gato(base.Method):
             raise ConfigError(f"method 'gato' captions the images of data.name, one of "
                               f"{sorted(captions.CLASS_NAMES)}; got {config.data.name!r}")
         text.parse_text_dataset(_text_dataset(gato))
+        base.check_chunk("gato.cross_entropy_chunk", gato.cross_entropy_chunk)
         for name in gato_mixture.TASKS[2:]:
             gato_mixture.example_steps(gato.row_length, gato_control.control_task(name)
                                        .step_length, gato.prompt_steps, gato.control_steps)
@@ -143,7 +150,7 @@ class Gato(base.Method):
             vocab_size=self.vocab.size, max_length=gato.row_length, hidden=gato.hidden,
             depth=gato.depth, num_heads=gato.heads,
             mlp_dim=int(round(gato.hidden * gato.mlp_ratio)),
-            dtype=base.DTYPES[config.compute_dtype])
+            dtype=base.DTYPES[config.compute_dtype], cross_entropy_chunk=gato.cross_entropy_chunk)
         self.model = GatoModel(gato.patch, decoder)
         self._logits = jax.jit(self.eval_step)
 
@@ -198,9 +205,9 @@ class Gato(base.Method):
 
     def loss_fn(self, params, state, batch, rng, step):
         del rng, step  # no dropout, no noise
-        logits = self.model.apply({"params": params}, **self._inputs(batch), train=True)
         targets, weights = next_token_targets(batch)
-        nll = language.token_nll(logits[:, :-1], targets) * weights
+        nll = self.model.apply({"params": params}, **self._inputs(batch), train=True,
+                               targets=targets) * weights
         loss, metrics = mixture.mixture_loss(gato_mixture.TASKS, batch["task"],
                                              jnp.sum(nll, axis=1), jnp.sum(weights, axis=1))
         return loss, (metrics, state)
@@ -243,7 +250,7 @@ class Gato(base.Method):
                          loss_mask=(batch["segment_ids"] > 0) & valid[:, None])
             logits = self._apply(variables, batch, self._blank_images(len(valid), image_shape))
             targets, weights = next_token_targets({k: jnp.asarray(v) for k, v in batch.items()})
-            total += float(jnp.sum(language.token_nll(logits[:, :-1], targets) * weights))
+            total += float(jnp.sum(language.token_nll(logits, targets) * weights))
             count += float(jnp.sum(weights))
         return total / max(count, 1.0)
 
