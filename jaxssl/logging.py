@@ -31,16 +31,17 @@ PEAK_FLOPS = {
 }
 
 
-def measured_matmul_flops(device: jax.Device, size: int = 1024, repeats: int = 10) -> float:
-    """Achieved float32 matmul FLOP/s on `device`, the ceiling used for CPUs: the fastest
-    of `repeats` timed [size, size] products after two untimed ones.
+def measured_matmul_flops(device: jax.Device, size: int = 1024, repeats: int = 10,
+                          dtype=jnp.float32) -> float:
+    """Achieved matmul FLOP/s on `device` (float32: the ceiling used for CPUs): the fastest
+    of `repeats` timed [size, size] products of `dtype` after two untimed ones.
 
     The fastest, not the median: the first products after compiling, and any
     work still running from a step just dispatched, read as low as half the
     rate (on the 2-core CPU, 223-242 against 426-487 GFLOP/s,
     experiments/benchmarks/README.md).
     """
-    a = jax.device_put(jnp.ones((size, size), jnp.float32), device)
+    a = jax.device_put(jnp.ones((size, size), dtype), device)
     matmul = jax.jit(lambda x: x @ x)
     for _ in range(2):
         matmul(a).block_until_ready()

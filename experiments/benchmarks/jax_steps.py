@@ -20,8 +20,9 @@ shapes and work as torch_steps.py's):
   baby_gpt  configs/nanogpt_baby_shakespeare.py (batch 12 x 64 characters); the
             batch is the first of tiny Shakespeare, so it needs JAXSSL_DATA_DIR.
 
-Also reports the step's matmul and convolution FLOPs (jaxssl.flops) and the
-CPU's measured float32 matmul peak (jaxssl.logging.device_peak_flops).
+Also reports the step's matmul and convolution FLOPs (jaxssl.flops), the
+CPU's measured float32 matmul peak (jaxssl.logging.device_peak_flops) and its
+bfloat16 matmul rate measured the same way.
 
 For A/B runs of the CPU-only model changes, three switches build the model
 without one of them: JAXSSL_BENCH_FUSED_TRANSPOSES=on replaces the ResNet's
@@ -49,7 +50,7 @@ import jax
 
 from experiments.benchmarks.ab_step import compiled_step, prepare_process
 from experiments.common import overrides_of
-from jaxssl.logging import device_peak_flops
+from jaxssl.logging import device_peak_flops, measured_matmul_flops
 
 WORKLOADS = {
     "simclr": ("configs/simclr_cifar10_resnet18.py", {
@@ -124,10 +125,13 @@ def main() -> None:
     state, _ = run_steps(step, state, batch, args.warmup)
     jax.block_until_ready(state)  # no step work left running while the peak is measured
     peak, _ = device_peak_flops(jax.devices()[0])
+    bfloat16_rate = measured_matmul_flops(jax.devices()[0], dtype=jax.numpy.bfloat16)
     print("READY " + json.dumps({"framework": f"jax {jax.__version__}",
                                  "xla_flags": os.environ.get("XLA_FLAGS", ""),
                                  "build_and_compile_s": round(compile_s, 1),
-                                 "flops_per_step": flops, "peak_flops": peak}), flush=True)
+                                 "flops_per_step": flops, "peak_flops": peak,
+                                 "matmul_flops": {"float32": peak, "bfloat16": bfloat16_rate}}),
+          flush=True)
     for line in sys.stdin:
         if not line.strip():
             break

@@ -9,6 +9,8 @@ line N read from stdin, runs N steps and prints a JSON list of their wall
 seconds (each step synchronised). An empty line or EOF ends it. `--bfloat16`
 runs each step's forward pass and loss under CPU autocast to bfloat16 (the
 backward pass follows the forward's dtypes; parameters stay float32).
+Also reports its float32 and bfloat16 matmul rates (`matmul_flops`), after the
+warm-up steps.
 
 The workloads match vs_pytorch.py's jaxssl ones in shapes and work:
 
@@ -197,6 +199,20 @@ def baby_gpt_workload(autocast, vocab: int = 65, context: int = 64, batch: int =
 WORKLOADS = {"simclr": simclr_workload, "mae": mae_workload, "baby_gpt": baby_gpt_workload}
 
 
+def matmul_flops(dtype: torch.dtype, size: int = 1024, repeats: int = 10) -> float:
+    """Achieved matmul FLOP/s, measured as jaxssl.logging.measured_matmul_flops does: the
+    fastest of `repeats` [size, size] products of `dtype` after two untimed ones."""
+    a = torch.ones(size, size, dtype=dtype)
+    for _ in range(2):
+        a @ a
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ a
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / min(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", required=True, choices=sorted(WORKLOADS))
@@ -211,7 +227,10 @@ def main() -> None:
         step()
     print("READY " + json.dumps({"framework": f"torch {torch.__version__} eager",
                                  "threads": torch.get_num_threads(),
-                                 "cpu_count": os.cpu_count()}), flush=True)
+                                 "cpu_count": os.cpu_count(),
+                                 "matmul_flops": {"float32": matmul_flops(torch.float32),
+                                                  "bfloat16": matmul_flops(torch.bfloat16)}}),
+          flush=True)
     for line in sys.stdin:
         if not line.strip():
             break

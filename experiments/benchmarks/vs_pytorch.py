@@ -23,7 +23,8 @@ per workload: the median over rounds of the round medians, their range,
 steps per second relative to PyTorch, and the implied fraction of the
 matmul peak (the step's matmul + convolution FLOPs counted by jaxssl.flops
 on the jaxssl step, the same work on both sides, over the float32 matmul
-peak measured by the jaxssl worker at start-up; float32 also with --bfloat16).
+peak measured by the jaxssl worker at start-up; float32 also with --bfloat16);
+then each worker's own float32 and bfloat16 matmul rates.
 """
 
 from __future__ import annotations
@@ -142,6 +143,15 @@ def markdown(results: list[dict], header: str) -> str:
                 f"{side['round_medians_min_s']:.4f}-{side['round_medians_max_s']:.4f} | "
                 f"{side['speed_vs_pytorch']:.2f}x | {100 * side['fraction_of_matmul_peak']:.0f}% | "
                 f"{min(side['load_1min']):.1f}-{max(side['load_1min']):.1f} |")
+    rates = [(result["workload"], name, side["info"]["matmul_flops"])
+             for result in results for name, side in result["sides"].items()
+             if "matmul_flops" in side["info"]]
+    if rates:
+        lines += ["", "Matmul rates each worker measured after its warm-up ([1024, 1024] "
+                  "products, the fastest of 10), GFLOP/s:", "",
+                  "| workload | side | float32 | bfloat16 |", "|---|---|---|---|"]
+        lines += [f"| {workload} | {name} | {rate['float32'] / 1e9:.0f} | "
+                  f"{rate['bfloat16'] / 1e9:.0f} |" for workload, name, rate in rates]
     return "\n".join(lines) + "\n"
 
 
