@@ -56,6 +56,7 @@ pali_x_seed1      experiments/generalist/README.md (PaLI-X, seed 1)       12 min
 vs_pytorch        experiments/benchmarks/README.md (vs PyTorch tables)    20 min, needs TORCH_PYTHON; stop other jobs
 vs_pytorch_float32  experiments/benchmarks/README.md (jaxssl vs PyTorch only) 8 min, needs TORCH_PYTHON; stop other jobs
 vs_pytorch_bfloat16 experiments/benchmarks/README.md (bfloat16 compute)     8 min, needs TORCH_PYTHON; stop other jobs
+xla_dot_options   experiments/benchmarks/README.md (bfloat16 and AMX)     2 min; stop other jobs
 "
 
 need_data() {
@@ -175,6 +176,20 @@ anonymise() {
     sed -i "s#$RUNS#\$RUNS#g" "$f"
   done < <(find "$1" -type f \( -name '*.json' -o -name '*.jsonl' -o -name '*.md' -o -name '*.txt' \) \
              ! -name README.md -print0)
+}
+
+# float32 and bfloat16 matmul rates under jaxssl's XLA:CPU options, XLA's defaults and each
+# of XLA:CPU's other dot libraries, one process each (XLA reads XLA_FLAGS once per process).
+xla_dot_option_rates() {
+  "$PYTHON" -m experiments.benchmarks.matmul_rates
+  local flags
+  for flags in "" "--xla_cpu_use_onednn=true" \
+      "--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true" \
+      "--xla_cpu_experimental_onednn_fusion_type=dot" \
+      "--xla_cpu_experimental_xnn_fusion_type=dot" \
+      "--xla_cpu_experimental_ynn_fusion_type=dot"; do
+    JAXSSL_CPU_XLA_DEFAULTS=off XLA_FLAGS="$flags" "$PYTHON" -m experiments.benchmarks.matmul_rates
+  done
 }
 
 run_one() {
@@ -361,6 +376,10 @@ run_one() {
           --rounds=5 --workloads=simclr,mae,baby_gpt $([ "$dtype" = bfloat16 ] && echo --bfloat16) \
           --out="experiments/benchmarks/results/dtypes/$dtype" \
           | tee "experiments/benchmarks/results/dtypes/$dtype/vs_pytorch.log" ;;
+    xla_dot_options)
+      mkdir -p experiments/benchmarks/results/dtypes/xla_dot_options
+      record xla_dot_options experiments/benchmarks/results/dtypes/xla_dot_options \
+        xla_dot_option_rates | tee experiments/benchmarks/results/dtypes/xla_dot_options/matmul_rates.log ;;
     *)
       echo "run_all.sh: unknown experiment '$1'; known:" >&2
       echo "$EXPERIMENTS" | awk 'NF {print "  " $1}' >&2
