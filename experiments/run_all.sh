@@ -167,12 +167,14 @@ simclr_fmnist_run() {
   done
 }
 
-# anonymise DIR: the data root -> $JAXSSL_DATA_DIR, the run root -> $RUNS in the text files
-# under DIR (its READMEs excepted: their commands name RUNS on purpose).
+# anonymise DIR: the data root -> $JAXSSL_DATA_DIR, the PyTorch interpreter -> $TORCH_PYTHON,
+# the run root -> $RUNS in the text files under DIR (its READMEs excepted: their commands
+# name RUNS on purpose).
 anonymise() {
   local f
   while IFS= read -r -d '' f; do
     if [ -n "$DATA" ]; then sed -i "s#$DATA#\$JAXSSL_DATA_DIR#g" "$f"; fi
+    if [ -n "${TORCH_PYTHON:-}" ]; then sed -i "s#$TORCH_PYTHON#\$TORCH_PYTHON#g" "$f"; fi
     sed -i "s#$RUNS#\$RUNS#g" "$f"
   done < <(find "$1" -type f \( -name '*.json' -o -name '*.jsonl' -o -name '*.md' -o -name '*.txt' \) \
              ! -name README.md -print0)
