@@ -85,10 +85,10 @@ def next_token_targets(batch: dict) -> tuple[jax.Array, jax.Array]:
     """(targets int32 [B, T], weights float32 [B, T]): position t predicts token t+1
     when that is a target (loss_mask) of the same packed example; the last position
     predicts nothing (target 0, weight 0)."""
-    same = batch["segment_ids"][:, 1:] == batch["segment_ids"][:, :-1]
+    targets, same = language.next_token_targets(batch["tokens"], batch["segment_ids"])
     weights = (batch["loss_mask"][:, 1:] & same).astype(jnp.float32)
-    return (jnp.pad(batch["tokens"][:, 1:], ((0, 0), (0, 1))),
-            jnp.pad(weights, ((0, 0), (0, 1))))
+    last_predicts_nothing = ((0, 0), (0, 1))
+    return jnp.pad(targets, last_predicts_nothing), jnp.pad(weights, last_predicts_nothing)
 
 
 class Gato(base.Method):
