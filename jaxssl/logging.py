@@ -32,17 +32,21 @@ PEAK_FLOPS = {
 
 
 def measured_matmul_flops(device: jax.Device, size: int = 1024, repeats: int = 10,
-                          dtype=jnp.float32) -> float:
+                          dtype=jnp.float32, result_dtype=jnp.float32) -> float:
     """Achieved matmul FLOP/s on `device` (float32: the ceiling used for CPUs): the fastest
-    of `repeats` timed [size, size] products of `dtype` after two untimed ones.
+    of `repeats` timed [size, size] products of `dtype` operands after two untimed ones.
 
+    The products accumulate in and return `result_dtype`. float32 is how jaxssl
+    computes a bfloat16 product on the CPU, where XLA:CPU multiplies bfloat16
+    operands in its AMX / AVX512-BF16 kernels only for a float32 result
+    (`models.layers.NARROW_FLOATS`); for a bfloat16 one it converts them to float32.
     The fastest, not the median: the first products after compiling, and any
     work still running from a step just dispatched, read as low as half the
     rate (on the 2-core CPU, 223-242 against 426-487 GFLOP/s,
     experiments/benchmarks/README.md).
     """
     a = jax.device_put(jnp.ones((size, size), dtype), device)
-    matmul = jax.jit(lambda x: x @ x)
+    matmul = jax.jit(lambda x: jnp.matmul(x, x, preferred_element_type=result_dtype))
     for _ in range(2):
         matmul(a).block_until_ready()
     times = []

@@ -7,6 +7,7 @@ CPU; rbg ~5 s), and test data come from NumPy.
 """
 import functools
 import math
+import re
 
 import flax.linen as nn
 import jax
@@ -19,6 +20,7 @@ import pytest
 from jaxssl.models import (
     BACKBONE_NAMES, LinearHead, MLPHead, ResNet, ViT, build_backbone, default_model_config,
     resnet, sincos_posemb_2d)
+from jaxssl.models import layers
 from jaxssl.models.layers import Attention, dense_dot_general, gelu, unfused_on_cpu
 from jaxssl.models.resnet import BasicBlock
 from jaxssl.models.vit import PatchEmbedding, drop_path
@@ -482,3 +484,83 @@ def test_dense_dot_general_kernel_gradient_needs_no_transposed_copy_on_cpu():
         x, kernel).lower(lowering_platforms=(platform,)).as_text()
         for platform in ('cpu', 'tpu', 'cuda')}
     assert ['stablehlo.reshape' in text for text in lowered.values()] == [True, False, False]
+
+
+def _dot_operand_types(compiled_text):
+    """For each computation of a compiled program that holds a dot: the element types of
+    its parameters (XLA:CPU wraps each product in a fusion of its own)."""
+    types = []
+    for computation in compiled_text.split('\n\n'):
+        header = computation.strip().split('\n')[0]
+        if ' dot(' in computation and not header.startswith('ENTRY'):
+            types.append(set(re.findall(r'param_\d+[.\d]*: (\w+)\[', header)))
+    return types
+
+
+def _round_to_bfloat16(x):
+    return np.asarray(jnp.asarray(x, jnp.bfloat16), np.float64)
+
+
+def test_bfloat16_dense_products_are_float32_products_rounded_once():
+    rng = np.random.default_rng(3)
+    x = _round_to_bfloat16(rng.normal(size=(4, 6, 8)))
+    kernel = _round_to_bfloat16(rng.normal(size=(8, 5)))
+    cotangent = rng.normal(size=(4, 6, 5)).astype(np.float32)
+    numbers = (((2,), (0,)), ((), ()))
+
+    def loss(x, kernel):
+        y = dense_dot_general(x, kernel, numbers)
+        return jnp.sum(y.astype(jnp.float32) * cotangent), y
+
+    grads, y = jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))(
+        jnp.asarray(x, jnp.bfloat16), jnp.asarray(kernel, jnp.bfloat16))
+    g = _round_to_bfloat16(cotangent)
+    expected = (np.einsum('btd,de->bte', x, kernel), np.einsum('bte,de->btd', g, kernel),
+                np.einsum('btd,bte->de', x, g))
+    for got, want in zip((y, *grads), expected):
+        assert got.dtype == jnp.bfloat16
+        # One rounding of the exact product: within half a bfloat16 step (2^-8 relative).
+        np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=2 ** -8, atol=1e-30)
+
+
+def test_bfloat16_products_multiply_bfloat16_operands_on_cpu(monkeypatch):
+    # XLA:CPU multiplies bfloat16 operands (in its AMX / AVX512-BF16 kernels) only when the
+    # product's result is float32 (layers.NARROW_FLOATS).
+    attention = Attention(num_heads=2, dtype=jnp.bfloat16)
+    x = jnp.asarray(np.random.default_rng(4).normal(size=(2, 8, 16)), jnp.float32)
+    params = attention.init(_key(0), x)
+    loss = lambda params, x: jnp.sum(attention.apply(params, x).astype(jnp.float32) ** 2)
+    gradients = lambda: jax.jit(jax.grad(loss, argnums=(0, 1)))
+    # The forward and backward products: qkv, scores, weighted sum, out, and their gradients.
+    operand_types = _dot_operand_types(gradients().lower(params, x).compile().as_text())
+    assert len(operand_types) >= 12 and all(types == {'bf16'} for types in operand_types)
+    got = gradients()(params, x)
+    # With bfloat16 results XLA:CPU converts the operands and multiplies in float32.
+    monkeypatch.setattr(layers, 'NARROW_FLOATS', ())
+    operand_types = _dot_operand_types(gradients().lower(params, x).compile().as_text())
+    assert {'f32'} in operand_types and {'bf16'} not in operand_types
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(gradients()(params, x))):
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
+                                   rtol=2e-2, atol=2e-2)
+    # Other platforms keep the products' own result types.
+    monkeypatch.undo()
+    lowered = jax.jit(jax.grad(loss, argnums=(0, 1))).trace(params, x).lower(
+        lowering_platforms=('tpu',)).as_text()
+    assert re.search(r'dot_general.*-> tensor<[\dx]*bf16>', lowered)
+
+
+def test_bfloat16_bias_gradient_is_summed_in_float32_on_cpu(monkeypatch):
+    rng = np.random.default_rng(5)
+    y = jnp.asarray(rng.normal(size=(64, 32, 48)), jnp.bfloat16)
+    bias = jnp.asarray(rng.normal(size=(48,)), jnp.float32)
+    cotangent = jnp.asarray(rng.normal(size=(64, 32, 48)), jnp.bfloat16)
+    gradient = lambda: jax.jit(jax.grad(
+        lambda bias, y, c: jnp.sum((layers.add_bias(y, bias) * c).astype(jnp.float32))))
+    expected = np.asarray(cotangent, np.float64).sum(axis=(0, 1))
+    np.testing.assert_allclose(gradient()(bias, y, cotangent), expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(layers.add_bias(y, bias), y + bias.astype(jnp.bfloat16))
+    compiled = lambda: gradient().lower(bias, y, cotangent).compile().as_text()
+    assert 'reduce-window' not in compiled()
+    # Summed in bfloat16: XLA:CPU's windowed reduction (slow).
+    monkeypatch.setattr(layers, 'NARROW_FLOATS', ())
+    assert 'reduce-window' in compiled()

@@ -31,7 +31,10 @@ f168312), JAXSSL_BENCH_UNMERGED_DENSE=on replaces `layers.dense_dot_general`
 with `lax.dot_general` (dense layers on [B, T, D] unmerged, as before it),
 JAXSSL_BENCH_FOLDED_ATTENTION_TRANSPOSES=on replaces `layers.transposed_copy` with a
 plain transpose, which XLA folds into the attention gradients' products (as before
-it), e.g.
+it), JAXSSL_BENCH_NARROW_PRODUCTS=on empties `layers.NARROW_FLOATS`, which undoes the
+CPU's bfloat16 paths (as before them: bfloat16 products with bfloat16 results, which
+XLA:CPU multiplies in float32; attention operands it reads transposed; bias gradients
+summed in bfloat16), e.g.
 `vs_pytorch.py --jax_env="unmerged dense=JAXSSL_BENCH_UNMERGED_DENSE=on"` or
 `JAXSSL_BENCH_FUSED_TRANSPOSES=on python -m experiments.benchmarks.profile_step
 --workload=simclr`.
@@ -71,6 +74,7 @@ UNDO_SWITCHES = {
         "dense_dot_general", jax.lax.dot_general),
     "JAXSSL_BENCH_FOLDED_ATTENTION_TRANSPOSES": (
         ("jaxssl.models.layers",), "transposed_copy", lambda x: jax.numpy.swapaxes(x, -1, -2)),
+    "JAXSSL_BENCH_NARROW_PRODUCTS": (("jaxssl.models.layers",), "NARROW_FLOATS", ()),
 }
 
 

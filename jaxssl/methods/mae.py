@@ -31,7 +31,7 @@ import ml_collections
 from jaxssl.data import augment
 from jaxssl.methods import base, pictures
 from jaxssl.models import build_backbone
-from jaxssl.models.layers import dense_dot_general
+from jaxssl.models.layers import dense
 from jaxssl.models.vit import Encoder, ViT, sincos_posemb_2d
 from jaxssl.objectives import mim
 
@@ -40,8 +40,6 @@ LIGHT_AUGMENT = dict(crop_scale=(0.2, 1.0), flip_prob=0.5, jitter_prob=0.0, gray
                      blur_prob=0.0, solarize_prob=0.0)
 PICTURE_MASK_SEED = 0  # the same masks at every evaluation, so pictures compare across steps
 
-_xavier = nn.initializers.xavier_uniform()
-_zeros = nn.initializers.zeros
 _token_init = nn.initializers.normal(stddev=0.02)
 
 
@@ -55,11 +53,8 @@ class PixelHead(nn.Module):
 
     @nn.compact
     def __call__(self, tokens: jax.Array, channels: int) -> jax.Array:
-        return nn.Dense(
-            self.patch ** 2 * channels, dtype=self.dtype, param_dtype=jnp.float32, name="linear",
-            dot_general=dense_dot_general,
-            kernel_init=nn.with_logical_partitioning(_xavier, ("embed", None)),
-            bias_init=nn.with_logical_partitioning(_zeros, (None,)))(tokens).astype(jnp.float32)
+        return dense(self.patch ** 2 * channels, ("embed", None), self.dtype, "linear")(
+            tokens).astype(jnp.float32)
 
 
 def mask_token_param(module: nn.Module, width: int) -> jax.Array:
@@ -91,11 +86,8 @@ class MaskedAutoencoder(nn.Module):
     dtype: Any = jnp.float32
 
     def setup(self):
-        self.decoder_embed = nn.Dense(
-            self.decoder_hidden, dtype=self.dtype, param_dtype=jnp.float32,
-            dot_general=dense_dot_general,
-            kernel_init=nn.with_logical_partitioning(_xavier, ("embed", "mlp")),
-            bias_init=nn.with_logical_partitioning(_zeros, ("mlp",)))
+        self.decoder_embed = dense(self.decoder_hidden, ("embed", "mlp"), self.dtype,
+                                   "decoder_embed")
         self.mask_token = mask_token_param(self, self.decoder_hidden)
         self.decoder = Encoder(
             depth=self.decoder_depth, num_heads=self.decoder_heads,

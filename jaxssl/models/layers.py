@@ -46,21 +46,73 @@ def layer_norm(dtype: Any, name: str, epsilon: float = LAYER_NORM_EPSILON,
 
 
 def dense(features, kernel_axes: tuple, dtype: Any, name: str, axis=-1,
-          kernel_init: Initializer = xavier_uniform, use_bias: bool = True) -> nn.DenseGeneral:
-    """DenseGeneral (Xavier-uniform kernel unless `kernel_init`, zero bias unless not
-    `use_bias`) whose kernel axes are named `kernel_axes`, its product computed by
-    `dense_dot_general`.
+          kernel_init: Initializer = xavier_uniform, use_bias: bool = True) -> "Dense":
+    """A `Dense` layer whose kernel axes are named `kernel_axes` (Xavier-uniform kernel unless
+    `kernel_init`, zero bias unless not `use_bias`).
 
     The bias is named after the output axes (the last len(features) names).
     For Xavier, a multi-axis output (e.g. (3, heads, head_dim)) counts as one
     fan-out of their product, as a fused PyTorch nn.Linear(D, 3 D) does.
     """
-    num_out = len(features) if isinstance(features, tuple) else 1
-    return nn.DenseGeneral(
-        features, axis=axis, dtype=dtype, param_dtype=jnp.float32,
-        kernel_init=nn.with_logical_partitioning(kernel_init, kernel_axes),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, kernel_axes[-num_out:]),
-        use_bias=use_bias, dot_general=dense_dot_general, name=name)
+    return Dense(features, kernel_axes, dtype, axis, kernel_init, use_bias, name=name)
+
+
+class Dense(nn.Module):
+    """x [..., K1, ..., Kn] (the `axis` axes contracted) -> [..., *features] in `dtype`.
+
+    nn.DenseGeneral's parameters ('kernel' [K1, ..., Kn, *features], 'bias' [*features],
+    float32), initialisation and product (`dense_dot_general`), with the bias added by
+    `add_bias`.
+    """
+    features: Any
+    kernel_axes: tuple
+    dtype: Any
+    axis: Any = -1
+    kernel_init: Initializer = xavier_uniform
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        linear = nn.DenseGeneral(
+            self.features, axis=self.axis, dtype=self.dtype, param_dtype=jnp.float32,
+            kernel_init=nn.with_logical_partitioning(self.kernel_init, self.kernel_axes),
+            use_bias=False, dot_general=dense_dot_general)
+        nn.share_scope(self, linear)   # its kernel is this module's 'kernel'
+        y = linear(x)
+        if not self.use_bias:
+            return y
+        features = self.features if isinstance(self.features, tuple) else (self.features,)
+        bias = self.param("bias", nn.with_logical_partitioning(
+            nn.initializers.zeros, self.kernel_axes[-len(features):]), features, jnp.float32)
+        return add_bias(y, bias)
+
+
+def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
+    """y [..., *F] + bias [*F], in y's dtype (the bias rounded to it first).
+
+    On the CPU, for a bfloat16 or float16 y, the bias's gradient (y's gradient
+    summed over the leading axes) is summed in float32: XLA:CPU sums a narrow
+    array through a windowed reduction 10-20x slower than its float32 one
+    ([128, 64, 512] bfloat16: 17-18 ms against 1 ms, experiments/benchmarks/README.md).
+    """
+    plain = lambda y, bias: y + bias.astype(y.dtype)
+    if y.dtype not in NARROW_FLOATS:
+        return plain(y, bias)
+    return jax.lax.platform_dependent(y, bias, cpu=_add_bias_summed_wide, default=plain)
+
+
+@jax.custom_vjp
+def _add_bias_summed_wide(y: jax.Array, bias: jax.Array) -> jax.Array:
+    return y + bias.astype(y.dtype)
+
+
+def _add_bias_summed_wide_backward(bias, g):
+    leading = tuple(range(g.ndim - bias.ndim))
+    return g, jnp.sum(g.astype(jnp.float32), axis=leading).astype(bias.dtype)
+
+
+_add_bias_summed_wide.defvjp(lambda y, bias: (_add_bias_summed_wide(y, bias), bias),
+                             _add_bias_summed_wide_backward)
 
 
 def dense_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precision=None,
@@ -75,6 +127,7 @@ def dense_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precisi
     the output gradient and then a product with both operands transposed; merged,
     as one product with lhs transposed and no copy. That makes the MAE ViT-Tiny
     step and the baby GPT's 1.19x faster (experiments/benchmarks/README.md).
+    A bfloat16 or float16 product and its gradients go through `_narrow_matmul`.
     Other platforms, whose compilers handle the unmerged product, and other
     dimension numbers get `lax.dot_general` unchanged.
     """
@@ -84,19 +137,54 @@ def dense_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precisi
     plain = lambda a, b: jax.lax.dot_general(a, b, dimension_numbers, precision=precision,
                                              preferred_element_type=preferred_element_type)
     if (lhs_batch or rhs_batch or tuple(lhs_contracting) != tuple(range(leading, lhs.ndim))
-            or tuple(rhs_contracting) != tuple(range(count))
-            or (leading <= 1 and count == 1 and rhs.ndim <= 2)):
+            or tuple(rhs_contracting) != tuple(range(count))):
         return plain(lhs, rhs)
 
     def merged(a, b):
         features = b.shape[count:]
-        product = jax.lax.dot_general(
-            a.reshape(math.prod(a.shape[:leading]), -1), b.reshape(math.prod(b.shape[:count]), -1),
-            (((1,), (0,)), ((), ())), precision=precision,
-            preferred_element_type=preferred_element_type)
-        return product.reshape(a.shape[:leading] + features)
+        a, b = a.reshape(math.prod(a.shape[:leading]), -1), b.reshape(math.prod(b.shape[:count]), -1)
+        if (precision is None and preferred_element_type is None
+                and jnp.result_type(a, b) in NARROW_FLOATS):
+            product = _narrow_matmul(a, b)
+        else:
+            product = jax.lax.dot_general(a, b, _MATMUL, precision=precision,
+                                          preferred_element_type=preferred_element_type)
+        return product.reshape(lhs.shape[:leading] + features)
 
     return jax.lax.platform_dependent(lhs, rhs, cpu=merged, default=plain)
+
+
+# XLA:CPU runs a product of bfloat16 operands in YNNPACK's AMX / AVX512-BF16 kernels when
+# its result is float32, and 4-6x slower when its result is bfloat16
+# (experiments/benchmarks/README.md). So on the CPU such products are computed to float32
+# and rounded once, which is also how a bfloat16 product accumulates.
+NARROW_FLOATS = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+_MATMUL = (((1,), (0,)), ((), ()))           # a [M, K] . b [K, N]
+_MATMUL_B_TRANSPOSED = (((1,), (1,)), ((), ()))   # a [M, K] . b [N, K]
+
+
+def _wide_matmul(a: jax.Array, b: jax.Array, dimension_numbers=_MATMUL) -> jax.Array:
+    """A two-dimensional product of narrow operands in float32, rounded to their dtype."""
+    return jax.lax.dot_general(a, b, dimension_numbers, preferred_element_type=jnp.float32
+                               ).astype(jnp.result_type(a, b))
+
+
+@jax.custom_vjp
+def _narrow_matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+    """a [M, K] @ b [K, N] -> [M, N], all bfloat16 (or float16), for the CPU: every
+    product, the gradients' too, in float32 then rounded (see NARROW_FLOATS). b's
+    gradient a^T g multiplies a `transposed_copy` of a, since XLA:CPU runs a product
+    whose first operand is transposed outside YNNPACK."""
+    return _wide_matmul(a, b)
+
+
+def _narrow_matmul_backward(residuals, g):
+    a, b = residuals
+    return (_wide_matmul(g, b, _MATMUL_B_TRANSPOSED).astype(a.dtype),
+            _wide_matmul(transposed_copy(a), g).astype(b.dtype))
+
+
+_narrow_matmul.defvjp(lambda a, b: (_wide_matmul(a, b), (a, b)), _narrow_matmul_backward)
 
 
 def batch_sharded(x: jax.Array) -> jax.Array:
@@ -223,22 +311,36 @@ def _product(a: jax.Array, b: jax.Array, b_transposed: bool, dtype=None) -> jax.
                       preferred_element_type=dtype)
 
 
+def _product_on_cpu(a: jax.Array, b: jax.Array, b_transposed: bool, dtype=None) -> jax.Array:
+    """`_product`, a narrow (bfloat16, float16) result computed in float32 and rounded
+    (see NARROW_FLOATS)."""
+    result = jnp.result_type(a, b) if dtype is None else jnp.dtype(dtype)
+    if result in NARROW_FLOATS:
+        return _product(a, b, b_transposed, jnp.float32).astype(result)
+    return _product(a, b, b_transposed, dtype)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _product_cpu(a, b, b_transposed, dtype):
-    """`_product` whose gradient for b, a^T g (or g^T a), is a plain product of a
+    """`_product_on_cpu` whose gradient for b, a^T g (or g^T a), is a plain product of a
     `transposed_copy`, in float32 or wider."""
-    return _product(a, b, b_transposed, dtype)
+    return _product_on_cpu(a, b, b_transposed, dtype)
 
 
 def _product_cpu_backward(b_transposed, dtype, residuals, g):
     a, b = residuals
+    # The gradient's products multiply in the operands' dtype, as the fused kernel's do:
+    # narrow operands' float32 logit gradients are rounded to theirs (see NARROW_FLOATS).
+    g = g.astype(jnp.result_type(a, b))
     rows, columns = (g, a) if b_transposed else (a, g)
     b_gradient = _product(transposed_copy(rows), columns, False, jnp.float32)
-    return _product(g, b, not b_transposed).astype(a.dtype), b_gradient.astype(b.dtype)
+    return (_product_on_cpu(g, b, not b_transposed).astype(a.dtype),
+            b_gradient.astype(b.dtype))
 
 
-_product_cpu.defvjp(lambda a, b, b_transposed, dtype: (_product(a, b, b_transposed, dtype), (a, b)),
-                    _product_cpu_backward)
+_product_cpu.defvjp(
+    lambda a, b, b_transposed, dtype: (_product_on_cpu(a, b, b_transposed, dtype), (a, b)),
+    _product_cpu_backward)
 
 
 def attention_scores(q: jax.Array, k: jax.Array) -> jax.Array:
@@ -261,6 +363,16 @@ def attention_weighted_sum(p: jax.Array, v: jax.Array) -> jax.Array:
         default=lambda p, v: _product(p, v, False))
 
 
+@jax.custom_vjp
+def _swapped_copy(x: jax.Array) -> jax.Array:
+    """x [B, I, J, ...] -> [B, J, I, ...]; on the CPU a copy (`unfused_on_cpu`) that XLA
+    cannot fold into the products that read it, and so is the gradient's transpose."""
+    return unfused_on_cpu(jnp.swapaxes(x, 1, 2))
+
+
+_swapped_copy.defvjp(lambda x: (_swapped_copy(x), None), lambda _, g: (_swapped_copy(g),))
+
+
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
                           mask: Optional[jax.Array] = None, dropout_rate: float = 0.0,
                           dropout_rng: Optional[jax.Array] = None,
@@ -277,7 +389,10 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
     attention weight [B, N, Tq, Tk] is dropped with probability
     `dropout_rate` and the kept ones scaled by 1 / (1 - dropout_rate).
     """
-    heads_major = lambda x: jnp.swapaxes(x, 1, 2)
+    # XLA:CPU multiplies a narrow operand that it reads transposed in float32, slowly
+    # (NARROW_FLOATS): copies of their own keep the products in the fast kernels.
+    heads_major = (_swapped_copy if v.dtype in NARROW_FLOATS
+                   else lambda x: jnp.swapaxes(x, 1, 2))
     q = heads_major(q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype))
     logits = attention_scores(q, heads_major(k))
     if logit_bias is not None:   # float [B or 1, N, Tq, Tk], e.g. T5's relative position bias

@@ -32,7 +32,7 @@ from jaxssl.data.multimodal import fill_placeholders
 from jaxssl.errors import ConfigError
 from jaxssl.objectives import language
 from jaxssl.models.layers import (LAYER_NORM_EPSILON, Attention, Initializer, MlpBlock,
-                                  SegmentMask, activation, dense, dense_dot_general,
+                                  SegmentMask, activation, add_bias, dense, dense_dot_general,
                                   layer_norm, xavier_uniform)
 
 POSEMB_KINDS = ("learned", "rotary", "relative")
@@ -347,12 +347,11 @@ class Embedder(nn.Module):
         """A pure function x [..., D] -> float32 logits [..., V] over this module's
         output weights, which it holds as arrays (so jax transforms may call it)."""
         kernel = (self.token_embedding.T if self.tied else self.output_kernel).astype(self.dtype)
-        bias = (self.output_bias.astype(self.dtype) if not self.tied or self.tied_bias
-                else None)
+        bias = self.output_bias if not self.tied or self.tied_bias else None
 
         def project(x):
             y = dense_dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
-            return (y if bias is None else y + bias).astype(jnp.float32)
+            return (y if bias is None else add_bias(y, bias)).astype(jnp.float32)
         return project
 
 
