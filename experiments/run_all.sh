@@ -370,12 +370,16 @@ run_one() {
           | tee experiments/benchmarks/results/simclr/vs_pytorch.log ;;
     vs_pytorch_float32|vs_pytorch_bfloat16)
       need_data tiny-shakespeare/
-      # jaxssl against PyTorch only (no A/B switches), in float32 or with bfloat16 compute.
+      # jaxssl against PyTorch, in float32, or with bfloat16 compute and also jaxssl without
+      # its CPU bfloat16 paths (layers.NARROW_FLOATS).
       local dtype=${1#vs_pytorch_}
+      local options=()
+      [ "$dtype" = bfloat16 ] && options=(--bfloat16
+        "--jax_env=bfloat16 paths undone=JAXSSL_BENCH_NARROW_PRODUCTS=on")
       mkdir -p "experiments/benchmarks/results/dtypes/$dtype"
       record "$1" "experiments/benchmarks/results/dtypes/$dtype" \
         "$PYTHON" -m experiments.benchmarks.vs_pytorch --torch_python="${TORCH_PYTHON:?set TORCH_PYTHON}" \
-          --rounds=5 --workloads=simclr,mae,baby_gpt $([ "$dtype" = bfloat16 ] && echo --bfloat16) \
+          --rounds=5 --workloads=simclr,mae,baby_gpt "${options[@]}" \
           --out="experiments/benchmarks/results/dtypes/$dtype" \
           | tee "experiments/benchmarks/results/dtypes/$dtype/vs_pytorch.log" ;;
     xla_dot_options)
