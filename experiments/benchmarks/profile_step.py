@@ -1,7 +1,7 @@
 """Per-op time of one of vs_pytorch.py's jaxssl steps, from a `jax.profiler` trace.
 
   python -m experiments.benchmarks.profile_step --workload=simclr|mae|baby_gpt \\
-      [--warmup=6] [--steps=3] [--top=15]
+      [--bfloat16] [--warmup=6] [--steps=3] [--top=15]
 
 Builds the step as the benchmark worker does (`jax_steps.build`, in a process
 prepared for training), runs `--warmup` steps, times `--steps` untraced steps,
@@ -42,7 +42,8 @@ RUNTIME_EVENTS = ("ThunkExecutor", "$", "Slinky", "PjRt", "Thunk", "CommonPjRt",
                   "PythonRefManager", "AllocateOutputBuffers")
 # (an opcode in a fusion's body, the fusion's kind), first match wins
 FUSION_KINDS = (("convolution", "convolution fusion"), ("dot", "dot fusion"),
-                ("sort", "sort fusion"), ("reduce", "reduce fusion"),
+                ("sort", "sort fusion"), ("reduce-window", "reduce-window fusion"),
+                ("reduce", "reduce fusion"),
                 ("transpose", "transpose fusion"))
 SHOWN_KIND_S = 5e-4  # kinds under 0.5 ms per step are left out of the table
 
@@ -102,10 +103,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=6)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--bfloat16", action="store_true", help="compute_dtype=bfloat16")
     args = parser.parse_args()
     platforms.add_xla_flags([TRACEME_FLAG])
-    prepare_process(*WORKLOADS[args.workload])
-    step, state, batch, flops = build(*WORKLOADS[args.workload])
+    config, overrides = WORKLOADS[args.workload]
+    if args.bfloat16:
+        overrides = {**overrides, "compute_dtype": "bfloat16"}
+    prepare_process(config, overrides)
+    step, state, batch, flops = build(config, overrides)
     state, _ = run_steps(step, state, batch, args.warmup)
     state, seconds = run_steps(step, state, batch, args.steps)
     trace_dir = tempfile.mkdtemp(prefix="profile_step_")
