@@ -61,12 +61,8 @@ class MLPHead(nn.Module):
                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (out_axis,)),
                 name=f'dense{i}')(x)
             if with_bn:
-                x = _batch_norm(
-    train,
-    out_axis,
-    affine=not is_last,
-    dtype=self.dtype,
-     name=f'bn{i}')(x)
+                x = _batch_norm(train, out_axis, affine=not is_last, dtype=self.dtype,
+                                name=f'bn{i}')(x)
             if not is_last:
                 x = nn.relu(x)
             in_axis = out_axis
