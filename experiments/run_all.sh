@@ -27,6 +27,7 @@ quickstart        README.md (Quickstart table)                            1 min
 quickstart_ft     README.md, experiments/finetune/README.md (digits)      1-2 min
 quickstart_ft_lr  experiments/finetune/README.md (learning rates, LP-FT)  1 min, after quickstart_ft
 baby_gpt          experiments/language/README.md (nanoGPT baby GPT)       1 min
+baby_gpt_bfloat16 experiments/language/README.md (the same, bfloat16 compute) 1 min
 ul2               experiments/language/README.md (UL2)                    1 min
 pali              experiments/language/README.md (PaLI digits)            0.5 min
 pydoc             experiments/language/README.md (byte-level pydoc)       1 min
@@ -227,10 +228,11 @@ run_one() {
             --config.log.progress_bar=false
         copy_logs "$RUNS/quickstart_ft_lr/$run" "experiments/finetune/quickstart/logs/lr/$run"
       done ;;
-    baby_gpt)
+    baby_gpt|baby_gpt_bfloat16)
       need_data tiny-shakespeare/input.txt
-      main_run baby_gpt configs/nanogpt_baby_shakespeare.py experiments/language/logs/baby_gpt \
-        --config.data.data_dir="$DATA/tiny-shakespeare" ;;
+      main_run "$1" configs/nanogpt_baby_shakespeare.py "experiments/language/logs/$1" \
+        --config.data.data_dir="$DATA/tiny-shakespeare" \
+        $([ "$1" = baby_gpt_bfloat16 ] && echo --config.compute_dtype=bfloat16) ;;
     ul2)
       need_data tiny-shakespeare/input.txt
       main_run ul2 configs/lm_ul2_shakespeare.py experiments/language/logs/ul2 \
