@@ -20,6 +20,7 @@ import pytest
 from jaxssl.models import (
     BACKBONE_NAMES, LinearHead, MLPHead, ResNet, ViT, build_backbone, default_model_config,
     resnet, sincos_posemb_2d)
+from jaxssl.flops import traced_flops
 from jaxssl.models import layers
 from jaxssl.models.layers import Attention, dense_dot_general, gelu, unfused_on_cpu
 from jaxssl.models.resnet import BasicBlock
@@ -521,6 +522,10 @@ def test_bfloat16_dense_products_are_float32_products_rounded_once():
         assert got.dtype == jnp.bfloat16
         # One rounding of the exact product: within half a bfloat16 step (2^-8 relative).
         np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=2 ** -8, atol=1e-30)
+    # Only the differentiated operand's gradient is computed (and counted): the kernel's.
+    kernel_gradient = jax.jit(jax.grad(lambda kernel: loss(jnp.asarray(x, jnp.bfloat16), kernel)[0]))
+    product_flops = 2 * 4 * 6 * 8 * 5
+    assert traced_flops(kernel_gradient.trace(jnp.asarray(kernel, jnp.bfloat16))) == 2 * product_flops
 
 
 def test_bfloat16_products_multiply_bfloat16_operands_on_cpu(monkeypatch):

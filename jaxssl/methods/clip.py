@@ -52,7 +52,7 @@ from jaxssl.evaluate.representation import gather_split
 from jaxssl.errors import ConfigError, DataError
 from jaxssl.methods import base
 from jaxssl.models import build_backbone
-from jaxssl.models.layers import LAYER_NORM_EPSILON
+from jaxssl.models.layers import LAYER_NORM_EPSILON, dense
 from jaxssl.models.transformer import Embedder, TransformerStack, block_mask
 from jaxssl.objectives import contrastive
 
@@ -132,13 +132,10 @@ class TwoTower(nn.Module):
     text_projection_bias: bool = False
 
     def setup(self):
-        projection = lambda bias=False: nn.DenseGeneral(
-            self.embed_dim, use_bias=bias, dtype=self.dtype, param_dtype=jnp.float32,
-            kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
-                                                     ("embed", "mlp")),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)))
-        self.image_projection = projection()
-        self.text_projection = projection(self.text_projection_bias)
+        projection = lambda name, bias=False: dense(self.embed_dim, ("embed", "mlp"),
+                                                    self.dtype, name, use_bias=bias)
+        self.image_projection = projection("image_projection")
+        self.text_projection = projection("text_projection", self.text_projection_bias)
         self.loss_scalars = {name: self.param(name, nn.initializers.constant(value), ())
                              for name, value in self.scalars}
 

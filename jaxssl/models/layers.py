@@ -174,17 +174,27 @@ def _narrow_matmul(a: jax.Array, b: jax.Array) -> jax.Array:
     """a [M, K] @ b [K, N] -> [M, N], all bfloat16 (or float16), for the CPU: every
     product, the gradients' too, in float32 then rounded (see NARROW_FLOATS). b's
     gradient a^T g multiplies a `transposed_copy` of a, since XLA:CPU runs a product
-    whose first operand is transposed outside YNNPACK."""
+    whose first operand is transposed outside YNNPACK. Only the gradients of the
+    operands being differentiated are computed (and counted by `jaxssl.flops`)."""
     return _wide_matmul(a, b)
 
 
+def _narrow_matmul_forward(a, b):
+    """With symbolic zeros: a and b are CustomVJPPrimals. The residuals keep b for a's
+    gradient and a for b's, each only when that gradient is needed."""
+    return (_wide_matmul(a.value, b.value),
+            (b.value if a.perturbed else None, a.value if b.perturbed else None))
+
+
 def _narrow_matmul_backward(residuals, g):
-    a, b = residuals
-    return (_wide_matmul(g, b, _MATMUL_B_TRANSPOSED).astype(a.dtype),
-            _wide_matmul(transposed_copy(a), g).astype(b.dtype))
+    b, a = residuals
+    if isinstance(g, jax.custom_derivatives.SymbolicZero):
+        return None, None
+    return (None if b is None else _wide_matmul(g, b, _MATMUL_B_TRANSPOSED),
+            None if a is None else _wide_matmul(transposed_copy(a), g))
 
 
-_narrow_matmul.defvjp(lambda a, b: (_wide_matmul(a, b), (a, b)), _narrow_matmul_backward)
+_narrow_matmul.defvjp(_narrow_matmul_forward, _narrow_matmul_backward, symbolic_zeros=True)
 
 
 def batch_sharded(x: jax.Array) -> jax.Array:
