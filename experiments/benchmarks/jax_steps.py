@@ -22,7 +22,8 @@ shapes and work as torch_steps.py's):
 
 Also reports the step's matmul and convolution FLOPs (jaxssl.flops), the
 CPU's measured float32 matmul peak (jaxssl.logging.device_peak_flops) and its
-bfloat16 matmul rate measured the same way.
+bfloat16 matmul rate measured the same way (bfloat16 operands, float32 results: how
+jaxssl multiplies bfloat16 on the CPU).
 
 For A/B runs of the CPU-only model changes, three switches build the model
 without one of them: JAXSSL_BENCH_FUSED_TRANSPOSES=on replaces the ResNet's
@@ -86,6 +87,11 @@ def apply_undo_switches() -> None:
                 setattr(importlib.import_module(module), name, replacement)
 
 
+def with_compute_dtype(overrides: dict[str, str], bfloat16: bool) -> dict[str, str]:
+    """`overrides`, with compute_dtype=bfloat16 when `bfloat16` (a worker's --bfloat16)."""
+    return {**overrides, "compute_dtype": "bfloat16"} if bfloat16 else overrides
+
+
 def build(config_path: str, overrides: dict[str, str]):
     """(compiled step, initial state, global batch, FLOPs per step) on one device."""
     apply_undo_switches()
@@ -120,8 +126,7 @@ def main() -> None:
         parser.error("--set goes with --config")
     config_path, overrides = (WORKLOADS[args.workload] if args.workload
                               else (args.config, overrides_of(args)))
-    if args.bfloat16:
-        overrides = {**overrides, "compute_dtype": "bfloat16"}
+    overrides = with_compute_dtype(overrides, args.bfloat16)
     prepare_process(config_path, overrides)
     start = time.perf_counter()
     step, state, batch, flops = build(config_path, overrides)

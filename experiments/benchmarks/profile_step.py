@@ -32,7 +32,7 @@ import tempfile
 import jax
 
 from experiments.benchmarks.ab_step import prepare_process
-from experiments.benchmarks.jax_steps import WORKLOADS, build, run_steps
+from experiments.benchmarks.jax_steps import WORKLOADS, build, run_steps, with_compute_dtype
 from jaxssl import platforms
 
 TRACEME_FLAG = "--xla_cpu_enable_xprof_traceme=true"
@@ -107,8 +107,7 @@ def main() -> None:
     args = parser.parse_args()
     platforms.add_xla_flags([TRACEME_FLAG])
     config, overrides = WORKLOADS[args.workload]
-    if args.bfloat16:
-        overrides = {**overrides, "compute_dtype": "bfloat16"}
+    overrides = with_compute_dtype(overrides, args.bfloat16)
     prepare_process(config, overrides)
     step, state, batch, flops = build(config, overrides)
     state, _ = run_steps(step, state, batch, args.warmup)
