@@ -10,6 +10,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxssl.models import layers
+
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
@@ -54,12 +56,9 @@ class MLPHead(nn.Module):
             out_axis = 'mlp' if in_axis == 'embed' else 'embed'
             is_last = i == len(widths) - 1
             with_bn = self.last_bn if is_last else self.use_bn
-            x = nn.Dense(
-                width, use_bias=not with_bn, dtype=self.dtype, param_dtype=jnp.float32,
-                kernel_init=nn.with_logical_partitioning(
-                    nn.initializers.lecun_normal(), (in_axis, out_axis)),
-                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (out_axis,)),
-                name=f'dense{i}')(x)
+            x = layers.dense(width, (in_axis, out_axis), self.dtype, f'dense{i}',
+                             kernel_init=nn.initializers.lecun_normal(),
+                             use_bias=not with_bn)(x)
             if with_bn:
                 x = _batch_norm(train, out_axis, affine=not is_last, dtype=self.dtype,
                                 name=f'bn{i}')(x)
@@ -84,9 +83,6 @@ class LinearHead(nn.Module):
     def __call__(self, x):
         kernel_init = (nn.initializers.normal(self.init_std) if self.init_std > 0
                        else nn.initializers.zeros)
-        logits = nn.Dense(
-            self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
-            kernel_init=nn.with_logical_partitioning(kernel_init, ('embed', 'classes')),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('classes',)),
-            name='dense')(x.astype(self.dtype))
+        logits = layers.dense(self.num_classes, ('embed', 'classes'), self.dtype, 'dense',
+                              kernel_init=kernel_init)(x.astype(self.dtype))
         return logits.astype(jnp.float32)

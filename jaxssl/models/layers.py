@@ -128,7 +128,7 @@ def dense_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precisi
     the output gradient and then a product with both operands transposed; merged,
     as one product with lhs transposed and no copy. That makes the MAE ViT-Tiny
     step and the baby GPT's 1.19x faster (experiments/benchmarks/README.md).
-    A bfloat16 or float16 product and its gradients go through `_narrow_matmul`.
+    A bfloat16 or float16 product and its gradients go through `_product_cpu`.
     Other platforms, whose compilers handle the unmerged product, and other
     dimension numbers get `lax.dot_general` unchanged.
     """
@@ -146,7 +146,7 @@ def dense_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precisi
         a, b = a.reshape(math.prod(a.shape[:leading]), -1), b.reshape(math.prod(b.shape[:count]), -1)
         if (precision is None and preferred_element_type is None
                 and jnp.result_type(a, b) in NARROW_FLOATS):
-            product = _narrow_matmul(a, b)
+            product = _product_cpu(a, b, False, None)
         else:
             product = jax.lax.dot_general(a, b, _MATMUL, precision=precision,
                                           preferred_element_type=preferred_element_type)
@@ -161,41 +161,6 @@ def dense_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precisi
 # float32 and rounded once, which is also how a bfloat16 product accumulates.
 NARROW_FLOATS = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 _MATMUL = (((1,), (0,)), ((), ()))           # a [M, K] . b [K, N]
-_MATMUL_B_TRANSPOSED = (((1,), (1,)), ((), ()))   # a [M, K] . b [N, K]
-
-
-def _wide_matmul(a: jax.Array, b: jax.Array, dimension_numbers=_MATMUL) -> jax.Array:
-    """A two-dimensional product of narrow operands in float32, rounded to their dtype."""
-    return jax.lax.dot_general(a, b, dimension_numbers, preferred_element_type=jnp.float32
-                               ).astype(jnp.result_type(a, b))
-
-
-@jax.custom_vjp
-def _narrow_matmul(a: jax.Array, b: jax.Array) -> jax.Array:
-    """a [M, K] @ b [K, N] -> [M, N], all bfloat16 (or float16), for the CPU: every
-    product, the gradients' too, in float32 then rounded (see NARROW_FLOATS). b's
-    gradient a^T g multiplies a `transposed_copy` of a, since XLA:CPU runs a product
-    whose first operand is transposed outside YNNPACK. Only the gradients of the
-    operands being differentiated are computed (and counted by `jaxssl.flops`)."""
-    return _wide_matmul(a, b)
-
-
-def _narrow_matmul_forward(a, b):
-    """With symbolic zeros: a and b are CustomVJPPrimals. The residuals keep b for a's
-    gradient and a for b's, each only when that gradient is needed."""
-    return (_wide_matmul(a.value, b.value),
-            (b.value if a.perturbed else None, a.value if b.perturbed else None))
-
-
-def _narrow_matmul_backward(residuals, g):
-    b, a = residuals
-    if isinstance(g, jax.custom_derivatives.SymbolicZero):
-        return None, None
-    return (None if b is None else _wide_matmul(g, b, _MATMUL_B_TRANSPOSED),
-            None if a is None else _wide_matmul(transposed_copy(a), g))
-
-
-_narrow_matmul.defvjp(_narrow_matmul_forward, _narrow_matmul_backward, symbolic_zeros=True)
 
 
 def batch_sharded(x: jax.Array) -> jax.Array:
@@ -316,9 +281,9 @@ def transposed_copy(x: jax.Array) -> jax.Array:
 
 
 def _product(a: jax.Array, b: jax.Array, b_transposed: bool, dtype=None) -> jax.Array:
-    """a [B, N, I, J] @ b [B, N, J, K], or @ b^T for b [B, N, K, J] -> [B, N, I, K], in
-    `dtype` (None: the inputs' promoted dtype)."""
-    return jnp.einsum("bnij,bnkj->bnik" if b_transposed else "bnij,bnjk->bnik", a, b,
+    """a [..., I, J] @ b [..., J, K], or @ b^T for b [..., K, J] -> [..., I, K] (the leading
+    axes, if any, are batch axes), in `dtype` (None: the inputs' promoted dtype)."""
+    return jnp.einsum("...ij,...kj->...ik" if b_transposed else "...ij,...jk->...ik", a, b,
                       preferred_element_type=dtype)
 
 
@@ -333,25 +298,37 @@ def _product_on_cpu(a: jax.Array, b: jax.Array, b_transposed: bool, dtype=None) 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _product_cpu(a, b, b_transposed, dtype):
-    """`_product_on_cpu` whose gradient for b, a^T g (or g^T a), is a plain product of a
-    `transposed_copy`, in float32 or wider."""
+    """`_product_on_cpu` of a and b of one dtype, differentiated in plain products only:
+    XLA:CPU runs a product that reads an operand transposed outside YNNPACK (in Eigen),
+    and a narrow one in float32. b's gradient, a^T g (or g^T a), multiplies a
+    `transposed_copy`; the gradients' narrow products, like the forward's, are computed
+    in float32 and rounded. Only the gradients of the operands being differentiated are
+    computed (and counted by `jaxssl.flops`)."""
     return _product_on_cpu(a, b, b_transposed, dtype)
 
 
+def _product_cpu_forward(a, b, b_transposed, dtype):
+    """With symbolic zeros: a and b are CustomVJPPrimals. The residuals keep b for a's
+    gradient and a for b's, each only when that gradient is needed."""
+    return (_product_on_cpu(a.value, b.value, b_transposed, dtype),
+            (b.value if a.perturbed else None, a.value if b.perturbed else None))
+
+
 def _product_cpu_backward(b_transposed, dtype, residuals, g):
-    a, b = residuals
+    b, a = residuals
+    if isinstance(g, jax.custom_derivatives.SymbolicZero):
+        return None, None
     # The gradient's products multiply in the operands' dtype, as the fused kernel's do:
     # narrow operands' float32 logit gradients are rounded to theirs (see NARROW_FLOATS).
-    g = g.astype(jnp.result_type(a, b))
+    g = g.astype((a if b is None else b).dtype)
+    a_gradient = None if b is None else _product_on_cpu(g, b, not b_transposed)
+    if a is None:
+        return a_gradient, None
     rows, columns = (g, a) if b_transposed else (a, g)
-    b_gradient = _product(transposed_copy(rows), columns, False, jnp.float32)
-    return (_product_on_cpu(g, b, not b_transposed).astype(a.dtype),
-            b_gradient.astype(b.dtype))
+    return a_gradient, _product_on_cpu(transposed_copy(rows), columns, False)
 
 
-_product_cpu.defvjp(
-    lambda a, b, b_transposed, dtype: (_product_on_cpu(a, b, b_transposed, dtype), (a, b)),
-    _product_cpu_backward)
+_product_cpu.defvjp(_product_cpu_forward, _product_cpu_backward, symbolic_zeros=True)
 
 
 def attention_scores(q: jax.Array, k: jax.Array) -> jax.Array:
