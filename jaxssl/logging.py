@@ -39,7 +39,7 @@ def measured_matmul_flops(device: jax.Device, size: int = 1024, repeats: int = 1
     The products accumulate in and return `result_dtype`. float32 is how jaxssl
     computes a bfloat16 product on the CPU, where XLA:CPU multiplies bfloat16
     operands in its AMX / AVX512-BF16 kernels only for a float32 result
-    (`models.layers.NARROW_FLOATS`); for a bfloat16 one it converts them to float32.
+    (`models.xla_cpu.NARROW_FLOATS`); for a bfloat16 one it converts them to float32.
     The fastest, not the median: the first products after compiling, and any
     work still running from a step just dispatched, read as low as half the
     rate (on the 2-core CPU, 223-242 against 426-487 GFLOP/s,

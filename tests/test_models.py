@@ -21,8 +21,9 @@ from jaxssl.models import (
     BACKBONE_NAMES, LinearHead, MLPHead, ResNet, ViT, build_backbone, default_model_config,
     resnet, sincos_posemb_2d)
 from jaxssl.flops import traced_flops
-from jaxssl.models import layers
-from jaxssl.models.layers import Attention, dense_dot_general, gelu, unfused_on_cpu
+from jaxssl.models import xla_cpu
+from jaxssl.models.layers import Attention, gelu
+from jaxssl.models.xla_cpu import dense_dot_general, unfused_on_cpu
 from jaxssl.models.resnet import BasicBlock
 from jaxssl.models.vit import PatchEmbedding, drop_path
 
@@ -530,7 +531,7 @@ def test_bfloat16_dense_products_are_float32_products_rounded_once():
 
 def test_bfloat16_products_multiply_bfloat16_operands_on_cpu(monkeypatch):
     # XLA:CPU multiplies bfloat16 operands (in its AMX / AVX512-BF16 kernels) only when the
-    # product's result is float32 (layers.NARROW_FLOATS).
+    # product's result is float32 (xla_cpu.NARROW_FLOATS).
     attention = Attention(num_heads=2, dtype=jnp.bfloat16)
     x = jnp.asarray(np.random.default_rng(4).normal(size=(2, 8, 16)), jnp.float32)
     params = attention.init(_key(0), x)
@@ -541,7 +542,7 @@ def test_bfloat16_products_multiply_bfloat16_operands_on_cpu(monkeypatch):
     assert len(operand_types) >= 12 and all(types == {'bf16'} for types in operand_types)
     got = gradients()(params, x)
     # With bfloat16 results XLA:CPU converts the operands and multiplies in float32.
-    monkeypatch.setattr(layers, 'NARROW_FLOATS', ())
+    monkeypatch.setattr(xla_cpu, 'NARROW_FLOATS', ())
     operand_types = _dot_operand_types(gradients().lower(params, x).compile().as_text())
     assert {'f32'} in operand_types and {'bf16'} not in operand_types
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(gradients()(params, x))):
@@ -560,12 +561,12 @@ def test_bfloat16_bias_gradient_is_summed_in_float32_on_cpu(monkeypatch):
     bias = jnp.asarray(rng.normal(size=(48,)), jnp.float32)
     cotangent = jnp.asarray(rng.normal(size=(64, 32, 48)), jnp.bfloat16)
     gradient = lambda: jax.jit(jax.grad(
-        lambda bias, y, c: jnp.sum((layers.add_bias(y, bias) * c).astype(jnp.float32))))
+        lambda bias, y, c: jnp.sum((xla_cpu.add_bias(y, bias) * c).astype(jnp.float32))))
     expected = np.asarray(cotangent, np.float64).sum(axis=(0, 1))
     np.testing.assert_allclose(gradient()(bias, y, cotangent), expected, rtol=1e-5, atol=1e-4)
-    np.testing.assert_array_equal(layers.add_bias(y, bias), y + bias.astype(jnp.bfloat16))
+    np.testing.assert_array_equal(xla_cpu.add_bias(y, bias), y + bias.astype(jnp.bfloat16))
     compiled = lambda: gradient().lower(bias, y, cotangent).compile().as_text()
     assert 'reduce-window' not in compiled()
     # Summed in bfloat16: XLA:CPU's windowed reduction (slow).
-    monkeypatch.setattr(layers, 'NARROW_FLOATS', ())
+    monkeypatch.setattr(xla_cpu, 'NARROW_FLOATS', ())
     assert 'reduce-window' in compiled()

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxssl.models import layers
+from jaxssl.models import xla_cpu
 from jaxssl.models.layers import apply_rotary, dot_product_attention
 from jaxssl.models.transformer import EncoderDecoder, LanguageModel, attention_mask
 
@@ -143,7 +143,7 @@ def test_attention_gradients_need_no_transposed_operand_product_on_cpu(monkeypat
     assert not _transposed_operand_products(compiled())
     # Without the unfoldable copy XLA:CPU folds the transpose back into k's and v's
     # gradient products.
-    monkeypatch.setattr(layers, "transposed_copy", lambda x: jnp.swapaxes(x, -1, -2))
+    monkeypatch.setattr(xla_cpu, "transposed_copy", lambda x: jnp.swapaxes(x, -1, -2))
     assert len(_transposed_operand_products(compiled())) == 2
     monkeypatch.undo()
     # Other platforms get the products' own (autodiff) gradients.

@@ -25,14 +25,15 @@ CPU's measured float32 matmul peak (jaxssl.logging.device_peak_flops) and its
 bfloat16 matmul rate measured the same way (bfloat16 operands, float32 results: how
 jaxssl multiplies bfloat16 on the CPU).
 
-For A/B runs of the CPU-only model changes, three switches build the model
+For A/B runs of the CPU-only model changes, switches build the model
 without one of them: JAXSSL_BENCH_FUSED_TRANSPOSES=on replaces the ResNet's
-fusion barrier `layers.unfused_on_cpu` with the identity (as before commit
-f168312), JAXSSL_BENCH_UNMERGED_DENSE=on replaces `layers.dense_dot_general`
+fusion barrier `xla_cpu.unfused_on_cpu` with the identity (as before commit
+f168312; in a Transformer this also removes the attention's copies, which it
+makes), JAXSSL_BENCH_UNMERGED_DENSE=on replaces `xla_cpu.dense_dot_general`
 with `lax.dot_general` (dense layers on [B, T, D] unmerged, as before it),
-JAXSSL_BENCH_FOLDED_ATTENTION_TRANSPOSES=on replaces `layers.transposed_copy` with a
+JAXSSL_BENCH_FOLDED_ATTENTION_TRANSPOSES=on replaces `xla_cpu.transposed_copy` with a
 plain transpose, which XLA folds into the attention gradients' products (as before
-it), JAXSSL_BENCH_NARROW_PRODUCTS=on empties `layers.NARROW_FLOATS`, which undoes the
+it), JAXSSL_BENCH_NARROW_PRODUCTS=on empties `xla_cpu.NARROW_FLOATS`, which undoes the
 CPU's bfloat16 paths (as before them: bfloat16 products with bfloat16 results, which
 XLA:CPU multiplies in float32; attention operands it reads transposed; bias gradients
 summed in bfloat16), e.g.
@@ -44,7 +45,6 @@ summed in bfloat16), e.g.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -55,6 +55,7 @@ import jax
 from experiments.benchmarks.ab_step import compiled_step, prepare_process
 from experiments.common import overrides_of
 from jaxssl.logging import device_peak_flops, measured_matmul_flops
+from jaxssl.models import xla_cpu
 
 WORKLOADS = {
     "simclr": ("configs/simclr_cifar10_resnet18.py", {
@@ -67,24 +68,22 @@ WORKLOADS = {
 }
 
 
-# Switch -> (modules that call the function, its name, the replacement).
+# Switch -> (the name in jaxssl.models.xla_cpu, its replacement).
 UNDO_SWITCHES = {
-    "JAXSSL_BENCH_FUSED_TRANSPOSES": (("jaxssl.models.resnet",), "unfused_on_cpu", lambda x: x),
-    "JAXSSL_BENCH_UNMERGED_DENSE": (
-        ("jaxssl.models.layers", "jaxssl.models.transformer", "jaxssl.methods.mae"),
-        "dense_dot_general", jax.lax.dot_general),
+    "JAXSSL_BENCH_FUSED_TRANSPOSES": ("unfused_on_cpu", lambda x: x),
+    "JAXSSL_BENCH_UNMERGED_DENSE": ("dense_dot_general", jax.lax.dot_general),
     "JAXSSL_BENCH_FOLDED_ATTENTION_TRANSPOSES": (
-        ("jaxssl.models.layers",), "transposed_copy", lambda x: jax.numpy.swapaxes(x, -1, -2)),
-    "JAXSSL_BENCH_NARROW_PRODUCTS": (("jaxssl.models.layers",), "NARROW_FLOATS", ()),
+        "transposed_copy", lambda x: jax.numpy.swapaxes(x, -1, -2)),
+    "JAXSSL_BENCH_NARROW_PRODUCTS": ("NARROW_FLOATS", ()),
 }
 
 
 def apply_undo_switches() -> None:
-    """Replaces the functions of the UNDO_SWITCHES that the environment turns on."""
-    for switch, (modules, name, replacement) in UNDO_SWITCHES.items():
+    """Replaces the xla_cpu functions of the UNDO_SWITCHES that the environment turns on
+    (every caller reads them from the module, so the model is built with the replacement)."""
+    for switch, (name, replacement) in UNDO_SWITCHES.items():
         if os.environ.get(switch) == "on":
-            for module in modules:
-                setattr(importlib.import_module(module), name, replacement)
+            setattr(xla_cpu, name, replacement)
 
 
 def with_compute_dtype(overrides: dict[str, str], bfloat16: bool) -> dict[str, str]:

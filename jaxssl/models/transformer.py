@@ -31,9 +31,9 @@ import jax.numpy as jnp
 from jaxssl.data.multimodal import fill_placeholders
 from jaxssl.errors import ConfigError
 from jaxssl.objectives import language
+from jaxssl.models import xla_cpu
 from jaxssl.models.layers import (LAYER_NORM_EPSILON, Attention, Initializer, MlpBlock,
-                                  SegmentMask, activation, add_bias, dense, dense_dot_general,
-                                  layer_norm, xavier_uniform)
+                                  SegmentMask, activation, dense, layer_norm, xavier_uniform)
 
 POSEMB_KINDS = ("learned", "rotary", "relative")
 INIT_KINDS = ("xavier", "gpt2")
@@ -350,8 +350,8 @@ class Embedder(nn.Module):
         bias = self.output_bias if not self.tied or self.tied_bias else None
 
         def project(x):
-            y = dense_dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
-            return (y if bias is None else add_bias(y, bias)).astype(jnp.float32)
+            y = xla_cpu.dense_dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+            return (y if bias is None else xla_cpu.add_bias(y, bias)).astype(jnp.float32)
         return project
 
 
