@@ -11,6 +11,9 @@ or, where the variant sets `mesh.*`, on the devices its mesh needs (on the
 CPU, split it into virtual devices first:
 XLA_FLAGS=--xla_force_host_platform_device_count=N), e.g.
   --variant one:mesh.data=1 --variant two:mesh.data=2
+A variant's `undo=SWITCH[+SWITCH...]` builds its step without the CPU forms of
+jaxssl.models.xla_cpu that those UNDO_SWITCHES name (below), e.g.
+  --variant paths: --variant undone:undo=JAXSSL_BENCH_NARROW_PRODUCTS
 It runs on one fixed batch of the config's data, in a process prepared for training
 as jaxssl.main's is (`platforms.prepare_cpu_training`, with the config's
 `malloc_arenas` after `--set`; a process-wide setting, so variants may not
@@ -39,7 +42,40 @@ from jaxssl import config as config_lib, parallel, platforms
 from jaxssl.data import pipeline
 from jaxssl.flops import traced_flops
 from jaxssl.logging import device_peak_flops
+from jaxssl.models import xla_cpu
 from jaxssl.train import Trainer
+
+
+# Switch -> (the name in jaxssl.models.xla_cpu, its replacement): each builds the model
+# without one of xla_cpu's CPU forms (jax_steps.py's docstring says which and since when).
+UNDO_SWITCHES = {
+    "JAXSSL_BENCH_FUSED_TRANSPOSES": ("unfused_on_cpu", lambda x: x),
+    "JAXSSL_BENCH_UNMERGED_DENSE": ("dense_dot_general", jax.lax.dot_general),
+    "JAXSSL_BENCH_FOLDED_ATTENTION_TRANSPOSES": (
+        "transposed_copy", lambda x: jax.numpy.swapaxes(x, -1, -2)),
+    "JAXSSL_BENCH_NARROW_PRODUCTS": ("NARROW_FLOATS", ()),
+}
+
+
+def undo(switches: list[str]) -> dict[str, Any]:
+    """Replaces the xla_cpu names of `switches` (UNDO_SWITCHES keys); returns what they held,
+    for `redo`. Every caller reads them from the module when it traces, so a step traced
+    after this is built with the replacements."""
+    unknown = sorted(set(switches) - set(UNDO_SWITCHES))
+    if unknown:
+        raise SystemExit(f"unknown undo switch {unknown[0]}; known: {', '.join(UNDO_SWITCHES)}")
+    replaced = {}
+    for switch in switches:
+        name, replacement = UNDO_SWITCHES[switch]
+        replaced[name] = getattr(xla_cpu, name)
+        setattr(xla_cpu, name, replacement)
+    return replaced
+
+
+def redo(replaced: dict[str, Any]) -> None:
+    """Puts back what `undo` replaced."""
+    for name, value in replaced.items():
+        setattr(xla_cpu, name, value)
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, str]]:
@@ -101,7 +137,12 @@ def main() -> None:
                      "it with ab_processes.py")
     prepare_process(args.config, shared)
 
-    runs = {name: compiled_step(args.config, {**shared, **own}) for name, own in args.variant}
+    runs = {}
+    for name, own in args.variant:
+        own = dict(own)
+        replaced = undo([switch for switch in own.pop("undo", "").split("+") if switch])
+        runs[name] = compiled_step(args.config, {**shared, **own})
+        redo(replaced)
     times = {name: [] for name in runs}
     for i in range(args.warmup + args.steps):
         for name, run in runs.items():

@@ -52,10 +52,9 @@ import time
 
 import jax
 
-from experiments.benchmarks.ab_step import compiled_step, prepare_process
+from experiments.benchmarks.ab_step import UNDO_SWITCHES, compiled_step, prepare_process, undo
 from experiments.common import overrides_of
 from jaxssl.logging import device_peak_flops, measured_matmul_flops
-from jaxssl.models import xla_cpu
 
 WORKLOADS = {
     "simclr": ("configs/simclr_cifar10_resnet18.py", {
@@ -68,22 +67,10 @@ WORKLOADS = {
 }
 
 
-# Switch -> (the name in jaxssl.models.xla_cpu, its replacement).
-UNDO_SWITCHES = {
-    "JAXSSL_BENCH_FUSED_TRANSPOSES": ("unfused_on_cpu", lambda x: x),
-    "JAXSSL_BENCH_UNMERGED_DENSE": ("dense_dot_general", jax.lax.dot_general),
-    "JAXSSL_BENCH_FOLDED_ATTENTION_TRANSPOSES": (
-        "transposed_copy", lambda x: jax.numpy.swapaxes(x, -1, -2)),
-    "JAXSSL_BENCH_NARROW_PRODUCTS": ("NARROW_FLOATS", ()),
-}
-
-
 def apply_undo_switches() -> None:
-    """Replaces the xla_cpu functions of the UNDO_SWITCHES that the environment turns on
-    (every caller reads them from the module, so the model is built with the replacement)."""
-    for switch, (name, replacement) in UNDO_SWITCHES.items():
-        if os.environ.get(switch) == "on":
-            setattr(xla_cpu, name, replacement)
+    """Turns on, for this process, the UNDO_SWITCHES (ab_step.py) set to 'on' in the
+    environment."""
+    undo([switch for switch in UNDO_SWITCHES if os.environ.get(switch) == "on"])
 
 
 def with_compute_dtype(overrides: dict[str, str], bfloat16: bool) -> dict[str, str]:
