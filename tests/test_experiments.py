@@ -46,6 +46,30 @@ def test_ab_step_runs_a_variant_on_the_devices_its_mesh_needs(overrides, devices
     assert not workdir.exists()   # the temporary workdir goes with its Trainer
 
 
+def test_undo_switches_build_a_step_without_the_cpu_form_and_redo_restores_it():
+    # An A/B of a CPU form compares two programs only if the step is traced after the swap.
+    import jax.numpy as jnp
+    from experiments.benchmarks.ab_step import redo, undo
+    from jaxssl.models import xla_cpu
+
+    def cpu_product_dtypes():
+        x = jnp.ones((4, 8), jnp.bfloat16)
+        text = jax.jit(lambda a, b: xla_cpu.dense_dot_general(a, b, (((1,), (0,)), ((), ())))
+                       ).lower(x, x.T).as_text()
+        return set(re.findall(r"dot_general.*-> tensor<4x4x(\w+)>", text))
+
+    before = xla_cpu.NARROW_FLOATS
+    assert cpu_product_dtypes() == {"f32"}          # bfloat16 operands, float32 result
+    replaced = undo(["JAXSSL_BENCH_NARROW_PRODUCTS"])
+    try:
+        assert xla_cpu.NARROW_FLOATS == () and cpu_product_dtypes() == {"bf16"}
+    finally:
+        redo(replaced)
+    assert xla_cpu.NARROW_FLOATS is before and cpu_product_dtypes() == {"f32"}
+    with pytest.raises(SystemExit, match="unknown undo switch JAXSSL_BENCH_NOPE"):
+        undo(["JAXSSL_BENCH_NOPE"])
+
+
 def test_run_all_lists_exactly_the_experiments_it_can_run():
     listed = subprocess.run(["bash", "experiments/run_all.sh", "--list"], cwd=REPO,
                             capture_output=True, text=True, check=True).stdout.split("\n")
