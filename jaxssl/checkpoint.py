@@ -10,6 +10,7 @@ Each checkpoint `workdir/checkpoints/<step>/` holds three items:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from typing import Any
@@ -20,6 +21,30 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from jaxssl.errors import CheckpointError
+
+
+class _ReportedReadFailures(logging.Filter):
+    """Drops asyncio's "exception was never retrieved" records about the checkpoint steps
+    that `restore_intact` is trying or has reported unreadable.
+
+    When one array of a damaged step fails to read, Orbax's restore raises, and its reads
+    of the step's other arrays fail in futures that nobody awaits; asyncio logs each,
+    with its traceback, when it is collected (as the restore unwinds, or at exit). The
+    warning line already names the step and its first error.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.step_directories: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("never retrieved" in message
+                    and any(directory in message for directory in self.step_directories))
+
+
+_REPORTED_READ_FAILURES = _ReportedReadFailures()
+logging.getLogger("asyncio").addFilter(_REPORTED_READ_FAILURES)
 
 
 def _path_names(path) -> str:
@@ -164,9 +189,16 @@ class Checkpointer:
                                   f"(it holds steps {sorted(saved)})")
         unreadable, failures = [], []
         for candidate in (saved if step is None else [step]):
+            # Orbax's failed reads of a damaged step are logged while the restore unwinds
+            # or later: the step's records are dropped from the attempt on, unless it works.
+            step_directory = os.path.join(self.directory, str(candidate)) + os.sep
+            _REPORTED_READ_FAILURES.step_directories.add(step_directory)
             try:
-                return self.restore(candidate, abstract_state, data_iterator), unreadable
+                state = self.restore(candidate, abstract_state, data_iterator)
+                _REPORTED_READ_FAILURES.step_directories.discard(step_directory)
+                return state, unreadable
             except CheckpointError:
+                _REPORTED_READ_FAILURES.step_directories.discard(step_directory)
                 raise
             except Exception as error:  # the files of this step are damaged
                 failures.append(describe_failure(candidate, error))
