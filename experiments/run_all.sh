@@ -24,6 +24,7 @@ DATA=${JAXSSL_DATA_DIR:-}
 # name | README that quotes it | idle 2-core CPU cost, roughly
 EXPERIMENTS="
 quickstart        README.md (Quickstart table)                            1 min
+quickstart_seed1  README.md (Quickstart table, seed 1)                    1 min
 quickstart_ft     README.md, experiments/finetune/README.md (digits)      1-2 min
 quickstart_ft_lr  experiments/finetune/README.md (learning rates, LP-FT)  1 min, after quickstart_ft
 baby_gpt          experiments/language/README.md (nanoGPT baby GPT)       1 min
@@ -199,6 +200,8 @@ run_one() {
   case "$1" in
     quickstart)
       main_run quickstart configs/quickstart.py experiments/quickstart ;;
+    quickstart_seed1)
+      main_run quickstart_seed1 configs/quickstart.py experiments/quickstart/seed1 --config.seed=1 ;;
     quickstart_ft)
       local dest=experiments/finetune/quickstart
       rm -rf "$RUNS/quickstart_ft"
