@@ -1,4 +1,4 @@
-"""Transformer building blocks shared by the ViT (vit.py) and the text models (transformer.py).
+"""Building blocks shared by the ViT (vit.py), the text models (transformer.py) and the heads.
 
 Activations are [B, T, D] in the compute `dtype`; parameters are float32 with
 logical axis names ('embed', 'heads', 'kv', 'mlp') for fsdp/tensor sharding. On a
