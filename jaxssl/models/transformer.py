@@ -30,10 +30,10 @@ import jax.numpy as jnp
 
 from jaxssl.data.multimodal import fill_placeholders
 from jaxssl.errors import ConfigError
-from jaxssl.objectives import language
 from jaxssl.models import xla_cpu
 from jaxssl.models.layers import (LAYER_NORM_EPSILON, Attention, Initializer, MlpBlock,
                                   SegmentMask, activation, dense, layer_norm, xavier_uniform)
+from jaxssl.objectives import language
 
 POSEMB_KINDS = ("learned", "rotary", "relative")
 INIT_KINDS = ("xavier", "gpt2")

@@ -9,7 +9,7 @@ keep jaxssl's layers on the fast paths on the CPU and, through
 and GPU programs do not change. Values and gradients are those of the plain
 operations, except that a narrow (bfloat16, float16) product is rounded once from
 float32 (NARROW_FLOATS). experiments/benchmarks/README.md measures each; the
-UNDO_SWITCHES of experiments/benchmarks/jax_steps.py replace them for A/B runs.
+UNDO_SWITCHES of experiments/benchmarks/ab_step.py replace them for A/B runs.
 """
 
 from __future__ import annotations
