@@ -9,10 +9,12 @@ Each checkpoint `workdir/checkpoints/<step>/` holds three items:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
+import traceback
 from typing import Any
 
 import grain.python as grain
@@ -23,28 +25,67 @@ import orbax.checkpoint as ocp
 from jaxssl.errors import CheckpointError
 
 
-class _ReportedReadFailures(logging.Filter):
-    """Drops asyncio's "exception was never retrieved" records about the checkpoint steps
-    that `restore_intact` is trying or has reported unreadable.
+class _AbandonedReads(logging.Filter):
+    """Silences the reports of the reads Orbax abandons when a checkpoint step fails to read.
 
-    When one array of a damaged step fails to read, Orbax's restore raises, and its reads
-    of the step's other arrays fail in futures that nobody awaits; asyncio logs each,
-    with its traceback, when it is collected (as the restore unwinds, or at exit). The
-    warning line already names the step and its first error.
+    When one array of a damaged step fails to read, Orbax's restore (or metadata read)
+    raises and closes its event loop while its reads of the step's other arrays are still
+    in flight. asyncio then logs each of those that fails, with its traceback, as
+    "exception was never retrieved" when it is collected (as the read unwinds, or at
+    exit), and each that completes calls back into the closed loop from a tensorstore
+    thread, which Python reports as "RuntimeError: Event loop is closed" (hundreds of
+    tracebacks for a tiny model). The warning line already names the step and its first
+    error. So, as a logging filter on 'asyncio', it drops the records that name a step
+    being read or reported unreadable; once a read has failed, `unraisable_hook` drops the
+    closed-loop callbacks and hands every other report to the hook it replaced.
     """
 
     def __init__(self):
         super().__init__()
         self.step_directories: set[str] = set()
+        self._replaced_hook = None
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         return not ("never retrieved" in message
                     and any(directory in message for directory in self.step_directories))
 
+    def read_failed(self) -> None:
+        if self._replaced_hook is None:
+            self._replaced_hook, sys.unraisablehook = sys.unraisablehook, self.unraisable_hook
 
-_REPORTED_READ_FAILURES = _ReportedReadFailures()
-logging.getLogger("asyncio").addFilter(_REPORTED_READ_FAILURES)
+    def unraisable_hook(self, unraisable) -> None:
+        if not _is_callback_into_closed_loop(unraisable):
+            self._replaced_hook(unraisable)
+
+
+def _is_callback_into_closed_loop(unraisable) -> bool:
+    """Whether an unraisable exception is asyncio refusing a callback because its loop is closed."""
+    if unraisable.exc_type is not RuntimeError or str(unraisable.exc_value) != "Event loop is closed":
+        return False
+    frames = traceback.extract_tb(unraisable.exc_traceback)
+    return any(frame.name == "call_soon_threadsafe"
+               and frame.filename.endswith(os.path.join("asyncio", "base_events.py"))
+               for frame in frames)
+
+
+_ABANDONED_READS = _AbandonedReads()
+logging.getLogger("asyncio").addFilter(_ABANDONED_READS)
+
+
+@contextlib.contextmanager
+def reading(step_directory: str):
+    """Wraps Orbax reads of one checkpoint step (the directory `<workdir>/checkpoints/<step>`):
+    if a read fails, the reports of the reads Orbax abandons stay silent (`_AbandonedReads`)
+    and the error goes on to the caller, who reports the step in one line."""
+    directory = os.path.join(os.path.abspath(step_directory), "")
+    _ABANDONED_READS.step_directories.add(directory)
+    try:
+        yield
+    except Exception:
+        _ABANDONED_READS.read_failed()
+        raise
+    _ABANDONED_READS.step_directories.discard(directory)
 
 
 def _path_names(path) -> str:
@@ -100,6 +141,9 @@ class Checkpointer:
             return []
         return sorted(self.manager.all_steps(), reverse=True)
 
+    def step_directory(self, step: int) -> str:
+        return os.path.join(self.directory, str(step))
+
     def set_aside(self, steps: list[int]) -> None:
         """Moves unreadable checkpoint steps to `workdir/corrupt_checkpoints/<step>`, kept
         for inspection (never deleted) and out of the way of the steps the run saves next."""
@@ -113,13 +157,14 @@ class Checkpointer:
             suffix = 1
             while os.path.exists(target):
                 target, suffix = os.path.join(aside, f"{step}.{suffix}"), suffix + 1
-            os.rename(os.path.join(self.directory, str(step)), target)
+            os.rename(self.step_directory(step), target)
             print(f"jaxssl: warning: moved unreadable checkpoint step {step} to {target}",
                   file=sys.stderr, flush=True)
 
     def check_fits(self, step: int, abstract_state: Any, subtrees=("params", "method_state")) -> None:
         """Raises CheckpointError naming paths whose shapes differ."""
-        saved = self.manager.item_metadata(step)["state"]
+        with reading(self.step_directory(step)):
+            saved = self.manager.item_metadata(step)["state"]
         for name in subtrees:
             expected = shapes_by_path(getattr(abstract_state, name))
             found = shapes_by_path(saved.get(name, {}) if hasattr(saved, "get") else {})
@@ -189,16 +234,10 @@ class Checkpointer:
                                   f"(it holds steps {sorted(saved)})")
         unreadable, failures = [], []
         for candidate in (saved if step is None else [step]):
-            # Orbax's failed reads of a damaged step are logged while the restore unwinds
-            # or later: the step's records are dropped from the attempt on, unless it works.
-            step_directory = os.path.join(self.directory, str(candidate)) + os.sep
-            _REPORTED_READ_FAILURES.step_directories.add(step_directory)
             try:
-                state = self.restore(candidate, abstract_state, data_iterator)
-                _REPORTED_READ_FAILURES.step_directories.discard(step_directory)
-                return state, unreadable
+                with reading(self.step_directory(candidate)):
+                    return self.restore(candidate, abstract_state, data_iterator), unreadable
             except CheckpointError:
-                _REPORTED_READ_FAILURES.step_directories.discard(step_directory)
                 raise
             except Exception as error:  # the files of this step are damaged
                 failures.append(describe_failure(candidate, error))
@@ -220,5 +259,10 @@ class Checkpointer:
 
 def describe_failure(step: int, error: Exception) -> str:
     """'step N is unreadable (ErrorType: first line of the message)'."""
+    return f"step {step} is unreadable ({describe_error(error)})"
+
+
+def describe_error(error: Exception) -> str:
+    """'ErrorType: the first line of its message' (200 characters at most)."""
     message = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-    return f"step {step} is unreadable ({type(error).__name__}: {message})"
+    return f"{type(error).__name__}: {message}"

@@ -38,6 +38,7 @@ into the fine-tuning mesh's shardings (the pretraining mesh may differ).
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import math
 import os
@@ -51,6 +52,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from jaxssl import checkpoint
 from jaxssl.checkpoint import Checkpointer, describe_mismatch, shapes_by_path
 from jaxssl.errors import CheckpointError
 
@@ -142,9 +144,27 @@ def _disk_path(variable_path: str) -> str:
     return variable_path if collection == "params" else "method_state/" + variable_path
 
 
+@contextlib.contextmanager
+def _reading(step_dir: str):
+    """Orbax reads of the hand-off's checkpoint step: damaged files are a HandoffError
+    naming the step. The step is not passed over for an older one, as a resumed run
+    does: the fine-tuning would silently start from other weights."""
+    try:
+        with checkpoint.reading(step_dir):
+            yield
+    except Exception as error:
+        parent, name = os.path.split(os.path.normpath(step_dir))
+        others = sorted(int(n) for n in os.listdir(parent) if n.isdigit() and n != name)
+        hint = f" (other steps saved there: {others})" if others else ""
+        raise HandoffError(
+            f"checkpoint {step_dir} is unreadable ({checkpoint.describe_error(error)}"
+            f"); give an intact step directory{hint}") from error
+
+
 def saved_shapes(step_dir: str) -> dict[str, tuple[int, ...]]:
     """{variable path: shape} of every array in the step's state (reads metadata only)."""
-    metadata = ocp.PyTreeCheckpointHandler().metadata(epath.Path(step_dir) / STATE_ITEM)
+    with _reading(step_dir):
+        metadata = ocp.PyTreeCheckpointHandler().metadata(epath.Path(step_dir) / STATE_ITEM)
     return {_variable_path(path): tuple(leaf.shape)
             for path, leaf in flatten_paths(metadata.tree).items()
             if _variable_path(path) is not None and hasattr(leaf, "shape")}
@@ -155,7 +175,8 @@ def read_saved_config(step_dir: str) -> dict:
     directory = epath.Path(step_dir) / CONFIG_ITEM
     if not directory.exists():
         return {}
-    return ocp.JsonCheckpointHandler().restore(directory)
+    with _reading(step_dir):
+        return ocp.JsonCheckpointHandler().restore(directory)
 
 
 # ----------------------------------------------------------------- planning
@@ -303,7 +324,7 @@ def restore_handoff(plan: HandoffPlan, abstract: Mapping[str, jax.ShapeDtypeStru
             plan.source_shapes[source], want.dtype, sharding=sharding)
     item = set_paths({}, targets)
     restore_args = ocp.checkpoint_utils.construct_restore_args(item)
-    with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as checkpointer:
+    with _reading(plan.step_dir), ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as checkpointer:
         restored = checkpointer.restore(
             epath.Path(plan.step_dir) / STATE_ITEM,
             args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args,

@@ -4,6 +4,7 @@ exactly as it was (every file's bytes). A genuine bug keeps its traceback."""
 
 import io
 import os
+import shutil
 import textwrap
 
 import numpy as np
@@ -262,17 +263,22 @@ def test_workdir_that_is_a_file(tmp_path, capsys):
     assert path.read_text() == "mine"
 
 
+def damaged_copy(run, workdir, steps) -> None:
+    """Copies the checkpoints and config of `run` into `workdir`, the array data files of
+    checkpoint `steps` truncated to half."""
+    os.makedirs(workdir)
+    os.system(f"cp -r {run.workdir}/checkpoints {run.workdir}/config.json {workdir}/")
+    for step in steps:
+        for root, _, names in os.walk(workdir / "checkpoints" / str(step) / "state" / "d"):
+            for name in names:
+                with open(os.path.join(root, name), "r+b") as f:
+                    f.truncate(os.path.getsize(os.path.join(root, name)) // 2)
+
+
 def test_workdir_without_an_intact_checkpoint(simclr_run, tmp_path, capsys):
     """Every step's arrays damaged: stop naming them, move nothing."""
     workdir = tmp_path / "run"
-    os.makedirs(workdir)
-    os.system(f"cp -r {simclr_run.workdir}/checkpoints {simclr_run.workdir}/config.json "
-              f"{workdir}/")
-    for root, _, names in os.walk(workdir / "checkpoints"):
-        for name in names:
-            if os.sep + "d" in root:  # the array data files
-                with open(os.path.join(root, name), "r+b") as f:
-                    f.truncate(os.path.getsize(os.path.join(root, name)) // 2)
+    damaged_copy(simclr_run, workdir, os.listdir(simclr_run.workdir / "checkpoints"))
     before = snapshot(workdir)
     overrides = [f"--config.{k}={v}" for k, v in (
         ("total_steps", 6), ("augment.blur_prob", 0.0), ("optim.warmup_steps", 2),
@@ -281,6 +287,22 @@ def test_workdir_without_an_intact_checkpoint(simclr_run, tmp_path, capsys):
     line = one_error_line(capsys)
     assert "no intact checkpoint" in line and "step 6 is unreadable" in line
     assert snapshot(workdir) == before
+
+
+def test_fine_tuning_from_a_damaged_checkpoint(simclr_run, tmp_path, capsys):
+    """The pretraining run's newest step damaged: stop naming it (not start from an older
+    step's weights), write nothing."""
+    pretraining, finetuning = tmp_path / "pretraining", tmp_path / "finetuning"
+    damaged_copy(simclr_run, pretraining, [simclr_run.step])
+    shutil.copytree(simclr_run.workdir / "checkpoints" / str(simclr_run.step),
+                    pretraining / "checkpoints" / "1")  # an older step, intact
+    before = snapshot(pretraining)
+    assert cli.main([f"--config={TINY_FINETUNE}:{pretraining}", f"--workdir={finetuning}"]) == 2
+    line = one_error_line(capsys)
+    assert (f"error: checkpoint {pretraining}/checkpoints/{simclr_run.step} is unreadable "
+            f"(ValueError: ") in line, line
+    assert line.endswith("; give an intact step directory (other steps saved there: [1])")
+    assert snapshot(pretraining) == before and snapshot(finetuning) == {}
 
 
 def test_sample_from_a_workdir_of_another_method(trained, capsys):

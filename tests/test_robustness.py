@@ -2,6 +2,7 @@
 newest checkpoint is passed over (and kept), and kill -9 at random moments during
 asynchronous saves loses nothing: the resumed metrics equal an uninterrupted run's."""
 
+import asyncio
 import json
 import logging
 import math
@@ -12,13 +13,14 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import jax
 import numpy as np
 import pytest
 
 from conftest import SIMCLR_RUN_OVERRIDES, TINY_SIMCLR
-from jaxssl import config as config_lib, main as cli
+from jaxssl import checkpoint, config as config_lib, main as cli
 from jaxssl.train import Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,7 +99,7 @@ def damage(step_dir) -> dict[str, int]:
 
 
 def test_a_truncated_newest_checkpoint_resumes_from_the_step_before(simclr_run, tmp_path,
-                                                                      capsys):
+                                                                      capsys, monkeypatch):
     """The run of conftest.py again, saving every 2 steps, stopped at 4 with step 4's
     arrays truncated: resuming warns, restores step 2, moves step 4 aside intact (never
     deleted), and trains on to the uninterrupted run's exact metrics."""
@@ -124,13 +126,37 @@ def test_a_truncated_newest_checkpoint_resumes_from_the_step_before(simclr_run, 
     asyncio_logger = logging.getLogger("asyncio")
     assert not asyncio_logger.filter(unretrieved(f"{tmp_path}/checkpoints/4/state/"))
     assert asyncio_logger.filter(unretrieved(f"{tmp_path}/checkpoints/2/state/"))
+    # Since a read failed, the unraisable-exception hook drops asyncio's refusals of
+    # callbacks into a closed loop (Orbax's, from tensorstore threads), and only those.
+    assert sys.unraisablehook == checkpoint._ABANDONED_READS.unraisable_hook
+    closed_loop = asyncio.new_event_loop()
+    closed_loop.close()
+    refused = unraisable(lambda: closed_loop.call_soon_threadsafe(print))
+    elsewhere = unraisable(lambda: exec("raise RuntimeError('Event loop is closed')"))
+    other = unraisable(lambda: 1 / 0)
+    passed_on = []
+    monkeypatch.setattr(checkpoint._ABANDONED_READS, "_replaced_hook", passed_on.append)
+    for report in (refused, elsewhere, other):
+        sys.unraisablehook(report)
+    assert passed_on == [elsewhere, other]
+
+
+def unraisable(call) -> types.SimpleNamespace:
+    """What Python hands `sys.unraisablehook` for the exception `call()` raises."""
+    try:
+        call()
+    except Exception as error:
+        return types.SimpleNamespace(exc_type=type(error), exc_value=error,
+                                     exc_traceback=error.__traceback__, err_msg=None, object=None)
+    raise AssertionError("call() raised nothing")
 
 
 @pytest.mark.slow
-def test_a_run_resumed_past_a_truncated_checkpoint_prints_no_unretrieved_read_errors(tmp_path):
-    """jaxssl.main in its own process, since asyncio reports Orbax's unawaited reads of the
-    damaged step when they are collected, at exit: the resumed run warns about step 4 in
-    its two lines and prints no "exception was never retrieved" tracebacks."""
+def test_a_run_resumed_past_a_truncated_checkpoint_prints_only_its_warnings(tmp_path):
+    """jaxssl.main in its own process, since asyncio reports Orbax's abandoned reads of the
+    damaged step when they are collected (at exit) or complete (from tensorstore threads):
+    the resumed run warns about step 4 in two lines and prints nothing else, no
+    "exception was never retrieved" or "Event loop is closed" tracebacks."""
     overrides = {"total_steps": 4, "checkpoint.every_steps": 2, "augment.blur_prob": 0.0,
                  "eval.probe_epochs": 1}
     env = {**os.environ, "PYTHONPATH": REPO}
@@ -139,9 +165,10 @@ def test_a_run_resumed_past_a_truncated_checkpoint_prints_no_unretrieved_read_er
     damage(tmp_path / "checkpoints" / "4")
     resumed = subprocess.run(command, env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "jaxssl: warning: checkpoint step 4 is unreadable" in resumed.stderr
-    assert "moved unreadable checkpoint step 4" in resumed.stderr
-    assert "never retrieved" not in resumed.stderr, resumed.stderr[-2000:]
+    lines = resumed.stderr.splitlines()
+    assert len(lines) == 2, resumed.stderr[-2000:]
+    assert lines[0].startswith("jaxssl: warning: checkpoint step 4 is unreadable")
+    assert lines[1].startswith("jaxssl: warning: moved unreadable checkpoint step 4")
 
 
 @pytest.mark.slow
