@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import traceback
 from typing import Any
@@ -30,14 +31,16 @@ class _AbandonedReads(logging.Filter):
 
     When one array of a damaged step fails to read, Orbax's restore (or metadata read)
     raises and closes its event loop while its reads of the step's other arrays are still
-    in flight. asyncio then logs each of those that fails, with its traceback, as
-    "exception was never retrieved" when it is collected (as the read unwinds, or at
-    exit), and each that completes calls back into the closed loop from a tensorstore
-    thread, which Python reports as "RuntimeError: Event loop is closed" (hundreds of
-    tracebacks for a tiny model). The warning line already names the step and its first
-    error. So, as a logging filter on 'asyncio', it drops the records that name a step
-    being read or reported unreadable; once a read has failed, `unraisable_hook` drops the
-    closed-loop callbacks and hands every other report to the hook it replaced.
+    in flight. Python then reports each of those, with its traceback (thousands of lines
+    for a tiny model): asyncio logs "exception was never retrieved" for a read that
+    failed, a read's coroutine that fails as it is closed is an "Exception ignored in",
+    and a read that completes calls back into the closed loop from a tensorstore thread
+    ("RuntimeError: Event loop is closed"). The warning line already names the step and
+    its first error. So, as a logging filter on 'asyncio', it drops the records that name
+    a step being read or reported unreadable; as `sys.unraisablehook` (from the first
+    read on, as the reports can come before the failed read's exception reaches jaxssl),
+    it drops those that name such a step, and while there is one, those that refuse a
+    callback into a closed loop, and hands every other one to the hook it replaced.
     """
 
     def __init__(self):
@@ -45,17 +48,21 @@ class _AbandonedReads(logging.Filter):
         self.step_directories: set[str] = set()
         self._replaced_hook = None
 
+    def _names_a_step(self, message: str) -> bool:
+        return any(directory in message for directory in self.step_directories)
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not ("never retrieved" in message
-                    and any(directory in message for directory in self.step_directories))
+        return not ("never retrieved" in message and self._names_a_step(message))
 
-    def read_failed(self) -> None:
+    def watch(self, step_directory: str) -> None:
+        self.step_directories.add(step_directory)
         if self._replaced_hook is None:
             self._replaced_hook, sys.unraisablehook = sys.unraisablehook, self.unraisable_hook
 
     def unraisable_hook(self, unraisable) -> None:
-        if not _is_callback_into_closed_loop(unraisable):
+        if not (self._names_a_step(str(unraisable.exc_value))
+                or self.step_directories and _is_callback_into_closed_loop(unraisable)):
             self._replaced_hook(unraisable)
 
 
@@ -79,12 +86,8 @@ def reading(step_directory: str):
     if a read fails, the reports of the reads Orbax abandons stay silent (`_AbandonedReads`)
     and the error goes on to the caller, who reports the step in one line."""
     directory = os.path.join(os.path.abspath(step_directory), "")
-    _ABANDONED_READS.step_directories.add(directory)
-    try:
-        yield
-    except Exception:
-        _ABANDONED_READS.read_failed()
-        raise
+    _ABANDONED_READS.watch(directory)
+    yield  # a failed read leaves its step watched: the abandoned reads report later
     _ABANDONED_READS.step_directories.discard(directory)
 
 
@@ -179,21 +182,24 @@ class Checkpointer:
         """Raises CheckpointError if checkpoint `step` holds the state of another
         input pipeline (other data, batch size, seed or process count) than the grain
         iterator whose `get_state()` is `iterator_state`."""
-        path = os.path.join(self.directory, str(step), "data",
-                            f"process_{process_index}-of-{process_count}.json")
-        if not os.path.isfile(path):
+        data = os.path.join(self.step_directory(step), "data")
+        written = [re.fullmatch(r"process_\d+-of-(\d+)\.json", name)
+                   for name in (os.listdir(data) if os.path.isdir(data) else [])]
+        counts = sorted({int(match[1]) for match in written if match})
+        if counts and process_count not in counts:
             raise CheckpointError(
-                f"{path} not found: the checkpoint at {self.directory}/{step} was written by "
-                f"another number of processes than {process_count}")
-        with open(path) as f:
+                f"the checkpoint at {self.step_directory(step)} was written by {counts[0]} "
+                f"processes, this run has {process_count}")
+        # A step without this process's file is damaged: FileNotFoundError, passed over.
+        with open(os.path.join(data, f"process_{process_index}-of-{process_count}.json")) as f:
             saved = json.load(f)
         expected = json.loads(iterator_state)
         for key in ("data_source", "sampler"):
             if saved.get(key) != expected[key]:
                 raise CheckpointError(
-                    f"the checkpoint at {self.directory}/{step} holds the input-pipeline state of "
-                    f"{key} {saved.get(key)!r}, this run reads {expected[key]!r}. Use a new "
-                    f"--workdir, or the config it was made with.")
+                    f"the checkpoint at {self.step_directory(step)} holds the input-pipeline "
+                    f"state of {key} {saved.get(key)!r}, this run reads {expected[key]!r}. Use "
+                    f"a new --workdir, or the config it was made with.")
 
     def should_save(self, step: int) -> bool:
         return self.every_steps > 0 and step % self.every_steps == 0

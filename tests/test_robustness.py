@@ -21,6 +21,7 @@ import pytest
 
 from conftest import SIMCLR_RUN_OVERRIDES, TINY_SIMCLR
 from jaxssl import checkpoint, config as config_lib, main as cli
+from jaxssl.errors import CheckpointError
 from jaxssl.train import Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -126,19 +127,41 @@ def test_a_truncated_newest_checkpoint_resumes_from_the_step_before(simclr_run, 
     asyncio_logger = logging.getLogger("asyncio")
     assert not asyncio_logger.filter(unretrieved(f"{tmp_path}/checkpoints/4/state/"))
     assert asyncio_logger.filter(unretrieved(f"{tmp_path}/checkpoints/2/state/"))
-    # Since a read failed, the unraisable-exception hook drops asyncio's refusals of
-    # callbacks into a closed loop (Orbax's, from tensorstore threads), and only those.
+    # The unraisable-exception hook drops the abandoned reads of step 4 and, while a step
+    # is watched, asyncio's refusals of callbacks into a closed loop (Orbax's, from
+    # tensorstore threads), and only those.
     assert sys.unraisablehook == checkpoint._ABANDONED_READS.unraisable_hook
     closed_loop = asyncio.new_event_loop()
     closed_loop.close()
     refused = unraisable(lambda: closed_loop.call_soon_threadsafe(print))
     elsewhere = unraisable(lambda: exec("raise RuntimeError('Event loop is closed')"))
-    other = unraisable(lambda: 1 / 0)
+    read = lambda step: unraisable(
+        lambda: exec(f"raise ValueError('reading {tmp_path}/checkpoints/{step}/state/')"))
+    read_4, read_2, other = read(4), read(2), unraisable(lambda: 1 / 0)
     passed_on = []
     monkeypatch.setattr(checkpoint._ABANDONED_READS, "_replaced_hook", passed_on.append)
-    for report in (refused, elsewhere, other):
+    for report in (refused, elsewhere, read_4, read_2, other):
         sys.unraisablehook(report)
-    assert passed_on == [elsewhere, other]
+    assert passed_on == [elsewhere, read_2, other]
+    monkeypatch.setattr(checkpoint._ABANDONED_READS, "step_directories", set())
+    sys.unraisablehook(refused)
+    assert passed_on[-1] is refused
+
+
+def test_a_step_missing_its_data_state_is_damaged_not_of_another_process_count(tmp_path):
+    """A step without this process's input-pipeline file is damaged (FileNotFoundError,
+    which resuming passes over); one written by another number of processes does not fit."""
+    checkpointer = checkpoint.Checkpointer(str(tmp_path), every_steps=1, keep=1, async_save=False)
+    data = tmp_path / "checkpoints" / "4" / "data"
+    data.mkdir(parents=True)
+    state = json.dumps({"data_source": "digits", "sampler": "index"})
+    with pytest.raises(FileNotFoundError):
+        checkpointer.check_data_fits(4, state, process_index=0, process_count=1)
+    for index in range(2):
+        (data / f"process_{index}-of-2.json").write_text(state)
+    with pytest.raises(CheckpointError, match="written by 2 processes, this run has 1$"):
+        checkpointer.check_data_fits(4, state, process_index=0, process_count=1)
+    checkpointer.check_data_fits(4, state, process_index=1, process_count=2)
 
 
 def unraisable(call) -> types.SimpleNamespace:
