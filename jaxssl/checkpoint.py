@@ -14,8 +14,10 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 import traceback
+import warnings
 from typing import Any
 
 import grain.python as grain
@@ -26,44 +28,54 @@ import orbax.checkpoint as ocp
 from jaxssl.errors import CheckpointError
 
 
-class _AbandonedReads(logging.Filter):
-    """Silences the reports of the reads Orbax abandons when a checkpoint step fails to read.
+class _AbandonedIO(logging.Filter):
+    """Silences the reports of the reads and writes Orbax abandons when one of them fails.
 
-    When one array of a damaged step fails to read, Orbax's restore (or metadata read)
-    raises and closes its event loop while its reads of the step's other arrays are still
-    in flight. Python then reports each of those, with its traceback (thousands of lines
-    for a tiny model): asyncio logs "exception was never retrieved" for a read that
-    failed, a read's coroutine that fails as it is closed is an "Exception ignored in",
-    and a read that completes calls back into the closed loop from a tensorstore thread
-    ("RuntimeError: Event loop is closed"). The warning line already names the step and
-    its first error. So, as a logging filter on 'asyncio', it drops the records that name
-    a step being read or reported unreadable; as `sys.unraisablehook` (from the first
-    read on, as the reports can come before the failed read's exception reaches jaxssl),
-    it drops those that name such a step, and while there is one, those that refuse a
-    callback into a closed loop, and hands every other one to the hook it replaced.
+    When one array of a damaged step fails to read (or, saving, to write: a full disk),
+    Orbax raises and closes its event loop while its transfers of the step's other arrays
+    are still in flight. Python then reports each of those, with its traceback (thousands
+    of lines for a tiny model): asyncio logs "exception was never retrieved" for one that
+    failed, one whose coroutine fails as it is closed is an "Exception ignored in", and
+    one that completes calls back into the closed loop from a tensorstore thread
+    ("RuntimeError: Event loop is closed"); a failed save also logs Orbax's own errors.
+    jaxssl's own line already names the step and the first error. So, as a logging
+    filter, it drops those records that name a watched directory (a step being read or
+    reported unreadable, checkpoints being written); as `sys.unraisablehook` (from the first watch on, as the reports can come
+    before the failure's exception reaches jaxssl), it drops those that name one, and
+    while there is one, those that refuse a callback into a closed loop, and hands every
+    other one to the hook it replaced.
     """
 
     def __init__(self):
         super().__init__()
-        self.step_directories: set[str] = set()
+        self.directories: set[str] = set()   # each ends with a separator
         self._replaced_hook = None
 
-    def _names_a_step(self, message: str) -> bool:
-        return any(directory in message for directory in self.step_directories)
+    def _names_a_watched_directory(self, message: str) -> bool:
+        return any(directory in message for directory in self.directories)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not ("never retrieved" in message and self._names_a_step(message))
+        text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else "")
+        if record.name == "asyncio":
+            return not ("never retrieved" in text and self._names_a_watched_directory(text))
+        # Orbax logs the exceptions of its threads, which it also raises to jaxssl.
+        return not (record.levelno >= logging.ERROR and _is_orbax(record.pathname)
+                    and self.directories
+                    and (record.exc_info or self._names_a_watched_directory(text)))
 
-    def watch(self, step_directory: str) -> None:
-        self.step_directories.add(step_directory)
+    def watch(self, directory: str) -> None:
+        self.directories.add(directory)
         if self._replaced_hook is None:
             self._replaced_hook, sys.unraisablehook = sys.unraisablehook, self.unraisable_hook
 
     def unraisable_hook(self, unraisable) -> None:
-        if not (self._names_a_step(str(unraisable.exc_value))
-                or self.step_directories and _is_callback_into_closed_loop(unraisable)):
+        if not (self._names_a_watched_directory(str(unraisable.exc_value))
+                or self.directories and _is_callback_into_closed_loop(unraisable)):
             self._replaced_hook(unraisable)
+
+
+def _is_orbax(path: str) -> bool:
+    return f"{os.sep}orbax{os.sep}checkpoint{os.sep}" in path
 
 
 def _is_callback_into_closed_loop(unraisable) -> bool:
@@ -76,19 +88,20 @@ def _is_callback_into_closed_loop(unraisable) -> bool:
                for frame in frames)
 
 
-_ABANDONED_READS = _AbandonedReads()
-logging.getLogger("asyncio").addFilter(_ABANDONED_READS)
+_ABANDONED_IO = _AbandonedIO()
+for _logger in ("asyncio", "absl"):   # absl: Orbax's own error records of a failed save
+    logging.getLogger(_logger).addFilter(_ABANDONED_IO)
 
 
 @contextlib.contextmanager
 def reading(step_directory: str):
     """Wraps Orbax reads of one checkpoint step (the directory `<workdir>/checkpoints/<step>`):
-    if a read fails, the reports of the reads Orbax abandons stay silent (`_AbandonedReads`)
+    if a read fails, the reports of the reads Orbax abandons stay silent (`_AbandonedIO`)
     and the error goes on to the caller, who reports the step in one line."""
     directory = os.path.join(os.path.abspath(step_directory), "")
-    _ABANDONED_READS.watch(directory)
+    _ABANDONED_IO.watch(directory)
     yield  # a failed read leaves its step watched: the abandoned reads report later
-    _ABANDONED_READS.step_directories.discard(directory)
+    _ABANDONED_IO.directories.discard(directory)
 
 
 def _path_names(path) -> str:
@@ -122,6 +135,7 @@ class Checkpointer:
         self._options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, enable_async_checkpointing=async_save, create=False)
         self._manager: ocp.CheckpointManager | None = None
+        self._write_failed = False
 
     @property
     def manager(self) -> ocp.CheckpointManager:
@@ -206,11 +220,34 @@ class Checkpointer:
 
     def save(self, step: int, state: Any, data_iterator: Any,
              config: ml_collections.ConfigDict) -> None:
-        """Starts writing checkpoint `step` (asynchronously when configured)."""
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=grain.PyGrainCheckpointSave(data_iterator),
-            config=ocp.args.JsonSave(config.to_dict())), force=True)
+        """Starts writing checkpoint `step` (asynchronously when configured), after the
+        previous save has finished. CheckpointError if that one or this one fails."""
+        with self._writing():
+            self.manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data=grain.PyGrainCheckpointSave(data_iterator),
+                config=ocp.args.JsonSave(config.to_dict())), force=True)
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """Wraps Orbax's saves: a write that fails (a full disk, a lost mount) is a
+        CheckpointError naming the directory, its free space and the newest complete step
+        (those are intact: Orbax renames a step's folder into place only once it is
+        written). The directory is watched (`_AbandonedIO`) from the first save on, until
+        `close` finds every save done, or for good after a failed one."""
+        _ABANDONED_IO.watch(os.path.join(self.directory, ""))
+        try:
+            yield
+        except Exception as error:
+            self._write_failed = True
+            # The abandoned writes' coroutines, collected at exit.
+            warnings.filterwarnings("ignore", "coroutine '.*' was never awaited", RuntimeWarning)
+            free = shutil.disk_usage(self.directory).free / 2**20
+            saved = self.all_steps()
+            newest = f"step {saved[0]}" if saved else "none"
+            raise CheckpointError(
+                f"writing a checkpoint to {self.directory} failed ({describe_error(error)}); "
+                f"{free:.1f} MiB free there; newest complete checkpoint: {newest}") from error
 
     def restore(self, step: int, abstract_state: Any, data_iterator: Any = None) -> Any:
         """Restores `state` onto the shardings in `abstract_state`, and the grain
@@ -253,14 +290,19 @@ class Checkpointer:
         raise CheckpointError(f"no intact checkpoint in {self.directory}: " + "; ".join(failures))
 
     def wait(self) -> None:
+        """Waits for the save in flight; CheckpointError if it failed."""
         if self._manager is not None:
-            self._manager.wait_until_finished()
+            with self._writing():
+                self._manager.wait_until_finished()
 
     def close(self) -> None:
-        """Closes the Orbax manager; the next use opens a new one."""
+        """Closes the Orbax manager, after the save in flight; the next use opens a new one."""
         if self._manager is not None:
-            self._manager.close()
+            with self._writing():
+                self._manager.close()
             self._manager = None
+            if not self._write_failed:
+                _ABANDONED_IO.directories.discard(os.path.join(self.directory, ""))
 
 
 def describe_failure(step: int, error: Exception) -> str:

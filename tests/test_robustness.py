@@ -3,11 +3,13 @@ newest checkpoint is passed over (and kept), and kill -9 at random moments durin
 asynchronous saves loses nothing: the resumed metrics equal an uninterrupted run's."""
 
 import asyncio
+import errno
 import json
 import logging
 import math
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -18,6 +20,7 @@ import types
 import jax
 import numpy as np
 import pytest
+from orbax.checkpoint._src.path import async_path
 
 from conftest import SIMCLR_RUN_OVERRIDES, TINY_SIMCLR
 from jaxssl import checkpoint, config as config_lib, main as cli
@@ -130,7 +133,7 @@ def test_a_truncated_newest_checkpoint_resumes_from_the_step_before(simclr_run, 
     # The unraisable-exception hook drops the abandoned reads of step 4 and, while a step
     # is watched, asyncio's refusals of callbacks into a closed loop (Orbax's, from
     # tensorstore threads), and only those.
-    assert sys.unraisablehook == checkpoint._ABANDONED_READS.unraisable_hook
+    assert sys.unraisablehook == checkpoint._ABANDONED_IO.unraisable_hook
     closed_loop = asyncio.new_event_loop()
     closed_loop.close()
     refused = unraisable(lambda: closed_loop.call_soon_threadsafe(print))
@@ -139,13 +142,39 @@ def test_a_truncated_newest_checkpoint_resumes_from_the_step_before(simclr_run, 
         lambda: exec(f"raise ValueError('reading {tmp_path}/checkpoints/{step}/state/')"))
     read_4, read_2, other = read(4), read(2), unraisable(lambda: 1 / 0)
     passed_on = []
-    monkeypatch.setattr(checkpoint._ABANDONED_READS, "_replaced_hook", passed_on.append)
+    monkeypatch.setattr(checkpoint._ABANDONED_IO, "_replaced_hook", passed_on.append)
     for report in (refused, elsewhere, read_4, read_2, other):
         sys.unraisablehook(report)
     assert passed_on == [elsewhere, read_2, other]
-    monkeypatch.setattr(checkpoint._ABANDONED_READS, "step_directories", set())
+    monkeypatch.setattr(checkpoint._ABANDONED_IO, "directories", set())
     sys.unraisablehook(refused)
     assert passed_on[-1] is refused
+
+
+@pytest.mark.parametrize("async_save", [True, False])
+def test_a_full_disk_stops_the_run_in_one_line_and_the_run_resumes(simclr_run, tmp_path, capsys,
+                                                                   monkeypatch, async_save):
+    """Every write into step 4's folder fails with ENOSPC: the run stops with one line
+    naming the directory, its free space and the newest complete step (2, intact), and
+    the same run, given room, resumes from it to the uninterrupted run's results."""
+    overrides = {**SIMCLR_RUN_OVERRIDES, "checkpoint.every_steps": 2,
+                 "checkpoint.async_save": async_save}
+    write_text = async_path.write_text
+
+    async def full_disk(path, text):
+        if f"{os.sep}4.orbax-checkpoint-tmp{os.sep}" in str(path):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return await write_text(path, text)
+
+    monkeypatch.setattr(async_path, "write_text", full_disk)
+    assert cli.main(argv_for(tmp_path, overrides)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"jaxssl: error: writing a checkpoint to {tmp_path}/checkpoints "
+                             f"failed (OSError: [Errno 28] No space left on device: "), err[0]
+    assert re.search(r"\); [0-9.]+ MiB free there; newest complete checkpoint: step 2$", err[0])
+    monkeypatch.undo()
+    assert Trainer(load(overrides), str(tmp_path)).run() == simclr_run.results
 
 
 def test_a_step_missing_its_data_state_is_damaged_not_of_another_process_count(tmp_path):
