@@ -1,7 +1,7 @@
 """The one error type for bad input, and its kinds.
 
 Anything a user can get wrong (a config, a data set on disk, the mesh, a
-checkpoint, a stage hand-off, a run that diverged) raises an `InputError`.
+checkpoint, a stage hand-off, a full disk, a run that diverged) raises an `InputError`.
 The command lines (`jaxssl.main`, `jaxssl.sample`, `jaxssl.pipeline_run`)
 catch this type alone and print its message as one line, exiting with its
 `exit_status`; every other exception is a bug and keeps its traceback.
@@ -32,12 +32,16 @@ class MeshError(InputError):
 
 
 class CheckpointError(InputError):
-    """A checkpoint is missing, corrupt, or does not fit the model being built."""
+    """A checkpoint is missing, corrupt, cannot be written, or does not fit the model being built."""
 
 
 class DoesNotFitError(InputError):
     """A compiled step needs more memory than its devices have (or a slice's chips, for
     ahead-of-time compiles)."""
+
+
+class OutputError(InputError):
+    """An output cannot be written: the disk or the quota of its folder is full."""
 
 
 class DivergedError(InputError):

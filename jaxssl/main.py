@@ -85,7 +85,7 @@ def train_and_report(args: argparse.Namespace, overrides: dict[str, str]) -> int
     """Validates everything, trains, prints and saves the final results."""
     import jax  # after argument errors
 
-    from jaxssl import config as config_lib, parallel, platforms, train
+    from jaxssl import config as config_lib, output_paths, parallel, platforms, train
     config = config_lib.load(args.config, overrides)
     platforms.prepare_cpu_training(config.malloc_arenas)
     parallel.maybe_initialize_distributed(config.distributed)
@@ -97,7 +97,8 @@ def train_and_report(args: argparse.Namespace, overrides: dict[str, str]) -> int
             results["random init"] = trainer.evaluate_random_init()
         print(format_results(results))
         if jax.process_index() == 0:
-            with open(os.path.join(args.workdir, "results.json"), "w") as f:
+            with (output_paths.disk_full_reported(args.workdir),
+                  open(os.path.join(args.workdir, "results.json"), "w") as f):
                 json.dump(results, f, indent=2)
     return 0
 

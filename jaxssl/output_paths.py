@@ -1,15 +1,22 @@
-"""Output paths named on the command line, checked before the work that fills them.
+"""Output paths named on the command line, checked before the work that fills them,
+and a full disk while it fills them.
 
 A compile or a training run can take minutes; a workdir under a file or a
 report path in a read-only folder should cost seconds. Both checks raise
-`ConfigError`, whose message names the path by the flag that gave it.
+`ConfigError`, whose message names the path by the flag that gave it. A disk
+that fills up later is an `OutputError` (`disk_full_reported`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
 
-from jaxssl.errors import ConfigError
+from jaxssl.errors import ConfigError, OutputError
+
+FULL = (errno.ENOSPC, errno.EDQUOT)   # no space left, disk quota exceeded
 
 
 def _check_creatable(directory: str, named: str) -> None:
@@ -45,3 +52,17 @@ def write_text(path: str, text: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         f.write(text)
+
+
+@contextlib.contextmanager
+def disk_full_reported(directory: str):
+    """Turns an OSError of a full disk or quota inside into an OutputError naming the file
+    (or `directory`) and the MiB left there; other errors pass unchanged."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in FULL:
+            raise
+        free = shutil.disk_usage(directory).free / 2**20
+        raise OutputError(f"writing {error.filename or 'into ' + directory} failed "
+                          f"({error.strerror}); {free:.1f} MiB free there") from error

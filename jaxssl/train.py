@@ -265,8 +265,13 @@ class Trainer(TrainStep):
         SIGTERM, or reaching step `stop_at`, saves a checkpoint and returns
         early, as a preempted job would; the schedule still spans total_steps.
         A non-finite loss, gradient norm or parameter norm raises DivergedError
-        (unless `stop_on_nonfinite` is off) before that state is saved.
+        (unless `stop_on_nonfinite` is off) before that state is saved; a full disk
+        in the workdir, OutputError (CheckpointError while saving a checkpoint).
         """
+        with output_paths.disk_full_reported(self.workdir):
+            return self._run(stop_at)
+
+    def _run(self, stop_at: int | None) -> dict[str, float]:
         config = self.config
         stop_at = config.total_steps if stop_at is None else min(stop_at, config.total_steps)
         iterator = iter(self.loader)

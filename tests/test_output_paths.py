@@ -1,11 +1,13 @@
 """Output paths: checked before the work that fills them, named by their flag."""
 
+import errno
 import os
+import re
 
 import pytest
 
-from jaxssl.errors import ConfigError
-from jaxssl.output_paths import check_output_dir, check_output_file, write_text
+from jaxssl.errors import ConfigError, OutputError
+from jaxssl.output_paths import check_output_dir, check_output_file, disk_full_reported, write_text
 
 
 def test_a_new_nested_path_under_a_writable_folder_passes(tmp_path):
@@ -47,3 +49,19 @@ def test_write_text_makes_the_folder(tmp_path):
     path = tmp_path / "a" / "b" / "r.txt"
     write_text(str(path), "hello")
     assert path.read_text() == "hello"
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_a_full_disk_is_an_output_error_naming_the_file_and_the_space_left(tmp_path, code):
+    with pytest.raises(OutputError) as error, disk_full_reported(str(tmp_path)):
+        raise OSError(code, os.strerror(code), str(tmp_path / "metrics.jsonl"))
+    assert re.fullmatch(rf"writing {tmp_path}/metrics.jsonl failed \({os.strerror(code)}\); "
+                        r"[0-9]+\.[0-9] MiB free there", str(error.value)), str(error.value)
+    with pytest.raises(OutputError, match=f"^writing into {tmp_path} failed"), \
+            disk_full_reported(str(tmp_path)):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # a flush names no file
+
+
+def test_other_os_errors_pass_unchanged(tmp_path):
+    with pytest.raises(PermissionError), disk_full_reported(str(tmp_path)):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "x"))

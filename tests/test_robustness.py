@@ -23,7 +23,7 @@ import pytest
 from orbax.checkpoint._src.path import async_path
 
 from conftest import SIMCLR_RUN_OVERRIDES, TINY_SIMCLR
-from jaxssl import checkpoint, config as config_lib, main as cli
+from jaxssl import checkpoint, config as config_lib, logging as log_lib, main as cli
 from jaxssl.errors import CheckpointError
 from jaxssl.train import Trainer
 
@@ -175,6 +175,26 @@ def test_a_full_disk_stops_the_run_in_one_line_and_the_run_resumes(simclr_run, t
     assert re.search(r"\); [0-9.]+ MiB free there; newest complete checkpoint: step 2$", err[0])
     monkeypatch.undo()
     assert Trainer(load(overrides), str(tmp_path)).run() == simclr_run.results
+
+
+def test_a_full_disk_while_logging_stops_the_run_in_one_line(tmp_path, capsys, monkeypatch):
+    """The metrics file cannot grow past step 2: one line naming the workdir and the space
+    left, exit status 2; the checkpoints saved before stay."""
+    overrides = {"total_steps": 4, "checkpoint.every_steps": 1, "checkpoint.async_save": False}
+    write = log_lib.MetricsLogger.write
+
+    def full_disk(logger, step, metrics):
+        if step > 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        write(logger, step, metrics)
+
+    monkeypatch.setattr(log_lib.MetricsLogger, "write", full_disk)
+    assert cli.main(argv_for(tmp_path, overrides)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert re.fullmatch(rf"jaxssl: error: writing into {tmp_path} failed \(No space left on "
+                        r"device\); [0-9]+\.[0-9] MiB free there", err[0]), err[0]
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
 
 
 def test_a_step_missing_its_data_state_is_damaged_not_of_another_process_count(tmp_path):
