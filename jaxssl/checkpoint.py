@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import re
 import shutil
 import sys
-import traceback
-import warnings
 from typing import Any
 
 import grain.python as grain
@@ -25,83 +22,19 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from jaxssl import abandoned_io
 from jaxssl.errors import CheckpointError
-
-
-class _AbandonedIO(logging.Filter):
-    """Silences the reports of the reads and writes Orbax abandons when one of them fails.
-
-    When one array of a damaged step fails to read (or, saving, to write: a full disk),
-    Orbax raises and closes its event loop while its transfers of the step's other arrays
-    are still in flight. Python then reports each of those, with its traceback (thousands
-    of lines for a tiny model): asyncio logs "exception was never retrieved" for one that
-    failed, one whose coroutine fails as it is closed is an "Exception ignored in", and
-    one that completes calls back into the closed loop from a tensorstore thread
-    ("RuntimeError: Event loop is closed"); a failed save also logs Orbax's own errors.
-    jaxssl's own line already names the step and the first error. So, as a logging
-    filter, it drops those records that name a watched directory (a step being read or
-    reported unreadable, checkpoints being written); as `sys.unraisablehook` (from the first watch on, as the reports can come
-    before the failure's exception reaches jaxssl), it drops those that name one, and
-    while there is one, those that refuse a callback into a closed loop, and hands every
-    other one to the hook it replaced.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.directories: set[str] = set()   # each ends with a separator
-        self._replaced_hook = None
-
-    def _names_a_watched_directory(self, message: str) -> bool:
-        return any(directory in message for directory in self.directories)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else "")
-        if record.name == "asyncio":
-            return not ("never retrieved" in text and self._names_a_watched_directory(text))
-        # Orbax logs the exceptions of its threads, which it also raises to jaxssl.
-        return not (record.levelno >= logging.ERROR and _is_orbax(record.pathname)
-                    and self.directories
-                    and (record.exc_info or self._names_a_watched_directory(text)))
-
-    def watch(self, directory: str) -> None:
-        self.directories.add(directory)
-        if self._replaced_hook is None:
-            self._replaced_hook, sys.unraisablehook = sys.unraisablehook, self.unraisable_hook
-
-    def unraisable_hook(self, unraisable) -> None:
-        if not (self._names_a_watched_directory(str(unraisable.exc_value))
-                or self.directories and _is_callback_into_closed_loop(unraisable)):
-            self._replaced_hook(unraisable)
-
-
-def _is_orbax(path: str) -> bool:
-    return f"{os.sep}orbax{os.sep}checkpoint{os.sep}" in path
-
-
-def _is_callback_into_closed_loop(unraisable) -> bool:
-    """Whether an unraisable exception is asyncio refusing a callback because its loop is closed."""
-    if unraisable.exc_type is not RuntimeError or str(unraisable.exc_value) != "Event loop is closed":
-        return False
-    frames = traceback.extract_tb(unraisable.exc_traceback)
-    return any(frame.name == "call_soon_threadsafe"
-               and frame.filename.endswith(os.path.join("asyncio", "base_events.py"))
-               for frame in frames)
-
-
-_ABANDONED_IO = _AbandonedIO()
-for _logger in ("asyncio", "absl"):   # absl: Orbax's own error records of a failed save
-    logging.getLogger(_logger).addFilter(_ABANDONED_IO)
 
 
 @contextlib.contextmanager
 def reading(step_directory: str):
     """Wraps Orbax reads of one checkpoint step (the directory `<workdir>/checkpoints/<step>`):
-    if a read fails, the reports of the reads Orbax abandons stay silent (`_AbandonedIO`)
+    if a read fails, the reports of the reads Orbax abandons stay silent (`abandoned_io`)
     and the error goes on to the caller, who reports the step in one line."""
     directory = os.path.join(os.path.abspath(step_directory), "")
-    _ABANDONED_IO.watch(directory)
+    abandoned_io.watch(directory)
     yield  # a failed read leaves its step watched: the abandoned reads report later
-    _ABANDONED_IO.directories.discard(directory)
+    abandoned_io.unwatch(directory)
 
 
 def _path_names(path) -> str:
@@ -233,15 +166,14 @@ class Checkpointer:
         """Wraps Orbax's saves: a write that fails (a full disk, a lost mount) is a
         CheckpointError naming the directory, its free space and the newest complete step
         (those are intact: Orbax renames a step's folder into place only once it is
-        written). The directory is watched (`_AbandonedIO`) from the first save on, until
+        written). The directory is watched (`abandoned_io`) from the first save on, until
         `close` finds every save done, or for good after a failed one."""
-        _ABANDONED_IO.watch(os.path.join(self.directory, ""))
+        abandoned_io.watch(os.path.join(self.directory, ""))
         try:
             yield
         except Exception as error:
             self._write_failed = True
-            # The abandoned writes' coroutines, collected at exit.
-            warnings.filterwarnings("ignore", "coroutine '.*' was never awaited", RuntimeWarning)
+            abandoned_io.write_failed()
             free = shutil.disk_usage(self.directory).free / 2**20
             saved = self.all_steps()
             newest = f"step {saved[0]}" if saved else "none"
@@ -280,8 +212,6 @@ class Checkpointer:
             try:
                 with reading(self.step_directory(candidate)):
                     return self.restore(candidate, abstract_state, data_iterator), unreadable
-            except CheckpointError:
-                raise
             except Exception as error:  # the files of this step are damaged
                 failures.append(describe_failure(candidate, error))
                 unreadable.append(candidate)
@@ -302,7 +232,7 @@ class Checkpointer:
                 self._manager.close()
             self._manager = None
             if not self._write_failed:
-                _ABANDONED_IO.directories.discard(os.path.join(self.directory, ""))
+                abandoned_io.unwatch(os.path.join(self.directory, ""))
 
 
 def describe_failure(step: int, error: Exception) -> str:

@@ -23,7 +23,7 @@ import pytest
 from orbax.checkpoint._src.path import async_path
 
 from conftest import SIMCLR_RUN_OVERRIDES, TINY_SIMCLR
-from jaxssl import checkpoint, config as config_lib, logging as log_lib, main as cli
+from jaxssl import abandoned_io, checkpoint, config as config_lib, logging as log_lib, main as cli
 from jaxssl.errors import CheckpointError
 from jaxssl.train import Trainer
 
@@ -133,7 +133,7 @@ def test_a_truncated_newest_checkpoint_resumes_from_the_step_before(simclr_run, 
     # The unraisable-exception hook drops the abandoned reads of step 4 and, while a step
     # is watched, asyncio's refusals of callbacks into a closed loop (Orbax's, from
     # tensorstore threads), and only those.
-    assert sys.unraisablehook == checkpoint._ABANDONED_IO.unraisable_hook
+    assert sys.unraisablehook == abandoned_io._WATCH.unraisable_hook
     closed_loop = asyncio.new_event_loop()
     closed_loop.close()
     refused = unraisable(lambda: closed_loop.call_soon_threadsafe(print))
@@ -142,11 +142,11 @@ def test_a_truncated_newest_checkpoint_resumes_from_the_step_before(simclr_run, 
         lambda: exec(f"raise ValueError('reading {tmp_path}/checkpoints/{step}/state/')"))
     read_4, read_2, other = read(4), read(2), unraisable(lambda: 1 / 0)
     passed_on = []
-    monkeypatch.setattr(checkpoint._ABANDONED_IO, "_replaced_hook", passed_on.append)
+    monkeypatch.setattr(abandoned_io._WATCH, "_replaced_hook", passed_on.append)
     for report in (refused, elsewhere, read_4, read_2, other):
         sys.unraisablehook(report)
     assert passed_on == [elsewhere, read_2, other]
-    monkeypatch.setattr(checkpoint._ABANDONED_IO, "directories", set())
+    monkeypatch.setattr(abandoned_io._WATCH, "directories", set())
     sys.unraisablehook(refused)
     assert passed_on[-1] is refused
 
