@@ -1,10 +1,11 @@
 """The one error type for bad input, and its kinds.
 
 Anything a user can get wrong (a config, a data set on disk, the mesh, a
-checkpoint, a stage hand-off, a full disk, a run that diverged) raises an `InputError`.
-The command lines (`jaxssl.main`, `jaxssl.sample`, `jaxssl.pipeline_run`)
-catch this type alone and print its message as one line, exiting with its
-`exit_status`; every other exception is a bug and keeps its traceback.
+checkpoint, a stage hand-off, a full disk, a run that diverged) raises an
+`InputError`. The command lines (`jaxssl.main`, `jaxssl.sample`,
+`jaxssl.pipeline_run`) catch this type and print its message as one line,
+exiting with its `exit_status`; so does `jaxssl.main` for `StoppedByUser`, a
+run that Ctrl-C stopped. Every other exception is a bug and keeps its traceback.
 
 `InputError` derives from `ValueError` so that library callers that already
 handle ValueError keep working; the command lines never catch plain
@@ -47,3 +48,10 @@ class OutputError(InputError):
 class DivergedError(InputError):
     """Training produced a non-finite loss, gradient norm or parameter norm."""
     exit_status = 3
+
+
+class StoppedByUser(KeyboardInterrupt):
+    """Ctrl-C stopped a run after it saved a checkpoint: not bad input, and still a
+    KeyboardInterrupt for library callers. The command lines print its message as one
+    line and exit with status 130 (128 + SIGINT), as an interrupted program does."""
+    exit_status = 130

@@ -16,7 +16,7 @@ import json
 import os
 import sys
 
-from jaxssl.errors import InputError
+from jaxssl.errors import InputError, StoppedByUser
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         return train_and_report(args, overrides)
     except InputError as error:
         return report_input_error(error)
+    except StoppedByUser as stop:
+        print(f"jaxssl: {stop}", file=sys.stderr)
+        return stop.exit_status
 
 
 def train_and_report(args: argparse.Namespace, overrides: dict[str, str]) -> int:

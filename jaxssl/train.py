@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from typing import Sequence
 
@@ -24,7 +25,7 @@ import optax
 from jaxssl import (checkpoint, config as config_lib, device_memory, flops as flops_lib,
                     host_memory, logging as log_lib, methods, output_paths, parallel)
 from jaxssl.data import pipeline, sources
-from jaxssl.errors import CheckpointError
+from jaxssl.errors import CheckpointError, StoppedByUser
 from jaxssl.evaluate.representation import eval_batch_size
 from jaxssl.methods.base import split_variables
 from jaxssl.models import flash_attention
@@ -50,18 +51,29 @@ def save_assets(assets: dict[str, str], workdir: str) -> None:
 
 
 class Preemption:
-    """Records SIGTERM so the loop can save and stop at the next step boundary."""
+    """Records SIGTERM (a preemption) or a first Ctrl-C (SIGINT) so that the loop saves a
+    checkpoint and stops at the next step boundary; a second Ctrl-C stops at once
+    (KeyboardInterrupt), without that checkpoint."""
 
     def __init__(self):
         self.requested = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self.interrupted = False
+        self._previous = {number: signal.signal(number, self._handle)
+                          for number in (signal.SIGTERM, signal.SIGINT)}
 
     def _handle(self, signum, frame):
-        del signum, frame
+        del frame
+        if signum == signal.SIGINT:
+            if self.interrupted:
+                raise KeyboardInterrupt
+            self.interrupted = True
+            print("jaxssl: interrupted: saving a checkpoint after this step (Ctrl-C again "
+                  "stops at once, without it)", file=sys.stderr, flush=True)
         self.requested = True
 
     def restore(self) -> None:
-        signal.signal(signal.SIGTERM, self._previous)
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
 
 
 class TrainStep:
@@ -263,7 +275,8 @@ class Trainer(TrainStep):
         """Trains to `total_steps`; returns the final evaluation ({} if stopped early).
 
         SIGTERM, or reaching step `stop_at`, saves a checkpoint and returns
-        early, as a preempted job would; the schedule still spans total_steps.
+        early, as a preempted job would; the schedule still spans total_steps. Ctrl-C
+        saves one too, then raises `errors.StoppedByUser`.
         A non-finite loss, gradient norm or parameter norm raises DivergedError
         (unless `stop_on_nonfinite` is off) before that state is saved; a full disk
         in the workdir, OutputError (CheckpointError while saving a checkpoint).
@@ -348,6 +361,11 @@ class Trainer(TrainStep):
             progress.close()
             logger.close()
             preemption.restore()
+        if preemption.interrupted and step < config.total_steps:
+            saved = self.checkpointer.all_steps()
+            raise StoppedByUser(
+                f"stopped by Ctrl-C at step {step}; newest checkpoint: "
+                + (f"step {saved[0]}; the same command resumes the run" if saved else "none"))
         self.mfu_info = {"flops_per_step_per_device": flops, "peak_flops_per_device": peak,
                          "peak_source": peak_source}
         # A periodic evaluation of a run stopped early is in metrics.jsonl, not a final result.

@@ -18,6 +18,7 @@ import pytest
 
 from jaxssl import (config as config_lib, flops as flops_lib, host_memory, logging as log_lib,
                     parallel)
+from jaxssl import main as cli
 from jaxssl.main import format_results
 from jaxssl.errors import CheckpointError
 from jaxssl.data import pipeline
@@ -254,6 +255,43 @@ def test_sigterm_saves_and_exits_zero(tmp_path):
     assert proc.wait(timeout=120) == 0
     steps = [int(name) for name in os.listdir(workdir / "checkpoints") if name.isdigit()]
     assert steps and max(steps) >= 2
+
+
+def interrupt_at(monkeypatch, step: int, presses: int) -> None:
+    """Ctrl-C (SIGINT to this process) `presses` times as the run logs `step`."""
+    write = log_lib.MetricsLogger.write
+
+    def pressing(logger, logged_step, metrics):
+        for _ in range(presses if logged_step == step else 0):
+            signal.raise_signal(signal.SIGINT)
+        write(logger, logged_step, metrics)
+
+    monkeypatch.setattr(log_lib.MetricsLogger, "write", pressing)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_stops_with_status_130(tmp_path, capsys, monkeypatch):
+    handler = signal.getsignal(signal.SIGINT)
+    interrupt_at(monkeypatch, step=2, presses=1)
+    argv = [f"--config={TINY_CONFIG}", f"--workdir={tmp_path}", "--config.total_steps=6",
+            "--config.checkpoint.every_steps=0"]
+    assert cli.main(argv) == 130
+    assert capsys.readouterr().err.splitlines() == [
+        "jaxssl: interrupted: saving a checkpoint after this step (Ctrl-C again stops at once, "
+        "without it)",
+        "jaxssl: stopped by Ctrl-C at step 2; newest checkpoint: step 2; the same command "
+        "resumes the run"]
+    assert os.listdir(tmp_path / "checkpoints") == ["2"]
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tmp_path, monkeypatch):
+    interrupt_at(monkeypatch, step=2, presses=2)
+    argv = [f"--config={TINY_CONFIG}", f"--workdir={tmp_path}", "--config.total_steps=6",
+            "--config.checkpoint.every_steps=0"]
+    with pytest.raises(KeyboardInterrupt) as stop:
+        cli.main(argv)
+    assert type(stop.value) is KeyboardInterrupt
+    assert not os.path.exists(tmp_path / "checkpoints")
 
 
 class MeanSquaredError:
