@@ -1,16 +1,18 @@
-"""Output paths named on the command line, checked before the work that fills them,
-and a full disk while it fills them.
+"""Output paths named on the command line, checked before the work that fills them;
+a workdir held by one run at a time; a full disk while a run fills it.
 
 A compile or a training run can take minutes; a workdir under a file or a
 report path in a read-only folder should cost seconds. Both checks raise
-`ConfigError`, whose message names the path by the flag that gave it. A disk
-that fills up later is an `OutputError` (`disk_full_reported`).
+`ConfigError`, whose message names the path by the flag that gave it, as does
+a workdir that another run is writing (`held_exclusively`). A disk that fills
+up later is an `OutputError` (`disk_full_reported`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import shutil
 
@@ -66,3 +68,30 @@ def disk_full_reported(directory: str):
         free = shutil.disk_usage(directory).free / 2**20
         raise OutputError(f"writing {error.filename or 'into ' + directory} failed "
                           f"({error.strerror}); {free:.1f} MiB free there") from error
+
+
+@contextlib.contextmanager
+def held_exclusively(workdir: str, lock: bool = True):
+    """Holds an exclusive lock on directory `workdir` (made if missing) inside, so that two
+    runs launched on one workdir cannot interleave their checkpoints and metrics: a
+    ConfigError if another process holds it. `lock` False (the other processes of a
+    multi-process run, whose process 0 locks) and a file system without locks do nothing.
+    The kernel drops the lock when the process ends, however it ends."""
+    if not lock:
+        yield
+        return
+    os.makedirs(workdir, exist_ok=True)
+    descriptor = os.open(workdir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"--workdir {workdir} is in use by another run (it holds the "
+                              f"folder's lock): wait for it to end, or give another "
+                              f"--workdir") from None
+        except OSError as error:
+            if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP):
+                raise
+        yield
+    finally:
+        os.close(descriptor)

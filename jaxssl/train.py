@@ -279,9 +279,11 @@ class Trainer(TrainStep):
         saves one too, then raises `errors.StoppedByUser`.
         A non-finite loss, gradient norm or parameter norm raises DivergedError
         (unless `stop_on_nonfinite` is off) before that state is saved; a full disk
-        in the workdir, OutputError (CheckpointError while saving a checkpoint).
+        in the workdir, OutputError (CheckpointError while saving a checkpoint). A
+        workdir that another run holds is a ConfigError.
         """
-        with output_paths.disk_full_reported(self.workdir):
+        with (output_paths.held_exclusively(self.workdir, lock=jax.process_index() == 0),
+              output_paths.disk_full_reported(self.workdir)):
             return self._run(stop_at)
 
     def _run(self, stop_at: int | None) -> dict[str, float]:

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from conftest import SIMCLR_RUN_OVERRIDES, snapshot
-from jaxssl import config as config_lib, device_memory, main as cli, pipeline_run, sample
+from jaxssl import (config as config_lib, device_memory, main as cli, output_paths,
+                    pipeline_run, sample)
 from jaxssl.errors import CheckpointError
 from jaxssl.train import Trainer
 
@@ -141,6 +142,14 @@ def test_bad_override(kind, trained, tmp_path, capsys):
     argv += [o.format(empty=empty) for o in overrides]
     assert cli.main([f"--config={TINY_CONFIG}", f"--workdir={trained}", *argv]) == 2
     assert message.format(empty=empty) in one_error_line(capsys)
+
+
+def test_a_workdir_in_use_by_another_run(trained, capsys):
+    """The finished run launched again while a run holds its workdir: stop, write nothing."""
+    argv = [f"--config.{k}={v}" for k, v in SIMCLR_RUN_OVERRIDES.items()]
+    with output_paths.held_exclusively(str(trained)):  # as another process would
+        assert cli.main([f"--config={TINY_CONFIG}", f"--workdir={trained}", *argv]) == 2
+    assert f"--workdir {trained} is in use by another run" in one_error_line(capsys)
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_METHOD_CONFIGS))

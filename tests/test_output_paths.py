@@ -7,7 +7,8 @@ import re
 import pytest
 
 from jaxssl.errors import ConfigError, OutputError
-from jaxssl.output_paths import check_output_dir, check_output_file, disk_full_reported, write_text
+from jaxssl.output_paths import (check_output_dir, check_output_file, disk_full_reported,
+                                 held_exclusively, write_text)
 
 
 def test_a_new_nested_path_under_a_writable_folder_passes(tmp_path):
@@ -65,3 +66,16 @@ def test_a_full_disk_is_an_output_error_naming_the_file_and_the_space_left(tmp_p
 def test_other_os_errors_pass_unchanged(tmp_path):
     with pytest.raises(PermissionError), disk_full_reported(str(tmp_path)):
         raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "x"))
+
+
+def test_a_workdir_is_held_by_one_run_at_a_time(tmp_path):
+    workdir = str(tmp_path / "run")
+    with held_exclusively(workdir):
+        with pytest.raises(ConfigError, match=f"^--workdir {workdir} is in use by another run"):
+            with held_exclusively(workdir):
+                pass
+        with held_exclusively(workdir, lock=False):  # another process of the same run
+            pass
+    with held_exclusively(workdir):  # released
+        pass
+    assert os.listdir(workdir) == []  # the folder's own lock: no file in it
