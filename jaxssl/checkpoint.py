@@ -163,15 +163,18 @@ class Checkpointer:
 
     @contextlib.contextmanager
     def _writing(self):
-        """Wraps Orbax's saves: a write that fails (a full disk, a lost mount) is a
+        """Wraps Orbax's saves: a write the storage refuses (a full disk, a lost mount) is a
         CheckpointError naming the directory, its free space and the newest complete step
         (those are intact: Orbax renames a step's folder into place only once it is
         written). The directory is watched (`abandoned_io`) from the first save on, until
-        `close` finds every save done, or for good after a failed one."""
+        `close` finds every save done, or for good after a failed one. Other errors, bugs,
+        keep their tracebacks."""
         abandoned_io.watch(os.path.join(self.directory, ""))
         try:
             yield
         except Exception as error:
+            if not _is_storage_failure(error):
+                raise  # a bug, with its traceback
             self._write_failed = True
             abandoned_io.write_failed()
             free = shutil.disk_usage(self.directory).free / 2**20
@@ -233,6 +236,16 @@ class Checkpointer:
             self._manager = None
             if not self._write_failed:
                 abandoned_io.unwatch(os.path.join(self.directory, ""))
+
+
+# Tensorstore's status codes for a storage that refuses a write (its errors are ValueErrors).
+_STORAGE_STATUSES = ("RESOURCE_EXHAUSTED", "PERMISSION_DENIED", "UNAVAILABLE", "DATA_LOSS",
+                     "DEADLINE_EXCEEDED")
+
+
+def _is_storage_failure(error: Exception) -> bool:
+    """Whether a save failed because the storage refused it (full, read-only, gone)."""
+    return isinstance(error, OSError) or str(error).startswith(_STORAGE_STATUSES)
 
 
 def describe_failure(step: int, error: Exception) -> str:

@@ -18,7 +18,9 @@ import time
 import types
 
 import jax
+import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from orbax.checkpoint._src.path import async_path
 
@@ -175,6 +177,23 @@ def test_a_full_disk_stops_the_run_in_one_line_and_the_run_resumes(simclr_run, t
     assert re.search(r"\); [0-9.]+ MiB free there; newest complete checkpoint: step 2$", err[0])
     monkeypatch.undo()
     assert Trainer(load(overrides), str(tmp_path)).run() == simclr_run.results
+
+
+@pytest.mark.parametrize("error, reported", [
+    (ValueError("RESOURCE_EXHAUSTED: Error writing local file"), CheckpointError),
+    (PermissionError(errno.EACCES, "Permission denied"), CheckpointError),
+    (TypeError("a bug in a save"), TypeError),
+])
+def test_only_a_save_the_storage_refuses_is_a_checkpoint_error(tmp_path, monkeypatch, error,
+                                                                reported):
+    def failing_save(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", failing_save)
+    checkpointer = checkpoint.Checkpointer(str(tmp_path), every_steps=1, keep=1, async_save=False)
+    with pytest.raises(reported) as raised:
+        checkpointer.save(1, {"w": np.zeros(2)}, None, ml_collections.ConfigDict())
+    assert (raised.value is error) == (reported is not CheckpointError)
 
 
 def test_a_full_disk_while_logging_stops_the_run_in_one_line(tmp_path, capsys, monkeypatch):
