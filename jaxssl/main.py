@@ -100,8 +100,8 @@ def train_and_report(args: argparse.Namespace, overrides: dict[str, str]) -> int
             results["random init"] = trainer.evaluate_random_init()
         print(format_results(results))
         if jax.process_index() == 0:
-            with (output_paths.disk_full_reported(args.workdir),
-                  open(os.path.join(args.workdir, "results.json"), "w") as f):
+            path = os.path.join(args.workdir, "results.json")
+            with output_paths.disk_full_reported(args.workdir, path), open(path, "w") as f:
                 json.dump(results, f, indent=2)
     return 0
 

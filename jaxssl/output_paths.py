@@ -50,23 +50,26 @@ def check_output_file(path: str, flag: str) -> None:
 
 
 def write_text(path: str, text: str) -> None:
-    """Writes `text` to file `path`, making its folder first (see `check_output_file`)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
+    """Writes `text` to file `path`, making its folder first (see `check_output_file`);
+    OutputError if the disk is full."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    with disk_full_reported(folder, path), open(path, "w") as f:
         f.write(text)
 
 
 @contextlib.contextmanager
-def disk_full_reported(directory: str):
+def disk_full_reported(directory: str, file: str | None = None):
     """Turns an OSError of a full disk or quota inside into an OutputError naming the file
-    (or `directory`) and the MiB left there; other errors pass unchanged."""
+    (the error's, else `file`, else `directory`) and the MiB left in `directory`; other
+    errors pass unchanged."""
     try:
         yield
     except OSError as error:
         if error.errno not in FULL:
             raise
         free = shutil.disk_usage(directory).free / 2**20
-        raise OutputError(f"writing {error.filename or 'into ' + directory} failed "
+        raise OutputError(f"writing {error.filename or file or 'into ' + directory} failed "
                           f"({error.strerror}); {free:.1f} MiB free there") from error
 
 

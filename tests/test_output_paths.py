@@ -79,3 +79,9 @@ def test_a_workdir_is_held_by_one_run_at_a_time(tmp_path):
     with held_exclusively(workdir):  # released
         pass
     assert os.listdir(workdir) == []  # the folder's own lock: no file in it
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_writing_a_report_to_a_full_disk_is_an_output_error():
+    with pytest.raises(OutputError, match=r"^writing /dev/full failed \(No space left on device\)"):
+        write_text("/dev/full", "x" * 10)
