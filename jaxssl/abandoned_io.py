@@ -80,13 +80,18 @@ for _logger in ("asyncio", "absl"):   # absl: Orbax's own error records of a fai
     logging.getLogger(_logger).addFilter(_WATCH)
 
 
+def _as_prefix(directory: str) -> str:
+    """The absolute path with a trailing separator: 'checkpoints/4/' names no step 40."""
+    return os.path.join(os.path.abspath(directory), "")
+
+
 def watch(directory: str) -> None:
-    """Silences the reports that name `directory` (ending with a separator), from now on."""
-    _WATCH.watch(directory)
+    """Silences the reports that name `directory`, from now on."""
+    _WATCH.watch(_as_prefix(directory))
 
 
 def unwatch(directory: str) -> None:
-    _WATCH.directories.discard(directory)
+    _WATCH.directories.discard(_as_prefix(directory))
 
 
 def write_failed() -> None:

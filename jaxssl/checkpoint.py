@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import sys
 from typing import Any
 
@@ -22,7 +21,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from jaxssl import abandoned_io
+from jaxssl import abandoned_io, output_paths
 from jaxssl.errors import CheckpointError
 
 
@@ -31,10 +30,9 @@ def reading(step_directory: str):
     """Wraps Orbax reads of one checkpoint step (the directory `<workdir>/checkpoints/<step>`):
     if a read fails, the reports of the reads Orbax abandons stay silent (`abandoned_io`)
     and the error goes on to the caller, who reports the step in one line."""
-    directory = os.path.join(os.path.abspath(step_directory), "")
-    abandoned_io.watch(directory)
+    abandoned_io.watch(step_directory)
     yield  # a failed read leaves its step watched: the abandoned reads report later
-    abandoned_io.unwatch(directory)
+    abandoned_io.unwatch(step_directory)
 
 
 def _path_names(path) -> str:
@@ -169,7 +167,7 @@ class Checkpointer:
         written). The directory is watched (`abandoned_io`) from the first save on, until
         `close` finds every save done, or for good after a failed one. Other errors, bugs,
         keep their tracebacks."""
-        abandoned_io.watch(os.path.join(self.directory, ""))
+        abandoned_io.watch(self.directory)
         try:
             yield
         except Exception as error:
@@ -177,12 +175,12 @@ class Checkpointer:
                 raise  # a bug, with its traceback
             self._write_failed = True
             abandoned_io.write_failed()
-            free = shutil.disk_usage(self.directory).free / 2**20
             saved = self.all_steps()
             newest = f"step {saved[0]}" if saved else "none"
             raise CheckpointError(
                 f"writing a checkpoint to {self.directory} failed ({describe_error(error)}); "
-                f"{free:.1f} MiB free there; newest complete checkpoint: {newest}") from error
+                f"{output_paths.space_left(self.directory)}; newest complete checkpoint: "
+                f"{newest}") from error
 
     def restore(self, step: int, abstract_state: Any, data_iterator: Any = None) -> Any:
         """Restores `state` onto the shardings in `abstract_state`, and the grain
@@ -235,7 +233,7 @@ class Checkpointer:
                 self._manager.close()
             self._manager = None
             if not self._write_failed:
-                abandoned_io.unwatch(os.path.join(self.directory, ""))
+                abandoned_io.unwatch(self.directory)
 
 
 # Tensorstore's status codes for a storage that refuses a write (its errors are ValueErrors).

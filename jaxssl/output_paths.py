@@ -68,9 +68,13 @@ def disk_full_reported(directory: str, file: str | None = None):
     except OSError as error:
         if error.errno not in FULL:
             raise
-        free = shutil.disk_usage(directory).free / 2**20
         raise OutputError(f"writing {error.filename or file or 'into ' + directory} failed "
-                          f"({error.strerror}); {free:.1f} MiB free there") from error
+                          f"({error.strerror}); {space_left(directory)}") from error
+
+
+def space_left(directory: str) -> str:
+    """'N.N MiB free there': what the file system of `directory` has left."""
+    return f"{shutil.disk_usage(directory).free / 2**20:.1f} MiB free there"
 
 
 @contextlib.contextmanager

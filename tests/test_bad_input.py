@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SIMCLR_RUN_OVERRIDES, snapshot
+from conftest import SIMCLR_RUN_OVERRIDES, damage, snapshot
 from jaxssl import (config as config_lib, device_memory, main as cli, output_paths,
                     pipeline_run, sample)
 from jaxssl.errors import CheckpointError
@@ -273,15 +273,12 @@ def test_workdir_that_is_a_file(tmp_path, capsys):
 
 
 def damaged_copy(run, workdir, steps) -> None:
-    """Copies the checkpoints and config of `run` into `workdir`, the array data files of
-    checkpoint `steps` truncated to half."""
+    """Copies the checkpoints and config of `run` into `workdir`, checkpoint `steps`
+    damaged (conftest.damage)."""
     os.makedirs(workdir)
     os.system(f"cp -r {run.workdir}/checkpoints {run.workdir}/config.json {workdir}/")
     for step in steps:
-        for root, _, names in os.walk(workdir / "checkpoints" / str(step) / "state" / "d"):
-            for name in names:
-                with open(os.path.join(root, name), "r+b") as f:
-                    f.truncate(os.path.getsize(os.path.join(root, name)) // 2)
+        damage(workdir / "checkpoints" / str(step))
 
 
 def test_workdir_without_an_intact_checkpoint(simclr_run, tmp_path, capsys):

@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 import pytest
 from orbax.checkpoint._src.path import async_path
 
-from conftest import SIMCLR_RUN_OVERRIDES, TINY_SIMCLR
+from conftest import SIMCLR_RUN_OVERRIDES, TINY_SIMCLR, damage
 from jaxssl import abandoned_io, checkpoint, config as config_lib, logging as log_lib, main as cli
 from jaxssl.errors import CheckpointError
 from jaxssl.train import Trainer
@@ -89,19 +89,6 @@ def test_the_guard_can_be_switched_off(tmp_path):
     assert Trainer(config, str(tmp_path)).run(stop_at=3) == {}
     state = Trainer(config, str(tmp_path)).restore()
     assert int(state.step) == 3 and not all_finite(state.params)
-
-
-def damage(step_dir) -> dict[str, int]:
-    """Truncates every array data file of a checkpoint step to half; {path: new size}."""
-    sizes = {}
-    for root, _, names in os.walk(step_dir):
-        for name in names:
-            path = os.path.join(root, name)
-            if os.sep + "d" in root[len(str(step_dir)):]:
-                os.truncate(path, os.path.getsize(path) // 2)
-                sizes[os.path.relpath(path, step_dir)] = os.path.getsize(path)
-    assert sizes
-    return sizes
 
 
 def test_a_truncated_newest_checkpoint_resumes_from_the_step_before(simclr_run, tmp_path,
