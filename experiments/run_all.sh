@@ -188,11 +188,12 @@ xla_dot_option_rates() {
   "$PYTHON" -m experiments.benchmarks.matmul_rates
   local flags
   # YNNPACK claims dots by default, so the other libraries' options take them from it.
-  local others="--xla_cpu_experimental_ynn_fusion_type=reduce"
-  for flags in "" "$others" "--xla_cpu_use_onednn=true" \
-      "$others --xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true" \
-      "$others --xla_cpu_experimental_onednn_fusion_type=dot" \
-      "$others --xla_cpu_experimental_onednn_fusion_type=individual_dot" \
+  # oneDNN's fusions also need --xla_cpu_use_onednn.
+  local others="--xla_cpu_experimental_ynn_fusion_type=reduce" onednn="--xla_cpu_use_onednn=true"
+  for flags in "" "$others" "$onednn" \
+      "$others $onednn --xla_cpu_experimental_onednn_custom_call=true" \
+      "$others $onednn --xla_cpu_experimental_onednn_fusion_type=dot" \
+      "$others $onednn --xla_cpu_experimental_onednn_fusion_type=individual_dot" \
       "$others --xla_cpu_experimental_xnn_fusion_type=dot" \
       "--xla_cpu_experimental_ynn_fusion_type=dot"; do
     JAXSSL_CPU_XLA_DEFAULTS=off XLA_FLAGS="$flags" "$PYTHON" -m experiments.benchmarks.matmul_rates
