@@ -1,9 +1,10 @@
 """The fused TPU attention kernels (jaxssl.models.flash_attention), run here in Pallas's
 interpreter, give jaxssl's XLA attention and its gradients for every mask the models build
 (prefix-LM over packed segments, causal, bidirectional, cross-attention with fully masked
-queries), over several blocks; the blocks they skip are wholly masked; the models give the
-same outputs with either attention, and so does a train step on a data x fsdp x tensor mesh;
-and the kernels compile for a TPU slice with libtpu."""
+queries), with and without a logit bias (T5's relative positions), over several blocks; the
+blocks they skip are wholly masked; the models give the same outputs with either attention,
+and so does a train step on a data x fsdp x tensor mesh; and the kernels compile for a TPU
+slice with libtpu."""
 
 import os
 
@@ -50,15 +51,20 @@ def random_qkv(rng, batch, q_length, kv_length, heads=2, width=8):
                  for s in (shape(q_length), shape(kv_length), shape(kv_length), shape(q_length)))
 
 
-def check_against_xla(q, k, v, weights, q_segments, kv_segments, flags):
-    """Output and q/k/v gradients of sum(attention * weights): kernels against XLA."""
+def check_against_xla(q, k, v, weights, q_segments, kv_segments, flags, bias=None):
+    """Output and q/k/v (and bias) gradients of sum(attention * weights): kernels against
+    XLA."""
     mask = attention_mask(q_segments, kv_segments, flags)
-    xla = lambda q, k, v: jnp.sum(dot_product_attention(q, k, v, mask) * weights)
-    fused = lambda q, k, v: jnp.sum(
-        flash.flash_attention(q, k, v, q_segments, kv_segments, flags) * weights)
-    np.testing.assert_allclose(flash.flash_attention(q, k, v, q_segments, kv_segments, flags),
-                               dot_product_attention(q, k, v, mask), rtol=1e-5, atol=1e-6)
-    for got, want in zip(jax.grad(fused, (0, 1, 2))(q, k, v), jax.grad(xla, (0, 1, 2))(q, k, v)):
+    xla = lambda q, k, v, bias: jnp.sum(
+        dot_product_attention(q, k, v, mask, logit_bias=bias) * weights)
+    fused = lambda q, k, v, bias: jnp.sum(
+        flash.flash_attention(q, k, v, q_segments, kv_segments, flags, bias) * weights)
+    np.testing.assert_allclose(
+        flash.flash_attention(q, k, v, q_segments, kv_segments, flags, bias),
+        dot_product_attention(q, k, v, mask, logit_bias=bias), rtol=1e-5, atol=1e-6)
+    wrt = (0, 1, 2) if bias is None else (0, 1, 2, 3)
+    for got, want in zip(jax.grad(fused, wrt)(q, k, v, bias), jax.grad(xla, wrt)(q, k, v, bias)):
+        assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
@@ -78,6 +84,21 @@ def test_cross_attention_with_fully_masked_queries_matches_xla(small_blocks):
     q_segments = np.array([[1] * 12 + [2] * 15 + [0] * 5, [1] * 32], np.int32)
     kv_segments = np.array([[1] * 10 + [2] * 14, [1] * 24], np.int32)
     check_against_xla(*random_qkv(rng, 2, 32, 24), q_segments, kv_segments, None)
+
+
+@pytest.mark.parametrize("bias_rows", [2, 1])
+def test_a_logit_bias_and_its_gradient_match_xla(bias_rows, small_blocks):
+    # Prefix-LM over packed segments (skipped blocks, whose bias gradient is zero), and
+    # cross-attention padded from 30 x 24 to whole blocks; a bias per example, or one
+    # for the batch (its gradient the sum over the batch).
+    rng = np.random.default_rng(9)
+    bias = lambda q_length, kv_length: jnp.asarray(
+        rng.normal(size=(bias_rows, 2, q_length, kv_length)), jnp.float32)
+    segments, flags = packed_rows(rng, 2, 32)
+    check_against_xla(*random_qkv(rng, 2, 32, 32), segments, segments, flags, bias(32, 32))
+    q_segments = np.array([[1] * 12 + [2] * 13 + [0] * 5, [1] * 30], np.int32)
+    kv_segments = np.array([[1] * 10 + [2] * 14, [1] * 24], np.int32)
+    check_against_xla(*random_qkv(rng, 2, 30, 24), q_segments, kv_segments, None, bias(30, 24))
 
 
 def test_bfloat16_inputs_stay_within_bfloat16_rounding_of_float32(small_blocks):
@@ -145,20 +166,40 @@ def outputs_with_both(module_of, inputs, train=False):
             module_of("flash").apply(params, *inputs, train))
 
 
-def test_prefix_lm_and_encoder_decoder_give_the_same_logits(small_blocks):
+def test_a_prefix_lm_gives_the_same_logits(small_blocks):
     rng = np.random.default_rng(3)
     segments, flags = packed_rows(rng, 2, 32)
     tokens = jnp.asarray(rng.integers(1, 50, segments.shape))
     positions = jnp.broadcast_to(jnp.arange(32), segments.shape)
-    sizes = dict(vocab_size=50, max_length=32, hidden=16, depth=2, num_heads=2, mlp_dim=32)
     xla, fused = outputs_with_both(
-        lambda impl: LanguageModel(**sizes, attention_impl=impl),
+        lambda impl: LanguageModel(50, 32, hidden=16, depth=2, num_heads=2, mlp_dim=32,
+                                   attention_impl=impl),
         (tokens, segments, positions, flags))
     np.testing.assert_allclose(fused, xla, rtol=1e-5, atol=1e-5)
-    xla, fused = outputs_with_both(
-        lambda impl: EncoderDecoder(**sizes, decoder_depth=1, attention_impl=impl),
-        (tokens, segments, positions, tokens[:, :24], segments[:, :24], positions[:, :24]))
-    np.testing.assert_allclose(fused, xla, rtol=1e-5, atol=1e-5)
+
+
+def test_an_encoder_decoder_with_t5_relative_positions_gives_the_same_loss_and_gradients(
+        small_blocks):
+    # Each stack's bias table is learned through the kernels' logit gradients; the
+    # cross-attention has no bias.
+    rng = np.random.default_rng(10)
+    segments, _ = packed_rows(rng, 2, 32)
+    tokens = jnp.asarray(rng.integers(1, 50, segments.shape))
+    positions = jnp.broadcast_to(jnp.arange(32), segments.shape)
+    inputs = (tokens, segments, positions, tokens[:, :24], segments[:, :24], positions[:, :24])
+    model = lambda impl: EncoderDecoder(50, 32, hidden=16, depth=2, decoder_depth=1,
+                                        num_heads=2, mlp_dim=32, posemb="relative",
+                                        relative_max_distance=16, attention_impl=impl)
+    params = model(None).init(jax.random.key(0), *inputs, False)
+    loss = lambda impl: lambda p: jnp.sum(model(impl).apply(p, *inputs, False) ** 2)
+    (xla_loss, xla_grads), (fused_loss, fused_grads) = (
+        jax.jit(jax.value_and_grad(loss(impl)))(params) for impl in (None, "flash"))
+    assert fused_loss == pytest.approx(float(xla_loss), rel=1e-5)
+    tables = [g for path, g in jax.tree_util.tree_leaves_with_path(fused_grads)
+              if "relative_attention_bias" in jax.tree_util.keystr(path)]
+    assert len(tables) == 2 and all(np.abs(t).max() > 0 for t in tables)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                 fused_grads, xla_grads)
 
 
 def test_a_scanned_rematerialised_stack_gives_the_same_gradients(small_blocks):
@@ -201,12 +242,14 @@ def test_text_blocks_of_pali_and_clip_take_the_kernels(spec, section, small_bloc
 
 
 def test_lm_step_on_a_data_fsdp_tensor_mesh_matches_xla_on_one_device(tmp_path, monkeypatch):
-    # Each device runs the kernels on its own rows and heads (shard_map over the mesh).
+    # Each device runs the kernels on its own rows and heads (shard_map over the mesh),
+    # and reads its own rows and heads of the relative-position bias.
     monkeypatch.setitem(CONFIGS, "lm_prefix", "tiny_lm.py")
+    prefix_lm = {"lm.objective": "prefix", "lm.posemb": "relative"}
     loss_1, params_1, _, _ = step_on("lm_prefix", ONE, jax.devices()[:1], tmp_path / "one",
-                                     {"lm.objective": "prefix"})
+                                     prefix_lm)
     loss_n, params_n, _, _ = step_on("lm_prefix", MESH, jax.devices(), tmp_path / "mesh",
-                                     {"lm.objective": "prefix", "lm.attention_impl": "flash"})
+                                     {**prefix_lm, "lm.attention_impl": "flash"})
     np.testing.assert_allclose(loss_n, loss_1, rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                  params_n, params_1)
@@ -217,11 +260,12 @@ def test_a_prefix_lm_with_the_kernels_compiles_for_a_tpu_slice(tmp_path, monkeyp
     hlo = tmp_path / "step.hlo"
     report = aot.analyse(os.path.join(REPO, "tests", "configs", "tiny_lm.py"),
                          {"lm.objective": "prefix", "lm.attention_impl": "flash",
-                          "mesh.fsdp": "2", "mesh.tensor": "2",
+                          "lm.posemb": "relative", "mesh.fsdp": "2", "mesh.tensor": "2",
                           "data.name": "text:tiny_shakespeare?chars=65&length=17&tokenizer=char"},
                          "v5e:2x2", hlo_path=str(hlo))
     assert report["fits"]
-    # Mosaic kernels, one forward and two backward per layer (two layers)
+    # Mosaic kernels with the relative-position bias, one forward and two backward per
+    # layer (two layers)
     assert hlo.read_text().count('custom_call_target="tpu_custom_call"') == 3 * 2
 
 

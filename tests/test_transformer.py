@@ -217,6 +217,21 @@ def test_rotary_matches_reference_and_depends_on_relative_position_only():
     np.testing.assert_allclose(dot(7, 3), dot(30, 26), rtol=1e-4)
 
 
+def test_relative_positions_learn_a_bucket_table_and_see_only_distances():
+    # posemb='relative' alone gives T5's 32 buckets: a [32, heads] table, and logits that
+    # change when the tokens' distances change but not when every position shifts.
+    model = LanguageModel(**SIZES, posemb="relative")
+    rng = np.random.default_rng(3)
+    tokens = jnp.asarray(rng.integers(1, VOCAB, (1, LENGTH)))
+    segments, flags = jnp.ones_like(tokens), jnp.ones(tokens.shape, bool)
+    positions = jnp.arange(LENGTH)[None]
+    params = init(model, 0, tokens, segments, positions, flags, train=False)
+    assert nn.unbox(params)["params"]["stack"]["relative_attention_bias"].shape == (32, 2)
+    logits = lambda positions: model.apply(params, tokens, segments, positions, flags, False)
+    np.testing.assert_allclose(logits(positions + 7), logits(positions), rtol=1e-5, atol=1e-6)
+    assert np.abs(logits(positions * 3) - logits(positions)).max() > 1e-3
+
+
 @pytest.fixture(scope="module")
 def decoder():
     model = LanguageModel(**SIZES, posemb="rotary")

@@ -91,7 +91,8 @@ class LanguageModelling(TokenLossMethod):
             dropout=0.0,              # embeddings and each block's branch outputs
             attention_dropout=0.0,    # attention weights (nanoGPT uses `dropout` for both)
             init="xavier",            # block kernels: xavier | gpt2 (nanoGPT's)
-            posemb="learned",         # learned | rotary
+            posemb="learned",         # learned | rotary | relative (T5's bucketed logit bias:
+                                      # 32 buckets, logarithmic up to 128 tokens)
             tied_embeddings=True,
             attention_impl="",        # '' = jaxssl's XLA attention; 'xla' / 'cudnn' = jax.nn's;
                                       # 'flash' = jaxssl's fused TPU kernel (models/flash_attention.py)

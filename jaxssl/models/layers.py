@@ -225,6 +225,8 @@ class Attention(nn.Module):
     (rng stream 'dropout') unless `deterministic`. Kernels: the q/k/v
     projections from `kernel_init`, 'out' (the residual output) from
     `out_kernel_init`. Without `use_bias` the projections have no biases.
+    `logit_bias` float [B or 1, heads, Tq, Tk] (T5's relative positions) is
+    added to the logits by every implementation.
     """
     num_heads: int
     dtype: Any = jnp.float32
@@ -268,15 +270,14 @@ class Attention(nn.Module):
             dropping = self.dropout_rate > 0 and not deterministic
             y = dot_product_attention(q, k, v, mask, self.dropout_rate,
                                       self.make_rng("dropout") if dropping else None, logit_bias)
-        elif logit_bias is not None:
-            raise ConfigError("a logit bias (relative positions) needs jaxssl's attention")
         elif self.attention_impl == "flash":
             if mask is None:
                 whole = lambda y: jnp.ones(y.shape[:2], jnp.int32)
                 mask = SegmentMask(whole(q), whole(k))
-            y = flash_attention.flash_attention(q, k, v, *mask)
+            y = flash_attention.flash_attention(q, k, v, *mask, logit_bias=logit_bias)
         else:
-            y = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.attention_impl)
+            y = jax.nn.dot_product_attention(q, k, v, bias=logit_bias, mask=mask,
+                                             implementation=self.attention_impl)
         return batch_sharded(dense(hidden, ("heads", "kv", "embed"), self.dtype, "out",
                                    axis=(-2, -1), kernel_init=self.out_kernel_init,
                                    use_bias=self.use_bias)(split_heads(y)))

@@ -364,7 +364,7 @@ class _Sizes(nn.Module):
     num_heads: int = 4
     mlp_dim: int = 512
     dropout: float = 0.0
-    posemb: str = "learned"
+    posemb: str = "learned"       # learned | rotary | relative (T5's bias; see below)
     tied_embeddings: bool = True
     dtype: Any = jnp.float32
     attention_impl: Optional[str] = None
@@ -380,7 +380,7 @@ class _Sizes(nn.Module):
     tied_bias: bool = False
     rms_norm: bool = False
     gated_mlp: bool = False
-    relative_buckets: int = 0
+    relative_buckets: int = 32        # posemb 'relative': T5's buckets per stack
     relative_max_distance: int = 128
     scan_layers: bool = False     # see TransformerStack
     remat: str = "none"
