@@ -93,7 +93,7 @@ def base_config() -> ml_collections.ConfigDict:
         max_train_examples=0,  # 0 = the whole labelled train split
         max_test_examples=0,   # 0 = the whole eval split
         compare_random_init=False,  # also evaluate the encoder at step 0, print both
-        num_pictures=8,        # images in the picture grid of methods that draw one
+        num_pictures=8,        # images in the picture grid of methods that draw one (0: none)
     )
     c.checkpoint = dict(every_steps=0, keep=3, async_save=True)  # every_steps 0 = at the end only
     c.log = dict(every_steps=10, tensorboard=True, progress_bar=True, peak_flops_per_device=0.0)

@@ -44,26 +44,19 @@ def decay_mask(params: Any) -> Any:
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def decay_mask_except(prefix: tuple[str, ...]) -> Callable[[Any], Any]:
-    """`decay_mask` with every parameter under the dict-key path `prefix` excluded.
+def decay_mask_without(module: str) -> Callable[[Any], Any]:
+    """`decay_mask` with every parameter under a dict key `module` (at any depth) excluded.
 
-    E.g. ('backbone', 'patch_embedding'): the frozen patch projection of MoCo v3,
-    whose reference code does not decay it (requires_grad=False).
+    E.g. 'patch_embedding': a ViT's frozen patch projection (`model.frozen_patch_embed`),
+    which gets zero gradients, so that decay alone would shrink it (MoCo v3's reference
+    code does not decay it: requires_grad=False).
     """
     def mask(params: Any) -> Any:
         def leaf(path, p):
-            keys = tuple(getattr(k, "key", None) for k in path[:len(prefix)])
-            return p.ndim > 1 and keys != tuple(prefix)
+            return p.ndim > 1 and module not in (getattr(k, "key", None) for k in path)
         return jax.tree_util.tree_map_with_path(leaf, params)
 
     return mask
-
-
-def build_optimizer(optim_config: Mapping[str, Any], total_steps: int,
-                    batch_size: int) -> optax.GradientTransformation:
-    """The optax transformation the config describes (with clipping if asked)."""
-    return optimizer_with_schedule(
-        optim_config, learning_rate_schedule(optim_config, total_steps, batch_size))
 
 
 def optimizer_with_schedule(optim_config: Mapping[str, Any], lr: optax.Schedule,

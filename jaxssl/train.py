@@ -255,11 +255,11 @@ class Trainer(TrainStep):
     def evaluate(self, state: TrainState) -> dict[str, float]:
         """The method's evaluation of `state`; process 0 also has the method draw its
         pictures of the first `eval.num_pictures` eval images into
-        `workdir/pictures/step_<step>.png` (most methods draw none)."""
+        `workdir/pictures/step_<step>.png` (most methods draw none; none when 0)."""
         variables = {"params": state.params, **state.method_state}
         results = self.method.evaluate(variables, self.train_source, self.eval_source,
                                        self.mesh, self.config.eval)
-        if jax.process_index() == 0:
+        if jax.process_index() == 0 and self.config.eval.num_pictures:
             batch = pipeline.example_batch(self.eval_source, self.config.eval.num_pictures)
             path = os.path.join(self.workdir, "pictures",
                                 f"step_{int(jax.device_get(state.step)):07d}.png")

@@ -216,12 +216,16 @@ def test_a_scanned_rematerialised_stack_gives_the_same_gradients(small_blocks):
                  grads["flash"], grads[None])
 
 
-def test_vit_gives_the_same_features():
+@pytest.mark.parametrize("pool", ["gap", "map"])
+def test_vit_gives_the_same_features(pool):
+    # Every attention of the ViT takes the kernels: each block's and the MAP head's.
     images = jnp.asarray(np.random.default_rng(4).normal(size=(2, 8, 8, 3)), jnp.float32)
-    xla, fused = outputs_with_both(
-        lambda impl: ViT(patch=2, hidden=16, depth=1, heads=2, attention_impl=impl),
-        (images,))
+    vit = lambda impl: ViT(patch=2, hidden=16, depth=1, heads=2, pool=pool, attention_impl=impl)
+    xla, fused = outputs_with_both(vit, (images,))
     np.testing.assert_allclose(fused, xla, rtol=1e-5, atol=1e-5)
+    params = vit(None).init(jax.random.key(0), images, False)
+    program = jax.make_jaxpr(lambda p: vit("flash").apply(p, images, False))(params)
+    assert str(program).count("pallas_call") == 1 + (pool == "map")
 
 
 @pytest.mark.parametrize("spec, section", [("tiny_pali.py", "pali"), ("tiny_clip.py", "clip")])

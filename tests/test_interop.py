@@ -354,14 +354,15 @@ def test_pipeline_fine_tunes_from_public_weights_without_a_pretrain_stage(tmp_pa
 
 
 # ------------------------------------------------------------------- export
-@pytest.mark.parametrize("posemb", ["learned", "sincos2d"])
-def test_exported_vit_imports_back_with_the_same_features(posemb, tmp_path):
+@pytest.mark.parametrize("posemb, activation", [("learned", "gelu"), ("sincos2d", "quick_gelu"),
+                                                ("learned", "gelu_tanh"), ("learned", "relu")])
+def test_exported_vit_imports_back_with_the_same_features(posemb, activation, tmp_path):
     import jax
     from jaxssl.interop.export import export_hf_vit
     from jaxssl.models import build_backbone
 
     config = dict(name="vit", hidden=32, depth=2, heads=4, patch=8, mlp_ratio=2.0,
-                  posemb=posemb, pool="cls", layer_norm_epsilon=1e-6)
+                  posemb=posemb, pool="cls", layer_norm_epsilon=1e-6, activation=activation)
     model = build_backbone(config)
     images = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
     params = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.PRNGKey(2), x.shape),
@@ -371,6 +372,7 @@ def test_exported_vit_imports_back_with_the_same_features(posemb, tmp_path):
     assert sorted(os.listdir(directory)) == ["config.json", "model.safetensors"]
     imported = interop.load(f"hf:{directory}")
     assert imported.family == "hf_vit" and imported.config["hidden"] == 32
+    assert imported.config["activation"] == activation
     want = model.apply({"params": params}, images, train=False)
     got = imported.build().apply(imported.variables(), images, train=False)
     assert max_difference(got, want) <= 1e-5
@@ -403,6 +405,12 @@ def test_export_refuses_a_language_model_gpt2_cannot_express(tmp_path):
     from jaxssl.interop.export import export_hf_gpt2
     with pytest.raises(CheckpointError, match="GPT-2 needs posemb='learned'"):
         export_hf_gpt2({}, dict(posemb="rotary"), str(tmp_path))
+
+
+def test_export_refuses_a_vit_hugging_face_cannot_express(tmp_path):
+    from jaxssl.interop.export import export_hf_vit
+    with pytest.raises(CheckpointError, match="this ViT has pre_norm=True"):
+        export_hf_vit({}, dict(pool="cls", pre_norm=True), str(tmp_path), image_size=32)
 
 
 def nn_unbox(tree):

@@ -247,6 +247,16 @@ def test_write_pictures_writes_a_png_grid(method_name, single_device, digits, tm
     assert grid.std() > 10  # not a blank canvas
 
 
+@pytest.mark.parametrize("num_pictures", [0, 2])
+def test_an_evaluation_draws_num_pictures_images(num_pictures, tmp_path):
+    trainer = Trainer(tiny_config("mae", **{"eval.num_pictures": str(num_pictures)}),
+                      str(tmp_path), devices=jax.devices()[:1])
+    trainer.evaluate(trainer.initial_state())
+    pictures = tmp_path / "pictures"
+    drawn = sorted(os.listdir(pictures)) if pictures.exists() else []
+    assert drawn == (["step_0000000.png"] if num_pictures else [])
+
+
 # ----------------------------------------------------------------------------
 # Configs
 # ----------------------------------------------------------------------------

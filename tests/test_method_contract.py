@@ -5,9 +5,14 @@ each method's `check_config` runs when a config resolves."""
 import inspect
 import os
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from jaxssl import config as config_lib, methods
+from jaxssl.data import pipeline
+from jaxssl.data.sources import get_source
 from jaxssl.errors import ConfigError
 from jaxssl.methods import base
 
@@ -70,6 +75,31 @@ def test_default_hooks_do_the_ordinary_thing(tiny_simclr_config):
     assert hasattr(tx, "update")
 
 
+@pytest.mark.parametrize("spec", ["tiny_simclr.py", "tiny_moco.py", "tiny_mae.py",
+                                  "tiny_finetune.py"])
+def test_a_frozen_patch_projection_gets_no_weight_decay_in_any_method(spec):
+    """With zero gradients only weight decay moves parameters: every kernel but the frozen
+    patch projection's (model.frozen_patch_embed; MoCo v3's reference: requires_grad=False,
+    so AdamW skips it)."""
+    config = config_lib.load(os.path.join(REPO, "tests", "configs", spec),
+                             {"model.frozen_patch_embed": "True", "optim.weight_decay": "0.5"})
+    method = methods.get(config.method)(config)
+    batch = pipeline.example_batch(get_source(config.data.name, "train"), 4)
+    params, _ = base.split_variables(jax.jit(method.init)(jax.random.key(0), batch))
+    tx, _ = method.optimizer()
+    updates, _ = jax.jit(lambda p: tx.update(jax.tree.map(jnp.zeros_like, p), tx.init(p), p))(
+        params)
+    frozen, decayed = [], []
+    for (path, update), p in zip(jax.tree_util.tree_leaves_with_path(updates),
+                                 jax.tree.leaves(params)):
+        if "patch_embedding" in jax.tree_util.keystr(path):
+            frozen.append(np.all(np.asarray(update) == 0))
+        elif p.ndim > 1 and np.any(np.asarray(p) != 0):
+            decayed.append(np.any(np.asarray(update) != 0))
+    assert len(frozen) >= 2 and all(frozen)   # the projection's kernel and bias
+    assert decayed and all(decayed)
+
+
 def test_the_trainer_probes_no_hook():
     with open(os.path.join(REPO, "jaxssl", "train.py")) as f:
         assert "hasattr" not in f.read()
@@ -83,6 +113,10 @@ def test_the_trainer_probes_no_hook():
      "mae.mask_ratio must be in [0, 1)"),
     ("simmim", {"model": {"name": "vit_tiny"}, "simmim": {"mask_ratio": -0.1}},
      "simmim.mask_ratio must be in [0, 1)"),
+    ("simmim", {"model": {"name": "vit_tiny", "pool": "map"}},
+     "method 'simmim' trains the ViT's tokens, not its pooled features: model.pool='map'"),
+    ("mae", {"model": {"name": "vit_tiny", "pool": "map"}},
+     "method 'mae' trains the ViT's tokens, not its pooled features: model.pool='map'"),
     ("finetune", {}, "'finetune.num_classes' must be set"),
     ("finetune", {"finetune": {"num_classes": 10, "labels_per_class": 5, "label_fraction": 0.5}},
      "set labels_per_class or label_fraction, not both"),

@@ -26,12 +26,11 @@ import numpy as np
 from flax import linen as nn
 
 from jaxssl.checkpoint import shapes_by_path
-from jaxssl.interop.common import Imported
+from jaxssl.interop.common import Imported, hf_activation
 from jaxssl.errors import CheckpointError
 from jaxssl.interop.mapping import (Rule, apply_rules, chain, check_shapes, dense_rules,
                                     fused_qkv, heads_in, linear, norm_rules, require,
                                     separate_qkv_rules)
-from jaxssl.interop.text import hf_activation
 from jaxssl.interop.vit import _finish
 
 LEGACY_EOS_ID = 2   # transformers pools at argmax(ids) when eos_token_id is 2

@@ -1,4 +1,5 @@
-"""What every importer returns, and helpers the vision families share."""
+"""What every importer returns, the activation names of Hugging Face configs (importers
+and exporters), and helpers the vision families share."""
 
 from __future__ import annotations
 
@@ -9,7 +10,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxssl.errors import CheckpointError
 from jaxssl.handoff import resize_position_embedding, set_paths
+
+# Hugging Face's activation names (transformers' ACT2FN) -> jaxssl's (`layers.activation`).
+HF_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+                  "quick_gelu": "quick_gelu", "relu": "relu"}
+# jaxssl's -> the name an exported config.json gives it.
+EXPORTED_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_new", "quick_gelu": "quick_gelu",
+                        "relu": "relu"}
+
+
+def hf_activation(name: str, where: str) -> str:
+    """Hugging Face activation name -> jaxssl's; CheckpointError if jaxssl has no such
+    activation."""
+    if name not in HF_ACTIVATIONS:
+        raise CheckpointError(f"{where}: activation {name!r} is not one jaxssl has "
+                              f"({', '.join(HF_ACTIVATIONS)})")
+    return HF_ACTIVATIONS[name]
+
+
+def exported_activation(name: str) -> str:
+    """jaxssl's activation name -> Hugging Face's; CheckpointError for one it lacks."""
+    if name not in EXPORTED_ACTIVATIONS:
+        raise CheckpointError(f"export: Hugging Face has no activation for jaxssl's {name!r}")
+    return EXPORTED_ACTIVATIONS[name]
 
 
 @dataclasses.dataclass

@@ -14,8 +14,8 @@ export and the importer cannot drift apart.
 
 A LanguageModel exports as GPT-2 when it is one: learned positions, tied
 embeddings, pre-norm blocks (jaxssl's defaults); its layer norm epsilon and
-GELU ('gelu' exact or 'gelu_tanh') go into config.json
-(layer_norm_epsilon, activation_function), so transformers computes the same
+activation go into config.json (layer_norm_epsilon, activation_function; a
+ViT's as layer_norm_eps and hidden_act), so transformers computes the same
 function.
 """
 
@@ -29,12 +29,10 @@ import numpy as np
 
 from jaxssl.errors import CheckpointError
 from jaxssl.handoff import flatten_paths
+from jaxssl.interop.common import exported_activation
 from jaxssl.interop.gpt2 import gpt2_rules
 from jaxssl.interop.mapping import Rule, apply_rules
 from jaxssl.interop.vit import hf_encoder_rules
-
-GPT2_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_new"}
-
 
 def assert_imports_back(state: Mapping[str, np.ndarray], rules: list[Rule], heads: int,
                         expected: Mapping[str, Any]) -> None:
@@ -114,6 +112,10 @@ def export_hf_vit(params: Mapping[str, Any], config: Mapping[str, Any], director
     if config.get("scan_blocks"):
         raise CheckpointError("export: scan_blocks ViTs keep their blocks stacked; export a "
                               "model config with scan_blocks=False")
+    if config.get("pre_norm"):
+        raise CheckpointError("export: a Hugging Face ViT has no norm before its blocks; this "
+                              "ViT has pre_norm=True (CLIP's)")
+    hidden_act = exported_activation(config.get("activation", "gelu"))
     state = hf_vit_state_dict(params, config, image_size)
     # The self-check: importing the state dict back gives the same arrays.
     tables = ("embeddings.cls_token", "embeddings.position_embeddings")
@@ -126,7 +128,7 @@ def export_hf_vit(params: Mapping[str, Any], config: Mapping[str, Any], director
         "hidden_size": config["hidden"], "num_hidden_layers": config["depth"],
         "num_attention_heads": config["heads"],
         "intermediate_size": int(round(config["hidden"] * config["mlp_ratio"])),
-        "hidden_act": "gelu", "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+        "hidden_act": hidden_act, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
         "initializer_range": 0.02, "layer_norm_eps": float(config.get("layer_norm_epsilon", 1e-6)),
         "image_size": image_size, "patch_size": config["patch"],
         "num_channels": int(state["embeddings.patch_embeddings.projection.weight"].shape[1]),
@@ -149,9 +151,7 @@ def export_hf_gpt2(params: Mapping[str, Any], config: Mapping[str, Any], directo
         if config.get(key, value) != value:
             raise CheckpointError(f"export: GPT-2 needs {key}={value!r}, this model has "
                                   f"{config[key]!r}")
-    activation = config.get("activation", "gelu")
-    if activation not in GPT2_ACTIVATIONS:
-        raise CheckpointError(f"export: GPT-2 has no activation {activation!r}")
+    activation = exported_activation(config.get("activation", "gelu"))
     flat = {k: np.asarray(v, np.float32) for k, v in flatten_paths(params).items()}
     hidden = config["hidden"]
     state = {"transformer.wte.weight": flat["embedder/token_embedding"],
@@ -178,7 +178,7 @@ def export_hf_gpt2(params: Mapping[str, Any], config: Mapping[str, Any], directo
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
         "vocab_size": config["vocab_size"], "n_positions": config["max_length"],
         "n_embd": hidden, "n_layer": config["depth"], "n_head": config["num_heads"],
-        "n_inner": config["mlp_dim"], "activation_function": GPT2_ACTIVATIONS[activation],
+        "n_inner": config["mlp_dim"], "activation_function": activation,
         "layer_norm_epsilon": float(config.get("layer_norm_epsilon", 1e-6)),
         "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
         "tie_word_embeddings": True,

@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 from jaxssl.errors import CheckpointError
-from jaxssl.interop.common import Imported
+from jaxssl.interop.common import Imported, hf_activation
 from jaxssl.interop.mapping import (Rule, apply_rules, dense_rules, fused_qkv, heads_in,
                                     identity, norm_rules, require)
-from jaxssl.interop.text import hf_activation, language_model_import
+from jaxssl.interop.text import language_model_import
 
 
 def gpt2_rules() -> list[Rule]:

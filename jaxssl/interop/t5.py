@@ -23,10 +23,9 @@ from flax import linen as nn
 
 from jaxssl.checkpoint import shapes_by_path
 from jaxssl.errors import CheckpointError
-from jaxssl.interop.common import Imported
+from jaxssl.interop.common import Imported, hf_activation
 from jaxssl.interop.mapping import (Rule, apply_rules, chain, check_config, check_shapes,
                                     heads_in, linear, require, separate_qkv_rules, split_heads)
-from jaxssl.interop.text import hf_activation
 
 
 def _mlp_rules(layer: str, to: str) -> list[Rule]:
@@ -87,8 +86,7 @@ def import_t5(directory: str, hf: Mapping[str, Any], state: Mapping,
                   num_heads=heads, mlp_dim=hf["d_ff"], posemb="relative",
                   tied_embeddings="lm_head.weight" not in state,
                   layer_norm_epsilon=float(hf.get("layer_norm_epsilon", 1e-6)),
-                  activation=hf_activation(hf.get("dense_act_fn", "relu"), source)
-                  if hf.get("dense_act_fn", "relu") != "relu" else "relu",
+                  activation=hf_activation(hf.get("dense_act_fn", "relu"), source),
                   gated_mlp=bool(hf.get("is_gated_act", False)), rms_norm=True,
                   relative_buckets=hf["relative_attention_num_buckets"],
                   relative_max_distance=hf.get("relative_attention_max_distance", 128))

@@ -10,22 +10,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxssl.checkpoint import shapes_by_path
-from jaxssl.errors import CheckpointError
 from jaxssl.interop.common import Imported
 from jaxssl.interop.mapping import Mapped, check_config, check_shapes
-
-HF_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-                  "quick_gelu": "quick_gelu"}
-
-
-def hf_activation(name: str, where: str) -> str:
-    """Hugging Face activation name -> jaxssl's (`layers.activation`); CheckpointError if
-    jaxssl has no such activation."""
-    if name not in HF_ACTIVATIONS:
-        raise CheckpointError(f"{where}: activation {name!r} is not one jaxssl has "
-                              f"({', '.join(HF_ACTIVATIONS)})")
-    return HF_ACTIVATIONS[name]
-
 
 def language_model_import(family: str, source: str, config: dict,
                           given: Optional[Mapping[str, Any]], mapped: Mapped) -> Imported:

@@ -31,7 +31,8 @@ import numpy as np
 
 from jaxssl.checkpoint import shapes_by_path
 from jaxssl.errors import CheckpointError
-from jaxssl.interop.common import Imported, resize_grid, split_position_embedding
+from jaxssl.interop.common import (Imported, hf_activation, resize_grid,
+                                   split_position_embedding)
 from jaxssl.interop.mapping import (Rule, apply_rules, chain, check_config, check_shapes, conv,
                                     count_prefix, dense_rules, fused_qkv, heads_in, linear,
                                     norm_rules, read_hf_directory, read_state_dict, require,
@@ -260,16 +261,15 @@ def import_timm_vit(path: str, given: Optional[Mapping[str, Any]] = None,
 
 # ------------------------------------------------------------- Hugging Face
 def _hf_vit_config(hf: Mapping[str, Any], source: str) -> dict:
-    if hf.get("hidden_act", "gelu") != "gelu" or not hf.get("qkv_bias", True):
-        raise CheckpointError(f"{source}: hidden_act={hf.get('hidden_act')!r}, "
-                              f"qkv_bias={hf.get('qkv_bias')}: jaxssl's ViT has exact GELU "
-                              f"and q/k/v biases")
+    if not hf.get("qkv_bias", True):
+        raise CheckpointError(f"{source}: qkv_bias={hf.get('qkv_bias')}: jaxssl's ViT has "
+                              f"q/k/v biases")
     return dict(name="vit", hidden=hf["hidden_size"], depth=hf["num_hidden_layers"],
                 heads=hf["num_attention_heads"], patch=hf["patch_size"],
                 mlp_ratio=hf["intermediate_size"] / hf["hidden_size"], posemb="learned",
                 pool="cls", layer_norm_epsilon=float(hf.get("layer_norm_eps",
                                                             HF_LAYER_NORM_EPSILON)),
-                activation="gelu", pre_norm=False)
+                activation=hf_activation(hf.get("hidden_act", "gelu"), source), pre_norm=False)
 
 
 def import_hf_vit(directory: str, given: Optional[Mapping[str, Any]] = None,

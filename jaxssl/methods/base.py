@@ -38,9 +38,10 @@ Hooks with defaults:
       hand-offs of `self.pretrained` (reads the checkpoints it starts from);
       fine-tuning also opens its forgetting reference set.
   optimizer() -> (optax.GradientTransformation, learning-rate schedule)
-      Default: `jaxssl.optim`'s, from `config.optim`, with the updates of the
-      parameter subtrees named by the `frozen_parts` property (default none)
-      zeroed exactly (`optim.freeze_parts`).
+      Default: `jaxssl.optim`'s, from `config.optim`, with weight decay on the
+      parameters `decay_mask()` selects (kernels and embeddings, not a frozen
+      patch projection) and the updates of the parameter subtrees named by the
+      `frozen_parts` property (default none) zeroed exactly (`optim.freeze_parts`).
   assets() -> {file name: text}
       files the run needs besides its checkpoints (e.g. a character
       vocabulary), written into the workdir when the run starts and compared
@@ -151,11 +152,22 @@ def check_chunk(key: str, value: int) -> None:
         raise ConfigError(f"{key} must be an int >= 0 (0: no chunks), got {value!r}")
 
 
-def check_vit_config(config: ml_collections.ConfigDict, mask_ratio: float | None = None) -> None:
-    """ConfigError unless `config.model` is a ViT (and 0 <= mask_ratio < 1 when given)."""
+def check_vit_config(config: ml_collections.ConfigDict, mask_ratio: float | None = None,
+                     trains_pooled_features: bool = True) -> None:
+    """ConfigError unless `config.model` is a ViT (and 0 <= mask_ratio < 1 when given).
+
+    A method that trains the ViT's tokens and never its pooled features
+    (`trains_pooled_features` False: MAE, SimMIM) cannot train a MAP head, so
+    model.pool='map' is refused: the head would stay untrained, and uncreated, so that
+    evaluating the features would fail after the whole run.
+    """
     if config.model.name not in VIT_BACKBONE_NAMES:
         raise ConfigError(f"method '{config.method}' needs a ViT backbone (model.name one of "
                           f"{VIT_BACKBONE_NAMES}), got model.name='{config.model.name}'")
+    if not trains_pooled_features and config.model.pool == "map":
+        raise ConfigError(f"method '{config.method}' trains the ViT's tokens, not its pooled "
+                          "features: model.pool='map' would leave the MAP head untrained; "
+                          "use 'gap' or 'cls'")
     if mask_ratio is not None and not 0 <= mask_ratio < 1:
         raise ConfigError(f"{config.method}.mask_ratio must be in [0, 1), got {mask_ratio}")
 
@@ -236,13 +248,20 @@ class Method(abc.ABC):
         """The top-level parameter subtrees that do not train: none."""
         return ()
 
+    def decay_mask(self):
+        """params -> bool tree of the parameters that get weight decay: `optim.decay_mask`,
+        less a frozen patch projection (`model.frozen_patch_embed`)."""
+        if self.config.model.frozen_patch_embed:
+            return optim.decay_mask_without("patch_embedding")
+        return optim.decay_mask
+
     def optimizer(self) -> tuple[optax.GradientTransformation, optax.Schedule]:
-        """(The optimizer of `config.optim`, its learning-rate schedule); the updates of
-        `frozen_parts` are zeroed exactly."""
+        """(The optimizer of `config.optim` with `decay_mask`, its learning-rate schedule);
+        the updates of `frozen_parts` are zeroed exactly."""
         config = self.config
         schedule = optim.learning_rate_schedule(config.optim, config.total_steps,
                                                 config.data.batch_size)
-        tx = optim.build_optimizer(config.optim, config.total_steps, config.data.batch_size)
+        tx = optim.optimizer_with_schedule(config.optim, schedule, self.decay_mask())
         return optim.freeze_parts(tx, self.frozen_parts), schedule
 
     def assets(self) -> dict[str, str]:

@@ -190,7 +190,7 @@ class FineTune(base.Method):
     def optimizer(self) -> tuple[optax.GradientTransformation, optax.Schedule]:
         settings = self.settings
         schedule = self.learning_rate_schedule()
-        tx = optim.optimizer_with_schedule(self.config.optim, schedule)
+        tx = optim.optimizer_with_schedule(self.config.optim, schedule, self.decay_mask())
         if settings.layer_decay != 1.0:
             tx = optax.chain(tx, optim.scale_updates_per_leaf(self.layer_scales))
         if settings.mode != "full" or settings.unfreeze_every:

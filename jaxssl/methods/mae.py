@@ -237,7 +237,7 @@ class MAE(MaskedImageMethod):
 
     @staticmethod
     def check_config(config: ml_collections.ConfigDict) -> None:
-        base.check_vit_config(config, config.mae.mask_ratio)
+        base.check_vit_config(config, config.mae.mask_ratio, trains_pooled_features=False)
 
     def __init__(self, config: ml_collections.ConfigDict):
         mae = config.mae

@@ -39,8 +39,8 @@ exactly. Empty tuples make both views use `augment.blur_prob` and
 
 With a ViT backbone, `model.frozen_patch_embed=True` gives the frozen random
 patch projection of the paper (its gradient is zero; see `models.vit`), and
-the `optimizer` hook leaves it out of weight decay, so it keeps its random
-initial values exactly (the reference sets requires_grad=False).
+`Method.decay_mask` leaves it out of weight decay, as for every method, so it
+keeps its random initial values exactly (the reference sets requires_grad=False).
 """
 
 from __future__ import annotations
@@ -53,7 +53,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxssl import optim
 from jaxssl.data import augment
 from jaxssl.errors import ConfigError
 from jaxssl.methods import base
@@ -154,15 +153,6 @@ class MocoV3(base.Method):
                               use_bn=True, last_bn=True, dtype=dtype),
             predictor=MLPHead(hidden_dims=tuple(moco.pred_hidden_dims), out_dim=moco.proj_dim,
                               use_bn=True, last_bn=moco.pred_last_bn, dtype=dtype))
-
-    def optimizer(self):
-        """(The config's optimizer, its schedule); a frozen patch projection gets no weight decay."""
-        config = self.config
-        schedule = optim.learning_rate_schedule(config.optim, config.total_steps,
-                                                config.data.batch_size)
-        mask = (optim.decay_mask_except(("backbone", "patch_embedding"))
-                if config.model.frozen_patch_embed else optim.decay_mask)
-        return optim.optimizer_with_schedule(config.optim, schedule, mask), schedule
 
     def init(self, rng: jax.Array, batch: dict) -> dict:
         """Query variables plus the key encoder, a copy of the query backbone and projector."""

@@ -62,7 +62,7 @@ class SimMIM(MaskedImageMethod):
 
     @staticmethod
     def check_config(config: ml_collections.ConfigDict) -> None:
-        base.check_vit_config(config, config.simmim.mask_ratio)
+        base.check_vit_config(config, config.simmim.mask_ratio, trains_pooled_features=False)
 
     def __init__(self, config: ml_collections.ConfigDict):
         model = MaskTokenViT(backbone=build_vit(config), dtype=base.DTYPES[config.compute_dtype])

@@ -166,14 +166,16 @@ class MAPHead(nn.Module):
     """Multi-head attention pooling (SigLIP's 'MAP' head): tokens [B, L, D] -> [B, D].
 
     A learned query 'probe' [1, 1, D] attends over the tokens ('attention',
-    cross-attention kernels 'query' and 'key_value'), then a pre-norm MLP
-    residual ('norm', 'mlp'); the result is the probe's output, in `dtype`.
+    cross-attention kernels 'query' and 'key_value', `attention_impl` as in
+    `layers.Attention`), then a pre-norm MLP residual ('norm', 'mlp'); the result
+    is the probe's output, in `dtype`.
     """
     num_heads: int
     mlp_dim: int
     dtype: Any = jnp.float32
     layer_norm_epsilon: float = LAYER_NORM_EPSILON
     activation: str = 'gelu'
+    attention_impl: Optional[str] = None
 
     @nn.compact
     def __call__(self, tokens):
@@ -181,7 +183,8 @@ class MAPHead(nn.Module):
         probe = self.param('probe', nn.with_logical_partitioning(_token_init, (None, None, 'embed')),
                            (1, 1, hidden), jnp.float32)
         query = jnp.broadcast_to(probe.astype(tokens.dtype), (tokens.shape[0], 1, hidden))
-        y = Attention(self.num_heads, self.dtype, name='attention')(query, tokens)
+        y = Attention(self.num_heads, self.dtype, attention_impl=self.attention_impl,
+                      name='attention')(query, tokens)
         normed = layer_norm(self.dtype, 'norm', self.layer_norm_epsilon)(y)
         y = y + MlpBlock(self.mlp_dim, self.dtype, activation=self.activation, name='mlp')(normed)
         return y[:, 0]
@@ -308,7 +311,8 @@ class ViT(nn.Module):
             self.pre_norm_layer = layer_norm(self.dtype, 'pre_norm', self.layer_norm_epsilon)
         if self.pool == 'map':
             self.map_head = MAPHead(self.heads, int(round(self.hidden * self.mlp_ratio)),
-                                    self.dtype, self.layer_norm_epsilon, self.activation)
+                                    self.dtype, self.layer_norm_epsilon, self.activation,
+                                    self.attention_impl)
 
     def embed_patches(self, x):
         """Images [B, H, W, C] -> patch tokens [B, L, D] with position embedding, in `dtype`."""
