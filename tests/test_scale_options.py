@@ -71,10 +71,12 @@ def loss_and_grads(config, devices, params=None):
     dict(scan_layers=True, remat="full"),
     dict(scan_layers=True, remat="dots"),
     dict(scan_layers=False, remat="dots"),
-    dict(architecture="encoder_decoder", objective="span", scan_layers=True, remat="full"),
-], ids=["scan+full", "scan+dots", "dots", "encdec-scan+full"])
+    # T5-like: each scanned, rematerialised block computes the relative-position bias again
+    dict(architecture="encoder_decoder", objective="span", posemb="relative", scan_layers=True,
+         remat="full"),
+], ids=["scan+full", "scan+dots", "dots", "encdec-relative-scan+full"])
 def test_scanned_rematerialised_lm_matches_the_plain_one_on_one_device(lm):
-    arch = {k: lm[k] for k in ("architecture", "objective") if k in lm}
+    arch = {k: lm[k] for k in ("architecture", "objective", "posemb") if k in lm}
     loss, grads, params = loss_and_grads(lm_config(ONE, **arch), jax.devices()[:1])
     scanned = lm_config(MESH, **lm)
     start = stack_blocks(params) if lm["scan_layers"] else params

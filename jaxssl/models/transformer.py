@@ -102,6 +102,24 @@ def relative_position_bucket(relative: jax.Array, bidirectional: bool, num_bucke
     return buckets + jnp.where(relative < max_exact, relative, large)
 
 
+def relative_position_bias(table: jax.Array, positions: jax.Array, bidirectional: bool,
+                           max_distance: int) -> jax.Array:
+    """T5's self-attention logit bias float32 [B, heads, T, T]: the row of `table`
+    [buckets, heads] for the `relative_position_bucket` of each key - query distance of
+    `positions` int [B, T].
+
+    The rows are picked by a one-hot product, as flaxformer does, not a gather: the
+    gather's gradient is a scatter-add of [B, T, T, heads] into the table, for which the
+    TPU compiler held 6.5 GiB more temporaries per chip than for the product in the T5-XL
+    recipe on v5p-128 (ahead-of-time compiles, 2026-12-07); the product's gradient is a
+    product. At a TPU's default precision the product rounds the
+    table's entries to bfloat16, as every float32 product there."""
+    buckets = relative_position_bucket(positions[:, None, :] - positions[:, :, None],
+                                       bidirectional, table.shape[0], max_distance)
+    one_hot = jax.nn.one_hot(buckets, table.shape[0], dtype=table.dtype)
+    return jnp.einsum("bqkn,nh->bhqk", one_hot, table)
+
+
 class TransformerBlock(nn.Module):
     """Pre-norm block: self-attention, optional cross-attention, MLP; dropout on each branch.
 
@@ -112,8 +130,9 @@ class TransformerBlock(nn.Module):
     `layer_norm_epsilon` (GPT-2 1e-5, BERT 1e-12), `activation` (GPT-2's
     'gelu_tanh', see layers.activation) and `post_norm` (BERT: each norm after its residual sum,
     x = LN(x + branch(x)), instead of before the branch). For T5: `rms_norm`
-    (RMS norms), `gated_mlp` (`MlpBlock.gated`) and `self_attention_bias`
-    [B, H, T, T] added to the self-attention logits (relative positions).
+    (RMS norms), `gated_mlp` (`MlpBlock.gated`) and `relative_table` [buckets, H], whose
+    `relative_position_bias` of the positions (`bidirectional_positions`,
+    `relative_max_distance`) is added to the self-attention logits.
     Without `use_bias` the attention and MLP projections have no biases (T5.1.1,
     PaLM, Llama).
     """
@@ -132,10 +151,12 @@ class TransformerBlock(nn.Module):
     rms_norm: bool = False
     gated_mlp: bool = False
     use_bias: bool = True
+    relative_max_distance: int = 128
+    bidirectional_positions: bool = True
 
     @nn.compact
     def __call__(self, x, mask, positions, deterministic: bool, encoded=None, cross_mask=None,
-                 encoded_positions=None, self_attention_bias=None):
+                 encoded_positions=None, relative_table=None):
         norm = lambda name, y: layer_norm(self.dtype, name, self.layer_norm_epsilon,
                                           self.rms_norm)(y)
         before = (lambda name, y: y) if self.post_norm else norm
@@ -147,10 +168,13 @@ class TransformerBlock(nn.Module):
         attention = lambda name, rotary: Attention(
             self.num_heads, self.dtype, rotary, self.attention_impl, self.attention_dropout,
             self.kernel_init, self.out_kernel_init, self.use_bias, name=name)
+        # Each block computes the bias again (under remat, also in the backward pass): a
+        # bias kept for the whole stack would hold [B, H, T, T] for its whole pass.
+        bias = None if relative_table is None else relative_position_bias(
+            relative_table, positions, self.bidirectional_positions, self.relative_max_distance)
         y = before("self_attention_norm", x)
         x = after("self_attention_norm", residual("self_attention", attention(
-            "self_attention", self.rotary)(y, None, mask, positions, None, deterministic,
-                                           self_attention_bias)))
+            "self_attention", self.rotary)(y, None, mask, positions, None, deterministic, bias)))
         if encoded is not None:
             y = before("cross_attention_norm", x)
             # Relative (rotary) positions mean nothing across two sequences.
@@ -167,9 +191,9 @@ class _ScannedBlock(TransformerBlock):
     """TransformerBlock with the (carry, output) signature `nn.scan` expects."""
 
     def __call__(self, x, mask, positions, deterministic: bool, encoded=None, cross_mask=None,
-                 encoded_positions=None, self_attention_bias=None):
+                 encoded_positions=None, relative_table=None):
         return super().__call__(x, mask, positions, deterministic, encoded, cross_mask,
-                                encoded_positions, self_attention_bias), None
+                                encoded_positions, relative_table), None
 
 
 # remat setting -> what the backward pass keeps of each block's forward pass
@@ -223,16 +247,12 @@ class TransformerStack(nn.Module):
     def __call__(self, x, mask, positions, deterministic: bool, encoded=None, cross_mask=None,
                  encoded_positions=None):
         kernel_init, out_kernel_init = block_initializers(self.initialization, self.depth)
-        bias = None
+        table = None
         if self.relative_buckets:
             table = self.param(
                 "relative_attention_bias",
                 nn.with_logical_partitioning(_embedding_init, (None, "heads")),
                 (self.relative_buckets, self.num_heads), jnp.float32)
-            buckets = relative_position_bucket(
-                positions[:, None, :] - positions[:, :, None], self.bidirectional_positions,
-                self.relative_buckets, self.relative_max_distance)
-            bias = jnp.transpose(table[buckets], (0, 3, 1, 2))
         block_cls = _ScannedBlock if self.scan_layers else TransformerBlock
         if self.remat != "none":
             if self.remat not in REMAT_POLICIES:
@@ -244,8 +264,9 @@ class TransformerStack(nn.Module):
         block_args = (self.num_heads, self.mlp_dim, self.dropout, self.rotary, self.dtype,
                       self.attention_impl, self.attention_dropout, kernel_init, out_kernel_init,
                       self.layer_norm_epsilon, self.activation, self.post_norm, self.rms_norm,
-                      self.gated_mlp, self.use_bias)
-        inputs = (mask, positions, deterministic, encoded, cross_mask, encoded_positions, bias)
+                      self.gated_mlp, self.use_bias, self.relative_max_distance,
+                      self.bidirectional_positions)
+        inputs = (mask, positions, deterministic, encoded, cross_mask, encoded_positions, table)
         if self.scan_layers:
             stack = nn.scan(block_cls, variable_axes={"params": 0},
                             split_rngs={"params": True, "dropout": True},
