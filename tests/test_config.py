@@ -68,4 +68,5 @@ def test_load_file_with_arg_and_overrides(tmp_path):
 def test_save_writes_resolved_json(tmp_path):
     config = config_lib.resolve({"total_steps": 3})
     path = config_lib.save(config, str(tmp_path))
-    assert json.loads(open(path).read())["total_steps"] == 3
+    # every key of the resolved config, defaults included (tuples as JSON lists)
+    assert json.loads(open(path).read()) == json.loads(json.dumps(config.to_dict()))

@@ -102,7 +102,8 @@ def test_a_logit_bias_and_its_gradient_match_xla(bias_rows, small_blocks):
 
 
 def test_bfloat16_inputs_stay_within_bfloat16_rounding_of_float32(small_blocks):
-    # float32 logits, softmax and accumulators inside; only the inputs and output round.
+    # float32 logits, softmax and accumulators inside; the inputs, the probabilities (for
+    # the product with v, as the XLA attention rounds them) and the output round.
     rng = np.random.default_rng(8)
     segments, flags = packed_rows(rng, 2, 32)
     q, k, v, _ = random_qkv(rng, 2, 32, 32, width=16)

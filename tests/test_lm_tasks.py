@@ -30,6 +30,22 @@ def test_every_entry_builds_batches_that_fit_its_context(architecture, objective
     assert all(v.shape[1] <= task.context_length(LENGTH) for v in inputs.values())
 
 
+def test_masked_lm_reads_masked_tokens_bidirectionally_and_targets_the_chosen_originals():
+    settings = LanguageModelling.default_config()
+    task = lm_tasks.build_task("encoder", "mlm", settings, tokenizers.ByteTokenizer(16))
+    tokens = rows(batch=64, length=64)["tokens"]   # all ordinary ids: each may be chosen
+    inputs, targets, loss_mask, _ = task.model_batch(rows(64, 64), jax.random.key(3))
+    inputs, loss_mask = jax.tree.map(np.asarray, (inputs, loss_mask))
+    np.testing.assert_array_equal(targets, tokens)
+    assert not inputs["autoregressive"].any()
+    # 15% of 4,096 tokens chosen (614 expected, 23 one standard deviation); only those
+    # change, 80% of them to [MASK].
+    assert abs(loss_mask.mean() - settings.mask_rate) < 0.03
+    np.testing.assert_array_equal(inputs["tokens"][~loss_mask], tokens[~loss_mask])
+    masked = np.mean(inputs["tokens"][loss_mask] == tokenizers.MASK_ID)
+    assert abs(masked - 0.8) < 0.07
+
+
 def test_unknown_pairs_and_bad_rates_are_refused_by_the_table():
     with pytest.raises(ValueError, match="not supported; valid"):
         lm_tasks.task_class("encoder", "causal")

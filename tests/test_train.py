@@ -324,11 +324,23 @@ def test_gradient_accumulation_equals_the_full_batch():
 
 
 def test_bfloat16_compute_keeps_float32_params_and_loss(tmp_path):
-    config = tiny_config(compute_dtype="bfloat16", mesh={"data": 1, "fsdp": 1, "tensor": 1})
-    trainer = Trainer(config, str(tmp_path), devices=jax.devices()[:1])
-    state = trainer.initial_state()
-    loader = pipeline.train_loader(trainer.train_source, config.data.batch_size, 0, 0, 1)
-    batch = parallel.host_batch_to_global(next(iter(loader)), trainer.mesh)
-    state, metrics = trainer.compile_train_step()(state, batch)
-    assert metrics["loss"].dtype == jnp.float32 and np.isfinite(float(metrics["loss"]))
+    """compute_dtype='bfloat16' computes in bfloat16 (the step's program has bfloat16
+    arrays; its loss differs from the float32 step's by bfloat16 rounding only) and keeps
+    float32 parameters and loss."""
+    def one_step(compute_dtype):
+        config = tiny_config(compute_dtype=compute_dtype,
+                             mesh={"data": 1, "fsdp": 1, "tensor": 1})
+        trainer = Trainer(config, str(tmp_path / compute_dtype), devices=jax.devices()[:1])
+        loader = pipeline.train_loader(trainer.train_source, config.data.batch_size, 0, 0, 1)
+        batch = parallel.host_batch_to_global(next(iter(loader)), trainer.mesh)
+        step = trainer.compile_train_step()
+        state, metrics = step(trainer.initial_state(), batch)
+        return state, metrics["loss"], step.as_text()
+
+    state, loss, program = one_step("bfloat16")
+    _, float32_loss, float32_program = one_step("float32")
+    assert "bf16[" in program and "bf16[" not in float32_program
+    assert loss.dtype == jnp.float32
+    assert float(loss) != float(float32_loss)
+    np.testing.assert_allclose(float(loss), float(float32_loss), rtol=1e-2)
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state.params))

@@ -4,11 +4,14 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxssl import parallel
 from jaxssl.data.sources import ArraySource
 from jaxssl.evaluate import forgetting, wise_ft
 from jaxssl.evaluate.classification import top_k_accuracy
+
+from test_evaluate import knn_reference
 
 EVAL = {"batch_size": 16, "knn_k": 5, "knn_temperature": 0.1}
 PIXELS, FEATURES, CLASSES = 12, 6, 3
@@ -64,8 +67,16 @@ def test_forgetting_of_identical_encoders_is_zero_and_of_a_damaged_one_positive(
                                         ArraySource(train_images[64:], train_labels[64:], CLASSES))
     encoder = linear_variables(4)
     same = forgetting.forgetting(features, encoder, encoder, reference, mesh, EVAL)
-    assert same["forgetting"] == 0.0 and same["knn_before"] == same["knn_after"] > 0.5
-    assert same["knn_after"] == forgetting.knn_top1(features, encoder, reference, mesh, EVAL)
+    # The float64 kNN of the encoder's features: the test images' neighbours among the
+    # train images.
+    w = np.asarray(encoder["params"]["backbone"]["w"], np.float64)
+    feats = train_images.reshape(len(train_images), -1) / 255.0 @ w
+    predicted, _, _ = knn_reference(feats[:64], train_labels[:64], feats[64:], CLASSES,
+                                    EVAL["knn_k"], EVAL["knn_temperature"])
+    expected = float(np.mean(predicted == train_labels[64:]))
+    assert expected > 0.5
+    assert same["forgetting"] == 0.0
+    assert same["knn_before"] == same["knn_after"] == pytest.approx(expected)
     damaged = jax.tree.map(lambda w: w * 0.0, encoder)
     measure = forgetting.forgetting(features, encoder, damaged, reference, mesh, EVAL)
     assert measure["forgetting"] == measure["knn_before"] - measure["knn_after"] > 0
