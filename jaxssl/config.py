@@ -153,6 +153,9 @@ def resolve(user_config: Mapping[str, Any]) -> ml_collections.ConfigDict:
     if others:
         raise ConfigError(f"config section '{others[0]}' is for method '{others[0]}', not "
                           f"'{method}' (set method='{others[0]}', or remove the section)")
+    if "augment" in user and not methods.get(method).AUGMENTS:
+        raise ConfigError(f"method '{method}' does not augment its images: the augment "
+                          "section would be ignored (remove it)")
     _merge(config, user, "")
     _check_values(config)
     methods.get(method).check_config(config)

@@ -15,6 +15,9 @@ Encoder methods also define (the default `evaluate` uses it):
 
   features(variables, images) -> [B, D] float32 encoder features
 
+A recipe that augments its images with `config.augment` sets the class attribute
+`AUGMENTS = True`; for the others `config.resolve` refuses an augment section.
+
 Hooks with defaults:
 
   check_config(config) -> None
@@ -174,6 +177,10 @@ def check_vit_config(config: ml_collections.ConfigDict, mask_ratio: float | None
 
 class Method(abc.ABC):
     """Base class of every recipe; see the module docstring for the contract."""
+
+    # Whether the recipe augments its images with `config.augment`; for one that does not,
+    # a config that sets the augment section is refused (it would be ignored).
+    AUGMENTS = False
 
     # Hooks the Trainer calls, each with a default below.
     HOOKS = ("check_config", "select_train_examples", "train_record_spec", "open_data",

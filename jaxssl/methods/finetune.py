@@ -87,6 +87,8 @@ class Classifier(nn.Module):
 class FineTune(base.Method):
     """Fine-tuning on labelled images; see the module docstring."""
 
+    AUGMENTS = True
+
     @staticmethod
     def default_config() -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(dict(

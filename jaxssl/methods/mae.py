@@ -156,6 +156,8 @@ class MaskedImageMethod(base.Method):
     and `pixels_normalised`: whether pred is in per-patch normalised units.
     Images reaching the model are float32 in [-1, 1].
     """
+
+    AUGMENTS = True
     pixels_normalised = False
 
     def __init__(self, config: ml_collections.ConfigDict, model: nn.Module, mask_ratio: float):

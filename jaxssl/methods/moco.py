@@ -120,6 +120,8 @@ class MoCoV3Model(nn.Module):
 class MocoV3(base.Method):
     """MoCo v3 on any backbone from `config.model` (ResNet or ViT)."""
 
+    AUGMENTS = True
+
     @staticmethod
     def default_config() -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(dict(

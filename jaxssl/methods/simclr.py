@@ -34,6 +34,8 @@ class EncoderWithProjection(nn.Module):
 class SimCLR(base.Method):
     """SimCLR on any backbone from `config.model`."""
 
+    AUGMENTS = True
+
     @staticmethod
     def default_config() -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(dict(
