@@ -124,6 +124,8 @@ def test_the_trainer_probes_no_hook():
     ("lm", {"augment": {"flip_prob": 0.0}},
      "method 'lm' does not augment its images: the augment section would be ignored"),
     ("clip", {"augment": {"crop_scale": (0.5, 1.0)}}, "method 'clip' does not augment"),
+    ("gato", {"data": {"name": "digits", "image_size": 16}},
+     "method 'gato' reads the images at their own size"),
     ("pali", {"model": {"name": "vit_tiny"}, "pali": {"objective_rates": (0.7, 0.7)}},
      "pali.objective_rates"),
     ("clip", {"model": {"name": "vit_tiny"}, "data": {"name": "npz"}},

@@ -128,6 +128,10 @@ class Gato(base.Method):
         if config.data.name not in captions.CLASS_NAMES:
             raise ConfigError(f"method 'gato' captions the images of data.name, one of "
                               f"{sorted(captions.CLASS_NAMES)}; got {config.data.name!r}")
+        if config.data.image_size:
+            raise ConfigError(f"method 'gato' reads the images at their own size (its rows "
+                              f"hold their patches): data.image_size={config.data.image_size} "
+                              f"would be ignored (set it to 0)")
         text.parse_text_dataset(_text_dataset(gato))
         base.check_chunk("gato.cross_entropy_chunk", gato.cross_entropy_chunk)
         for name in gato_mixture.TASKS[2:]:
