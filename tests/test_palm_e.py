@@ -140,6 +140,10 @@ def test_scene_options_are_checked():
         config_lib.load(TINY, {"data.name": "'scenes:digits?length=64&image_tokens=9'"})
     with pytest.raises(ConfigError, match="context"):
         config_lib.load(TINY, {"data.name": "'scenes:digits?length=100&image_tokens=16'"})
+    with pytest.raises(ConfigError, match="observe=text have no image: palm_e.init_from, "
+                                          "freeze_lm and freeze_image_encoder do not apply"):
+        config_lib.load(TINY, {"data.name": "'scenes:digits?length=64&observe=text'",
+                               "palm_e.freeze_image_encoder": "True"})
 
 
 # ------------------------------------------------------------------ method

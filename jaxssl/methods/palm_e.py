@@ -174,9 +174,11 @@ class PaLME(base.Method):
             raise ConfigError(f"scene rows of {spec.length} tokens exceed the LM's context of "
                               f"{text_spec.length - 1} (palm_e.text_data length - 1)")
         if spec.observe == "text":
-            if settings.init_from.checkpoint or settings.freeze_lm:
-                raise ConfigError("scenes with observe=text have no image: palm_e.init_from and "
-                                  "freeze_lm do not apply (the baseline fine-tunes the LM)")
+            if (settings.init_from.checkpoint or settings.freeze_lm
+                    or settings.freeze_image_encoder):
+                raise ConfigError("scenes with observe=text have no image: palm_e.init_from, "
+                                  "freeze_lm and freeze_image_encoder do not apply (the "
+                                  "baseline fine-tunes the LM)")
             return
         base.check_vit_config(config)
         if spec.observe == "objects":
