@@ -113,21 +113,26 @@ def test_patch_embedding_matches_numpy_conv():
 
 
 @pytest.mark.parametrize('impl', [None, 'xla'])
-def test_self_attention_matches_numpy_reference(impl):
-    """The ViT's attention (no mask), through jaxssl's and jax.nn's XLA attention."""
+@pytest.mark.parametrize('biased', [False, True])
+def test_self_attention_matches_numpy_reference(impl, biased):
+    """The ViT's attention (no mask), through jaxssl's and jax.nn's XLA attention, with and
+    without a logit bias [B, heads, T, T] (T5's relative positions)."""
     b, t, d, h = 2, 5, 12, 3
     x = np.random.default_rng(5).normal(size=(b, t, d))
+    bias = np.random.default_rng(6).normal(size=(b, h, t, t)) if biased else np.zeros(1)
     module = Attention(num_heads=h, attention_impl=impl)
     p = _perturbed(nn.unbox(_init(module, x.astype(np.float32))['params']))
     assert p['qkv']['kernel'].shape == (d, 3, h, d // h)
     q, k, v = (np.einsum('btd,dhk->bthk', x, p['qkv']['kernel'][:, i]) + p['qkv']['bias'][i]
                for i in range(3))
-    logits = np.einsum('bqhk,bshk->bhqs', q, k) / np.sqrt(d // h)
+    logits = np.einsum('bqhk,bshk->bhqs', q, k) / np.sqrt(d // h) + bias
     weights = np.exp(logits - logits.max(-1, keepdims=True))
     weights /= weights.sum(-1, keepdims=True)
     attended = np.einsum('bhqs,bshk->bqhk', weights, v)
     ref = np.einsum('bqhk,hkd->bqd', attended, p['out']['kernel']) + p['out']['bias']
-    got = jax.jit(module.apply)({'params': p}, x.astype(np.float32))
+    logit_bias = jnp.asarray(bias, jnp.float32) if biased else None
+    got = jax.jit(lambda p, x: module.apply(p, x, logit_bias=logit_bias))(
+        {'params': p}, x.astype(np.float32))
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
 
