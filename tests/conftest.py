@@ -31,6 +31,12 @@ jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
+def pytest_addoption(parser):
+    parser.addoption("--parity-log", default="",
+                     help="write tests/test_interop.py's measured differences to this Markdown "
+                          "file (the README's parity table; run that file alone with -n 0)")
+
+
 def damage(step_dir) -> dict[str, int]:
     """Truncates to half every file of a checkpoint step under a folder whose name starts
     with 'd' (the arrays, state/d, and the input-pipeline state, data); {path: new size}."""

@@ -4,14 +4,22 @@ The fixtures under tests/fixtures/interop/ were written by
 tests/fixtures/make_interop_fixtures.py with the real timm, transformers and
 torchvision classes (tiny, seeded, every parameter perturbed); these tests
 need no torch. Tolerance: 1e-4 max abs difference in float32.
+
+With `--parity-log=PATH` the largest difference of every labelled comparison is
+written to PATH (README.md's parity table):
+
+    python -m pytest tests/test_interop.py -n 0 -p no:cacheprovider \
+        --parity-log=experiments/interop/parity.md
 """
 
+import datetime
 import os
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments.machine import cpu_model, short_commit
 from jaxssl import interop
 from jaxssl.errors import CheckpointError
 from jaxssl.objectives.language import causal_lm_loss, next_token_targets, token_nll, weighted_mean
@@ -28,9 +36,37 @@ def reference(name: str):
     return np.load(fixture(name, "reference.npz"))
 
 
-def max_difference(a, b, where=None) -> float:
+PARITY = []   # (model, what was compared, max abs difference) in the order measured
+
+
+def max_difference(a, b, where=None, model=None, compared=None) -> float:
+    """The largest |a - b| (over `where` if given), recorded for the parity log under
+    `model` and `compared` when they are given."""
     difference = np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))
-    return float((difference[where] if where is not None else difference).max())
+    largest = float((difference[where] if where is not None else difference).max())
+    if model is not None:
+        PARITY.append((model, compared, largest))
+    return largest
+
+
+@pytest.fixture(scope="module", autouse=True)
+def parity_log(request):
+    """After this file's tests: with --parity-log=PATH, PARITY as a Markdown table."""
+    yield
+    path = request.config.getoption("parity_log")
+    if not path:
+        return
+    if hasattr(request.config, "workerinput"):
+        pytest.fail("--parity-log needs the interop tests in one process (-n 0)")
+    lines = [f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+             f"commit {short_commit()}, {cpu_model()} ({os.cpu_count()} cores), jax on the "
+             f"CPU with the test suite's XLA settings:",
+             "`python -m pytest tests/test_interop.py -n 0 -p no:cacheprovider "
+             "--parity-log=PATH`.", "",
+             "| model (real class) | compared | max abs diff |", "|---|---|---|"]
+    lines += [f"| {model} | {compared} | {largest:.1e} |" for model, compared, largest in PARITY]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def vit_tokens(imported, images):
@@ -49,7 +85,9 @@ def test_timm_vit_tokens_and_class_feature_match_timm():
                                    mlp_ratio=2.0, posemb="learned", pool="cls",
                                    layer_norm_epsilon=1e-6, activation="gelu", pre_norm=False)
     assert imported.skipped == ["head.bias", "head.weight"]
-    assert max_difference(vit_tokens(imported, ref["images"]), ref["tokens"]) <= TOLERANCE
+    assert max_difference(vit_tokens(imported, ref["images"]), ref["tokens"],
+                          model="timm `VisionTransformer`",
+                          compared="all tokens after the final norm") <= TOLERANCE
     features = imported.build().apply(imported.variables(), jnp.asarray(ref["images"]), False)
     assert max_difference(features, ref["tokens"][:, 0]) <= TOLERANCE
 
@@ -67,7 +105,9 @@ def test_timm_vit_position_embedding_interpolated_to_a_larger_image():
                             given={"heads": 4}, image_size=48)
     ref = reference("timm_vit")
     assert imported.resized == {"params/position_embedding/pos_embedding": ((16, 32), (36, 32))}
-    assert max_difference(vit_tokens(imported, ref["images48"]), ref["tokens48"]) <= TOLERANCE
+    assert max_difference(vit_tokens(imported, ref["images48"]), ref["tokens48"],
+                          model="same, position embedding resized 4x4 -> 6x6 (48 px) vs timm's "
+                                "bilinear resample", compared="all tokens") <= TOLERANCE
 
 
 def test_hf_vit_matches_transformers():
@@ -75,7 +115,9 @@ def test_hf_vit_matches_transformers():
     ref = reference("hf_vit")
     assert imported.config["layer_norm_epsilon"] == 1e-12
     assert imported.skipped == ["pooler.dense.bias", "pooler.dense.weight"]
-    assert max_difference(vit_tokens(imported, ref["images"]), ref["tokens"]) <= TOLERANCE
+    assert max_difference(vit_tokens(imported, ref["images"]), ref["tokens"],
+                          model="transformers `ViTModel` (eps 1e-12)",
+                          compared="last hidden state") <= TOLERANCE
 
 
 def test_hf_vit_mae_encoder_and_decoder_match_transformers():
@@ -88,12 +130,15 @@ def test_hf_vit_mae_encoder_and_decoder_match_transformers():
     keep = int(16 * (1 - 0.75))
     keep_idx = jnp.asarray(np.argsort(ref["noise"], axis=1)[:, :keep])
     encoded = model.apply(variables, images, keep_idx, False, method=model.encode)
-    assert max_difference(encoded, ref["encoded"]) <= TOLERANCE
+    assert max_difference(encoded, ref["encoded"], model="transformers `ViTMAEForPreTraining`",
+                          compared="encoder on visible patches") <= TOLERANCE
     pixels = model.apply(variables, images, keep_idx, jnp.asarray(ref["ids_restore"]), False)
-    assert max_difference(pixels, ref["pixels"]) <= TOLERANCE
+    assert max_difference(pixels, ref["pixels"], model="transformers `ViTMAEForPreTraining`",
+                          compared="decoder pixels") <= TOLERANCE
     everything = jnp.broadcast_to(jnp.arange(16), (2, 16))
     tokens = model.apply(variables, images, everything, False, method=model.encode)
-    assert max_difference(tokens, ref["tokens"]) <= TOLERANCE
+    assert max_difference(tokens, ref["tokens"], model="transformers `ViTMAEForPreTraining`",
+                          compared="encoder on all patches") <= TOLERANCE
 
 
 def test_hf_vit_mae_as_a_fine_tuning_encoder_skips_the_decoder():
@@ -114,10 +159,11 @@ def test_gpt2_logits_and_loss_match_transformers():
         imported.variables(), tokens, jnp.ones_like(tokens),
         jnp.broadcast_to(jnp.arange(length), (batch, length)), jnp.ones((batch, length), bool),
         train=False)
-    assert max_difference(logits, ref["logits"]) <= TOLERANCE
+    gpt2 = "transformers `GPT2LMHeadModel`"
+    assert max_difference(logits, ref["logits"], model=gpt2, compared="logits") <= TOLERANCE
     targets, mask = next_token_targets(tokens, jnp.ones_like(tokens))
     loss, _ = causal_lm_loss(logits[:, :-1], targets, mask)
-    assert abs(float(loss) - float(ref["loss"])) <= TOLERANCE
+    assert max_difference(loss, ref["loss"], model=gpt2, compared="LM loss") <= TOLERANCE
 
 
 def test_bert_masked_lm_logits_and_loss_match_transformers():
@@ -131,11 +177,13 @@ def test_bert_masked_lm_logits_and_loss_match_transformers():
         jnp.broadcast_to(jnp.arange(length), (batch, length)), jnp.zeros((batch, length), bool),
         train=False)
     # Padding (segment 0) only sees padding in jaxssl; compare the real tokens.
-    assert max_difference(logits, ref["logits"], padding.astype(bool)) <= TOLERANCE
+    bert = "transformers `BertForMaskedLM`"
+    assert max_difference(logits, ref["logits"], padding.astype(bool), model=bert,
+                          compared="logits (non-padding)") <= TOLERANCE
     labels = ref["labels"]
     loss, _ = weighted_mean(token_nll(logits, jnp.asarray(np.maximum(labels, 0))),
                             jnp.asarray(labels >= 0))
-    assert abs(float(loss) - float(ref["loss"])) <= TOLERANCE
+    assert max_difference(loss, ref["loss"], model=bert, compared="MLM loss") <= TOLERANCE
 
 
 def t5_logits(imported, ref):
@@ -154,9 +202,11 @@ def test_t5_logits_and_loss_match_transformers(name, activation, gated):
     assert (imported.config["activation"], imported.config["gated_mlp"]) == (activation, gated)
     assert imported.config["posemb"] == "relative" and imported.config["rms_norm"]
     logits = t5_logits(imported, ref)
-    assert max_difference(logits, ref["logits"]) <= TOLERANCE
+    t5 = ("transformers `T5ForConditionalGeneration` (T5 1.0: ReLU, tied, scaled)"
+          if name == "t5" else "same, T5.1.1 (gated tanh GELU, untied)")
+    assert max_difference(logits, ref["logits"], model=t5, compared="logits") <= TOLERANCE
     loss = jnp.mean(token_nll(logits, jnp.asarray(ref["labels"])))
-    assert abs(float(loss) - float(ref["loss"])) <= TOLERANCE
+    assert max_difference(loss, ref["loss"], model=t5, compared="loss") <= TOLERANCE
 
 
 def test_t5_with_its_own_lm_head_imports_untied(tmp_path):
@@ -196,11 +246,16 @@ def test_two_towers_and_logits_match_transformers(name, config, logits_of):
     model, variables = imported.build(), imported.variables()
     image, text, scalars = model.apply(variables, jnp.asarray(ref["images"]),
                                        jnp.asarray(ref["tokens"]), train=False)
-    assert max_difference(image, ref["image_features"]) <= TOLERANCE
-    assert max_difference(text, ref["text_features"]) <= TOLERANCE
+    towers = {"hf_clip": "transformers `CLIPModel` (quick GELU, pre-LN, EOS pooling)",
+              "hf_siglip": "transformers `SiglipModel` (MAP head, tanh GELU, logit bias)"}[name]
+    assert max_difference(image, ref["image_features"], model=towers,
+                          compared="image embeddings") <= TOLERANCE
+    assert max_difference(text, ref["text_features"], model=towers,
+                          compared="text embeddings") <= TOLERANCE
     unit = lambda x: x / jnp.linalg.norm(x, axis=-1, keepdims=True)
     logits = logits_of(unit(image) @ unit(text).T, scalars)
-    assert max_difference(logits, ref["logits_per_image"]) <= TOLERANCE
+    assert max_difference(logits, ref["logits_per_image"], model=towers,
+                          compared="logits") <= TOLERANCE
 
 
 def test_clip_as_a_fine_tuning_encoder_skips_the_text_tower():
@@ -229,7 +284,9 @@ def test_torchvision_resnet50_features_match_torchvision():
     assert {path.split("/")[0] for path in imported.arrays} == {"params", "batch_stats"}
     features = imported.build().apply(imported.variables(), jnp.asarray(ref["images"]),
                                       train=False)
-    assert max_difference(features, ref["features"]) <= TOLERANCE
+    assert max_difference(features, ref["features"],
+                          model="torchvision ResNet-50 layout (width 4)",
+                          compared="pooled features (eval BN)") <= TOLERANCE
 
 
 # ------------------------------------------------------------ wrong inputs
