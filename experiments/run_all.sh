@@ -41,6 +41,7 @@ clip              experiments/clip/README.md (CLIP vs SigLIP)             4 min
 clip_seed1        experiments/clip/README.md (CLIP vs SigLIP, seed 1)     4 min
 simclr_fmnist     experiments/simclr/README.md (SimCLR Fashion-MNIST)     3 min
 simclr_fmnist_seed1 experiments/simclr/README.md (SimCLR Fashion-MNIST, seed 1) 3 min
+simclr_fmnist_pixels experiments/simclr/README.md (raw-pixel kNN and probe) 1 min
 contrastive       experiments/contrastive/README.md (SimCLR vs MoCo v3)   3 min
 contrastive_seed1 experiments/contrastive/README.md (seed 1)              3 min
 finetune_fmnist_10pct experiments/finetune/README.md (the 10% rows only)  4 min
@@ -287,6 +288,13 @@ run_one() {
     simclr_fmnist_seed1)
       need_data fashion-mnist/
       simclr_fmnist_run simclr_fmnist_seed1 experiments/simclr/seed1 seed=1 ;;
+    simclr_fmnist_pixels)
+      need_data fashion-mnist/
+      mkdir -p experiments/simclr/pixels
+      record simclr_fmnist_pixels experiments/simclr/pixels \
+        "$PYTHON" -m experiments.simclr.random_init_eval --config=configs/simclr_fashion_mnist.py \
+          --set data.data_dir="$DATA/fashion-mnist" --pixels \
+        | tee experiments/simclr/pixels/pixels.json ;;
     contrastive)
       need_data cifar10-jpeg/
       paired_cifar10_run contrastive contrastive experiments/contrastive simclr moco ;;
