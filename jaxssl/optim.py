@@ -4,7 +4,7 @@ The peak learning rate is `base_lr` scaled by the global batch size
 (`linear`: batch/256 as in SimCLR/MoCo/MAE, `sqrt`: sqrt(batch)), reached
 after a linear warm-up and followed by cosine decay (or held constant).
 Weight decay, and LARS trust-ratio scaling, skip 1-D parameters (biases and
-normalisation scales).
+normalisation scales), judged per layer for a scanned stack (`decay_mask`).
 """
 
 from __future__ import annotations
@@ -39,9 +39,23 @@ def learning_rate_schedule(optim_config: Mapping[str, Any], total_steps: int,
         boundaries=[warmup])
 
 
+# The module `nn.scan` makes of a scanned stack (models.vit.Encoder, models.transformer):
+# its parameters carry a leading layer axis.
+SCANNED_BLOCKS = "blocks"
+
+
+def _decays(path, p) -> bool:
+    """Whether the parameter at dict-key `path` gets weight decay: more than one dimension
+    per layer (kernels and embeddings, not biases or normalisation scales). A fused q/k/v
+    bias [3, heads, Dh] counts as a kernel here (MAE's and BEiT's recipes decay no bias)."""
+    keys = [getattr(k, "key", None) for k in path]
+    return p.ndim - (SCANNED_BLOCKS in keys) > 1
+
+
 def decay_mask(params: Any) -> Any:
-    """True for parameters that get weight decay: kernels and embeddings, not 1-D."""
-    return jax.tree.map(lambda p: p.ndim > 1, params)
+    """True for parameters that get weight decay (`_decays`): the same for a scanned stack
+    as for its blocks unscanned."""
+    return jax.tree_util.tree_map_with_path(_decays, params)
 
 
 def decay_mask_without(module: str) -> Callable[[Any], Any]:
@@ -53,7 +67,7 @@ def decay_mask_without(module: str) -> Callable[[Any], Any]:
     """
     def mask(params: Any) -> Any:
         def leaf(path, p):
-            return p.ndim > 1 and module not in (getattr(k, "key", None) for k in path)
+            return _decays(path, p) and module not in (getattr(k, "key", None) for k in path)
         return jax.tree_util.tree_map_with_path(leaf, params)
 
     return mask

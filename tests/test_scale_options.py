@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from jaxssl import aot, config as config_lib, methods, parallel
+from jaxssl import aot, config as config_lib, methods, optim, parallel
 from jaxssl.data import pipeline
 from jaxssl.data.sources import get_source
 from jaxssl.data.text import text_dataset_name
@@ -85,6 +85,26 @@ def test_scanned_rematerialised_lm_matches_the_plain_one_on_one_device(lm):
     assert sharded_loss == pytest.approx(loss, rel=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                  sharded_grads, expected)
+
+
+def test_a_scanned_stack_gets_the_weight_decay_of_its_blocks_unscanned():
+    # Its biases and norm scales carry a layer axis, but are not decayed any more than
+    # the unscanned blocks' (a scan changes memory and compile time, not the training).
+    config = lambda scan: lm_config(ONE, scan_layers=scan)
+    masks = {}
+    for scan in (False, True):
+        method = methods.get("lm")(config(scan))
+        batch = pipeline.example_batch(get_source(config(scan).data.name, "train"), 2)
+        params = jax.eval_shape(lambda: method.init(jax.random.key(0), batch))["params"]
+        params = jax.tree.map(lambda x: np.zeros(x.shape, np.float32), nn.unbox(params))
+        masks[scan] = optim.decay_mask(params)
+    expected = stack_blocks(masks[False])
+    assert jax.tree.structure(masks[True]) == jax.tree.structure(expected)
+    stacked = [(k, v) for k, v in jax.tree_util.tree_leaves_with_path(masks[True])
+               if "'blocks'" in jax.tree_util.keystr(k)]
+    assert {bool(v) for _, v in stacked} == {True, False}
+    jax.tree.map(lambda got, want: np.testing.assert_array_equal(got, np.all(want)),
+                 masks[True], expected)
 
 
 @pytest.mark.parametrize("spec, section, stacked", [

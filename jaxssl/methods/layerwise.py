@@ -22,7 +22,7 @@ ENCODER = handoff.DESTINATION_ENCODER   # 'backbone'
 HEAD = "head"
 
 _BLOCK = re.compile(r"(?:^|/)(?:block(\d+)|stage(\d+)_block(\d+))(?:/|$)")
-_SCANNED_BLOCKS = re.compile(r"(?:^|/)blocks(?:/|$)")
+_SCANNED_BLOCKS = re.compile(rf"(?:^|/){optim.SCANNED_BLOCKS}(?:/|$)")
 _TOP_MODULES = re.compile(r"(?:^|/)(?:encoder_norm|map_head)(?:/|$)")
 
 
