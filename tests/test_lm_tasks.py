@@ -57,6 +57,18 @@ def test_unknown_pairs_and_bad_rates_are_refused_by_the_table():
         lm_tasks.build_task("decoder", "span", span, tokenizers.ByteTokenizer(0))
 
 
+def test_rows_needing_more_sentinels_than_the_tokenizer_has_are_refused():
+    # UL2's X denoiser (density 0.5, mean span 3): 16 spans in 96 tokens, 17 in 100.
+    tokenizer = tokenizers.ByteTokenizer(16)
+    task = lm_tasks.build_task("encoder_decoder", "ul2", LanguageModelling.default_config(),
+                               tokenizer)
+    task.check_rows(96, tokenizer)
+    with pytest.raises(ValueError, match=r"denoiser X \(noise density 0.5, mean span 3.0\) "
+                                         r"makes 17 noise spans in rows of 100 tokens, but the "
+                                         r"tokenizer has 16 sentinel ids"):
+        task.check_rows(100, tokenizer)
+
+
 def test_padded_rows_put_no_loss_on_pad_targets():
     tokenizer = tokenizers.ByteTokenizer(16)
     task = lm_tasks.Denoising((language.Denoiser("prefix"), language.Denoiser("masked", 0.15, 3.0)),

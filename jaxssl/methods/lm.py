@@ -129,6 +129,7 @@ class LanguageModelling(TokenLossMethod):
         self.architecture = lm.architecture
         try:
             self.task = lm_tasks.build_task(lm.architecture, lm.objective, lm, self.tokenizer)
+            self.task.check_rows(self.spec.length, self.tokenizer)
         except ValueError as error:
             raise ConfigError(f"lm.objective={lm.objective!r}: {error}") from None
         sizes = dict(

@@ -255,6 +255,10 @@ class PaLI(TokenLossMethod):
             rates=tuple(mixture.check_rates(pali.objective_rates)),
             sentinel_top=self.tokenizer.sentinel_id(0), architecture=pali.architecture,
             per_example=pali.per_example_mixture, padded=True)
+        try:
+            self.task.check_rows(text_length, self.tokenizer)
+        except ValueError as error:
+            raise ConfigError(f"pali: {error} (pali.num_sentinels)") from None
         dtype = base.DTYPES[config.compute_dtype]
         backbone = build_backbone(config.model, dtype=dtype)
         sizes = dict(

@@ -53,6 +53,11 @@ class Task:
         """The longest sequence the model sees for rows of `row_length` tokens."""
         return row_length
 
+    def check_rows(self, row_length: int, tokenizer: tokenizers.Tokenizer) -> None:
+        """ValueError if rows of `row_length` tokens need more of the tokenizer's ids than
+        it has."""
+        del row_length, tokenizer
+
     def model_batch(self, rows: dict, rng: jax.Array) -> ModelBatch:
         """Text rows + key -> (model inputs, targets [B, T], loss_mask [B, T], choice [B])."""
         raise NotImplementedError
@@ -165,6 +170,21 @@ class Denoising(Task):
         if any(d.noise_density > 0 for d in self.denoisers):
             return 2 * row_length + 2
         return row_length
+
+    def check_rows(self, row_length, tokenizer):
+        # Each noise span of a row takes its own sentinel id; past the last one, the ids
+        # would be ordinary tokens the model could not tell from text.
+        for denoiser in self.denoisers:
+            if denoiser.noise_density > 0:
+                _, spans = language.span_counts(row_length, denoiser.noise_density,
+                                                denoiser.mean_span)
+                if spans > tokenizer.num_sentinels:
+                    raise ValueError(
+                        f"denoiser {denoiser.name} (noise density {denoiser.noise_density}, "
+                        f"mean span {denoiser.mean_span}) makes {spans} noise spans in rows "
+                        f"of {row_length} tokens, but the tokenizer has "
+                        f"{tokenizer.num_sentinels} sentinel ids: give it at least {spans}, "
+                        f"or shorter rows")
 
     def model_batch(self, rows, rng):
         tokens = rows["tokens"]
