@@ -1,7 +1,8 @@
 """MAE (He et al., 2021): masked autoencoder on a ViT.
 
 Each step takes one lightly augmented view of every image (random resized
-crop + flip: configs set `config.augment` to `LIGHT_AUGMENT`), hides
+crop + flip: configs set `config.augment` to `LIGHT_AUGMENT`; without it the
+shared default, SimCLR's full recipe, applies), hides
 `mae.mask_ratio` of its patches at random, and runs the encoder on the
 visible patches only, so the encoder costs about (1 - mask_ratio) of a full
 forward pass. A lighter decoder (its own width, depth and heads) receives

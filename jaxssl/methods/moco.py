@@ -33,9 +33,11 @@ query encoder's, which `features` (kNN / linear-probe evaluation) relies on.
 Views. Both views share crop, flip, colour jitter and grayscale from
 `config.augment`; blur and solarize probabilities are per view
 (`moco.view_blur_probs`, `moco.view_solarize_probs`, default BYOL's 1.0 / 0.1
-and 0.0 / 0.2), which reproduces the asymmetric BYOL recipe of MoCo v3
-exactly. Empty tuples make both views use `augment.blur_prob` and
-`augment.solarize_prob`.
+and 0.0 / 0.2), the asymmetric BYOL recipe of MoCo v3 when `config.augment`
+also has BYOL's colour jitter (brightness, contrast, saturation, hue 0.4, 0.4,
+0.2, 0.1), as configs/moco_v3_vit_tiny_cifar10.py sets it; the shared default
+`augment` is SimCLR's (0.8, 0.8, 0.8, 0.2). Empty tuples make both views use
+`augment.blur_prob` and `augment.solarize_prob`.
 
 With a ViT backbone, `model.frozen_patch_embed=True` gives the frozen random
 patch projection of the paper (its gradient is zero; see `models.vit`), and

@@ -39,7 +39,7 @@ class SimCLR(base.Method):
     @staticmethod
     def default_config() -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(dict(
-            temperature=0.5,
+            temperature=0.5,           # the paper's CIFAR-10 value (ImageNet: 0.1)
             proj_hidden_dims=(2048,),  # SimCLR v1: one hidden layer; v2 uses two
             proj_dim=128,
         ))

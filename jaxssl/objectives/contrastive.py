@@ -128,6 +128,10 @@ def nt_xent(z1, z2, temperature):
       float32 scalar: cross-entropy averaged over the 2N anchors, where the
       anchor's positive is the other view of the same example and its
       negatives are the remaining 2N - 2 embeddings (self-similarity excluded).
+      This is the paper's 1/(2N) sum. google-research/simclr's code sums the two
+      views' mean losses, twice this; under LARS the scale matters for the
+      parameters without trust ratio (biases, batch norm: half the step here)
+      and for weight decay against the gradient.
     """
     return _unsharded(_nt_xent_sum, (z1, z2), (temperature,)) / (2 * z1.shape[0])
 
@@ -156,7 +160,9 @@ def clip_loss(img, txt, logit_scale):
       img, txt: [N, D] image and text embeddings of N matching pairs, unnormalised.
       logit_scale: scalar, log of the multiplicative logit scale (learnable,
         initialised to log(1 / 0.07)). It is clamped to log(100) before exp,
-        so the gradient w.r.t. it is zero above the clamp.
+        so the gradient w.r.t. it is zero above the clamp: once an optimizer's
+        momentum carries it past log(100) it stays there (OpenAI's code clamps the
+        parameter itself after each step, so it can come back).
 
     Returns:
       float32 scalar: mean of the image->text and text->image cross-entropies,

@@ -223,8 +223,10 @@ class Denoiser:
 
 
 def ul2_denoisers(nlu_id: int, nlg_id: int, s2s_id: int) -> tuple[Denoiser, ...]:
-    """The UL2 mixture of the issue: R (0.15, 3) with [NLU], X (0.5, 3) and (0.15, 32)
-    with [NLG], S (prefix-LM) with [S2S]. The two X denoisers share the name 'X'."""
+    """jaxssl's UL2 mixture: R (0.15, 3) with [NLU], X (0.5, 3) and (0.15, 32) with [NLG],
+    S (prefix-LM) with [S2S]; the two X denoisers share the name 'X'. A reduced set:
+    Tay et al.'s final mixture has seven (R at spans 3 and 8; X at (0.5, 3), (0.5, 8),
+    (0.15, 64), (0.5, 64); S)."""
     return (Denoiser("R", 0.15, 3.0, nlu_id), Denoiser("X", 0.5, 3.0, nlg_id),
             Denoiser("X", 0.15, 32.0, nlg_id), Denoiser("S", 0.0, 0.0, s2s_id))
 
