@@ -95,3 +95,13 @@ def test_every_recipe_and_stage_resolves():
     assert len(specs) > 30
     for spec in specs:
         config_lib.load(spec)
+
+
+def test_a_saved_config_of_a_method_that_does_not_augment_resolves_again(tmp_path):
+    # A workdir's config.json holds every section, the default augment one included; it
+    # is read back by resumes, hand-offs and sampling.
+    config = config_lib.load(os.path.join(REPO, "tests", "configs", "tiny_lm.py"))
+    path = config_lib.save(config, str(tmp_path))
+    with open(path) as f:
+        again = config_lib.resolve(json.load(f))
+    assert config_lib.to_json(again) == config_lib.to_json(config)
