@@ -153,11 +153,12 @@ def resolve(user_config: Mapping[str, Any]) -> ml_collections.ConfigDict:
     if others:
         raise ConfigError(f"config section '{others[0]}' is for method '{others[0]}', not "
                           f"'{method}' (set method='{others[0]}', or remove the section)")
+    augmentation = methods.get(method).AUGMENTATION
+    config.augment.update(augmentation or {})
     _merge(config, user, "")
     # A resolved config (a workdir's config.json) holds the default section: not refused.
     as_json = lambda section: json.dumps(section.to_dict(), sort_keys=True)
-    if (not methods.get(method).AUGMENTS
-            and as_json(config.augment) != as_json(base_config().augment)):
+    if augmentation is None and as_json(config.augment) != as_json(base_config().augment):
         raise ConfigError(f"method '{method}' does not augment its images: the augment "
                           "section would be ignored (remove it)")
     _check_values(config)

@@ -100,6 +100,26 @@ def test_a_frozen_patch_projection_gets_no_weight_decay_in_any_method(spec):
     assert decayed and all(decayed)
 
 
+@pytest.mark.parametrize("method, expected", [
+    ("simclr", {"crop_scale": (0.08, 1.0), "brightness": 0.8, "jitter_prob": 0.8,
+                "blur_prob": 0.5}),
+    ("moco", {"crop_scale": (0.08, 1.0), "brightness": 0.4, "contrast": 0.4,
+              "saturation": 0.2, "hue": 0.1}),
+    ("mae", {"crop_scale": (0.2, 1.0), "flip_prob": 0.5, "jitter_prob": 0.0,
+             "grayscale_prob": 0.0, "blur_prob": 0.0}),
+    ("simmim", {"crop_scale": (0.67, 1.0), "jitter_prob": 0.0, "blur_prob": 0.0}),
+    ("finetune", {"crop_scale": (0.35, 1.0), "jitter_prob": 0.0, "blur_prob": 0.0}),
+])
+def test_each_method_defaults_to_its_paper_s_augmentation_and_the_config_wins(method, expected):
+    model = {"model": {"name": "vit_tiny"}} if method in ("mae", "simmim") else {}
+    section = {"finetune": {"num_classes": 10}} if method == "finetune" else {}
+    config = config_lib.resolve({"method": method, **model, **section})
+    assert {key: config.augment[key] for key in expected} == expected
+    overridden = config_lib.resolve({"method": method, **model, **section,
+                                     "augment": {"crop_scale": (0.5, 1.0)}})
+    assert overridden.augment.crop_scale == (0.5, 1.0)
+
+
 def test_the_trainer_probes_no_hook():
     with open(os.path.join(REPO, "jaxssl", "train.py")) as f:
         assert "hasattr" not in f.read()

@@ -16,7 +16,9 @@ Encoder methods also define (the default `evaluate` uses it):
   features(variables, images) -> [B, D] float32 encoder features
 
 A recipe that augments its images with `config.augment` sets the class attribute
-`AUGMENTS = True`; for the others `config.resolve` refuses an augment section.
+`AUGMENTATION` to its paper's recipe: the values that replace the shared default
+(SimCLR's, `data.augment.SIMCLR_RECIPE`) before the config's own section is merged.
+For the others (None) `config.resolve` refuses a section that differs from the default.
 
 Hooks with defaults:
 
@@ -178,9 +180,9 @@ def check_vit_config(config: ml_collections.ConfigDict, mask_ratio: float | None
 class Method(abc.ABC):
     """Base class of every recipe; see the module docstring for the contract."""
 
-    # Whether the recipe augments its images with `config.augment`; for one that does not,
-    # a config that sets the augment section is refused (it would be ignored).
-    AUGMENTS = False
+    # The recipe's default `config.augment` values over SimCLR's, or None when it does
+    # not augment its images (see the module docstring).
+    AUGMENTATION = None
 
     # Hooks the Trainer calls, each with a default below.
     HOOKS = ("check_config", "select_train_examples", "train_record_spec", "open_data",

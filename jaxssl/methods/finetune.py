@@ -4,7 +4,7 @@ The encoder is `config.model`, stored under 'backbone' like every method's
 encoder, so a pretraining checkpoint hands it over by path
 (`config.finetune.init_from`, see `jaxssl.handoff`); the linear head
 ('head') starts fresh. Each step trains on one augmented view per labelled
-image (`config.augment`; configs use crop + flip, `FINETUNE_AUGMENT`).
+image (`config.augment`; by default crop + flip, `FINETUNE_AUGMENT`).
 
 Modes (`finetune.mode`):
   linear_probe  the encoder is frozen (evaluation mode, no gradient, its
@@ -87,7 +87,7 @@ class Classifier(nn.Module):
 class FineTune(base.Method):
     """Fine-tuning on labelled images; see the module docstring."""
 
-    AUGMENTS = True
+    AUGMENTATION = FINETUNE_AUGMENT
 
     @staticmethod
     def default_config() -> ml_collections.ConfigDict:

@@ -1,8 +1,7 @@
 """MAE (He et al., 2021): masked autoencoder on a ViT.
 
 Each step takes one lightly augmented view of every image (random resized
-crop + flip: configs set `config.augment` to `LIGHT_AUGMENT`; without it the
-shared default, SimCLR's full recipe, applies), hides
+crop + flip: `LIGHT_AUGMENT`, the method's default `config.augment`), hides
 `mae.mask_ratio` of its patches at random, and runs the encoder on the
 visible patches only, so the encoder costs about (1 - mask_ratio) of a full
 forward pass. A lighter decoder (its own width, depth and heads) receives
@@ -158,7 +157,7 @@ class MaskedImageMethod(base.Method):
     Images reaching the model are float32 in [-1, 1].
     """
 
-    AUGMENTS = True
+    AUGMENTATION = LIGHT_AUGMENT
     pixels_normalised = False
 
     def __init__(self, config: ml_collections.ConfigDict, model: nn.Module, mask_ratio: float):

@@ -33,11 +33,10 @@ query encoder's, which `features` (kNN / linear-probe evaluation) relies on.
 Views. Both views share crop, flip, colour jitter and grayscale from
 `config.augment`; blur and solarize probabilities are per view
 (`moco.view_blur_probs`, `moco.view_solarize_probs`, default BYOL's 1.0 / 0.1
-and 0.0 / 0.2), the asymmetric BYOL recipe of MoCo v3 when `config.augment`
-also has BYOL's colour jitter (brightness, contrast, saturation, hue 0.4, 0.4,
-0.2, 0.1), as configs/moco_v3_vit_tiny_cifar10.py sets it; the shared default
-`augment` is SimCLR's (0.8, 0.8, 0.8, 0.2). Empty tuples make both views use
-`augment.blur_prob` and `augment.solarize_prob`.
+and 0.0 / 0.2) and BYOL's colour jitter by default (`BYOL_COLOUR_JITTER`:
+brightness, contrast, saturation, hue 0.4, 0.4, 0.2, 0.1): the asymmetric BYOL
+recipe of MoCo v3. Empty tuples make both views use `augment.blur_prob` and
+`augment.solarize_prob`.
 
 With a ViT backbone, `model.frozen_patch_embed=True` gives the frozen random
 patch projection of the paper (its gradient is zero; see `models.vit`), and
@@ -64,6 +63,9 @@ from jaxssl.models.heads import MLPHead
 from jaxssl.objectives import contrastive
 
 MOMENTUM = "momentum"               # the method-state collection holding the key encoder
+# BYOL's colour jitter (MoCo v3's augmentation); its other settings are SimCLR's, with the
+# per-view blur and solarize of `moco.view_blur_probs` / `view_solarize_probs`.
+BYOL_COLOUR_JITTER = dict(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)
 KEY_ENCODER = ("backbone", "projector")
 
 
@@ -122,7 +124,7 @@ class MoCoV3Model(nn.Module):
 class MocoV3(base.Method):
     """MoCo v3 on any backbone from `config.model` (ResNet or ViT)."""
 
-    AUGMENTS = True
+    AUGMENTATION = BYOL_COLOUR_JITTER
 
     @staticmethod
     def default_config() -> ml_collections.ConfigDict:

@@ -34,7 +34,7 @@ class EncoderWithProjection(nn.Module):
 class SimCLR(base.Method):
     """SimCLR on any backbone from `config.model`."""
 
-    AUGMENTS = True
+    AUGMENTATION = {}   # SimCLR's recipe is the shared default
 
     @staticmethod
     def default_config() -> ml_collections.ConfigDict:

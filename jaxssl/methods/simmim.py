@@ -1,6 +1,7 @@
 """SimMIM (Xie et al., 2021): mask tokens in the encoder, linear pixel head, L1 loss.
 
-Each step takes one lightly augmented view of every image, hides
+Each step takes one lightly augmented view of every image (by default the paper's
+random resized crop at scale 0.67-1 + flip), hides
 `simmim.mask_ratio` of its patches (uniformly at random per example, from
 `mim.random_masking`; the paper masks 32 x 32 pixel blocks, here the blocks
 are single patches), replaces the hidden patches' embeddings by one
@@ -24,8 +25,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxssl.methods import base
-from jaxssl.methods.mae import (MaskedImageMethod, PixelHead, build_vit, mask_token_param,
-                                num_prefix_tokens)
+from jaxssl.methods.mae import (LIGHT_AUGMENT, MaskedImageMethod, PixelHead, build_vit,
+                                mask_token_param, num_prefix_tokens)
 from jaxssl.models.vit import ViT
 from jaxssl.objectives import mim
 
@@ -55,6 +56,9 @@ class MaskTokenViT(nn.Module):
 
 class SimMIM(MaskedImageMethod):
     """SimMIM with the config's ViT as encoder."""
+
+    # The paper's pre-training augmentation: RandomResizedCrop(scale=(0.67, 1)) + flip.
+    AUGMENTATION = {**LIGHT_AUGMENT, "crop_scale": (0.67, 1.0)}
 
     @staticmethod
     def default_config() -> ml_collections.ConfigDict:
