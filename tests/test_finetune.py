@@ -219,6 +219,8 @@ def test_interpolate_weights_matches_float64():
     ({"finetune.num_classes": "0"}, "finetune.num_classes"),
     ({"finetune.mode": "lp_ft"}, "needs 0 < finetune.lp_steps < total_steps"),
     ({"finetune.mode": "linear_probe", "finetune.layer_decay": "0.7"}, "freezes the encoder"),
+    ({"finetune.mode": "linear_probe", "finetune.wise_alphas": "(0.5,)"},
+     "unfreeze_every, l2sp and wise_alphas do not apply"),
     ({"finetune.mode": "probe"}, "must be one of"),
 ])
 def test_inconsistent_settings_are_config_errors(overrides, message):

@@ -328,9 +328,9 @@ def _check_settings(settings: ml_collections.ConfigDict, total_steps: int) -> No
         raise ConfigError(f"finetune.mode='lp_ft' needs 0 < finetune.lp_steps < total_steps="
                           f"{total_steps}, got {settings.lp_steps}")
     if settings.mode == "linear_probe" and (settings.layer_decay != 1.0 or settings.unfreeze_every
-                                            or settings.l2sp):
+                                            or settings.l2sp or settings.wise_alphas):
         raise ConfigError("finetune.mode='linear_probe' freezes the encoder: layer_decay, "
-                          "unfreeze_every and l2sp do not apply")
+                          "unfreeze_every, l2sp and wise_alphas do not apply")
     if not 0.0 < settings.layer_decay <= 1.0 or settings.unfreeze_every < 0 or settings.l2sp < 0:
         raise ConfigError("finetune.layer_decay must be in (0, 1], unfreeze_every and l2sp >= 0")
     try:
