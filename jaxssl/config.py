@@ -153,16 +153,17 @@ def resolve(user_config: Mapping[str, Any]) -> ml_collections.ConfigDict:
     if others:
         raise ConfigError(f"config section '{others[0]}' is for method '{others[0]}', not "
                           f"'{method}' (set method='{others[0]}', or remove the section)")
-    augmentation = methods.get(method).AUGMENTATION
-    config.augment.update(augmentation or {})
+    method_class = methods.get(method)
+    as_json = lambda section: json.dumps(section.to_dict(), sort_keys=True)
+    shared_augment = as_json(config.augment)
+    config.augment.update(method_class.AUGMENTATION or {})
     _merge(config, user, "")
     # A resolved config (a workdir's config.json) holds the default section: not refused.
-    as_json = lambda section: json.dumps(section.to_dict(), sort_keys=True)
-    if augmentation is None and as_json(config.augment) != as_json(base_config().augment):
+    if method_class.AUGMENTATION is None and as_json(config.augment) != shared_augment:
         raise ConfigError(f"method '{method}' does not augment its images: the augment "
                           "section would be ignored (remove it)")
     _check_values(config)
-    methods.get(method).check_config(config)
+    method_class.check_config(config)
     return config
 
 

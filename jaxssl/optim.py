@@ -44,12 +44,16 @@ def learning_rate_schedule(optim_config: Mapping[str, Any], total_steps: int,
 SCANNED_BLOCKS = "blocks"
 
 
+def _dict_keys(path) -> list:
+    """The dict keys of a tree path (None for other path entries)."""
+    return [getattr(k, "key", None) for k in path]
+
+
 def _decays(path, p) -> bool:
     """Whether the parameter at dict-key `path` gets weight decay: more than one dimension
     per layer (kernels and embeddings, not biases or normalisation scales). A fused q/k/v
     bias [3, heads, Dh] counts as a kernel here (MAE's and BEiT's recipes decay no bias)."""
-    keys = [getattr(k, "key", None) for k in path]
-    return p.ndim - (SCANNED_BLOCKS in keys) > 1
+    return p.ndim - (SCANNED_BLOCKS in _dict_keys(path)) > 1
 
 
 def decay_mask(params: Any) -> Any:
@@ -67,7 +71,7 @@ def decay_mask_without(module: str) -> Callable[[Any], Any]:
     """
     def mask(params: Any) -> Any:
         def leaf(path, p):
-            return _decays(path, p) and module not in (getattr(k, "key", None) for k in path)
+            return _decays(path, p) and module not in _dict_keys(path)
         return jax.tree_util.tree_map_with_path(leaf, params)
 
     return mask

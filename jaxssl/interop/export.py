@@ -34,6 +34,7 @@ from jaxssl.interop.gpt2 import gpt2_rules
 from jaxssl.interop.mapping import Rule, apply_rules
 from jaxssl.interop.vit import hf_encoder_rules
 
+
 def assert_imports_back(state: Mapping[str, np.ndarray], rules: list[Rule], heads: int,
                         expected: Mapping[str, Any]) -> None:
     """The exporter's self-check: importing `state` back with `rules` gives `expected`

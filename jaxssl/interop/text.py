@@ -13,6 +13,7 @@ from jaxssl.checkpoint import shapes_by_path
 from jaxssl.interop.common import Imported
 from jaxssl.interop.mapping import Mapped, check_config, check_shapes
 
+
 def language_model_import(family: str, source: str, config: dict,
                           given: Optional[Mapping[str, Any]], mapped: Mapped) -> Imported:
     """Checks `mapped` against the LanguageModel of `config` (after `given`) -> Imported."""

@@ -11,7 +11,7 @@ prefix-LM) the kernels skip the key blocks that lie wholly after every key a
 query block may see. A logit bias (T5's relative positions) is an array
 [B, N, Tq, Tk] read block by block; its gradient, the logits' own, is written
 block by block by the query-gradient kernel, so the scores still never need a
-[B, N, Tq, Tk] residual per layer (only the one bias that every layer shares).
+[B, N, Tq, Tk] residual (the bias is an input, like q, k and v).
 
 Mosaic compiles the kernels for a TPU, also ahead of time on a machine
 without one (`jaxssl.aot`, libtpu). On other platforms they run in Pallas's
