@@ -27,8 +27,9 @@ drop_last: 48 iterations per epoch, 14400 and 1920).
 
 Not reproduced (differences in shared code, see the issue report):
   - weight decay: the source's AdamW decays every trainable tensor (biases and
-    LayerNorm too); here 1-D tensors are skipped (optim.decay_mask). Like the
-    source, the frozen patch projection gets no decay (MoCo's optimizer hook);
+    LayerNorm too); here only kernels are (optim.decay_mask: no bias, norm scale,
+    class token or position table). Like the source, the frozen patch projection
+    gets no decay (Method.decay_mask);
   - blur: PIL GaussianBlur(radius=sigma) there, a 3-tap kernel at 32 px here;
   - the class token is initialised N(0, 0.02) here, N(0, 1e-6) there;
   - mixed precision (torch.cuda.amp) there, float32 here.

@@ -32,7 +32,12 @@ Not reproduced (differences in shared code, see the issue report):
     source; lecun-normal and He fan-out here;
   - crops: tf.image.sample_distorted_bounding_box (100 tries, bicubic) there,
     torchvision-style (10 tries, bilinear with antialias) here;
-  - input range [0, 1] there, [-1, 1] here.
+  - input range [0, 1] there, [-1, 1] here;
+  - loss scale: the source adds the two directions' mean cross-entropies, twice
+    the paper's 1/(2N) sum that jaxssl.objectives.contrastive.nt_xent returns (as
+    solo-learn and lightly do). Under LARS the trust-ratio layers barely notice,
+    but the biases and batch-norm parameters (no trust ratio) take half the
+    source's step and weight decay weighs twice as much against the gradient.
 Matching already (not config keys): BN momentum 0.9, epsilon 1e-5, zero-init
 of each residual block's last BN scale, BN over the global batch.
 

@@ -3,8 +3,9 @@
 The peak learning rate is `base_lr` scaled by the global batch size
 (`linear`: batch/256 as in SimCLR/MoCo/MAE, `sqrt`: sqrt(batch)), reached
 after a linear warm-up and followed by cosine decay (or held constant).
-Weight decay, and LARS trust-ratio scaling, skip 1-D parameters (biases and
-normalisation scales), judged per layer for a scanned stack (`decay_mask`).
+Weight decay, and LARS trust-ratio scaling, apply to kernels and embedding tables
+only: not to biases (whatever their rank), normalisation scales, a ViT's learned tokens
+or its position table (`decay_mask`).
 """
 
 from __future__ import annotations
@@ -49,11 +50,25 @@ def _dict_keys(path) -> list:
     return [getattr(k, "key", None) for k in path]
 
 
+# Parameters never decayed, by leaf name, whatever their rank: a ViT's class and mask
+# tokens, its MAP head's probe, its learned position table and PaLI-X's per-frame
+# embeddings (a position table over frames), as timm's
+# `no_weight_decay()` and big_vision (which decays kernels only) leave them (MAE's
+# pretraining code decays its [1, 1, D] tokens only because it judges by rank). A text
+# Transformer's token and position tables stay decayed, as nanoGPT and GPT-2 decay them.
+NOT_DECAYED = frozenset({"cls_token", "mask_token", "probe", "pos_embedding", "frame_embedding"})
+
+
 def _decays(path, p) -> bool:
     """Whether the parameter at dict-key `path` gets weight decay: more than one dimension
-    per layer (kernels and embeddings, not biases or normalisation scales). A fused q/k/v
-    bias [3, heads, Dh] counts as a kernel here (MAE's and BEiT's recipes decay no bias)."""
-    return p.ndim - (SCANNED_BLOCKS in _dict_keys(path)) > 1
+    per layer (kernels and embeddings, not normalisation scales), no bias of any rank
+    (a fused q/k/v bias is [3, heads, Dh]; T5's relative-position table is a bias too) and
+    not in NOT_DECAYED."""
+    keys = [k for k in _dict_keys(path) if k is not None]   # (a boxed leaf ends in .value)
+    name = keys[-1] if keys else ""
+    if name.endswith("bias") or name in NOT_DECAYED:
+        return False
+    return p.ndim - (SCANNED_BLOCKS in keys) > 1
 
 
 def decay_mask(params: Any) -> Any:

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxssl import config as config_lib, methods
+from jaxssl import config as config_lib, methods, optim
 from jaxssl.data import pipeline
 from jaxssl.data.sources import get_source
 from jaxssl.errors import ConfigError
@@ -94,10 +94,29 @@ def test_a_frozen_patch_projection_gets_no_weight_decay_in_any_method(spec):
                                  jax.tree.leaves(params)):
         if "patch_embedding" in jax.tree_util.keystr(path):
             frozen.append(np.all(np.asarray(update) == 0))
-        elif p.ndim > 1 and np.any(np.asarray(p) != 0):
+        elif "['kernel']" in jax.tree_util.keystr(path) and np.any(np.asarray(p) != 0):
             decayed.append(np.any(np.asarray(update) != 0))
     assert len(frozen) >= 2 and all(frozen)   # the projection's kernel and bias
     assert decayed and all(decayed)
+
+
+def test_weight_decay_reaches_kernels_and_embedding_tables_only():
+    shape = lambda *dims: np.zeros(dims, np.float32)
+    params = {
+        "backbone": {"cls_token": shape(1, 1, 8), "position_embedding": {"pos_embedding": shape(16, 8)},
+                     "encoder": {"block0": {"qkv": {"kernel": shape(8, 3, 2, 4),
+                                                    "bias": shape(3, 2, 4)},
+                                            "query": {"bias": shape(1, 2, 4)},
+                                            "norm": {"scale": shape(8), "bias": shape(8)}}},
+                     "map_head": {"probe": shape(1, 1, 8)}},
+        "mask_token": shape(1, 1, 8), "frame_embedding": shape(3, 8),
+        "stack": {"relative_attention_bias": shape(32, 2)},
+        "embedder": {"token_embedding": shape(10, 8), "position_embedding": shape(16, 8)},
+        "output_bias": shape(10)}
+    decayed = {jax.tree_util.keystr(path) for path, leaf in
+               jax.tree_util.tree_leaves_with_path(optim.decay_mask(params)) if leaf}
+    assert decayed == {"['backbone']['encoder']['block0']['qkv']['kernel']",
+                       "['embedder']['token_embedding']", "['embedder']['position_embedding']"}
 
 
 @pytest.mark.parametrize("method, expected", [

@@ -13,7 +13,7 @@ E = `embed_dim`. The losses normalise the embeddings themselves.
 
 Learnable scalars: CLIP 'logit_scale' (init log(1/0.07), clamped at log 100
 inside the loss); SigLIP 'log_t' (init log 10) and 'bias' (init -10). They
-are 0-d, so weight decay (which skips tensors of rank <= 1) leaves them alone.
+are 0-d, so weight decay (kernels and embedding tables only) leaves them alone.
 
 Data: a batch with 'tokens' int32 [B, L] (a caption dataset such as
 'tfds_captions:coco_captions', see `jaxssl.data.captions`) uses those
