@@ -93,20 +93,27 @@ def decay_mask_without(module: str) -> Callable[[Any], Any]:
 
 
 def optimizer_with_schedule(optim_config: Mapping[str, Any], lr: optax.Schedule,
-                            mask: Callable[[Any], Any] = decay_mask
+                            mask: Callable[[Any], Any] = decay_mask,
+                            start_steps: "StartStepsFn | None" = None
                             ) -> optax.GradientTransformation:
     """The config's optimizer (name, weight decay, clipping) driven by the schedule `lr`.
 
     `optim_config['moments_dtype']` is the dtype of AdamW's first moment and
     SGD's momentum. `mask(params)` -> bool tree: the parameters that get weight decay (and
-    LARS trust-ratio scaling).
+    LARS trust-ratio scaling). `start_steps`: for an optimizer the caller wraps in
+    `train_from` with these start steps; AdamW then counts its bias correction from them.
     """
     name, wd = optim_config["name"], optim_config["weight_decay"]
     # bfloat16 halves the first moment (AdamW) or the momentum (SGD); AdamW's second
     # moment stays float32, as optax's mu_dtype and MaxText keep it.
     moments_dtype = ({"float32": None, "bfloat16": jnp.bfloat16}  # None: the params' dtype
                      [optim_config.get("moments_dtype", "float32")])
-    if name == "adamw":
+    if name == "adamw" and start_steps is not None:
+        tx = optax.chain(
+            scale_by_adam_from(start_steps, optim_config["b1"], optim_config["b2"],
+                               optim_config["eps"], moments_dtype),
+            optax.add_decayed_weights(wd, mask), optax.scale_by_learning_rate(lr))
+    elif name == "adamw":
         tx = optax.adamw(lr, b1=optim_config["b1"], b2=optim_config["b2"], eps=optim_config["eps"],
                          weight_decay=wd, mask=mask, mu_dtype=moments_dtype)
     elif name == "sgd":
@@ -166,44 +173,99 @@ def scale_updates_per_leaf(scales_fn: TreeFn) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-class FreezeState(NamedTuple):
+# A "start-steps function" (count, updates) -> tree like the updates of int32 arrays
+# broadcastable to the leaves: the step at which each element's optimizer state last
+# started (`train_from`); called inside the update with the traced step count.
+StartStepsFn = Callable[[jax.Array, Any], Any]
+
+
+class StartState(NamedTuple):
     count: jax.Array  # int32 scalar: updates applied so far
+    inner: Any        # the wrapped optimizer's state
 
 
-def freeze_until(open_steps_fn: TreeFn) -> optax.GradientTransformation:
-    """Zeroes a leaf's updates (exactly) during its first `open_steps_fn(updates)` updates.
+def _is_like(tree: Any, treedef) -> bool:
+    return not isinstance(tree, (jax.Array, np.ndarray)) and jax.tree.structure(tree) == treedef
 
-    The update with 0-based index `count` passes for the elements whose open
-    step is <= count, so a parameter with open step s first changes at
-    optimizer step s + 1 (s = 0: from the start).
+
+def train_from(tx: optax.GradientTransformation,
+               start_steps: StartStepsFn) -> optax.GradientTransformation:
+    """`tx` as if each parameter element got a fresh optimizer at its start step.
+
+    The update with 0-based index `count` treats an element whose start step s is
+    > count as frozen: `tx` sees a zero gradient for it (so it adds nothing to
+    momenta or to the global gradient norm) and its update is exactly zero (no weight
+    decay either), so an element with start step s first changes at optimizer step
+    s + 1. At count == s its slices of `tx`'s parameter-shaped state (Adam's moments,
+    SGD's momentum) restart from zero. Adam also needs its bias correction counted
+    from s: build it with `optimizer_with_schedule(..., start_steps=)`.
     """
     def init(params):
-        del params
-        return FreezeState(count=jnp.zeros((), jnp.int32))
+        return StartState(count=jnp.zeros((), jnp.int32), inner=tx.init(params))
 
     def update(updates, state, params=None):
-        del params
-        opened = jax.tree.map(
-            lambda u, s: jnp.where(state.count >= jnp.asarray(s, jnp.int32), u, jnp.zeros_like(u)),
-            updates, open_steps_fn(updates))
-        return opened, FreezeState(count=state.count + 1)
+        count = state.count
+        starts = start_steps(count, updates)
+        started = jax.tree.map(lambda s: count >= s, starts)
+        hidden = jax.tree.map(lambda u, on: jnp.where(on, u, jnp.zeros_like(u)), updates, started)
+        treedef = jax.tree.structure(updates)
+
+        def restart(tree):
+            if not _is_like(tree, treedef):
+                return tree
+            return jax.tree.map(lambda x, s: jnp.where(count == s, jnp.zeros_like(x), x),
+                                tree, starts)
+
+        inner = jax.tree.map(restart, state.inner, is_leaf=lambda t: _is_like(t, treedef))
+        new, inner = tx.update(hidden, inner, params)
+        new = jax.tree.map(lambda u, on: jnp.where(on, u, jnp.zeros_like(u)), new, started)
+        return new, StartState(count=count + 1, inner=inner)
 
     return optax.GradientTransformation(init, update)
 
 
-NEVER = np.iinfo(np.int32).max  # the open step of a parameter that never trains
+def scale_by_adam_from(start_steps: StartStepsFn, b1: float, b2: float, eps: float,
+                       mu_dtype=None) -> optax.GradientTransformation:
+    """optax.scale_by_adam with each element's bias correction counted from its start
+    step s: 1 - b ** (count - s + 1), as a fresh Adam would count. Its moments must
+    restart at s too: chain it inside `train_from` with the same `start_steps`. The state
+    is optax's ScaleByAdamState; with every start step 0 the updates are optax's."""
+    def init(params):
+        return optax.ScaleByAdamState(
+            count=jnp.zeros((), jnp.int32),
+            mu=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=mu_dtype or p.dtype), params),
+            nu=jax.tree.map(jnp.zeros_like, params))
+
+    def update(updates, state, params=None):
+        del params
+        mu = jax.tree.map(lambda g, m: b1 * m + (1 - b1) * g, updates, state.mu)
+        nu = jax.tree.map(lambda g, v: b2 * v + (1 - b2) * jnp.square(g), updates, state.nu)
+
+        def corrected(m, v, s):
+            steps = jnp.maximum(state.count + 1 - s, 1).astype(jnp.float32)
+            return (m / (1 - b1 ** steps)) / (jnp.sqrt(v / (1 - b2 ** steps)) + eps)
+
+        new = jax.tree.map(corrected, mu, nu, start_steps(state.count, updates))
+        mu = jax.tree.map(lambda m, p: m.astype(mu_dtype or p.dtype), mu, state.mu)
+        return new, optax.ScaleByAdamState(count=state.count + 1, mu=mu, nu=nu)
+
+    return optax.GradientTransformation(init, update)
+
+
+NEVER = np.iinfo(np.int32).max  # the start step of a parameter that never trains
 
 
 def freeze_parts(tx: optax.GradientTransformation, parts) -> optax.GradientTransformation:
-    """`tx` with the updates of the top-level parameter subtrees named in `parts` zeroed
-    exactly (`freeze_until` with open step NEVER), so those parameters stay bitwise
-    as they started; `tx` itself when `parts` is empty."""
+    """`tx` with the top-level parameter subtrees named in `parts` frozen (`train_from`
+    with start step NEVER), so those parameters stay bitwise as they started; `tx` itself
+    when `parts` is empty."""
     parts = frozenset(parts)
     if not parts:
         return tx
-    open_steps = lambda params: {part: jax.tree.map(lambda _: NEVER if part in parts else 0, tree)
-                                 for part, tree in params.items()}
-    return optax.chain(tx, freeze_until(open_steps))
+    starts = lambda count, params: {
+        part: jax.tree.map(lambda _: NEVER if part in parts else 0, tree)
+        for part, tree in params.items()}
+    return train_from(tx, starts)
 
 
 def stop_gradient_parts(params: Mapping[str, Any], parts) -> dict:

@@ -14,6 +14,7 @@ from PIL import Image
 from jaxssl import config as config_lib, methods, optim, parallel, pipeline_run
 from jaxssl.data import pipeline, subsets
 from jaxssl.data.image_files import ArraySource, load_digits_split
+from jaxssl.data.sources import get_source
 from jaxssl.evaluate import classification
 from jaxssl.evaluate.wise_ft import interpolate_weights
 from jaxssl.methods.layerwise import layer_ids
@@ -147,18 +148,98 @@ def test_scanned_blocks_get_one_layer_id_per_slice():
     assert ids["backbone"]["patch_embedding"]["kernel"] == 0 and ids["head"]["dense"]["kernel"] == 4
 
 
-def test_freeze_until_and_per_leaf_scales_on_stacked_leaves():
-    updates = {"w": jnp.asarray(np.random.default_rng(1).normal(size=(3, 2)), jnp.float32)}
-    open_steps = {"w": np.array([[0], [1], [2]])}
+def fresh_adamw_updates(grads, lr, wd, params, b1=0.9, b2=0.999, eps=1e-8):
+    """float64 NumPy AdamW started on grads[0]: the updates (params held fixed)."""
+    m = v = 0.0
+    out = []
+    for t, g in enumerate(grads, start=1):
+        g = np.asarray(g, np.float64)
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+        adam = (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+        out.append(-lr * (adam + wd * np.asarray(params, np.float64)))
+    return out
+
+
+def test_train_from_gives_each_row_of_a_stacked_leaf_a_fresh_adamw_at_its_start_step():
+    # Rows of a [3, 2] leaf start at steps 0, 2 and 4 (a scanned stack's layers), scaled by
+    # 0.25, 0.5 and 1 (layer decay). Before its start a row's update is exactly zero; from
+    # it on, its updates are those of an AdamW that first saw the row's gradient then.
+    rng = np.random.default_rng(1)
+    params = {"w": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)}
+    starts = np.array([[0], [2], [4]])
     scales = {"w": np.array([[0.25], [0.5], [1.0]], np.float32)}
-    tx = optax.chain(optim.scale_updates_per_leaf(lambda u: scales),
-                     optim.freeze_until(lambda u: open_steps))
-    state = tx.init(updates)
-    for count in range(3):
-        out, state = tx.update(updates, state)
-        opened = np.arange(3)[:, None] <= count
-        expected = np.where(opened, np.asarray(updates["w"]) * scales["w"], 0.0)
-        np.testing.assert_array_equal(out["w"], expected)
+    start_steps = lambda count, tree: {"w": starts}
+    lr, wd = 0.1, 0.05
+    config = {"name": "adamw", "weight_decay": wd, "b1": 0.9, "b2": 0.999, "eps": 1e-8,
+              "clip_grad_norm": 0.0}
+    tx = optim.train_from(
+        optax.chain(optim.optimizer_with_schedule(config, optax.constant_schedule(lr),
+                                                  lambda p: {"w": True}, start_steps),
+                    optim.scale_updates_per_leaf(lambda u: scales)),
+        start_steps)
+    grads = [rng.normal(size=(3, 2)).astype(np.float32) for _ in range(7)]
+    state, got = tx.init(params), []
+    for g in grads:
+        update, state = jax.jit(tx.update)({"w": jnp.asarray(g)}, state, params)
+        got.append(np.asarray(update["w"]))
+    for row, start in enumerate(starts[:, 0]):
+        for step in range(start):
+            np.testing.assert_array_equal(got[step][row], 0.0)
+        expected = fresh_adamw_updates([g[row] for g in grads[start:]], lr, wd, params["w"][row])
+        np.testing.assert_allclose(np.stack([u[row] for u in got[start:]]),
+                                   scales["w"][row] * np.stack(expected), rtol=1e-5, atol=1e-7)
+
+
+def test_train_from_restarts_sgd_momentum_and_hides_frozen_gradients_from_clipping():
+    rng = np.random.default_rng(2)
+    params = {"frozen": jnp.zeros(2), "open": jnp.zeros(2)}
+    # 'open' restarts at step 2 (LP-FT's head); 'frozen' starts at 3
+    start_steps = lambda count, tree: {"frozen": 3, "open": jnp.where(count >= 2, 2, 0)}
+    config = {"name": "sgd", "weight_decay": 0.0, "momentum": 0.9, "clip_grad_norm": 1.0}
+    tx = optim.train_from(optim.optimizer_with_schedule(config, optax.constant_schedule(1.0)),
+                          start_steps)
+    state = tx.init(params)
+    grads = [{"frozen": jnp.asarray([100.0, 0.0]), "open": jnp.asarray(rng.normal(size=2) * 0.1,
+                                                                         jnp.float32)}
+             for _ in range(3)]
+    updates = []
+    for g in grads:
+        u, state = tx.update(g, state, params)
+        updates.append(u)
+    for u in updates:
+        np.testing.assert_array_equal(u["frozen"], 0.0)
+    # the frozen leaf's huge gradient was hidden, so nothing was clipped
+    np.testing.assert_allclose(updates[0]["open"], -grads[0]["open"], rtol=1e-6)
+    np.testing.assert_allclose(updates[1]["open"], -(grads[1]["open"] + 0.9 * grads[0]["open"]),
+                               rtol=1e-6)
+    np.testing.assert_allclose(updates[2]["open"], -grads[2]["open"], rtol=1e-6)  # restarted
+
+
+def test_lp_ft_fine_tunes_head_and_encoder_with_a_fresh_adamw():
+    lp_steps = 3
+    config = tiny_config(**{"total_steps": "6", "model.depth": "1", "finetune.mode": "lp_ft",
+                            "finetune.lp_steps": str(lp_steps), "optim.warmup_steps": "0",
+                            "optim.schedule": "constant"})
+    method = methods.get("finetune")(config)
+    batch = pipeline.example_batch(get_source(config.data.name, "train"), 2)
+    params = nn.unbox(jax.jit(method.init)(jax.random.key(0), batch)["params"])
+    tx, schedule = method.optimizer()
+    rng = np.random.default_rng(3)
+    grads = [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
+             for _ in range(lp_steps + 2)]
+    state, updates = tx.init(params), []
+    for g in grads:
+        u, state = jax.jit(tx.update)(g, state, params)
+        updates.append(flat(u))
+    grads, lr = [flat(g) for g in grads], float(schedule(lp_steps))
+    mask = flat(method.decay_mask()(params))
+    for path, p in flat(params).items():
+        wd = config.optim.weight_decay if mask[path] else 0.0
+        expected = fresh_adamw_updates([g[path] for g in grads[lp_steps:]], lr, wd, p)
+        np.testing.assert_allclose(np.stack([u[path] for u in updates[lp_steps:]]),
+                                   np.stack(expected), rtol=2e-5, atol=1e-8, err_msg=path)
+    head = [p for p in updates[0] if p.startswith("head/")]
+    assert head and all(np.any(updates[0][p] != 0) for p in head)   # the probe trained
 
 
 # ------------------------------------------------------ WiSE-FT, forgetting, L2-SP

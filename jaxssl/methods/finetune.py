@@ -22,6 +22,10 @@ With `full` and `lp_ft`:
                   step start + (top - l) * unfreeze_every (start = lp_steps
                   under lp_ft, else 0); the head is never frozen;
   l2sp            L2-SP: adds l2sp / 2 * ||encoder - pretrained encoder||^2.
+A frozen parameter's gradient never reaches the optimizer, and its optimizer
+state (momenta, Adam's bias-correction count) starts when it starts training
+(`optim.train_from`), as a fresh optimizer would; under lp_ft the fine-tuning
+stage starts a fresh state for the probed head too.
 Evaluation: top-1 / top-5 on the eval split; for each a in `wise_alphas`,
 WiSE-FT: the encoder (1 - a) * pretrained + a * fine-tuned (parameters and
 batch statistics) with the fine-tuned head; and with `forgetting.name` set,
@@ -192,11 +196,14 @@ class FineTune(base.Method):
     def optimizer(self) -> tuple[optax.GradientTransformation, optax.Schedule]:
         settings = self.settings
         schedule = self.learning_rate_schedule()
-        tx = optim.optimizer_with_schedule(self.config.optim, schedule, self.decay_mask())
+        staged = settings.mode != "full" or settings.unfreeze_every
+        start_steps = self.start_steps if staged else None
+        tx = optim.optimizer_with_schedule(self.config.optim, schedule, self.decay_mask(),
+                                           start_steps)
         if settings.layer_decay != 1.0:
             tx = optax.chain(tx, optim.scale_updates_per_leaf(self.layer_scales))
-        if settings.mode != "full" or settings.unfreeze_every:
-            tx = optax.chain(tx, optim.freeze_until(self.open_steps))
+        if staged:
+            tx = optim.train_from(tx, start_steps)
         return tx, schedule
 
     def layer_scales(self, params: Mapping[str, Any]) -> dict:
@@ -208,6 +215,15 @@ class FineTune(base.Method):
         settings = self.settings
         start = {"linear_probe": optim.NEVER, "lp_ft": settings.lp_steps, "full": 0}[settings.mode]
         return layerwise.open_steps(params, start, settings.unfreeze_every)
+
+    def start_steps(self, count: jax.Array, params: Mapping[str, Any]) -> Any:
+        """The step at which each parameter's optimizer state last started (`optim.train_from`):
+        its open step; under lp_ft, from lp_steps on, at least lp_steps, so fine-tuning
+        starts a fresh optimizer for the probed head too, as LP-FT's second stage does."""
+        restart = self.settings.lp_steps if self.settings.mode == "lp_ft" else 0
+        return jax.tree.map(
+            lambda s: jnp.where(count >= restart, jnp.maximum(s, restart), s).astype(jnp.int32),
+            self.open_steps(params))
 
     # -------------------------------------------------------------- training
     def _views(self, rng: jax.Array, images: jax.Array) -> jax.Array:
