@@ -242,6 +242,19 @@ def test_lp_ft_fine_tunes_head_and_encoder_with_a_fresh_adamw():
     assert head and all(np.any(updates[0][p] != 0) for p in head)   # the probe trained
 
 
+def test_l2sp_replaces_weight_decay_on_the_encoder_only():
+    masks = {}
+    for l2sp in ("0.0", "0.5"):
+        method = methods.get("finetune")(tiny_config(**{"finetune.l2sp": l2sp}))
+        batch = pipeline.example_batch(get_source(method.config.data.name, "train"), 2)
+        params = nn.unbox(jax.eval_shape(method.init, jax.random.key(0), batch)["params"])
+        masks[l2sp] = flat(method.decay_mask()(params))
+    assert masks["0.0"]["backbone/encoder/block0/mlp/fc1/kernel"]
+    assert masks["0.5"] == {path: decays and path.startswith("head/")
+                            for path, decays in masks["0.0"].items()}
+    assert any(decays for path, decays in masks["0.5"].items() if path.startswith("head/"))
+
+
 # ------------------------------------------------------ WiSE-FT, forgetting, L2-SP
 def test_wise_ft_endpoints_forgetting_and_l2sp(tmp_path):
     config = tiny_config(**{"model.depth": "1", "finetune.wise_alphas": "(0.0, 1.0)",
@@ -270,10 +283,12 @@ def test_wise_ft_endpoints_forgetting_and_l2sp(tmp_path):
     assert results["forgetting_knn_wise0"] == results["forgetting_knn_before"]
     assert 0.0 < results["forgetting_knn_after"] <= 1.0
     # L2-SP: l2sp / 2 * ||encoder - starting encoder||^2 of the parameters each step starts
-    # from (in float64): 0 at the first step, then positive as the encoder moves.
+    # from (in float64): 0 at the first two steps (the zero-initialised head sends the
+    # encoder no gradient at the first, and L2-SP replaces weight decay on the encoder),
+    # then positive as the encoder moves.
     expected = [0.5 / 2 * sum(np.sum((params[f"backbone/{p}"].astype(np.float64) - v) ** 2)
                               for p, v in start_encoder.items()) for params in history[:-1]]
-    assert expected[0] == 0.0 and all(e > 0 for e in expected[1:])
+    assert expected[:2] == [0.0, 0.0] and all(e > 0 for e in expected[2:])
     np.testing.assert_allclose([float(m["l2sp_penalty"]) for m in metrics], expected, rtol=1e-4)
 
 

@@ -21,7 +21,9 @@ With `full` and `lp_ft`:
   unfreeze_every  gradual unfreezing from the top: layer l is frozen until
                   step start + (top - l) * unfreeze_every (start = lp_steps
                   under lp_ft, else 0); the head is never frozen;
-  l2sp            L2-SP: adds l2sp / 2 * ||encoder - pretrained encoder||^2.
+  l2sp            L2-SP: adds l2sp / 2 * ||encoder - pretrained encoder||^2,
+                  which replaces weight decay on the encoder (the head keeps
+                  `optim.weight_decay`), as in Li et al. 2018;
 A frozen parameter's gradient never reaches the optimizer, and its optimizer
 state (momenta, Adam's bias-correction count) starts when it starts training
 (`optim.train_from`), as a fresh optimizer would; under lp_ft the fine-tuning
@@ -205,6 +207,15 @@ class FineTune(base.Method):
         if staged:
             tx = optim.train_from(tx, start_steps)
         return tx, schedule
+
+    def decay_mask(self):
+        """The method's weight-decay mask, less the encoder under L2-SP (which pulls the
+        encoder towards the pretrained weights, not towards zero)."""
+        mask = super().decay_mask()
+        if not self.settings.l2sp:
+            return mask
+        return lambda params: {part: jax.tree.map(lambda _: False, tree) if part == ENCODER
+                               else tree for part, tree in mask(params).items()}
 
     def layer_scales(self, params: Mapping[str, Any]) -> dict:
         """Learning-rate scale of every parameter: layer_decay ** (top - layer id)."""
