@@ -256,6 +256,25 @@ def test_l2sp_replaces_weight_decay_on_the_encoder_only():
 
 
 # ------------------------------------------------------ WiSE-FT, forgetting, L2-SP
+def test_lp_ft_wise_ft_mixes_the_head_from_the_probed_one(tmp_path):
+    lp_steps = 2
+    config = tiny_config(**{"model.depth": "1", "finetune.mode": "lp_ft",
+                            "finetune.lp_steps": str(lp_steps), "finetune.wise_alphas": "(0.0, 1.0)"})
+    trainer = one_device_trainer(config, tmp_path)
+    start = trainer.initial_state()
+    final, history, _ = train_steps(trainer, start, 4)
+    probed = flat(final.method_state["probed_head"])
+    for path, value in probed.items():
+        np.testing.assert_array_equal(value, history[lp_steps][f"head/{path}"])
+    assert any(not np.array_equal(value, history[-1][f"head/{path}"])
+               for path, value in probed.items())
+    results = trainer.evaluate(final)
+    assert results["wise1_top1"] == results["top1"]
+    start_model = final.replace(params={**final.params, "backbone": start.params["backbone"],
+                                        "head": final.method_state["probed_head"]})
+    assert results["wise0_top1"] == trainer.evaluate(start_model)["top1"]
+
+
 def test_wise_ft_endpoints_forgetting_and_l2sp(tmp_path):
     config = tiny_config(**{"model.depth": "1", "finetune.wise_alphas": "(0.0, 1.0)",
                             "finetune.l2sp": "0.5",

@@ -56,6 +56,15 @@ def test_wise_ft_endpoints_are_the_pretrained_and_the_finetuned_model():
                                                              + finetuned["params"]["backbone"]["w"]),
                                rtol=1e-6)
     np.testing.assert_array_equal(half["head"]["w"], finetuned["params"]["head"]["w"])
+    # with the head's starting parameters (LP-FT's probed head) the head mixes too
+    with_head = wise_ft.evaluate_wise_ft(accuracy, finetuned, pretrained, (0.0,),
+                                         start_params={"head": start["params"]["head"]})
+    assert with_head[0.0] == accuracy(start)
+    half = wise_ft.wise_ft_variables(finetuned, pretrained, 0.5,
+                                     start_params={"head": start["params"]["head"]})["params"]
+    np.testing.assert_allclose(half["head"]["w"], 0.5 * (start["params"]["head"]["w"]
+                                                         + finetuned["params"]["head"]["w"]),
+                               rtol=1e-6)
 
 
 def test_forgetting_of_identical_encoders_is_zero_and_of_a_damaged_one_positive():

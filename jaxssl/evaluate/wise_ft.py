@@ -5,8 +5,9 @@ Model variables are {collection: {module: subtree}} ({'params': ...,
 'batch_stats': ...}); the encoder is the subtree under `encoder` ('backbone',
 where every method keeps it) in each collection, and an encoder alone is
 {collection: subtree}. Everything else (e.g. a classifier head) keeps its
-fine-tuned values. Any run can call these: its evaluation is a function of
-the variables.
+fine-tuned values unless its own starting parameters are given (`start_params`,
+e.g. LP-FT's probed head, which the paper's zero-shot head stands for). Any run
+can call these: its evaluation is a function of the variables.
 """
 
 from __future__ import annotations
@@ -43,17 +44,26 @@ def with_encoder(variables: Mapping[str, Any], encoder_vars: Mapping[str, Any],
 
 
 def wise_ft_variables(variables: Mapping[str, Any], pretrained: Mapping[str, Any], alpha: float,
-                      encoder: str = ENCODER) -> dict:
+                      encoder: str = ENCODER,
+                      start_params: Mapping[str, Any] | None = None) -> dict:
     """The fine-tuned `variables` with their encoder mixed with the `pretrained` encoder
-    ({collection: subtree}) at `alpha` (0 = pretrained, 1 = fine-tuned)."""
+    ({collection: subtree}) at `alpha` (0 = pretrained, 1 = fine-tuned), and each module
+    of `start_params` ({module: params subtree}) mixed with its starting parameters."""
     mixed = _interpolate(pretrained, encoder_variables(variables, encoder), alpha)
-    return with_encoder(variables, mixed, encoder)
+    result = with_encoder(variables, mixed, encoder)
+    if start_params:
+        params = result["params"]
+        result["params"] = {**params, **{module: _interpolate(start, params[module], alpha)
+                                         for module, start in start_params.items()}}
+    return result
 
 
 def evaluate_wise_ft(evaluate: Callable[[dict], Result], variables: Mapping[str, Any],
                      pretrained: Mapping[str, Any], alphas: Sequence[float],
-                     encoder: str = ENCODER) -> dict[float, Result]:
+                     encoder: str = ENCODER,
+                     start_params: Mapping[str, Any] | None = None) -> dict[float, Result]:
     """{alpha: `evaluate` (variables -> any result, e.g. {'top1': fraction}) of the WiSE-FT
-    model at alpha}: alpha = 0 gives the pretrained encoder's result, 1 the fine-tuned one's."""
-    return {alpha: evaluate(wise_ft_variables(variables, pretrained, alpha, encoder))
+    model at alpha}: alpha = 0 gives the starting model's result, 1 the fine-tuned one's."""
+    return {alpha: evaluate(wise_ft_variables(variables, pretrained, alpha, encoder,
+                                              start_params))
             for alpha in alphas}

@@ -30,7 +30,9 @@ state (momenta, Adam's bias-correction count) starts when it starts training
 stage starts a fresh state for the probed head too.
 Evaluation: top-1 / top-5 on the eval split; for each a in `wise_alphas`,
 WiSE-FT: the encoder (1 - a) * pretrained + a * fine-tuned (parameters and
-batch statistics) with the fine-tuned head; and with `forgetting.name` set,
+batch statistics) with the fine-tuned head, or under lp_ft with the head mixed
+the same way from the probed one (kept in the method state at `lp_steps`: the
+paper mixes from the zero-shot head); and with `forgetting.name` set,
 kNN top-1 of the pretrained and of the current encoder on that data set.
 
 Low-label regimes: `labels_per_class` or `label_fraction` train on a
@@ -70,6 +72,8 @@ from jaxssl.models import LinearHead, build_backbone
 
 MODES = ("linear_probe", "full", "lp_ft")
 PRETRAINED = "pretrained"               # method-state collection: the starting encoder
+PROBED_HEAD = "probed_head"             # lp_ft with WiSE-FT: the head as probing left it
+METHOD_STATE = (PRETRAINED, PROBED_HEAD)
 # Fine-tuning augmentation: random resized crop + flip, no colour changes.
 FINETUNE_AUGMENT = dict(crop_scale=(0.35, 1.0), flip_prob=0.5, jitter_prob=0.0,
                         grayscale_prob=0.0, blur_prob=0.0, solarize_prob=0.0)
@@ -132,6 +136,7 @@ class FineTune(base.Method):
             if settings.init_from.checkpoint else [], model_config=config.model)
         self.keeps_pretrained = bool(settings.l2sp or settings.wise_alphas
                                      or settings.forgetting.name)
+        self.keeps_probed_head = settings.mode == "lp_ft" and bool(settings.wise_alphas)
 
     @functools.cached_property
     def reference(self) -> forgetting.ReferenceSet | None:
@@ -159,6 +164,8 @@ class FineTune(base.Method):
         self.pretrained.expect(variables)
         if self.keeps_pretrained:
             variables[PRETRAINED] = wise_ft.encoder_variables(variables)
+        if self.keeps_probed_head:
+            variables[PROBED_HEAD] = variables["params"]["head"]
         return variables
 
     def select_train_examples(self, train_source):
@@ -245,7 +252,7 @@ class FineTune(base.Method):
 
     def _train_logits(self, params, state, views, rng, step):
         """(logits [B, C], new state): frozen encoder while probing, else trained."""
-        stats = {c: v for c, v in state.items() if c != PRETRAINED}
+        stats = {c: v for c, v in state.items() if c not in METHOD_STATE}
 
         def probe(_):
             features = self.model.apply({"params": params, **stats}, views, train=False,
@@ -281,6 +288,10 @@ class FineTune(base.Method):
                                          self.settings.l2sp)
             metrics["l2sp_penalty"] = penalty
             loss = loss + penalty
+        if self.keeps_probed_head:   # at step lp_steps the head has had every probing update
+            new_state[PROBED_HEAD] = jax.tree.map(
+                lambda head, kept: jnp.where(step <= self.settings.lp_steps, head, kept),
+                params["head"], state[PROBED_HEAD])
         return loss, ({**metrics, "loss": loss}, new_state)
 
     # ------------------------------------------------------------ evaluation
@@ -325,8 +336,9 @@ class FineTune(base.Method):
                                                     eval_config)
             return scores
 
+        probed = {"head": variables[PROBED_HEAD]} if PROBED_HEAD in variables else None
         wise = wise_ft.evaluate_wise_ft(wise_scores, variables, pretrained,
-                                        self.settings.wise_alphas)
+                                        self.settings.wise_alphas, start_params=probed)
         for alpha, scores in wise.items():
             results[f"wise{alpha:g}_top1"] = scores["top1"]
             if "knn" in scores:
@@ -341,7 +353,7 @@ class FineTune(base.Method):
 
 def _model_variables(variables: Mapping[str, Any]) -> dict:
     """The collections the model itself reads (without the 'pretrained' copy)."""
-    return {c: v for c, v in variables.items() if c != PRETRAINED}
+    return {c: v for c, v in variables.items() if c not in METHOD_STATE}
 
 
 def _check_settings(settings: ml_collections.ConfigDict, total_steps: int) -> None:
