@@ -156,3 +156,12 @@ def test_recipe_reads_cifar10_jpeg_under_the_data_root(recipe, tmp_path, monkeyp
     assert config.data.name == "cifar10_jpeg" and config.data.data_dir == "cifar10-jpeg"
     monkeypatch.setenv("JAXSSL_DATA_DIR", str(tmp_path))
     assert resolve_data_dir(config.data.data_dir) == str(tmp_path / "cifar10-jpeg")
+
+
+def test_simclr_imagenet_scale_recipe_has_imagenet_colour_strength_and_blur():
+    # tf2/run.py: color_jitter_strength=1.0 (the 0.5 of its CIFAR base is CIFAR's); blur on
+    config = config_lib.load(os.path.join(REPO, "configs", "scale", "simclr_resnet50.py"))
+    augment = config.augment
+    assert (augment.brightness, augment.contrast, augment.saturation, augment.hue) == (
+        0.8, 0.8, 0.8, 0.2)
+    assert augment.blur_prob == 0.5

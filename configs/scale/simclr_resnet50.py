@@ -31,7 +31,8 @@ def get_config(arg=None):
     c.model = dict(name="resnet50", cifar_stem=False, width=64)
     c.simclr.temperature = 0.1
     c.simclr.proj_hidden_dims = (2048, 2048)
-    c.augment.blur_prob = 0.5
+    # ImageNet's colour strength 1.0 (the CIFAR base has 0.5): jitter 0.8 s, hue 0.2 s
+    c.augment.update(brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2, blur_prob=0.5)
     c.optim.base_lr = 0.3
     c.optim.weight_decay = 1e-6
     c.optim.warmup_steps = 10 * steps_per_epoch
