@@ -39,7 +39,10 @@ Config values, one per line (tests/test_mae.py checks each against the config):
 Images: ImageNet's images differ in size, so the source resizes each on the
 host to 256 x 256 (shorter side to 256, bilinear, then the central crop; the
 '?image_size=256' of data.name, see jaxssl.data.tfds_images.TfdsSource), and the
-device-side RandomResizedCrop then takes its 224 x 224 crops from those.
+device-side RandomResizedCrop then takes its 224 x 224 crops from those (bilinear;
+the reference resamples bicubically). Evaluation views are the central 224 x 224 of
+those 256 x 256 images (data.eval_crop = 224 / 256), as the reference's Resize(256) +
+CenterCrop(224).
 
 Steps: ImageNet-1k has 1,281,167 training images; at batch 4096 an epoch is
 floor(1,281,167 / 4096) = 312 steps (the reference drops the last partial
@@ -74,7 +77,8 @@ def get_config(arg=None):
     c.total_steps = EPOCHS * steps_per_epoch
     c.compute_dtype = "bfloat16"  # activations; parameters and optimizer state stay float32
     c.data = dict(name="tfds:imagenet2012?image_size=256", train_split="train",
-                  eval_split="validation", batch_size=BATCH_SIZE, image_size=224)
+                  eval_split="validation", batch_size=BATCH_SIZE, image_size=224,
+                  eval_crop=224 / 256)   # main_linprobe/main_finetune: Resize 256, CenterCrop 224
     c.model = dict(name="vit_base", patch=16, pool="cls", posemb="sincos2d")
     c.mae = dict(mask_ratio=0.75, norm_pix=True, decoder_hidden=512, decoder_depth=8,
                  decoder_heads=16)

@@ -57,6 +57,8 @@ def base_config() -> ml_collections.ConfigDict:
         eval_split="test",
         batch_size=256,       # global batch, all processes together
         image_size=0,         # side of the training views; 0 = the data's own size
+        eval_crop=1.0,        # centre fraction of each image's side in the unaugmented
+                              # view (evaluation), before resizing: 0.875 = 224 of 256
         num_workers=0,        # grain worker processes per host
         read_threads=4,       # grain threads reading batches per process (0 = the main thread)
         prefetch_batches=8,   # batches grain reads ahead per process
@@ -198,6 +200,9 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
         value = (config[section] if section else config)[key]
         if value < minimum:
             raise ConfigError(f"config key '{path}' must be >= {minimum}, got {value}")
+    if not 0.0 < config.data.eval_crop <= 1.0:
+        raise ConfigError(f"config key 'data.eval_crop' must be in (0, 1], got "
+                          f"{config.data.eval_crop}")
     for path in ("eval.knn_temperature", "eval.probe_lr"):
         section, key = path.split(".")
         if not config[section][key] > 0:

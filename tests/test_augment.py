@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
+from jaxssl import config as config_lib
 from jaxssl.data import augment, augment_colour, augment_geometry
+from jaxssl.errors import ConfigError
+from jaxssl.methods import base
 
 LUMA = np.array([0.299, 0.587, 0.114])
 
@@ -333,3 +336,16 @@ def test_augment_batch_under_jit():
     np.testing.assert_array_equal(out, augment_batch(jax.random.key(1), images, recipe, 16))
     assert all(np.abs(out[i] - out[j]).max() > 1e-2 for i in range(4) for j in range(i))
     assert np.abs(out - np.asarray(augment_batch(jax.random.key(2), images, recipe, 16))).max() > 1e-2
+
+
+def test_the_unaugmented_view_centre_crops_then_resizes():
+    images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    config = config_lib.resolve({"data": {"image_size": 14, "eval_crop": 14 / 16}})
+    view = np.asarray(base.model_view(config, jnp.asarray(images)))
+    np.testing.assert_allclose(view, images[:, 1:15, 1:15] / 255.0 * 2 - 1, atol=1e-6)
+    whole = config_lib.resolve({"data": {"image_size": 8}})
+    expected = jax.image.resize(jnp.asarray(images, jnp.float32) / 255.0, (2, 8, 8, 3),
+                                "bilinear") * 2 - 1
+    np.testing.assert_allclose(base.model_view(whole, jnp.asarray(images)), expected, atol=1e-6)
+    with pytest.raises(ConfigError, match="data.eval_crop"):
+        config_lib.resolve({"data": {"eval_crop": 0.0}})

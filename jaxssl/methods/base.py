@@ -104,9 +104,23 @@ def view_size(config: ml_collections.ConfigDict, images: jax.Array) -> int:
     return config.data.image_size or images.shape[1]
 
 
-def prepare_images(images: jax.Array, size: int) -> jax.Array:
-    """uint8 [B, H, W, C] -> float32 [B, size, size, C] in [-1, 1], without augmentation."""
+def model_view(config: ml_collections.ConfigDict, images: jax.Array) -> jax.Array:
+    """uint8 [B, H, W, C] -> float32 [B, S, S, C] in [-1, 1]: the unaugmented view of
+    `config` (evaluation; CLIP, SigLIP, PaLI and PaLM-E also train on it): the centre
+    `data.eval_crop` of each image, resized to `view_size`."""
+    return prepare_images(images, view_size(config, images), config.data.eval_crop)
+
+
+def prepare_images(images: jax.Array, size: int, crop: float = 1.0) -> jax.Array:
+    """uint8 [B, H, W, C] -> float32 [B, size, size, C] in [-1, 1], without augmentation:
+    the centre `crop` fraction of each side (Resize(256) + CenterCrop(224) of a 256-px
+    image is crop 0.875 at size 224), resized to size x size."""
     x = images.astype(jnp.float32) / 255.0
+    if crop < 1.0:
+        height, width = x.shape[1:3]
+        keep_h, keep_w = round(height * crop), round(width * crop)
+        top, left = (height - keep_h) // 2, (width - keep_w) // 2
+        x = x[:, top:top + keep_h, left:left + keep_w]
     if x.shape[1:3] != (size, size):
         x = jax.image.resize(x, (x.shape[0], size, size, x.shape[3]), method="bilinear")
     return to_model_range(x)

@@ -214,7 +214,7 @@ class CLIP(base.Method):
                                  f"{self.name}.text_length={length}")
         else:
             tokens = self.prompts[batch["label"]]
-        images = base.prepare_images(batch["image"], base.view_size(self.config, batch["image"]))
+        images = base.model_view(self.config, batch["image"])
         return images, tokens
 
     def init(self, rng: jax.Array, batch: dict) -> dict:
@@ -247,9 +247,8 @@ class CLIP(base.Method):
 
     def features(self, variables: dict, images: jax.Array) -> jax.Array:
         """The ViT's pooled features, float32 [B, Dv] (for kNN / linear probes)."""
-        size = base.view_size(self.config, images)
         return self.model.backbone.apply({"params": variables["params"]["backbone"]},
-                                         base.prepare_images(images, size), train=False)
+                                         base.model_view(self.config, images), train=False)
 
     def eval_step(self, variables: dict, batch: dict) -> dict:
         """{'image': [B, E], 'text': [B, E]} float32 embeddings, plus 'label' if the batch has one."""

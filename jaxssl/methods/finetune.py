@@ -158,9 +158,8 @@ class FineTune(base.Method):
         With `init_from`, the model's shapes are recorded for the hand-off, which
         `open_data` checks against the checkpoint.
         """
-        size = base.view_size(self.config, batch["image"])
-        images = base.prepare_images(batch["image"], size)
-        variables = dict(self.model.init(rng, images, train=False))
+        variables = dict(self.model.init(rng, base.model_view(self.config, batch["image"]),
+                                         train=False))
         self.pretrained.expect(variables)
         if self.keeps_pretrained:
             variables[PRETRAINED] = wise_ft.encoder_variables(variables)
@@ -297,13 +296,13 @@ class FineTune(base.Method):
     # ------------------------------------------------------------ evaluation
     def features(self, variables: dict, images: jax.Array) -> jax.Array:
         """Encoder features float32 [B, D] of uint8 images [B, H, W, C], evaluation mode."""
-        x = base.prepare_images(images, base.view_size(self.config, images))
+        x = base.model_view(self.config, images)
         return self.model.apply(_model_variables(variables), x, train=False,
                                 method=Classifier.encode).astype(jnp.float32)
 
     def logits(self, variables: dict, images: jax.Array) -> jax.Array:
         """Class logits float32 [B, num_classes] of uint8 images [B, H, W, C], evaluation mode."""
-        x = base.prepare_images(images, base.view_size(self.config, images))
+        x = base.model_view(self.config, images)
         return self.model.apply(_model_variables(variables), x, train=False)
 
     def eval_step(self, variables: dict, batch: dict) -> jax.Array:

@@ -180,7 +180,7 @@ class MaskedImageMethod(base.Method):
 
     def model_input(self, images: jax.Array) -> jax.Array:
         """uint8 [B, H, W, C] -> unaugmented float32 [B, S, S, C] in [-1, 1]."""
-        return base.prepare_images(images, base.view_size(self.config, images))
+        return base.model_view(self.config, images)
 
     def predict(self, variables: dict, images: jax.Array, mask_rng: jax.Array, train: bool,
                 dropout_rng: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:

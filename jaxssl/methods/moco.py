@@ -162,8 +162,8 @@ class MocoV3(base.Method):
 
     def init(self, rng: jax.Array, batch: dict) -> dict:
         """Query variables plus the key encoder, a copy of the query backbone and projector."""
-        size = base.view_size(self.config, batch["image"])
-        variables = self.model.init(rng, base.prepare_images(batch["image"], size), train=False)
+        variables = self.model.init(rng, base.model_view(self.config, batch["image"]),
+                                    train=False)
         return {**variables, MOMENTUM: {name: variables["params"][name] for name in KEY_ENCODER}}
 
     def views(self, rng: jax.Array, images: jax.Array) -> list[jax.Array]:
@@ -214,6 +214,5 @@ class MocoV3(base.Method):
 
     def features(self, variables: dict, images: jax.Array) -> jax.Array:
         """uint8 images [B, H, W, C] -> query-backbone features [B, D] float32."""
-        size = base.view_size(self.config, images)
-        return self.model.apply(variables, base.prepare_images(images, size),
+        return self.model.apply(variables, base.model_view(self.config, images),
                                 method=MoCoV3Model.features).astype(jnp.float32)

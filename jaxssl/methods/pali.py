@@ -289,7 +289,7 @@ class PaLI(TokenLossMethod):
     def _examples(self, batch: dict, rng: jax.Array, task: jax.Array | None = None):
         """(images [B, S, S, C], or [B, K, S, S, C] for frame questions; text rows [B, L];
         the key left for the denoising task). `task` fixes each frame question's task."""
-        images = base.prepare_images(batch["image"], base.view_size(self.config, batch["image"]))
+        images = base.model_view(self.config, batch["image"])
         if self.questions is None:
             return images, self.caption_tokens(batch), rng
         frame_key, rng = jax.random.split(rng)
@@ -365,7 +365,6 @@ class PaLI(TokenLossMethod):
 
     def features(self, variables: dict, images: jax.Array) -> jax.Array:
         """The ViT's pooled features, float32 [B, D] (for kNN / linear probes)."""
-        size = base.view_size(self.config, images)
         features = self.model.backbone.apply({"params": variables["params"]["backbone"]},
-                                             base.prepare_images(images, size), train=False)
+                                             base.model_view(self.config, images), train=False)
         return features.astype(jnp.float32)

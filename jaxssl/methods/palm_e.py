@@ -216,8 +216,8 @@ class PaLME(base.Method):
             images = base.prepare_images(flat, flat.shape[1]).reshape(objects.shape)
             observed = {"images": images, "state": batch["state"]}
         elif self.observes_image:
-            observed = {"images": base.prepare_images(batch["image"], base.view_size(
-                self.config, batch["image"])), "state": batch["state"]}
+            observed = {"images": base.model_view(self.config, batch["image"]),
+                        "state": batch["state"]}
         cut = {k: batch[k][:, :-1] for k in ("tokens", "kinds", "slots", "segment_ids",
                                              "positions")}
         return {**observed, **cut}, batch["tokens"][:, 1:], batch["loss_mask"][:, 1:]

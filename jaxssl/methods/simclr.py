@@ -62,8 +62,7 @@ class SimCLR(base.Method):
                               dtype=dtype))
 
     def init(self, rng: jax.Array, batch: dict) -> dict:
-        size = base.view_size(self.config, batch["image"])
-        return self.model.init(rng, base.prepare_images(batch["image"], size), train=False)
+        return self.model.init(rng, base.model_view(self.config, batch["image"]), train=False)
 
     def _two_views(self, rng: jax.Array, images: jax.Array) -> jax.Array:
         """uint8 [B, H, W, C] -> [2B, S, S, C] in [-1, 1]: view 1 of every example, then view 2."""
@@ -85,8 +84,8 @@ class SimCLR(base.Method):
         return loss, (metrics, new_state)
 
     def features(self, variables: dict, images: jax.Array) -> jax.Array:
-        size = base.view_size(self.config, images)
-        features, _ = self.model.apply(variables, base.prepare_images(images, size), train=False)
+        features, _ = self.model.apply(variables, base.model_view(self.config, images),
+                                       train=False)
         return features.astype(jnp.float32)
 
 
