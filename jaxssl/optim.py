@@ -207,7 +207,8 @@ def train_from(tx: optax.GradientTransformation,
         count = state.count
         starts = start_steps(count, updates)
         started = jax.tree.map(lambda s: count >= s, starts)
-        hidden = jax.tree.map(lambda u, on: jnp.where(on, u, jnp.zeros_like(u)), updates, started)
+        only_started = lambda tree: jax.tree.map(
+            lambda u, on: jnp.where(on, u, jnp.zeros_like(u)), tree, started)
         treedef = jax.tree.structure(updates)
 
         def restart(tree):
@@ -217,9 +218,8 @@ def train_from(tx: optax.GradientTransformation,
                                 tree, starts)
 
         inner = jax.tree.map(restart, state.inner, is_leaf=lambda t: _is_like(t, treedef))
-        new, inner = tx.update(hidden, inner, params)
-        new = jax.tree.map(lambda u, on: jnp.where(on, u, jnp.zeros_like(u)), new, started)
-        return new, StartState(count=count + 1, inner=inner)
+        new, inner = tx.update(only_started(updates), inner, params)
+        return only_started(new), StartState(count=count + 1, inner=inner)
 
     return optax.GradientTransformation(init, update)
 

@@ -215,13 +215,12 @@ class FineTune(base.Method):
         return tx, schedule
 
     def decay_mask(self):
-        """The method's weight-decay mask, less the encoder under L2-SP (which pulls the
-        encoder towards the pretrained weights, not towards zero)."""
-        mask = super().decay_mask()
-        if not self.settings.l2sp:
-            return mask
-        return lambda params: {part: jax.tree.map(lambda _: False, tree) if part == ENCODER
-                               else tree for part, tree in mask(params).items()}
+        """The method's weight-decay mask; under L2-SP nothing in the encoder (the penalty
+        pulls it towards the pretrained weights, not towards zero; a frozen patch
+        projection is inside it)."""
+        if self.settings.l2sp:
+            return optim.decay_mask_without(ENCODER)
+        return super().decay_mask()
 
     def layer_scales(self, params: Mapping[str, Any]) -> dict:
         """Learning-rate scale of every parameter: layer_decay ** (top - layer id)."""
