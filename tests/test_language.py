@@ -93,25 +93,36 @@ def test_next_token_targets_stay_within_segments():
     np.testing.assert_array_equal(mask, [[True, False, True, True, False]])
 
 
-def test_mlm_mask_statistics_over_many_draws():
+def test_mlm_mask_chooses_a_count_per_row_uniformly_over_many_draws():
     rng = np.random.default_rng(1)
     tokens = rng.integers(REGULAR[0], REGULAR[1], (400, 128))
     special = rng.random(tokens.shape) < 0.2
+    special[:100] |= rng.random((100, 128)) < 0.6     # rows with fewer ordinary tokens
+    special[0, :] = True                               # a row with none: nothing chosen
+    special[1, 3:] = True                              # three: round(0.45) = 0, at least one
     tokens[special] = rng.choice([0, 1, 2, 250, 299], special.sum())
     inputs, chosen = jax.jit(lambda k, t: language.mlm_mask(k, t, REGULAR, mask_id=3))(
         jax.random.key(0), jnp.asarray(tokens, jnp.int32))
     inputs, chosen = np.asarray(inputs), np.asarray(chosen)
     assert not chosen[special].any()
     np.testing.assert_array_equal(inputs[~chosen], tokens[~chosen])
-    n = chosen.sum()
-    assert abs(n / (~special).sum() - 0.15) < 0.005
+    ordinary = (~special).sum(1)
+    expected = np.where(ordinary > 0, np.maximum(np.round(0.15 * ordinary), 1), 0)
+    np.testing.assert_array_equal(chosen.sum(1), expected)
+    assert expected[0] == 0 and expected[1] == 1
+    # Uniform over a row's ordinary tokens: the chosen share of each position, over the
+    # rows where it is ordinary, is the rows' mean rate (a binomial's 4.5 sigma at most).
+    rate = expected / np.maximum(ordinary, 1)
+    eligible_rows = ~special
+    share = (chosen.sum(0) / eligible_rows.sum(0)
+             - (eligible_rows * rate[:, None]).sum(0) / eligible_rows.sum(0))
+    assert np.abs(share).max() < 4.5 * np.sqrt(0.15 * 0.85 / eligible_rows.sum(0).min())
     masked = inputs[chosen] == 3
     kept = inputs[chosen] == tokens[chosen]
     randomised = ~masked & ~kept
     # A random replacement equals the original with probability 1/193.
-    assert abs(masked.mean() - 0.8) < 0.01
-    assert abs(kept.mean() - (0.1 + 0.1 / 193)) < 0.01
-    assert abs(randomised.mean() - 0.1 * 192 / 193) < 0.01
+    for outcome, p in ((masked, 0.8), (kept, 0.1 + 0.1 / 193), (randomised, 0.1 * 192 / 193)):
+        assert abs(outcome.mean() - p) < 4.5 * np.sqrt(p * (1 - p) / outcome.size)
     replaced = inputs[chosen][randomised]
     assert replaced.min() >= REGULAR[0] and replaced.max() < REGULAR[1]
 

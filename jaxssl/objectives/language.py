@@ -99,17 +99,26 @@ def mlm_mask(rng: jax.Array, tokens: jax.Array, regular_ids: tuple[int, int], ma
              replace_with_random: float = 0.1) -> tuple[jax.Array, jax.Array]:
     """BERT masking: (inputs int32 [B, L], chosen bool [B, L]).
 
-    Each ordinary token (in [regular_ids[0], regular_ids[1]); never PAD,
-    special or sentinel tokens) is chosen independently with probability
-    `mask_rate`. A chosen token becomes `mask_id` with probability
-    `replace_with_mask`, a uniformly random ordinary token with probability
-    `replace_with_random`, and stays itself otherwise. The loss is taken on
-    the chosen positions, against the original tokens.
+    Each row chooses exactly round(`mask_rate` x n) of its n ordinary tokens
+    (in [regular_ids[0], regular_ids[1]); never PAD, special or sentinel
+    tokens), at least one when n > 0, a uniformly random subset: BERT's
+    create_pretraining_data.py and fairseq's RoBERTa choose a count per
+    sequence, where Hugging Face's collator draws each token independently
+    (a count that varies from row to row). A chosen token becomes `mask_id`
+    with probability `replace_with_mask`, a uniformly random ordinary token
+    with probability `replace_with_random`, and stays itself otherwise. The
+    loss is taken on the chosen positions, against the original tokens.
     """
     choose_key, action_key, random_key = jax.random.split(rng, 3)
     low, high = regular_ids
     eligible = (tokens >= low) & (tokens < high)
-    chosen = eligible & jax.random.bernoulli(choose_key, mask_rate, tokens.shape)
+    num_eligible = eligible.sum(axis=-1, keepdims=True)
+    count = jnp.where(num_eligible > 0,
+                      jnp.maximum(jnp.round(mask_rate * num_eligible), 1), 0)
+    # A random order of each row's ordinary tokens (the others last): the first `count`.
+    scores = jnp.where(eligible, jax.random.uniform(choose_key, tokens.shape), 2.0)
+    rank = jnp.argsort(jnp.argsort(scores, axis=-1), axis=-1)
+    chosen = rank < count
     action = jax.random.uniform(action_key, tokens.shape)
     random_tokens = jax.random.randint(random_key, tokens.shape, low, high, tokens.dtype)
     replaced = jnp.where(action < replace_with_mask, jnp.asarray(mask_id, tokens.dtype),
