@@ -5,6 +5,7 @@ import pytest
 
 from jaxssl.evaluate.knn import knn_accuracy, knn_classify
 from jaxssl.evaluate.linear_probe import (
+    linear_logits,
     linear_probe_accuracy,
     linear_probe_loss,
     train_linear_probe,
@@ -141,3 +142,15 @@ def test_labels_outside_num_classes_are_rejected(evaluate):
     args = (feats, labels, feats, 3) if evaluate is knn_classify else (feats, labels, 3)
     with pytest.raises(ValueError, match=r"\[0, 3\)"):
         evaluate(*args)
+
+
+def test_probe_logits_are_full_float32_products_whatever_the_platform_default():
+    # With the standardisation folded into the weights, x @ kernel and the bias nearly
+    # cancel for a feature whose |mean| is many standard deviations: a TPU's default
+    # one-pass bfloat16 product would round the signal away.
+    params = {"kernel": np.ones((4, 3), np.float32), "bias": np.zeros(3, np.float32)}
+    with jax.default_matmul_precision("bfloat16"):
+        jaxpr = jax.make_jaxpr(linear_logits)(params, np.ones((2, 4), np.float32))
+    products = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
+    highest = jax.lax.Precision.HIGHEST
+    assert [e.params["precision"] for e in products] == [(highest, highest)]

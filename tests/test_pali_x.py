@@ -71,6 +71,29 @@ def test_frame_questions_of_a_one_class_batch_answer_from_the_frames():
     np.testing.assert_array_equal(drawn.answer, [1, FRAMES] * 4)
 
 
+def test_padding_rows_are_never_asked_about_nor_shown():
+    questions = FrameQuestions(tokenizers.ByteTokenizer(0), ("which", "count"), NAMES, FRAMES)
+    labels = np.asarray(load_digits_split("train").labels[:64], np.int32)
+    valid = np.arange(64) < 40       # an evaluation's last batch: 24 copies of its last record
+    padded = np.where(valid, labels, labels[39])
+    keys = jax.random.split(jax.random.key(2), 20)
+    draw = jax.jit(jax.vmap(questions.draw, in_axes=(0, None, None, None)))
+    drawn = jax.device_get(draw(keys, jnp.asarray(padded), None, jnp.asarray(valid)))
+    assert drawn.indices.max() < 40
+    assert set(np.unique(drawn.asked)) <= set(labels[:40])
+    # The class counts among the asked ones follow the valid rows' (the padding would
+    # give the last record's class 25 of 64 rows instead of 1 of 40).
+    asked_share = np.mean(drawn.asked == labels[39])
+    expected = np.mean(labels[:40] == labels[39])
+    assert abs(asked_share - expected) < 4 * np.sqrt(expected * (1 - expected) / drawn.asked.size)
+    # Without `valid` the draw is the one training makes, every row usable.
+    everything = jax.device_get(jax.jit(questions.draw)(keys[0], jnp.asarray(labels)))
+    alike = jax.device_get(jax.jit(questions.draw)(keys[0], jnp.asarray(labels), None,
+                                                    jnp.ones(64, bool)))
+    np.testing.assert_array_equal(everything.indices, alike.indices)
+    np.testing.assert_array_equal(everything.tokens, alike.tokens)
+
+
 @pytest.mark.parametrize("pali, key", [
     ({"architecture": "encoder"}, "pali.architecture"),
     ({"num_images": 2, "frame_tasks": ()}, "pali.frame_tasks"),

@@ -57,9 +57,11 @@ jax.tree_util.register_dataclass(
 class FrameQuestions:
     """The question tables of `tasks` for classes `class_names` and `num_frames` frames.
 
-    `draw(rng, labels, task=None)` composes one example per image of a batch
-    (labels int32 [B]); `task` int32 [B] (default: uniform over `tasks`)
-    fixes each example's task.
+    `draw(rng, labels, task=None, valid=None)` composes one example per image of a
+    batch (labels int32 [B]); `task` int32 [B] (default: uniform over `tasks`)
+    fixes each example's task; `valid` bool [B] (default: all) marks the rows that
+    may be asked about or shown: an evaluation's last batch is padded with copies
+    of its last record, which must not fill the frames of the real questions.
     """
 
     def __init__(self, tokenizer: tokenizers.Tokenizer, tasks: Sequence[str],
@@ -89,14 +91,16 @@ class FrameQuestions:
         """Accuracy of a uniform guess among the possible answers of `task`."""
         return 1.0 / (self.num_frames + (task == "count"))
 
-    def draw(self, rng: jax.Array, labels: jax.Array, task: jax.Array | None = None
-             ) -> FrameExamples:
+    def draw(self, rng: jax.Array, labels: jax.Array, task: jax.Array | None = None,
+             valid: jax.Array | None = None) -> FrameExamples:
         labels = jnp.asarray(labels)
         batch, frames = labels.shape[0], self.num_frames
+        valid = jnp.ones(batch, bool) if valid is None else jnp.asarray(valid)
         task_key, asked_key, order_key, count_key, pick_key = jax.random.split(rng, 5)
         if task is None:
             task = jax.random.randint(task_key, (batch,), 0, len(self.tasks))
-        asked = labels[jax.random.randint(asked_key, (batch,), 0, batch)]
+        valid_first = jnp.argsort(~valid, stable=True)
+        asked = labels[valid_first[jax.random.randint(asked_key, (batch,), 0, valid.sum())]]
         is_count = jnp.asarray([t == "count" for t in self.tasks])[task]
         count = jnp.where(is_count, jax.random.randint(count_key, (batch,), 0, frames + 1), 1)
         # A uniformly random order of the frames: the first `count` show the asked class.
@@ -104,8 +108,9 @@ class FrameQuestions:
                            axis=1)
         matches = labels[None, None, :] == asked[:, None, None]             # [B, 1, B]
         allowed = jnp.where((rank < count[:, None])[..., None], matches, ~matches)  # [B, K, B]
-        # A frame no image of the batch can fill is drawn from the whole batch.
-        allowed |= ~allowed.any(axis=-1, keepdims=True)
+        allowed &= valid
+        # A frame no image of the batch can fill is drawn from all its valid images.
+        allowed |= ~allowed.any(axis=-1, keepdims=True) & valid
         indices = jax.random.categorical(pick_key, jnp.where(allowed, 0.0, -jnp.inf))
         hits = labels[indices] == asked[:, None]
         answer = jnp.where(is_count, jnp.sum(hits, axis=1), jnp.argmax(hits, axis=1) + 1)

@@ -23,9 +23,16 @@ _SGD_MOMENTUM = 0.9
 _CONSTANT_FEATURE_RTOL = 1e-6  # std <= this * |mean|: the feature is constant.
 
 
+def _exact_product(a: jax.Array, b: jax.Array) -> jax.Array:
+    """a @ b in full float32 on every platform: with the standardisation folded into the
+    weights, x @ kernel and the bias nearly cancel for a feature whose |mean| is many
+    standard deviations, and a bfloat16 (TPU) or TF32 (GPU) pass would round that away."""
+    return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+
+
 def linear_logits(params: Params, feats: jax.Array) -> jax.Array:
     """Logits float32 [N, C] of features [N, D]."""
-    return feats @ params["kernel"] + params["bias"]
+    return _exact_product(feats, params["kernel"]) + params["bias"]
 
 
 def linear_probe_loss(params: Params, feats: jax.Array, labels: jax.Array) -> jax.Array:
@@ -152,7 +159,7 @@ def train_linear_probe(
         optimizer=optimizer,
     )
     kernel = params["kernel"] / std[:, None]
-    return {"kernel": kernel, "bias": params["bias"] - mean @ kernel}
+    return {"kernel": kernel, "bias": params["bias"] - _exact_product(mean, kernel)}
 
 
 def linear_probe_accuracy(

@@ -63,7 +63,9 @@ def evaluate_wise_ft(evaluate: Callable[[dict], Result], variables: Mapping[str,
                      encoder: str = ENCODER,
                      start_params: Mapping[str, Any] | None = None) -> dict[float, Result]:
     """{alpha: `evaluate` (variables -> any result, e.g. {'top1': fraction}) of the WiSE-FT
-    model at alpha}: alpha = 0 gives the starting model's result, 1 the fine-tuned one's."""
+    model at alpha}: alpha = 1 gives the fine-tuned model's result; alpha = 0 the pretrained
+    encoder's under the fine-tuned head, or under its starting head where `start_params`
+    gives one (LP-FT's probed head)."""
     return {alpha: evaluate(wise_ft_variables(variables, pretrained, alpha, encoder,
                                               start_params))
             for alpha in alphas}

@@ -293,7 +293,7 @@ class PaLI(TokenLossMethod):
         if self.questions is None:
             return images, self.caption_tokens(batch), rng
         frame_key, rng = jax.random.split(rng)
-        drawn = self.questions.draw(frame_key, batch["label"], task)
+        drawn = self.questions.draw(frame_key, batch["label"], task, batch.get("valid"))
         several = self.questions.num_frames > 1
         frames = jnp.asarray(images)[drawn.indices if several else drawn.indices[:, 0]]
         return frames, drawn.tokens, rng
