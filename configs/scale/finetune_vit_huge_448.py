@@ -27,6 +27,8 @@ def get_config(arg=None):
     c.compute_dtype = "bfloat16"
     c.data = dict(name="tfds:imagenet2012?image_size=512", train_split="train",
                   eval_split="validation", batch_size=BATCH, image_size=448)
+    # data.eval_crop stays 1.0: above 224 px MAE's evaluation takes no margin (crop_pct 1:
+    # Resize(448) + CenterCrop(448), the whole 512 square of the source resized to 448)
     c.model = dict(name="vit", hidden=1280, depth=32, heads=16, patch=14, pool="gap",
                    posemb="sincos2d", drop_path=0.3, scan_blocks=True, remat=True)
     c.finetune = dict(num_classes=1000, mode="full", layer_decay=0.75)

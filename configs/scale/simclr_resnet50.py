@@ -27,7 +27,8 @@ def get_config(arg=None):
     c.total_steps = EPOCHS * steps_per_epoch
     c.compute_dtype = "bfloat16"
     c.data = dict(name="tfds:imagenet2012?image_size=256", train_split="train",
-                  eval_split="validation", batch_size=BATCH, image_size=224)
+                  eval_split="validation", batch_size=BATCH, image_size=224,
+                  eval_crop=224 / 256)  # SimCLR's evaluation: the central 87.5% (CROP_PROPORTION)
     c.model = dict(name="resnet50", cifar_stem=False, width=64)
     c.simclr.temperature = 0.1
     c.simclr.proj_hidden_dims = (2048, 2048)
