@@ -1,8 +1,10 @@
 """Image sources: file parsing, splits, name dispatch and its errors, the data root,
 corrupt files (one DataError naming the file), TFDS round trip, host-side resizing of
 TFDS images of mixed sizes."""
+import glob
 import gzip
 import io
+import os
 import re
 import struct
 
@@ -12,6 +14,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from jaxssl import config as config_lib, methods
 from jaxssl.data import image_files, pipeline, root
 from jaxssl.data.sources import get_source
 from jaxssl.errors import ConfigError, DataError
@@ -412,3 +415,26 @@ def test_tfds_source_resizes_mixed_sizes_on_the_host_so_batches_stack(tmp_path):
             get_source(f"tfds:mixed_size_images?image_size={size}", "train", data_dir=tmp_path)
     with pytest.raises(ConfigError, match="bad option 'size=6'"):
         get_source("tfds:mixed_size_images?size=6", "train", data_dir=tmp_path)
+
+
+TINY_CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "configs", "tiny_*.py")))
+TRAINING_SOURCES = [(path, {}) for path in TINY_CONFIGS] + [
+    (os.path.join(os.path.dirname(__file__), "configs", "tiny_palm_e.py"),
+     {"palm_e.text_mix": "0.25"})]   # scenes with the LM's text rows mixed in
+
+
+@pytest.mark.parametrize("path, overrides", TRAINING_SOURCES,
+                         ids=lambda v: os.path.basename(v) if isinstance(v, str) else str(v))
+def test_every_training_source_describes_itself_without_object_addresses(path, overrides):
+    # A checkpoint keeps repr(train source) in its input-pipeline state and a resumed run
+    # must give the same string: an object address would differ in every process.
+    config = config_lib.load(path, overrides)
+    data = config.data
+
+    def train_source():
+        source = get_source(data.name, data.train_split, data.data_dir)
+        return methods.get(config.method)(config).select_train_examples(source)
+
+    first, second = train_source(), train_source()   # both alive: different addresses
+    assert " at 0x" not in repr(first)
+    assert repr(second) == repr(first)

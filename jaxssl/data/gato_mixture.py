@@ -24,6 +24,7 @@ Record: the multimodal row arrays of the row [T] ('tokens', 'kinds', 'slots',
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from typing import Sequence
 
 import jax
@@ -115,6 +116,19 @@ class GatoMixture:
 
     def __len__(self) -> int:
         return self.num_rows
+
+    def __repr__(self) -> str:
+        # Grain checks a restored iterator against repr(source): deterministic, content-based.
+        captions = zlib.crc32(np.concatenate([np.asarray(c, np.int64) for c in self.captions]))
+        control = {name: (data.task.name, len(data.steps),
+                          zlib.crc32(np.concatenate([np.ravel(s) for s in data.steps])))
+                   for name, data in sorted(self.control.items())}
+        return (f"GatoMixture(probabilities={self.probabilities.round(6).tolist()}, "
+                f"row_length={self.row_length}, text_rows={self.text_rows!r}, "
+                f"images={self.images!r}, captions_crc32={captions}, patches={self.patches}, "
+                f"control={control}, prompt_steps={self.prompt_steps}, "
+                f"control_steps={self.control_steps}, num_rows={self.num_rows}, "
+                f"seed={self.seed})")
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng((self.seed, int(index)))

@@ -230,6 +230,7 @@ class SceneSource:
         from jaxssl.data.sources import get_source  # (sources imports this module)
         source = get_source(spec.digits, "train" if split == "train" else "test", data_dir)
         self.spec, self.split = spec, split
+        self._description = f"SceneSource({spec!r}, split={split!r}, digits={source!r})"
         self.digits = fit_digits(source.images, spec.cell)
         self.by_label = [np.flatnonzero(source.labels == label) for label in range(10)]
         self.size = spec.train_size if split == "train" else spec.eval_size
@@ -238,6 +239,10 @@ class SceneSource:
 
     def __len__(self) -> int:
         return self.size
+
+    def __repr__(self) -> str:
+        # Grain checks a restored iterator against repr(source): deterministic, content-based.
+        return self._description
 
     def scene_and_task(self, index: int) -> tuple[Scene, int, list, str]:
         """(scene, task index, question pieces, answer) of record `index`."""

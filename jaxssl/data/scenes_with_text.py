@@ -63,6 +63,11 @@ class ScenesWithText:
     def __len__(self) -> int:
         return len(self.scene_rows)
 
+    def __repr__(self) -> str:
+        # Grain checks a restored iterator against repr(source): deterministic, content-based.
+        return (f"ScenesWithText({self.scene_rows!r}, {self.text_rows!r}, rate={self.rate}, "
+                f"seed={self.seed})")
+
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         if not 0 <= index < len(self):
             raise IndexError(index)
