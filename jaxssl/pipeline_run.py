@@ -5,8 +5,10 @@
       [--stages=pretrain,finetune,scratch,evaluate] [--pretrain.a.b=V ...] [--finetune.a.b=V ...] \\
       [--scratch.a.b=V ...]
 
-Stages, each an ordinary `jaxssl.main` workdir (so a rerun resumes, and a
-stage that already wrote its results.json is not trained again):
+Stages, each an ordinary `jaxssl.main` workdir (so a rerun resumes, a stage
+that already wrote its results.json is not trained again, and one stopped by
+SIGTERM before its last step ends the command, exit status 0, starting no later
+stage):
 
   pretrain  the pretraining config           -> DIR/pretrain
   finetune  the fine-tuning config, init_from DIR/pretrain -> DIR/finetune
@@ -82,13 +84,19 @@ def stage_argv(args, overrides: dict[str, list[str]], stage: str) -> list[str]:
             *own, f"--config.finetune.init_from.checkpoint={init}"]
 
 
+def stage_results(argv: list[str]) -> str:
+    """The results.json of a training stage's command line: written when it finishes."""
+    workdir = next(a.partition("=")[2] for a in argv if a.startswith("--workdir="))
+    return os.path.join(workdir, "results.json")
+
+
 def train_stage(argv: list[str]) -> int:
     """Runs `jaxssl.main` unless the stage's workdir already holds its results.json."""
     from jaxssl import main as cli
 
-    workdir = next(a.partition("=")[2] for a in argv if a.startswith("--workdir="))
-    if os.path.isfile(os.path.join(workdir, "results.json")):
-        print(f"{workdir}: finished earlier, not trained again")
+    results = stage_results(argv)
+    if os.path.isfile(results):
+        print(f"{os.path.dirname(results)}: finished earlier, not trained again")
         return 0
     return cli.main(argv)
 
@@ -180,9 +188,17 @@ def main(argv: list[str] | None = None) -> int:
             except InputError as error:
                 return report_input_error(error)
         else:
-            status = train_stage(stage_argv(args, overrides, stage))
+            argv = stage_argv(args, overrides, stage)
+            status = train_stage(argv)
             if status:
                 return status
+            results = stage_results(argv)
+            if not os.path.isfile(results):
+                # Preempted (SIGTERM: saved, exit status 0, as jaxssl.main): the next stage
+                # must not start from a half-trained encoder.
+                print(f"{os.path.dirname(results)}: stopped before its last step; later "
+                      f"stages not started (the same command resumes it)")
+                return 0
     return 0
 
 

@@ -319,6 +319,7 @@ class Trainer(TrainStep):
         preemption = Preemption()
         guard = check_finite if config.stop_on_nonfinite else lambda step, metrics: None
         results: dict[str, float] = {}
+        evaluated_at = None  # the step of the newest evaluation in this process
         last_time, last_step = time.perf_counter(), step
         in_flight = None  # (step, metrics) of the previous step
         try:
@@ -347,14 +348,15 @@ class Trainer(TrainStep):
                     last_time, last_step = time.perf_counter(), step
                 if config.eval.every_steps and step % config.eval.every_steps == 0:
                     guard(step, metrics)
-                    results = self.evaluate(state)
+                    results, evaluated_at = self.evaluate(state), step
                     logger.write(step, {f"eval/{k}": v for k, v in results.items()})
                     last_time = time.perf_counter()
                 if self.checkpointer.should_save(step) or step == stop_at or preemption.requested:
                     guard(step, metrics)  # never save a diverged state
                     self.checkpointer.save(step, state, iterator, config)
-            if step == config.total_steps and not (
-                    config.eval.every_steps and step % config.eval.every_steps == 0):
+            # Also when a finished run is started again: it resumes at the end, and the
+            # process that evaluated there may have died before its results were saved.
+            if step == config.total_steps and evaluated_at != step:
                 results = self.evaluate(state)
                 logger.write(step, {f"eval/{k}": v for k, v in results.items()})
         finally:

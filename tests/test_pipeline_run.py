@@ -102,3 +102,15 @@ def test_rerunning_the_evaluate_stage_alone_reproduces_the_results(pipeline_dir,
     assert [read(path) for path in files] == before
     assert capsys.readouterr().out == before[0] + "\n"  # the table, printed
     assert read(pipeline_dir / "finetune" / "metrics.jsonl") == metrics_before  # no training
+
+
+def test_a_preempted_stage_starts_no_later_stage(tmp_path, monkeypatch, capsys):
+    # SIGTERM saves and exits 0 without results.json (jaxssl.main); fine-tuning must not
+    # start from the half-trained encoder, and the rerun must resume the pretraining.
+    from jaxssl import main as cli
+    started = []
+    monkeypatch.setattr(cli, "main", lambda argv: started.append(argv) or 0)
+    assert pipeline_run.main(command(tmp_path)) == 0
+    assert [a for argv in started for a in argv if a.startswith("--workdir=")] == [
+        f"--workdir={tmp_path / 'pretrain'}"]
+    assert "stopped before its last step; later stages not started" in capsys.readouterr().out

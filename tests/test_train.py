@@ -108,6 +108,12 @@ def test_exact_resume(simclr_run, tmp_path):
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed.restore().params),
                  simclr_run.params)
     assert results == simclr_run.results
+    # Started again, a finished run evaluates its final state (the process that evaluated it
+    # may have died before saving the results), also when the loop's periodic evaluations
+    # include the last step.
+    periodic = config_lib.resolve({**config.to_dict(),
+                                   "eval": {**config.eval.to_dict(), "every_steps": 3}})
+    assert Trainer(periodic, workdir).run() == simclr_run.results
 
 
 # A configured peak, so that the logged MFU has a known denominator (not a CPU measurement).
