@@ -83,19 +83,26 @@ def device_peak_flops(device: jax.Device, override: float = 0.0,
 class MetricsLogger:
     """Writes `metrics.jsonl` (one JSON object per logged step) and TensorBoard events.
 
+    A run that starts at `start_step` (0, or the checkpoint it resumed) first drops the
+    rows of later steps: a process that died after logging them but before saving them
+    logged steps that the run trains again (and a line it was writing may be cut short).
+    TensorBoard hides its events of those steps (`purge_step`).
     Only process 0 writes; every process may call it.
     """
 
-    def __init__(self, workdir: str, tensorboard: bool):
+    def __init__(self, workdir: str, tensorboard: bool, start_step: int = 0):
         self.active = jax.process_index() == 0
         self._jsonl = None
         self._tb = None
         if self.active:
             os.makedirs(workdir, exist_ok=True)
-            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+            path = os.path.join(workdir, "metrics.jsonl")
+            _drop_rows_after(path, start_step)
+            self._jsonl = open(path, "a")
             if tensorboard:
                 from tensorboardX import SummaryWriter
-                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                                         purge_step=start_step + 1)
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         if not self.active:
@@ -113,6 +120,27 @@ class MetricsLogger:
             self._jsonl.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def _drop_rows_after(path: str, step: int) -> None:
+    """Rewrites the metrics file `path` (if any) without its rows of steps after `step`
+    and without lines that do not parse (a write cut short)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()
+    kept = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row["step"] <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if kept != lines:
+        with open(path + ".tmp", "w") as f:
+            f.writelines(kept)
+        os.replace(path + ".tmp", path)
 
 
 def read_metrics(workdir: str) -> list[dict]:

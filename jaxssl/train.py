@@ -314,7 +314,7 @@ class Trainer(TrainStep):
         flops = flops_lib.traced_flops(traced) / self.mesh.size  # one device's share
         peak, peak_source = log_lib.device_peak_flops(
             jax.devices()[0], config.log.peak_flops_per_device, len(self.mesh.local_devices))
-        logger = log_lib.MetricsLogger(self.workdir, config.log.tensorboard)
+        logger = log_lib.MetricsLogger(self.workdir, config.log.tensorboard, start_step=step)
         progress = log_lib.ProgressBar(config.total_steps, step, config.log.progress_bar)
         preemption = Preemption()
         guard = check_finite if config.stop_on_nonfinite else lambda step, metrics: None

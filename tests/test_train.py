@@ -98,6 +98,10 @@ def test_exact_resume(simclr_run, tmp_path):
     config, workdir = simclr_run.config, str(tmp_path / "resumed")
     Trainer(config, workdir).run(stop_at=3)
     assert [r["step"] for r in read_metrics(workdir) if "loss" in r] == [1, 2, 3]
+    # A process that died after logging steps it never saved, the last line cut short:
+    # the resumed run logs those steps again, once.
+    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+        f.write('{"step": 4, "loss": 123.0}\n{"step": 5, "lo')
     # Another input pipeline (here the seed of the shuffle) cannot resume this checkpoint.
     with pytest.raises(CheckpointError, match="input-pipeline state of data_source"):
         Trainer(config_lib.resolve({**config.to_dict(), "seed": 1}), workdir)
