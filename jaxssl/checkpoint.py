@@ -45,6 +45,14 @@ def shapes_by_path(tree: Any) -> dict[str, tuple]:
     return {_path_names(p): tuple(x.shape) for p, x in leaves if hasattr(x, "shape")}
 
 
+# The parts of the train state whose layout a checkpoint must share, and what decides it.
+_STATE_SETTINGS = {
+    "params": "the model",
+    "opt_state": "the optimizer: optim.*, finetune.mode, the frozen parts",
+    "method_state": "the method's own state",
+}
+
+
 def describe_mismatch(expected: dict[str, tuple], found: dict[str, tuple], limit: int = 5) -> str:
     """Human-readable list of missing, unexpected and reshaped paths ('' if they fit)."""
     problems = [f"missing {p}" for p in sorted(set(expected) - set(found))]
@@ -109,18 +117,28 @@ class Checkpointer:
             print(f"jaxssl: warning: moved unreadable checkpoint step {step} to {target}",
                   file=sys.stderr, flush=True)
 
-    def check_fits(self, step: int, abstract_state: Any, subtrees=("params", "method_state")) -> None:
-        """Raises CheckpointError naming paths whose shapes differ."""
+    def check_fits(self, step: int, abstract_state: Any) -> None:
+        """Raises CheckpointError naming the paths whose shapes differ between checkpoint
+        `step` and this run's state, and the settings that decide them: a state of another
+        shape would only fail inside Orbax's restore, which reads as a damaged checkpoint."""
         with reading(self.step_directory(step)):
             saved = self.manager.item_metadata(step)["state"]
-        for name in subtrees:
-            expected = shapes_by_path(getattr(abstract_state, name))
-            found = shapes_by_path(saved.get(name, {}) if hasattr(saved, "get") else {})
-            mismatch = describe_mismatch(expected, found)
+        saved_tree = lambda name: saved.get(name, {}) if hasattr(saved, "get") else {}
+        expected_rng = jax.eval_shape(jax.random.key_data, abstract_state.rng).shape
+        found_rng = shapes_by_path(saved_tree("rng")).get("", ())
+        if found_rng != expected_rng:
+            raise CheckpointError(
+                f"the checkpoint at {self.directory}/{step} holds a random key of data shape "
+                f"{found_rng}, this run's prng_impl makes {expected_rng}. Use a new --workdir, "
+                f"or the config it was made with.")
+        for name, decided_by in _STATE_SETTINGS.items():
+            mismatch = describe_mismatch(shapes_by_path(getattr(abstract_state, name)),
+                                         shapes_by_path(saved_tree(name)))
             if mismatch:
                 raise CheckpointError(
-                    f"the checkpoint at {self.directory}/{step} does not fit this model "
-                    f"({name}): {mismatch}. Use a new --workdir, or the config it was made with.")
+                    f"the checkpoint at {self.directory}/{step} does not fit this run's "
+                    f"{name} ({decided_by}): {mismatch}. Use a new --workdir, or the config it "
+                    f"was made with.")
 
     def check_data_fits(self, step: int, iterator_state: bytes, process_index: int,
                         process_count: int) -> None:
@@ -139,7 +157,8 @@ class Checkpointer:
         with open(os.path.join(data, f"process_{process_index}-of-{process_count}.json")) as f:
             saved = json.load(f)
         expected = json.loads(iterator_state)
-        for key in ("data_source", "sampler"):
+        # grain restores only onto the same source, sampler and number of worker processes
+        for key in ("data_source", "sampler", "worker_count"):
             if saved.get(key) != expected[key]:
                 raise CheckpointError(
                     f"the checkpoint at {self.step_directory(step)} holds the input-pipeline "

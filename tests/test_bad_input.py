@@ -79,9 +79,17 @@ BAD_OVERRIDES = {
     "section of another method": (["--config.method=mae"],
                                   "config section 'simclr' is for method 'simclr', not 'mae'"),
     "checkpoint of another model": (["--config.model.name=resnet18", "--config.model.width=8"],
-                                    "does not fit this model"),
+                                    "does not fit this run's params (the model)"),
+    "checkpoint of another optimizer": (["--config.optim.name=sgd"],
+                                        "does not fit this run's opt_state (the optimizer"),
+    "checkpoint of another key kind": (["--config.prng_impl=rbg"],
+                                       "random key of data shape (2,), this run's prng_impl "
+                                       "makes (4,)"),
     "checkpoint of another input pipeline": (["--config.data.batch_size=32"],
                                              "holds the input-pipeline state"),
+    "checkpoint of another number of data workers": (
+        ["--config.data.num_workers=1"], "input-pipeline state of worker_count 0, this run "
+                                         "reads 1"),
 }
 
 

@@ -200,7 +200,7 @@ def test_a_step_missing_its_data_state_is_damaged_not_of_another_process_count(t
     checkpointer = checkpoint.Checkpointer(str(tmp_path), every_steps=1, keep=1, async_save=False)
     data = tmp_path / "checkpoints" / "4" / "data"
     data.mkdir(parents=True)
-    state = json.dumps({"data_source": "digits", "sampler": "index"})
+    state = json.dumps({"data_source": "digits", "sampler": "index", "worker_count": 0})
     with pytest.raises(FileNotFoundError):
         checkpointer.check_data_fits(4, state, process_index=0, process_count=1)
     for index in range(2):

@@ -120,6 +120,15 @@ def test_exact_resume(simclr_run, tmp_path):
     assert Trainer(periodic, workdir).run() == simclr_run.results
 
 
+@pytest.mark.slow  # starts a grain worker process
+def test_data_worker_processes_give_the_same_batches(simclr_run, tmp_path):
+    config = simclr_run.config
+    with_workers = config_lib.resolve({**config.to_dict(),
+                                       "data": {**config.data.to_dict(), "num_workers": 1}})
+    Trainer(with_workers, str(tmp_path)).run(stop_at=2)
+    assert computed_metrics(tmp_path) == computed_metrics(simclr_run.workdir)[:2]
+
+
 # A configured peak, so that the logged MFU has a known denominator (not a CPU measurement).
 PEAK_FLOPS = 2.5e9
 

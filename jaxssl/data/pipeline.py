@@ -16,6 +16,7 @@ from typing import Iterator, Sequence
 
 import grain.python as grain
 import numpy as np
+from absl import flags
 
 from jaxssl.errors import MeshError
 
@@ -102,6 +103,11 @@ def train_loader(source, local_batch_size: int, seed: int, process_index: int,
     16 threads and 500 elements, would hold 500 whole batches in memory here,
     and polling them cost the baby GPT's loop milliseconds per step).
     """
+    if num_workers and not flags.FLAGS.is_parsed():
+        # grain's worker processes read its absl flags, which a program that parses its
+        # own arguments never parsed (UnparsedFlagAccessError, google/grain#1355): their
+        # defaults then stand.
+        flags.FLAGS.mark_as_parsed()
     batches = GlobalBatchSlices(source, local_batch_size, seed, process_index, process_count)
     sampler = grain.IndexSampler(num_records=len(batches), shuffle=False, num_epochs=1)
     return grain.DataLoader(
