@@ -9,6 +9,7 @@ checkpointing on the way. SIGTERM makes it save a checkpoint and return.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -322,7 +323,12 @@ class Trainer(TrainStep):
         evaluated_at = None  # the step of the newest evaluation in this process
         last_time, last_step = time.perf_counter(), step
         in_flight = None  # (step, metrics) of the previous step
-        try:
+        with contextlib.ExitStack() as cleanup:
+            # Every step of the cleanup runs, also after one fails (a last save on a full
+            # disk must not leave the signal handlers installed); the last registered first.
+            for close in (preemption.restore, logger.close, progress.close,
+                          self.checkpointer.close, self.checkpointer.wait):
+                cleanup.callback(close)
             while step < stop_at and not preemption.requested:
                 batch = parallel.host_batch_to_global(next(iterator), self.mesh)
                 state, metrics = train_step(state, batch)
@@ -359,12 +365,6 @@ class Trainer(TrainStep):
             if step == config.total_steps and evaluated_at != step:
                 results = self.evaluate(state)
                 logger.write(step, {f"eval/{k}": v for k, v in results.items()})
-        finally:
-            self.checkpointer.wait()
-            self.checkpointer.close()
-            progress.close()
-            logger.close()
-            preemption.restore()
         if preemption.interrupted and step < config.total_steps:
             saved = self.checkpointer.all_steps()
             raise StoppedByUser(

@@ -279,3 +279,14 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_pa
     with open(workdir / "results.json") as f, open(reference / "results.json") as g:
         assert json.load(f) == json.load(g)
     shutil.rmtree(tmp_path)
+
+
+def test_a_failing_last_save_still_removes_the_runs_signal_handlers(tmp_path, monkeypatch):
+    def failing_wait(checkpointer):
+        raise CheckpointError("the save in flight failed")
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "wait", failing_wait)
+    handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
+    with pytest.raises(CheckpointError, match="the save in flight failed"):
+        Trainer(load({"total_steps": 1}), str(tmp_path)).run()
+    assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == handlers
