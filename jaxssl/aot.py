@@ -11,8 +11,8 @@ config's mesh over them. No data is read and no array is allocated: the
 batch's shapes come from the data source's spec
 (`jaxssl.data.sources.element_spec`), made the method's training records' by
 its `train_record_spec` hook (Gato's mixture rows), and what a method reads besides its
-splits (the checkpoint it starts from, a forgetting set) is opened by its `open_data`
-hook, which only the Trainer calls; a character vocabulary needs its size in the
+splits (a forgetting set, by its `open_data` hook; the checkpoint it starts from, by
+its hand-off plan) is opened only by the Trainer; a character vocabulary needs its size in the
 dataset name (chars=N). v4 and v5p chips are compiled for as one device each
 (megacore). Prints, per device (= per chip):
 

@@ -425,9 +425,9 @@ class PretrainedParts:
 
     `expect(variables)` records the model's shapes (from `Method.init`; reads
     nothing, so `jaxssl.aot` compiles without the checkpoints); `plan()` checks
-    every spec against them once, reading the checkpoints' shapes (from
-    `Method.open_data`, which the Trainer calls before anything is written, so a
-    checkpoint that does not fit stops the run there); `load(state, shardings,
+    every spec against them once, reading the checkpoints' shapes (called by the
+    Trainer before anything is written, so a checkpoint that does not fit stops the
+    run there; not when the run resumes its own checkpoint); `load(state, shardings,
     workdir)` then reads the arrays (`load_handoffs`) and returns the variables,
     or None when there is nothing to load.
     """

@@ -205,6 +205,10 @@ class Trainer(TrainStep):
                                             data.num_workers, data.read_threads,
                                             data.prefetch_batches)
         self.resume_step = self._newest_fitting_step()
+        if self.resume_step is None:
+            # Only a fresh state takes pretrained weights: a resumed run needs neither
+            # the checkpoints it started from nor their files.
+            method.pretrained.plan()
         self.assets = self.method.assets()
         check_saved_assets(self.assets, workdir)
 

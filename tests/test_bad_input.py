@@ -102,8 +102,6 @@ BAD_METHOD_CONFIGS = {
                                          "mae.mask_ratio must be in [0, 1)"),
     "text method on images": ({"method": "lm"}, "method 'lm' needs a text dataset"),
     "fine-tuning without classes": ({"method": "finetune"}, "'finetune.num_classes' must be set"),
-    "fine-tuning from nowhere": ({"method": "finetune", "finetune": {
-        "num_classes": 10, "init_from": {"checkpoint": "{empty}"}}}, "no checkpoint there"),
     "linear probe with layer decay": ({"method": "finetune", "finetune": {
         "num_classes": 10, "mode": "linear_probe", "layer_decay": 0.5}},
         "finetune.mode='linear_probe' freezes the encoder"),

@@ -1,6 +1,7 @@
 """Pretraining -> fine-tuning hand-off: exact round trips across meshes, resizing, bad input."""
 
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -52,6 +53,19 @@ def test_encoder_round_trip_is_bitwise_onto_another_mesh(mesh, devices, pretrain
     assert set(plan.loads) == {f"params/{p}" for p in _paths(saved["backbone"], "backbone")}
     assert {p.split("/")[1] for p in plan.skipped} == {"projector"}
     assert plan.fresh == ("params/head/dense/bias", "params/head/dense/kernel")
+
+
+def test_a_resumed_fine_tuning_run_needs_no_pretraining_checkpoint(pretrained, tmp_path):
+    # Its weights are in its own checkpoint: the run it started from may be gone.
+    copy = tmp_path / "pretrain"
+    shutil.copytree(pretrained[0], copy)
+    workdir = tmp_path / "finetune"
+    finetune_trainer(str(copy), workdir, total_steps="2").run(stop_at=1)
+    shutil.rmtree(copy)
+    resumed = finetune_trainer(str(copy), workdir, total_steps="2")
+    assert resumed.resume_step == 1
+    resumed.run()
+    assert int(jax.device_get(resumed.restore().step)) == 2
 
 
 def _paths(tree, prefix):

@@ -39,9 +39,10 @@ Hooks with defaults:
       which must not be read when the method is built or initialised: the
       Trainer calls it once its state's shapes are known, so missing or
       misfitting data stops a run before anything is written, and `jaxssl.aot`
-      never calls it, so it compiles without any data. Default: plans the
-      hand-offs of `self.pretrained` (reads the checkpoints it starts from);
-      fine-tuning also opens its forgetting reference set.
+      never calls it, so it compiles without any data. Default: nothing;
+      fine-tuning opens its forgetting reference set. (The hand-offs of
+      `self.pretrained` are planned by the Trainer at the same point, reading
+      the checkpoints they start from, unless the run resumes its own.)
   optimizer() -> (optax.GradientTransformation, learning-rate schedule)
       Default: `jaxssl.optim`'s, from `config.optim`, with weight decay on the
       parameters `decay_mask()` selects (kernels and embeddings, not a frozen
@@ -262,9 +263,7 @@ class Method(abc.ABC):
         return source_spec
 
     def open_data(self) -> None:
-        """Opens the data read besides the train and eval splits: plans the hand-offs of
-        `self.pretrained` (reads the checkpoints' shapes, or a public checkpoint whole)."""
-        self.pretrained.plan()
+        """Opens the data read besides the train and eval splits: none."""
 
     @property
     def frozen_parts(self) -> tuple[str, ...]:

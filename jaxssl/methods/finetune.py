@@ -43,9 +43,9 @@ from `select_train_examples`.
 The pretrained encoder is kept in the method state ('pretrained') when L2-SP,
 WiSE-FT or the forgetting measure need it. Without `init_from` (training from
 scratch) "pretrained" means the encoder at initialisation. The hand-off is
-planned and checked from shapes in `open_data`, which the trainer calls while
-it validates its input, so a checkpoint that does not fit stops the run (one
-clear `HandoffError`) before anything is written.
+planned and checked from shapes while the trainer validates its input, so a
+checkpoint that does not fit stops the run (one clear `HandoffError`) before
+anything is written; a run that resumes its own checkpoint does not read it.
 """
 
 from __future__ import annotations
@@ -146,9 +146,8 @@ class FineTune(base.Method):
         return forgetting.ReferenceSet.from_config(settings) if settings.name else None
 
     def open_data(self) -> None:
-        """Plans the hand-off (base), and opens the forgetting reference set now, so that
-        missing data stops the run before training rather than at its first evaluation."""
-        super().open_data()
+        """Opens the forgetting reference set now, so that missing data stops the run
+        before training rather than at its first evaluation."""
         _ = self.reference
 
     # -------------------------------------------------------------- state
@@ -156,7 +155,7 @@ class FineTune(base.Method):
         """Model variables, plus 'pretrained' (a copy of the encoder) when needed.
 
         With `init_from`, the model's shapes are recorded for the hand-off, which
-        `open_data` checks against the checkpoint.
+        the Trainer checks against the checkpoint.
         """
         variables = dict(self.model.init(rng, base.model_view(self.config, batch["image"]),
                                          train=False))

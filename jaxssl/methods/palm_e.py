@@ -235,7 +235,7 @@ class PaLME(base.Method):
 
     # ------------------------------------------------------------- method
     def init(self, rng: jax.Array, batch: dict) -> dict:
-        """Variables; their shapes are recorded for the hand-offs, which `open_data`
+        """Variables; their shapes are recorded for the hand-offs, which the Trainer
         checks against the checkpoints."""
         inputs, _, _ = self._inputs(batch)
         variables = self.model.init(rng, **inputs, train=False)
