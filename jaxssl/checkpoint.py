@@ -21,7 +21,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from jaxssl import abandoned_io, output_paths
+from jaxssl import abandoned_io, config as config_lib, output_paths
 from jaxssl.errors import CheckpointError
 
 
@@ -139,6 +139,21 @@ class Checkpointer:
                     f"the checkpoint at {self.directory}/{step} does not fit this run's "
                     f"{name} ({decided_by}): {mismatch}. Use a new --workdir, or the config it "
                     f"was made with.")
+
+    def check_settings_fit(self, step: int, config: ml_collections.ConfigDict) -> None:
+        """Raises CheckpointError naming the settings a resumed run must keep that `config`
+        changes from the config saved with checkpoint `step` (`config.changed_on_resume`):
+        e.g. another total_steps would re-shape the learning-rate schedule mid-run."""
+        with reading(self.step_directory(step)):
+            saved = self.manager.restore(
+                step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+        changed = config_lib.changed_on_resume(saved, config)
+        if changed:
+            more = f" (+{len(changed) - 3} more)" if len(changed) > 3 else ""
+            raise CheckpointError(
+                f"the checkpoint at {self.step_directory(step)} was trained with other "
+                f"settings than this run's: {'; '.join(changed[:3])}{more}. Resume with the "
+                f"config it was made with, or use a new --workdir.")
 
     def check_data_fits(self, step: int, iterator_state: bytes, process_index: int,
                         process_count: int) -> None:

@@ -319,6 +319,43 @@ def load_saved(workdir: str) -> ml_collections.ConfigDict:
     return resolve(saved)
 
 
+# What a resumed run may set differently from the run its checkpoint comes from: where files
+# are, how the work is laid out and computed (the same arithmetic: meshes, remat, attention
+# kernels, loss chunks), and what is evaluated, logged and saved. Every other setting shapes
+# the training itself (a schedule's length, a learning rate, the data, the objective, a
+# seed): resuming with another value would go on as a run nobody configured.
+_RESUMABLE_SECTIONS = ("mesh", "distributed", "eval", "checkpoint", "log", "finetune.forgetting")
+_RESUMABLE_KEYS = ("malloc_arenas", "stop_on_nonfinite", "data.num_workers", "data.read_threads",
+                   "data.prefetch_batches", "finetune.wise_alphas", "palm_e.text_eval_split")
+_RESUMABLE_NAMES = ("data_dir", "text_data_dir", "remat", "attention_impl", "text_attention_impl",
+                    "cross_entropy_chunk")
+
+
+def _may_change_on_resume(key: str) -> bool:
+    name = key.rpartition(".")[2]
+    return (key in _RESUMABLE_KEYS or name in _RESUMABLE_NAMES or name.startswith("eval_")
+            or any(key.startswith(section + ".") for section in _RESUMABLE_SECTIONS))
+
+
+def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def changed_on_resume(saved: Mapping[str, Any], config: ml_collections.ConfigDict) -> list[str]:
+    """'KEY: SAVED -> NOW' for each setting `config` gives another value than the resolved
+    config `saved` with a checkpoint (as JSON), among those a resumed run must keep.
+    Keys only one of them has (added or removed by a later jaxssl) are not compared."""
+    saved, now = _flat(saved), _flat(json.loads(to_json(config)))
+    return [f"{key}: {saved[key]!r} -> {now[key]!r}" for key in sorted(set(saved) & set(now))
+            if saved[key] != now[key] and not _may_change_on_resume(key)]
+
+
 def save(config: ml_collections.ConfigDict, workdir: str) -> str:
     """Writes the resolved config as `workdir/config.json`; returns the path."""
     os.makedirs(workdir, exist_ok=True)

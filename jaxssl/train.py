@@ -27,7 +27,7 @@ from jaxssl import (checkpoint, config as config_lib, device_memory, flops as fl
                     host_memory, logging as log_lib, methods, output_paths, parallel)
 from jaxssl.data import pipeline, sources
 from jaxssl.errors import CheckpointError, StoppedByUser
-from jaxssl.evaluate.representation import eval_batch_size
+from jaxssl.evaluate.representation import eval_batch_key, eval_batch_size
 from jaxssl.methods.base import split_variables
 from jaxssl.models import flash_attention
 from jaxssl.train_step import TrainState, check_finite, make_train_step
@@ -161,7 +161,7 @@ class TrainStep:
     def trace_eval_step(self) -> jax.stages.Traced:
         """The method's `eval_step` traced for this mesh: the state's variables on their
         shardings and a batch of eval.batch_size records (rounded up to the batch shards,
-        as evaluation pads it) plus 'valid', split over the batch axes.
+        as evaluation pads it) plus 'valid', split over the batch axes, and its key.
         NotImplementedError when the method has no per-batch evaluation step."""
         batch_sharding = parallel.batch_sharding(self.mesh)
         size = eval_batch_size(self.config.eval.batch_size, self.mesh)
@@ -172,9 +172,12 @@ class TrainStep:
         variables = parallel.abstract_with_shardings(
             {"params": state.params, **state.method_state},
             {"params": shardings.params, **shardings.method_state})
+        key = jax.eval_shape(eval_batch_key, 0)
+        abstract_key = jax.ShapeDtypeStruct(key.shape, key.dtype,
+                                            sharding=parallel.replicated(self.mesh))
         jitted = jax.jit(self.method.eval_step, out_shardings=batch_sharding)
         with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
-            return jitted.trace(variables, abstract_batch)
+            return jitted.trace(variables, abstract_batch, abstract_key)
 
 
 class Trainer(TrainStep):
@@ -223,6 +226,7 @@ class Trainer(TrainStep):
                 self.checkpointer.check_fits(step, self.abstract_state)
                 self.checkpointer.check_data_fits(step, iterator_state, jax.process_index(),
                                                   jax.process_count())
+                self.checkpointer.check_settings_fit(step, self.config)
             except CheckpointError:
                 raise
             except Exception as error:  # a truncated or half-written step: try the one before

@@ -90,6 +90,12 @@ BAD_OVERRIDES = {
     "checkpoint of another number of data workers": (
         ["--config.data.num_workers=1"], "input-pipeline state of worker_count 0, this run "
                                          "reads 1"),
+    "checkpoint of a shorter schedule": (
+        ["--config.total_steps=8"], "was trained with other settings than this run's: "
+                                    "total_steps: 6 -> 8. Resume with the config"),
+    "checkpoint of other optimizer settings": (
+        ["--config.optim.base_lr=0.5", "--config.optim.warmup_steps=3"],
+        "other settings than this run's: optim.base_lr: 0.001 -> 0.5; optim.warmup_steps: 2 -> 3."),
 }
 
 

@@ -15,6 +15,7 @@ from jaxssl.data import captions, pipeline, tokenizers
 from jaxssl.data.sources import get_source
 from jaxssl.errors import ConfigError, DataError
 from jaxssl.evaluate import zero_shot
+from jaxssl.evaluate.representation import eval_batch_key
 from jaxssl.objectives import contrastive
 from jaxssl.train import Trainer
 from tfds_testdata import CAPTION_IMAGES, CAPTION_TEXTS, CAPTION_TRAIN
@@ -234,7 +235,7 @@ def test_method_shapes_initial_scalars_and_overfits_one_batch(method, single):
     assert set(params) == {"backbone", "text_tower", "image_projection", "text_projection",
                            *dict(trainer.method.loss_scalars)}
     variables = {"params": state.params}
-    rows = jax.eval_shape(trainer.method.eval_step, variables, host_batch)
+    rows = jax.eval_shape(trainer.method.eval_step, variables, host_batch, eval_batch_key(0))
     assert rows["image"].shape == (16, 16) and rows["text"].shape == (16, 16)
     features = jax.eval_shape(trainer.method.features, variables, host_batch["image"])
     assert features.shape == (16, 32) and features.dtype == jnp.float32
@@ -274,7 +275,8 @@ def test_evaluate_reports_zero_shot_and_retrieval(single):
     # reference: 64 pairs of 10 distinct captions, more than k = 5 of each.
     count = trainer.config.eval.max_test_examples
     rows = jax.device_get(jax.jit(trainer.method.eval_step)(
-        {"params": state.params}, pipeline.example_batch(trainer.eval_source, count)))
+        {"params": state.params}, pipeline.example_batch(trainer.eval_source, count),
+        eval_batch_key(0)))
     groups = rows["label"]
     _, first = np.unique(groups, return_index=True)
     assert len(groups) == 64 and len(first) == 10

@@ -105,3 +105,28 @@ def test_a_saved_config_of_a_method_that_does_not_augment_resolves_again(tmp_pat
     with open(path) as f:
         again = config_lib.resolve(json.load(f))
     assert config_lib.to_json(again) == config_lib.to_json(config)
+
+
+def test_a_resume_may_change_layout_evaluation_and_paths_but_not_the_training():
+    saved = json.loads(config_lib.to_json(config_lib.load(
+        os.path.join(REPO, "tests", "configs", "tiny_lm.py"))))
+    allowed = {"mesh.fsdp": "2", "distributed.initialize": "no", "eval.batch_size": "7",
+               "checkpoint.keep": "9", "log.every_steps": "3", "malloc_arenas": "per_thread",
+               "stop_on_nonfinite": "false", "data.data_dir": "/elsewhere",
+               "data.num_workers": "2", "data.read_threads": "1", "data.prefetch_batches": "2",
+               "lm.remat": "full", "lm.attention_impl": "xla", "lm.cross_entropy_chunk": "8"}
+    resumed = config_lib.load(os.path.join(REPO, "tests", "configs", "tiny_lm.py"), allowed)
+    assert config_lib.changed_on_resume(saved, resumed) == []
+    refused = {"total_steps": "9", "seed": "1", "optim.base_lr": "0.5", "lm.objective": "ul2",
+               "data.batch_size": "8", "grad_accum_steps": "2", "optim.moments_dtype": "bfloat16"}
+    resumed = config_lib.load(os.path.join(REPO, "tests", "configs", "tiny_lm.py"),
+                              {**allowed, **refused})
+    assert config_lib.changed_on_resume(saved, resumed) == [
+        "data.batch_size: 16 -> 8", "grad_accum_steps: 1 -> 2", "lm.objective: 'causal' -> 'ul2'",
+        "optim.base_lr: 0.001 -> 0.5", "optim.moments_dtype: 'float32' -> 'bfloat16'",
+        "seed: 0 -> 1", "total_steps: 4 -> 9"]
+    # A key that one of them lacks (added or removed by another jaxssl version) is not compared.
+    del saved["optim"]["moments_dtype"]
+    saved["optim"]["retired_setting"] = 1
+    assert "optim.moments_dtype: 'float32' -> 'bfloat16'" not in config_lib.changed_on_resume(
+        saved, resumed)

@@ -14,6 +14,7 @@ from jaxssl import config as config_lib, methods, parallel, sample
 from jaxssl.data import pipeline, text, tokenizers
 from jaxssl.data.sources import get_source
 from jaxssl.evaluate.perplexity import perplexity_metrics
+from jaxssl.evaluate.representation import eval_batch_key
 from jaxssl.logging import read_metrics
 from jaxssl.train import Trainer
 from sharding_checks import assert_block_sharding
@@ -175,6 +176,37 @@ def test_evaluate_covers_the_whole_split_and_matches_a_float64_reference(tmp_pat
     np.testing.assert_allclose(results["perplexity"], np.exp(nll[mask].mean()), rtol=1e-5)
     np.testing.assert_allclose(results["bits_per_char"], nll[mask].sum() / np.log(2) / mask.sum(),
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize("per_example_mixture", [True, False])
+def test_each_evaluation_batch_draws_its_own_noise_the_same_at_every_evaluation(
+        per_example_mixture, tmp_path):
+    """UL2's denoisers and masks in evaluation: batch i drawn with eval_batch_key(i) (not
+    one key for every batch), so that with one denoiser per batch the split is not
+    scored by a single denoiser."""
+    config = tiny_config(lm={"architecture": "decoder", "objective": "ul2", "depth": 1,
+                             "per_example_mixture": per_example_mixture},
+                         eval={"batch_size": 16, "max_test_examples": 48},
+                         mesh={"data": 1, "fsdp": 1, "tensor": 1})
+    trainer = Trainer(config, str(tmp_path), devices=jax.devices()[:1])
+    state = trainer.initial_state()
+    results = trainer.evaluate(state)
+    assert trainer.evaluate(state) == results
+
+    rows = pipeline.example_batch(trainer.eval_source, 48)
+    sums = jax.jit(lambda params, batch, rng: trainer.method.loss_sums(params, batch, rng))
+    nll, tokens, choices = 0.0, 0.0, []
+    for i in range(3):
+        batch = {k: v[16 * i:16 * (i + 1)] for k, v in rows.items()}
+        batch_nll, batch_tokens, _, choice = jax.device_get(
+            sums(state.params, batch, eval_batch_key(i)))
+        nll += np.sum(batch_nll, dtype=np.float64)
+        tokens += np.sum(batch_tokens, dtype=np.float64)
+        choices.append(choice)
+    assert results["tokens"] == tokens
+    np.testing.assert_allclose(results["loss"], nll / tokens, rtol=1e-6)
+    if not per_example_mixture:  # one denoiser per batch, not the same one for all three
+        assert all(len(set(c)) == 1 for c in choices) and len({c[0] for c in choices}) > 1
 
 
 def test_perplexity_metrics_formulas():

@@ -179,3 +179,14 @@ def test_each_method_checks_its_own_section_when_the_config_resolves(method, ove
 @pytest.fixture
 def tiny_simclr_config():
     return config_lib.load(os.path.join(REPO, "tests", "configs", "tiny_simclr.py"))
+
+
+def test_the_dropout_key_is_no_key_that_the_step_key_splits_into():
+    # fold_in(key, i) is split(key, n)[i]: SimCLR's 2 x batch view keys (and each view's
+    # six augmentation keys) must not include the dropout key, at any batch size here.
+    rng = jax.random.key(7)
+    dropout = jax.random.key_data(base.dropout_rngs(rng)["dropout"])
+    views = jax.random.split(rng, 4096)
+    draws = jax.vmap(lambda key: jax.random.split(key, 6))(views)
+    for keys in (views, draws.reshape(-1), jax.random.split(rng, 3)):
+        assert not np.any(np.all(jax.random.key_data(keys) == dropout, axis=-1))

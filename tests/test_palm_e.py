@@ -21,6 +21,7 @@ from jaxssl.data.multimodal import KIND_IMAGE, KIND_TEXT, KIND_VECTOR
 from jaxssl.data.sources import get_source
 from jaxssl.data.tokenizers import EOS_ID, ByteTokenizer
 from jaxssl.errors import ConfigError
+from jaxssl.evaluate.representation import eval_batch_key
 from jaxssl.train import Trainer
 
 import test_tensor_parallel_steps as tensor_parallel
@@ -227,7 +228,8 @@ def test_shapes_overfitting_one_batch_and_greedy_decoding(tmp_path):
         state, metrics = step(state, batch)
         losses.append(float(metrics["loss"]))
     assert losses[-1] < 0.2 * losses[0], losses[::10]
-    scores = jax.device_get(jax.jit(t.method.eval_step)({"params": state.params}, batch))
+    scores = jax.device_get(jax.jit(t.method.eval_step)({"params": state.params}, batch,
+                                                              eval_batch_key(0)))
     logits_fn = jax.jit(t.method.logits)
     # Greedy decoding, one token at a time from the prompt, gives the same verdicts.
     host = jax.device_get(batch)

@@ -7,15 +7,11 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from jaxssl import parallel
-from jaxssl.data import pipeline
-from jaxssl.evaluate.representation import eval_batch_size
+from jaxssl.evaluate.representation import gather_split
 
-LossSumsFn = Callable[[Any, dict], tuple[jax.Array, jax.Array, jax.Array]]
-NOISE_SEED = 0  # masks and noise of every evaluation, so evaluations compare across steps
+LossSumsFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, jax.Array, jax.Array]]
 
 
 def perplexity_metrics(nll_sum: float, num_tokens: float, num_chars: float) -> dict[str, float]:
@@ -32,27 +28,20 @@ def evaluate_perplexity(loss_sums_fn: LossSumsFn, variables: Any, source, mesh: 
                         batch_size: int, limit: int = 0) -> dict[str, float]:
     """`perplexity_metrics` over the first `limit` records of `source` (0 = all of them).
 
-    loss_sums_fn(variables, batch) -> (nll_sum, num_tokens, num_chars), each
-    float32 [B] per example; it is called on global batches (jit it). Sums
-    are accumulated in float64 on the host; padding records do not count.
+    loss_sums_fn(variables, batch, rng) -> (nll_sum, num_tokens, num_chars), each
+    float32 [B] per example; it is called on global batches with each batch's key for
+    masks and noise (`gather_split`; jit it). Sums are accumulated in float64 on the
+    host; padding records do not count.
     """
-    return perplexity_metrics(*split_sums(loss_sums_fn, 3, variables, source, mesh,
-                                          batch_size, limit))
+    return perplexity_metrics(*split_sums(loss_sums_fn, variables, source, mesh, batch_size,
+                                          limit))
 
 
-def split_sums(sums_fn: Callable, num_sums: int, variables: Any, source, mesh: Mesh,
-               batch_size: int, limit: int = 0) -> np.ndarray:
-    """float64 [num_sums]: the totals over the first `limit` records of `source` (0 = all
-    of them) of the per-example values sums_fn(variables, batch) -> `num_sums` arrays
-    float32 [B], called on global batches (jit it); padding records do not count."""
-    batch_size = eval_batch_size(batch_size, mesh)
-    totals = np.zeros(num_sums, np.float64)
-    for local, valid in pipeline.eval_batches(source, batch_size, jax.process_index(),
-                                              jax.process_count(), limit):
-        batch = parallel.host_batch_to_global({**local, "valid": valid}, mesh)
-        sums = sums_fn(variables, batch)
-        gathered = multihost_utils.process_allgather(
-            {"sums": sums, "valid": batch["valid"]}, tiled=True)
-        keep = np.asarray(gathered["valid"], np.float64)
-        totals += [np.sum(np.asarray(s, np.float64) * keep) for s in gathered["sums"]]
-    return totals
+def split_sums(sums_fn: Callable, variables: Any, source, mesh: Mesh, batch_size: int,
+               limit: int = 0) -> np.ndarray:
+    """float64 [K]: the totals over the first `limit` records of `source` (0 = all of
+    them) of the K per-example values sums_fn(variables, batch, rng) -> K arrays float32
+    [B], called as `gather_split`'s batch_fn (jit it); padding records do not count."""
+    rows = gather_split(lambda v, batch, rng: dict(enumerate(sums_fn(v, batch, rng))),
+                        variables, source, mesh, batch_size, limit)
+    return np.array([np.sum(rows[k], dtype=np.float64) for k in sorted(rows)])

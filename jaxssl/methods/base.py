@@ -60,10 +60,12 @@ Hooks with defaults:
       else `state`.
   evaluate(variables, train_source, eval_source, mesh, eval_config) -> {name: float}
       Default: kNN and linear-probe top-1 of `features` on the eval split.
-  eval_step(variables, batch) -> arrays [B, ...]
+  eval_step(variables, batch, rng) -> arrays [B, ...]
       the per-batch computation `evaluate` runs on the devices (a batch of the
-      eval split in, per-example results out); called through `evaluate` and by
-      `jaxssl.aot`, which compiles it for a slice, not by the Trainer itself.
+      eval split in, per-example results out; `rng` is the batch's key for any
+      masks or noise, `representation.eval_batch_key`: the same at every
+      evaluation); called through `evaluate` and by `jaxssl.aot`, which
+      compiles it for a slice, not by the Trainer itself.
       Default: `features` of batch['image'].
   write_pictures(variables, batch, path) -> None
       draws a PNG at each evaluation from `batch`, the first eval.num_pictures
@@ -96,7 +98,11 @@ from jaxssl.errors import ConfigError
 from jaxssl.evaluate.representation import evaluate_encoder
 from jaxssl.models import VIT_BACKBONE_NAMES
 
-_DROPOUT_SALT = 0x5D0
+# fold_in(key, i) is the i-th key of split(key, n) (threefry), so the dropout key must be
+# folded with a number beyond any split of the step's key: SimCLR splits it into a key per
+# view (2 x batch), and a salt of 1488 would make the dropout key one view's key
+# from a batch of 745 on; 2**32 - 1 would need a batch of 2**31 images.
+_DROPOUT_SALT = 0xFFFF_FFFF
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -304,8 +310,9 @@ class Method(abc.ABC):
         return evaluate_encoder(self.jitted("features", mesh), variables, train_source,
                                 eval_source, mesh, eval_config, train_source.num_classes)
 
-    def eval_step(self, variables: dict, batch: dict):
+    def eval_step(self, variables: dict, batch: dict, rng: jax.Array):
         """`features` of batch['image'] uint8 [B, H, W, C]: float32 [B, D]."""
+        del rng
         return self.features(variables, batch["image"])
 
     def write_pictures(self, variables, batch: dict, path: str) -> None:

@@ -250,8 +250,9 @@ class CLIP(base.Method):
         return self.model.backbone.apply({"params": variables["params"]["backbone"]},
                                          base.model_view(self.config, images), train=False)
 
-    def eval_step(self, variables: dict, batch: dict) -> dict:
+    def eval_step(self, variables: dict, batch: dict, rng: jax.Array) -> dict:
         """{'image': [B, E], 'text': [B, E]} float32 embeddings, plus 'label' if the batch has one."""
+        del rng
         images, tokens = self._inputs(batch)
         img, txt, _ = self.model.apply(variables, images, tokens, train=False)
         return {"image": img, "text": txt, **({"label": batch["label"]} if "label" in batch else {})}

@@ -303,8 +303,9 @@ class FineTune(base.Method):
         x = base.model_view(self.config, images)
         return self.model.apply(_model_variables(variables), x, train=False)
 
-    def eval_step(self, variables: dict, batch: dict) -> jax.Array:
+    def eval_step(self, variables: dict, batch: dict, rng: jax.Array) -> jax.Array:
         """`logits` of batch['image']: float32 [B, classes]."""
+        del rng
         return self.logits(variables, batch["image"])
 
     def eval_logits(self, variables, source, mesh, eval_config) -> tuple[np.ndarray, np.ndarray]:

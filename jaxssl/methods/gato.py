@@ -156,7 +156,7 @@ class Gato(base.Method):
             mlp_dim=int(round(gato.hidden * gato.mlp_ratio)),
             dtype=base.DTYPES[config.compute_dtype], cross_entropy_chunk=gato.cross_entropy_chunk)
         self.model = GatoModel(gato.patch, decoder)
-        self._logits = jax.jit(self.eval_step)
+        self._logits = jax.jit(self.logits)
 
     # ------------------------------------------------------------ data
     @functools.cached_property
@@ -222,12 +222,17 @@ class Gato(base.Method):
         return self._logits(variables, {**batch, "images": jnp.asarray(images)})
 
     # ------------------------------------------------------------ evaluation
-    def eval_step(self, variables: dict, batch: dict) -> jax.Array:
+    def logits(self, variables: dict, batch: dict) -> jax.Array:
         """Logits float32 [B, T, V] of mixture rows (the row arrays [B, T] and 'images'
         uint8 [B, M, H, W, C]), the model in evaluation mode: what the text loss, the
         caption accuracy and the rollouts of `evaluate` read."""
         return self.model.apply({"params": variables["params"]}, **self._inputs(batch),
                                 train=False)
+
+    def eval_step(self, variables: dict, batch: dict, rng: jax.Array) -> jax.Array:
+        """`logits` of a batch of mixture rows (no noise: `rng` is not used)."""
+        del rng
+        return self.logits(variables, batch)
 
     def evaluate(self, variables, train_source, eval_source, mesh, eval_config) -> dict[str, float]:
         """text/loss, caption/accuracy and <task>/return of the tasks trained on."""

@@ -33,7 +33,8 @@ import ml_collections
 
 from jaxssl.data import text, tokenizers
 from jaxssl.errors import ConfigError
-from jaxssl.evaluate.perplexity import NOISE_SEED, evaluate_perplexity
+from jaxssl.evaluate.perplexity import evaluate_perplexity
+from jaxssl.evaluate.representation import NOISE_SEED
 from jaxssl.methods import base
 from jaxssl.models.transformer import EncoderDecoder, LanguageModel
 from jaxssl.objectives import language, lm_tasks, mixture
@@ -69,10 +70,10 @@ class TokenLossMethod(base.Method):
         return evaluate_perplexity(jax.jit(self.eval_step), variables, eval_source, mesh,
                                    eval_config["batch_size"], eval_config["max_test_examples"])
 
-    def eval_step(self, variables: dict, batch: dict):
-        """(nll sum, target tokens, target characters), each float32 [B], with one fixed
-        key for the objectives' masks and noise (every evaluation draws the same)."""
-        return tuple(self.loss_sums(variables["params"], batch, jax.random.key(NOISE_SEED))[:3])
+    def eval_step(self, variables: dict, batch: dict, rng: jax.Array):
+        """(nll sum, target tokens, target characters), each float32 [B], the objectives'
+        masks and noise drawn with the batch's key `rng`."""
+        return tuple(self.loss_sums(variables["params"], batch, rng)[:3])
 
 
 class LanguageModelling(TokenLossMethod):

@@ -65,7 +65,8 @@ import numpy as np
 from jaxssl import handoff, optim
 from jaxssl.data import captions, frame_questions, multimodal, tokenizers
 from jaxssl.errors import ConfigError
-from jaxssl.evaluate.perplexity import NOISE_SEED, split_sums
+from jaxssl.evaluate.perplexity import split_sums
+from jaxssl.evaluate.representation import NOISE_SEED
 from jaxssl.methods import base
 from jaxssl.methods.lm import TokenLossMethod
 from jaxssl.models import build_backbone
@@ -346,16 +347,15 @@ class PaLI(TokenLossMethod):
 
     def evaluate(self, variables, train_source, eval_source, mesh, eval_config) -> dict[str, float]:
         """The token-loss metrics; with frame tasks, each task's answer accuracy over the
-        eval split (frames drawn from it with a fixed key), its examples and chance."""
+        eval split (frames drawn with each batch's evaluation key), its examples and chance."""
         metrics = super().evaluate(variables, train_source, eval_source, mesh, eval_config)
         if self.questions is None:
             return metrics
-        rng = jax.random.key(NOISE_SEED)
         for index, name in enumerate(self.questions.tasks):
-            def sums(v, batch, index=index):
+            def sums(v, batch, rng, index=index):
                 correct = self.answer_correct(v["params"], batch, rng, index)
                 return correct.astype(jnp.float32), jnp.ones(correct.shape, jnp.float32)
-            correct, examples = split_sums(jax.jit(sums), 2, variables, eval_source, mesh,
+            correct, examples = split_sums(jax.jit(sums), variables, eval_source, mesh,
                                            eval_config["batch_size"],
                                            eval_config["max_test_examples"])
             metrics.update({f"{name}/accuracy": correct / max(examples, 1.0),

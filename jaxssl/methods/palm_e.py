@@ -269,9 +269,10 @@ class PaLME(base.Method):
         return loss, (metrics, state)
 
     # ---------------------------------------------------------- evaluation
-    def eval_step(self, variables: dict, batch: dict) -> dict[str, jax.Array]:
+    def eval_step(self, variables: dict, batch: dict, rng: jax.Array) -> dict[str, jax.Array]:
         """Per example: 'exact' bool [B] (the greedy answer is exactly right), answer-token
         'nll' and 'tokens' float32 [B], 'task' int32 [B]."""
+        del rng
         logits, targets, loss_mask = self.logits(variables["params"], batch)
         right = (jnp.argmax(logits, -1) == targets) | ~loss_mask
         nll, count, _ = language.loss_sums(language.token_nll(logits, targets), targets,
