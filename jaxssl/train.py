@@ -207,6 +207,7 @@ class Trainer(TrainStep):
                                             jax.process_index(), jax.process_count(),
                                             data.num_workers, data.read_threads,
                                             data.prefetch_batches)
+        self._fresh_iterator_state = iter(self.loader).get_state()
         self.resume_step = self._newest_fitting_step()
         if self.resume_step is None:
             # Only a fresh state takes pretrained weights: a resumed run needs neither
@@ -220,7 +221,7 @@ class Trainer(TrainStep):
         workdir has no checkpoint). A step that does not fit stops the run
         (CheckpointError); one whose metadata is unreadable is passed over here, and
         `restore` warns about it when it resumes from an older one."""
-        unreadable, iterator_state = [], iter(self.loader).get_state()
+        unreadable, iterator_state = [], self._fresh_iterator_state
         for step in self.checkpointer.all_steps():
             try:
                 self.checkpointer.check_fits(step, self.abstract_state)
@@ -293,6 +294,14 @@ class Trainer(TrainStep):
         """
         with (output_paths.held_exclusively(self.workdir, lock=jax.process_index() == 0),
               output_paths.disk_full_reported(self.workdir)):
+            # Chosen again under the lock: another run of the workdir may have saved
+            # checkpoints since this Trainer was made (or this Trainer ran before).
+            resume_step = self._newest_fitting_step()
+            if resume_step is None and self.resume_step is not None:
+                raise CheckpointError(f"the checkpoints in {self.checkpointer.directory} were "
+                                      f"removed after this run was set up to resume from "
+                                      f"step {self.resume_step}")
+            self.resume_step = resume_step
             return self._run(stop_at)
 
     def _run(self, stop_at: int | None) -> dict[str, float]:

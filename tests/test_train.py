@@ -96,6 +96,8 @@ def test_exact_resume(simclr_run, tmp_path):
     """A run stopped after step 3 and resumed logs the losses, ends with the parameters and
     evaluates exactly as the uninterrupted command-line run of conftest.py does."""
     config, workdir = simclr_run.config, str(tmp_path / "resumed")
+    # Made before any checkpoint was written: it resumes from the one written since.
+    resumed = Trainer(config, workdir)
     Trainer(config, workdir).run(stop_at=3)
     assert [r["step"] for r in read_metrics(workdir) if "loss" in r] == [1, 2, 3]
     # A process that died after logging steps it never saved, the last line cut short:
@@ -105,9 +107,9 @@ def test_exact_resume(simclr_run, tmp_path):
     # Another input pipeline (here the seed of the shuffle) cannot resume this checkpoint.
     with pytest.raises(CheckpointError, match="input-pipeline state of data_source"):
         Trainer(config_lib.resolve({**config.to_dict(), "seed": 1}), workdir)
-    resumed = Trainer(config, workdir)
-    assert resumed.resume_step == 3
+    assert Trainer(config, workdir).resume_step == 3
     results = resumed.run()
+    assert resumed.resume_step == 3
     assert computed_metrics(workdir) == computed_metrics(simclr_run.workdir)
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed.restore().params),
                  simclr_run.params)
