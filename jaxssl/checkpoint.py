@@ -149,11 +149,10 @@ class Checkpointer:
                 step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
         changed = config_lib.changed_on_resume(saved, config)
         if changed:
-            more = f" (+{len(changed) - 3} more)" if len(changed) > 3 else ""
             raise CheckpointError(
                 f"the checkpoint at {self.step_directory(step)} was trained with other "
-                f"settings than this run's: {'; '.join(changed[:3])}{more}. Resume with the "
-                f"config it was made with, or use a new --workdir.")
+                f"settings than this run's: {config_lib.summarise_changes(changed)}. Resume "
+                f"with the config it was made with, or use a new --workdir.")
 
     def check_data_fits(self, step: int, iterator_state: bytes, process_index: int,
                         process_count: int) -> None:

@@ -356,6 +356,12 @@ def changed_on_resume(saved: Mapping[str, Any], config: ml_collections.ConfigDic
             if saved[key] != now[key] and not _may_change_on_resume(key)]
 
 
+def summarise_changes(changed: list[str], limit: int = 3) -> str:
+    """The first `limit` of `changed_on_resume`'s lines, joined, and how many more."""
+    more = f" (+{len(changed) - limit} more)" if len(changed) > limit else ""
+    return "; ".join(changed[:limit]) + more
+
+
 def save(config: ml_collections.ConfigDict, workdir: str) -> str:
     """Writes the resolved config as `workdir/config.json`; returns the path."""
     os.makedirs(workdir, exist_ok=True)

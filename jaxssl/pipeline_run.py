@@ -6,7 +6,8 @@
       [--scratch.a.b=V ...]
 
 Stages, each an ordinary `jaxssl.main` workdir (so a rerun resumes, a stage
-that already wrote its results.json is not trained again, and one stopped by
+that already wrote its results.json is not trained again, unless the command
+gives it settings a resume may not change: bad input, and one stopped by
 SIGTERM before its last step ends the command, exit status 0, starting no later
 stage):
 
@@ -91,14 +92,31 @@ def stage_results(argv: list[str]) -> str:
 
 
 def train_stage(argv: list[str]) -> int:
-    """Runs `jaxssl.main` unless the stage's workdir already holds its results.json."""
-    from jaxssl import main as cli
+    """Runs `jaxssl.main` unless the stage's workdir already holds its results.json, from a
+    run with the settings of `argv` (bad input, exit status 2, if it trained with others)."""
+    from jaxssl import config as config_lib, main as cli
 
     results = stage_results(argv)
-    if os.path.isfile(results):
-        print(f"{os.path.dirname(results)}: finished earlier, not trained again")
-        return 0
-    return cli.main(argv)
+    if not os.path.isfile(results):
+        return cli.main(argv)
+    workdir = os.path.dirname(results)
+    try:
+        args, overrides = cli.parse_args(argv)
+        with open(os.path.join(workdir, "config.json")) as f:
+            changed = config_lib.changed_on_resume(json.load(f),
+                                                   config_lib.load(args.config, overrides))
+        if changed:
+            raise CheckpointError(
+                f"{workdir} finished earlier with other settings than this command's: "
+                f"{config_lib.summarise_changes(changed)}. Use a new --workdir, or the "
+                f"settings it was trained with.")
+    except InputError as error:
+        return cli.report_input_error(error)
+    except (OSError, json.JSONDecodeError) as error:
+        return cli.report_input_error(CheckpointError(
+            f"{workdir} holds results.json but its config.json cannot be read ({error})"))
+    print(f"{workdir}: finished earlier, not trained again")
+    return 0
 
 
 def evaluate_run(workdir: str) -> dict:

@@ -114,3 +114,19 @@ def test_a_preempted_stage_starts_no_later_stage(tmp_path, monkeypatch, capsys):
     assert [a for argv in started for a in argv if a.startswith("--workdir=")] == [
         f"--workdir={tmp_path / 'pretrain'}"]
     assert "stopped before its last step; later stages not started" in capsys.readouterr().out
+
+
+def test_a_finished_stage_is_kept_only_for_the_settings_it_was_trained_with(pipeline_dir,
+                                                                              capsys):
+    metrics_before = read(pipeline_dir / "finetune" / "metrics.jsonl")
+    # Settings a resume may change (logging) leave the finished stage as it is ...
+    assert pipeline_run.main(command(pipeline_dir, "pretrain,finetune")
+                             + ["--finetune.log.every_steps=2"]) == 0
+    assert "finetune: finished earlier, not trained again" in capsys.readouterr().out
+    # ... another learning rate would be another run: bad input, nothing trained.
+    assert pipeline_run.main(command(pipeline_dir, "pretrain,finetune")
+                             + ["--finetune.optim.base_lr=0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "finetune finished earlier with other settings than this " \
+        "command's: optim.base_lr: 0.001 -> 0.5. Use a new --workdir" in err[0], err
+    assert read(pipeline_dir / "finetune" / "metrics.jsonl") == metrics_before
