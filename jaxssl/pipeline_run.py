@@ -5,11 +5,11 @@
       [--stages=pretrain,finetune,scratch,evaluate] [--pretrain.a.b=V ...] [--finetune.a.b=V ...] \\
       [--scratch.a.b=V ...]
 
-Stages, each an ordinary `jaxssl.main` workdir (so a rerun resumes, a stage
-that already wrote its results.json is not trained again, unless the command
-gives it settings a resume may not change: bad input, and one stopped by
-SIGTERM before its last step ends the command, exit status 0, starting no later
-stage):
+Stages, each an ordinary `jaxssl.main` workdir: a rerun resumes; a stage that
+already wrote its results.json is not trained again (and is bad input if the
+command gives it other settings than it was trained with, of those a resume may
+not change); one stopped by SIGTERM before its last step ends the command, exit
+status 0, starting no later stage:
 
   pretrain  the pretraining config           -> DIR/pretrain
   finetune  the fine-tuning config, init_from DIR/pretrain -> DIR/finetune
