@@ -346,7 +346,7 @@ class Trainer(TrainStep):
             for close in (preemption.restore, logger.close, progress.close,
                           self.checkpointer.close, self.checkpointer.wait):
                 cleanup.callback(close)
-            while step < stop_at and not preemption.requested:
+            while step < stop_at:
                 batch = parallel.host_batch_to_global(next(iterator), self.mesh)
                 state, metrics = train_step(state, batch)
                 step += 1
@@ -374,9 +374,14 @@ class Trainer(TrainStep):
                     results, evaluated_at = self.evaluate(state), step
                     logger.write(step, {f"eval/{k}": v for k, v in results.items()})
                     last_time = time.perf_counter()
-                if self.checkpointer.should_save(step) or step == stop_at or preemption.requested:
+                # Read once: a signal that comes after it is seen at the next step, not
+                # between this save check and the loop's exit (which would stop unsaved).
+                stopping = preemption.requested or step == stop_at
+                if self.checkpointer.should_save(step) or stopping:
                     guard(step, metrics)  # never save a diverged state
                     self.checkpointer.save(step, state, iterator, config)
+                if stopping:
+                    break
             # Also when a finished run is started again: it resumes at the end, and the
             # process that evaluated there may have died before its results were saved.
             if step == config.total_steps and evaluated_at != step:
