@@ -106,6 +106,14 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
+def replicated_key(key: jax.Array, mesh: Mesh) -> jax.Array:
+    """`key`, made alike by every process, as one global key replicated over `mesh` (a
+    process-local array cannot be put onto devices of other processes)."""
+    data = jax.make_array_from_process_local_data(replicated(mesh),
+                                                  np.asarray(jax.random.key_data(key)))
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key))
+
+
 def batch_shards(mesh: Mesh) -> int:
     """Number of ways the batch axis is split."""
     return mesh.shape["data"] * mesh.shape["fsdp"]

@@ -46,7 +46,7 @@ def gather_split(batch_fn: Callable[[Any, dict, jax.Array], dict], variables: An
     for number, (local, valid) in enumerate(pipeline.eval_batches(
             source, batch_size, jax.process_index(), jax.process_count(), limit)):
         batch = parallel.host_batch_to_global({**local, "valid": valid}, mesh)
-        rng = jax.device_put(eval_batch_key(number), parallel.replicated(mesh))
+        rng = parallel.replicated_key(eval_batch_key(number), mesh)
         gathered = multihost_utils.process_allgather(
             {"outputs": batch_fn(variables, batch, rng), "valid": batch["valid"]}, tiled=True)
         keep = np.asarray(gathered["valid"])
