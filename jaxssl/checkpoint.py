@@ -20,6 +20,7 @@ import grain.python as grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 
 from jaxssl import abandoned_io, config as config_lib, output_paths
 from jaxssl.errors import CheckpointError
@@ -43,6 +44,15 @@ def shapes_by_path(tree: Any) -> dict[str, tuple]:
     """{'params/backbone/conv/kernel': shape} for every array leaf of `tree`."""
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
     return {_path_names(p): tuple(x.shape) for p, x in leaves if hasattr(x, "shape")}
+
+
+STATE_ITEM, CONFIG_ITEM = "state", "config"  # two of a step's items (see the module doc)
+
+
+def saved_config(step_directory: str) -> dict:
+    """The resolved config saved with the checkpoint step `step_directory` (its config
+    item), as JSON; Orbax's error if the step has none or it is damaged."""
+    return ocp.JsonCheckpointHandler().restore(epath.Path(step_directory) / CONFIG_ITEM)
 
 
 # The parts of the train state whose layout a checkpoint must share, and what decides it.
@@ -145,8 +155,7 @@ class Checkpointer:
         changes from the config saved with checkpoint `step` (`config.changed_on_resume`):
         e.g. another total_steps would re-shape the learning-rate schedule mid-run."""
         with reading(self.step_directory(step)):
-            saved = self.manager.restore(
-                step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+            saved = saved_config(self.step_directory(step))
         changed = config_lib.changed_on_resume(saved, config)
         if changed:
             raise CheckpointError(

@@ -303,20 +303,27 @@ def to_json(config: ml_collections.ConfigDict) -> str:
     return json.dumps(config.to_dict(), indent=2, sort_keys=True)
 
 
-def load_saved(workdir: str) -> ml_collections.ConfigDict:
-    """The resolved config of the run in `workdir` (its config.json).
+def read_saved(workdir: str) -> dict[str, Any]:
+    """The run's config as `save` wrote it in `workdir` (its config.json), not resolved.
 
-    Raises CheckpointError if the file is missing or is not JSON, ConfigError
-    if it no longer resolves."""
+    Raises CheckpointError if the file is missing, cannot be read or is not JSON."""
     path = os.path.join(workdir, "config.json")
     try:
         with open(path) as f:
-            saved = json.load(f)
+            return json.load(f)
     except FileNotFoundError:
         raise CheckpointError(f"{path} not found: is {workdir} a jaxssl workdir?") from None
+    except OSError as error:
+        raise CheckpointError(f"{path} cannot be read ({error})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{path} is not valid JSON ({error})") from None
-    return resolve(saved)
+
+
+def load_saved(workdir: str) -> ml_collections.ConfigDict:
+    """The resolved config of the run in `workdir` (its config.json).
+
+    Raises CheckpointError as `read_saved`, ConfigError if it no longer resolves."""
+    return resolve(read_saved(workdir))
 
 
 # What a resumed run may set differently from the run its checkpoint comes from: where files

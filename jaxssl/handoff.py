@@ -53,12 +53,12 @@ from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxssl import checkpoint
-from jaxssl.checkpoint import Checkpointer, describe_mismatch, shapes_by_path
+from jaxssl.checkpoint import (CONFIG_ITEM, STATE_ITEM, Checkpointer, describe_mismatch,
+                               shapes_by_path)
 from jaxssl.errors import CheckpointError
 
 DESTINATION_ENCODER = "backbone"   # where the fine-tuning model keeps its encoder
 POSITION_EMBEDDING = "pos_embedding"
-STATE_ITEM, CONFIG_ITEM = "state", "config"
 
 
 class HandoffError(CheckpointError):
@@ -176,7 +176,7 @@ def read_saved_config(step_dir: str) -> dict:
     if not directory.exists():
         return {}
     with _reading(step_dir):
-        return ocp.JsonCheckpointHandler().restore(directory)
+        return checkpoint.saved_config(step_dir)
 
 
 # ----------------------------------------------------------------- planning

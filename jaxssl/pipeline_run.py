@@ -102,9 +102,8 @@ def train_stage(argv: list[str]) -> int:
     workdir = os.path.dirname(results)
     try:
         args, overrides = cli.parse_args(argv)
-        with open(os.path.join(workdir, "config.json")) as f:
-            changed = config_lib.changed_on_resume(json.load(f),
-                                                   config_lib.load(args.config, overrides))
+        changed = config_lib.changed_on_resume(config_lib.read_saved(workdir),
+                                               config_lib.load(args.config, overrides))
         if changed:
             raise CheckpointError(
                 f"{workdir} finished earlier with other settings than this command's: "
@@ -112,9 +111,6 @@ def train_stage(argv: list[str]) -> int:
                 f"settings it was trained with.")
     except InputError as error:
         return cli.report_input_error(error)
-    except (OSError, json.JSONDecodeError) as error:
-        return cli.report_input_error(CheckpointError(
-            f"{workdir} holds results.json but its config.json cannot be read ({error})"))
     print(f"{workdir}: finished earlier, not trained again")
     return 0
 
