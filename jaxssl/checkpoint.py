@@ -242,7 +242,7 @@ class Checkpointer:
         With `step` None: the newest intact step. A newer step that cannot be read
         (truncated, half-written) is passed over with a warning naming it, and returned
         in the list; it is never deleted. CheckpointError when no step (or the given one)
-        can be read.
+        can be read, or when the storage refuses a read (`describe_damaged`).
         """
         saved = self.all_steps()
         if not saved:
@@ -256,7 +256,7 @@ class Checkpointer:
                 with reading(self.step_directory(candidate)):
                     return self.restore(candidate, abstract_state, data_iterator), unreadable
             except Exception as error:  # the files of this step are damaged
-                failures.append(describe_failure(candidate, error))
+                failures.append(describe_damaged(self.step_directory(candidate), error))
                 unreadable.append(candidate)
                 print(f"jaxssl: warning: checkpoint {failures[-1]}; trying an older one",
                       file=sys.stderr, flush=True)
@@ -288,8 +288,36 @@ def _is_storage_failure(error: Exception) -> bool:
     return isinstance(error, OSError) or str(error).startswith(_STORAGE_STATUSES)
 
 
-def describe_failure(step: int, error: Exception) -> str:
-    """'step N is unreadable (ErrorType: first line of the message)'."""
+# Tensorstore's status codes for a read the storage refused, rather than files found damaged.
+_REFUSED_READ_STATUSES = ("PERMISSION_DENIED", "UNAVAILABLE", "DEADLINE_EXCEEDED",
+                          "RESOURCE_EXHAUSTED", "UNAUTHENTICATED", "ABORTED", "CANCELLED")
+
+
+def _is_refused_read(error: BaseException) -> bool:
+    """Whether a read failed because the storage refused it (permissions, an unreachable or
+    overloaded file system), anywhere in the error's chain: a missing file (a half-written
+    step) or unparsable bytes are damage instead."""
+    while error is not None:
+        if isinstance(error, OSError) and not isinstance(
+                error, (FileNotFoundError, NotADirectoryError, IsADirectoryError)):
+            return True
+        if str(error).startswith(_REFUSED_READ_STATUSES):
+            return True
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    return False
+
+
+def describe_damaged(step_directory: str, error: Exception) -> str:
+    """'step N is unreadable (ErrorType: first line of the message)' for a checkpoint step
+    whose read failed with `error`, to be passed over. CheckpointError when the storage
+    refused the read instead: the step may be intact, so a run must not fall back to an
+    older one (and move this one aside) until the storage reads again."""
+    step = os.path.basename(step_directory)
+    if _is_refused_read(error):
+        raise CheckpointError(
+            f"reading checkpoint step {step} failed because the storage refused it "
+            f"({describe_error(error)}); nothing was passed over or moved: run again once "
+            f"{step_directory} is readable") from error
     return f"step {step} is unreadable ({describe_error(error)})"
 
 

@@ -219,8 +219,9 @@ class Trainer(TrainStep):
     def _newest_fitting_step(self) -> int | None:
         """The newest checkpoint step whose metadata reads and fits this run (None if the
         workdir has no checkpoint). A step that does not fit stops the run
-        (CheckpointError); one whose metadata is unreadable is passed over here, and
-        `restore` warns about it when it resumes from an older one."""
+        (CheckpointError); one whose metadata is damaged is passed over here, and
+        `restore` warns about it when it resumes from an older one (a read the storage
+        refuses is a CheckpointError instead: `checkpoint.describe_damaged`)."""
         unreadable, iterator_state = [], self._fresh_iterator_state
         for step in self.checkpointer.all_steps():
             try:
@@ -231,7 +232,8 @@ class Trainer(TrainStep):
             except CheckpointError:
                 raise
             except Exception as error:  # a truncated or half-written step: try the one before
-                unreadable.append(checkpoint.describe_failure(step, error))
+                unreadable.append(checkpoint.describe_damaged(
+                    self.checkpointer.step_directory(step), error))
                 continue
             return step
         if unreadable:

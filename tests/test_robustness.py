@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 import pytest
 from orbax.checkpoint._src.path import async_path
 
-from conftest import SIMCLR_RUN_OVERRIDES, TINY_SIMCLR, damage
+from conftest import SIMCLR_RUN_OVERRIDES, TINY_SIMCLR, damage, snapshot
 from jaxssl import abandoned_io, checkpoint, config as config_lib, logging as log_lib, main as cli
 from jaxssl.errors import CheckpointError
 from jaxssl.train import Trainer
@@ -129,6 +129,66 @@ def test_a_truncated_newest_checkpoint_resumes_from_the_step_before(simclr_run, 
     monkeypatch.setattr(abandoned_io._WATCH, "directories", set())
     sys.unraisablehook(refused)
     assert passed_on[-1] is refused
+
+
+@pytest.mark.parametrize("read", ["check_fits", "restore"])
+def test_a_read_the_storage_refuses_stops_the_run_and_moves_nothing(tmp_path, capsys,
+                                                                     monkeypatch, read):
+    """Step 4's metadata (read while the run is set up) or arrays (read when it resumes)
+    are refused by the storage: one line naming the step, exit 2, the workdir untouched
+    (step 4 is not passed over for step 2 nor moved aside); readable again, it resumes."""
+    overrides = {"total_steps": 6, "checkpoint.every_steps": 2, "checkpoint.async_save": False}
+    assert Trainer(load(overrides), str(tmp_path)).run(stop_at=4) == {}
+    before = snapshot(tmp_path)
+    real_read = getattr(checkpoint.Checkpointer, read)
+
+    def refused(checkpointer, step, *args):
+        if step == 4:
+            raise ValueError("UNAVAILABLE: Error reading local file: Connection timed out")
+        return real_read(checkpointer, step, *args)
+
+    monkeypatch.setattr(checkpoint.Checkpointer, read, refused)
+    assert cli.main(argv_for(tmp_path, overrides)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"jaxssl: error: reading checkpoint step 4 failed because the storage "
+                   f"refused it (ValueError: UNAVAILABLE: Error reading local file: Connection "
+                   f"timed out); nothing was passed over or moved: run again once "
+                   f"{tmp_path}/checkpoints/4 is readable"]
+    assert snapshot(tmp_path) == before
+    monkeypatch.undo()
+    trainer = Trainer(load(overrides), str(tmp_path))
+    assert trainer.resume_step == 4 and int(trainer.restore().step) == 4
+
+
+def _raised_from(cause: Exception) -> Exception:
+    try:
+        raise RuntimeError("reading the checkpoint failed") from cause
+    except RuntimeError as error:
+        return error
+
+
+@pytest.mark.parametrize("error, damaged", [
+    (FileNotFoundError(errno.ENOENT, "No such file or directory"), True),
+    (ValueError("DATA_LOSS: Error reading local file: checksum mismatch"), True),
+    (ValueError("NOT_FOUND: Error reading local file"), True),
+    (json.JSONDecodeError("Expecting value", "", 0), True),
+    (_raised_from(FileNotFoundError(errno.ENOENT, "No such file or directory")), True),
+    (PermissionError(errno.EACCES, "Permission denied"), False),
+    (TimeoutError(errno.ETIMEDOUT, "Connection timed out"), False),
+    (OSError(errno.EIO, "Input/output error"), False),
+    (ValueError("PERMISSION_DENIED: Error reading local file"), False),
+    (_raised_from(ValueError("DEADLINE_EXCEEDED: Error reading gs://bucket")), False),
+])
+def test_only_damaged_files_make_a_step_passed_over(error, damaged):
+    """A read that fails on the files' contents (missing, unparsable, checksums) passes
+    the step over; one the storage refuses (permissions, timeouts, I/O errors) raises."""
+    if damaged:
+        assert checkpoint.describe_damaged("/w/checkpoints/4", error).startswith(
+            "step 4 is unreadable (")
+    else:
+        with pytest.raises(CheckpointError, match="^reading checkpoint step 4 failed because "
+                                                  "the storage refused it"):
+            checkpoint.describe_damaged("/w/checkpoints/4", error)
 
 
 @pytest.mark.parametrize("async_save", [True, False])
