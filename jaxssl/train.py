@@ -295,7 +295,8 @@ class Trainer(TrainStep):
         workdir that another run holds is a ConfigError.
         """
         with (output_paths.held_exclusively(self.workdir, lock=jax.process_index() == 0),
-              output_paths.disk_full_reported(self.workdir)):
+              output_paths.disk_full_reported(self.workdir),
+              pipeline.iterating(self.loader) as iterator):
             # Chosen again under the lock: another run of the workdir may have saved
             # checkpoints since this Trainer was made (or this Trainer ran before).
             resume_step = self._newest_fitting_step()
@@ -304,12 +305,11 @@ class Trainer(TrainStep):
                                       f"removed after this run was set up to resume from "
                                       f"step {self.resume_step}")
             self.resume_step = resume_step
-            return self._run(stop_at)
+            return self._run(iterator, stop_at)
 
-    def _run(self, stop_at: int | None) -> dict[str, float]:
+    def _run(self, iterator, stop_at: int | None) -> dict[str, float]:
         config = self.config
         stop_at = config.total_steps if stop_at is None else min(stop_at, config.total_steps)
-        iterator = iter(self.loader)
         if self.resume_step is not None:
             state = self.restore(data_iterator=iterator)
             self.checkpointer.set_aside(self.unreadable_steps)

@@ -11,7 +11,9 @@ to whole batches with a validity mask.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 from typing import Iterator, Sequence
 
 import grain.python as grain
@@ -114,6 +116,23 @@ def train_loader(source, local_batch_size: int, seed: int, process_index: int,
         data_source=batches, sampler=sampler, worker_count=num_workers,
         read_options=grain.ReadOptions(num_threads=read_threads,
                                        prefetch_buffer_size=prefetch_batches))
+
+
+@contextlib.contextmanager
+def iterating(loader: grain.DataLoader) -> Iterator[grain.DataLoaderIterator]:
+    """A new iterator of `loader`, closed on exit: its reader threads and worker processes
+    stop, and the shared memory of the batches they wrote is freed. grain's
+    DataLoaderIterator has no close of its own, and its iterators and batches sit in
+    reference cycles that may outlive the run to the interpreter's exit, where their
+    finalisers fail and the worker processes' shared memory is reported as leaked: so
+    they are collected here, while the interpreter is whole."""
+    iterator = iter(loader)
+    try:
+        yield iterator
+    finally:
+        iterator._iterator.close()  # pylint: disable=protected-access
+        del iterator
+        gc.collect()
 
 
 def eval_batches(source, global_batch: int, process_index: int, process_count: int,
