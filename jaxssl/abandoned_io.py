@@ -27,7 +27,8 @@ class _AbandonedIO(logging.Filter):
     ("RuntimeError: Event loop is closed"); a failed save also logs Orbax's own errors.
     jaxssl's own line already names the step and the first error. So, as a logging
     filter, it drops those records that name a watched directory (a step being read or
-    reported unreadable, checkpoints being written); as `sys.unraisablehook` (from the
+    reported unreadable, checkpoints being written), and once a watched read or write
+    has failed, Orbax's error records with a traceback; as `sys.unraisablehook` (from the
     first watch on, as the reports can come before the failure's exception reaches
     jaxssl), it drops those that name one, and while there is one, those that refuse a
     callback into a closed loop, and hands every other one to the hook it replaced.
@@ -36,6 +37,7 @@ class _AbandonedIO(logging.Filter):
     def __init__(self):
         super().__init__()
         self.directories: set[str] = set()   # each ends with a separator
+        self.failed = False                  # a watched read or write has failed
         self._replaced_hook = None
 
     def _names_a_watched_directory(self, message: str) -> bool:
@@ -45,10 +47,12 @@ class _AbandonedIO(logging.Filter):
         text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else "")
         if record.name == "asyncio":
             return not ("never retrieved" in text and self._names_a_watched_directory(text))
-        # Orbax logs the exceptions of its threads, which it also raises to jaxssl.
+        # Orbax logs the exceptions of its threads, which it also raises to jaxssl; its
+        # other errors (none has failed yet) are reported.
         return not (record.levelno >= logging.ERROR and _is_orbax(record.pathname)
                     and self.directories
-                    and (record.exc_info or self._names_a_watched_directory(text)))
+                    and (self.failed and record.exc_info
+                         or self._names_a_watched_directory(text)))
 
     def watch(self, directory: str) -> None:
         self.directories.add(directory)
@@ -94,7 +98,15 @@ def unwatch(directory: str) -> None:
     _WATCH.directories.discard(_as_prefix(directory))
 
 
+def read_failed() -> None:
+    """After a failed read of a watched step: Orbax's error records of its abandoned
+    reads are dropped from now on."""
+    _WATCH.failed = True
+
+
 def write_failed() -> None:
-    """After a failed save: the abandoned writes' coroutines, collected at exit, give no
-    "coroutine ... was never awaited" warnings."""
+    """After a failed save: Orbax's error records of the abandoned writes are dropped,
+    and their coroutines, collected at exit, give no "coroutine ... was never awaited"
+    warnings."""
+    _WATCH.failed = True
     warnings.filterwarnings("ignore", "coroutine '.*' was never awaited", RuntimeWarning)

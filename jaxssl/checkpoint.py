@@ -32,7 +32,11 @@ def reading(step_directory: str):
     if a read fails, the reports of the reads Orbax abandons stay silent (`abandoned_io`)
     and the error goes on to the caller, who reports the step in one line."""
     abandoned_io.watch(step_directory)
-    yield  # a failed read leaves its step watched: the abandoned reads report later
+    try:
+        yield
+    except BaseException:
+        abandoned_io.read_failed()  # the step stays watched: the abandoned reads report later
+        raise
     abandoned_io.unwatch(step_directory)
 
 

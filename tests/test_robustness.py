@@ -270,6 +270,28 @@ def test_a_step_missing_its_data_state_is_damaged_not_of_another_process_count(t
     checkpointer.check_data_fits(4, state, process_index=1, process_count=2)
 
 
+def test_orbax_error_records_are_dropped_only_after_a_watched_transfer_failed(tmp_path,
+                                                                              monkeypatch):
+    """While checkpoints are written (their directory watched), Orbax's error records are
+    reported unless they name a watched directory; once a watched read or write has
+    failed, its records with a traceback (the abandoned transfers') are dropped too."""
+    monkeypatch.setattr(abandoned_io._WATCH, "directories", {f"{tmp_path}/checkpoints/"})
+    monkeypatch.setattr(abandoned_io._WATCH, "failed", False)
+    in_orbax = os.path.join(os.path.dirname(ocp.__file__), "checkpoint_manager.py")
+
+    def passes(message: str, error: Exception | None = None) -> bool:
+        exc_info = (type(error), error, None) if error else None
+        record = logging.LogRecord("absl", logging.ERROR, in_orbax, 0, message, (), exc_info)
+        return bool(logging.getLogger("absl").filter(record))
+
+    unrelated = ("Failed to remove an old checkpoint step", OSError(errno.EBUSY, "busy"))
+    assert passes(*unrelated)
+    assert not passes(f"Error writing {tmp_path}/checkpoints/4/state")
+    abandoned_io.read_failed()
+    assert not passes(*unrelated)
+    assert passes("Failed to remove an old checkpoint step")  # no traceback: not a transfer's
+
+
 def unraisable(call) -> types.SimpleNamespace:
     """What Python hands `sys.unraisablehook` for the exception `call()` raises."""
     try:
