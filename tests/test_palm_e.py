@@ -11,6 +11,7 @@ import os
 import re
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -130,6 +131,25 @@ def test_scenes_repeat_from_their_seed_and_answers_match_an_independent_reading(
     # Other seeds and splits give other scenes.
     other = scenes.get_scene_source(spec_name + "&seed=1", "test")
     assert not np.array_equal(other[0]["image"], source[0]["image"])
+
+
+def test_chance_is_the_rate_of_each_tasks_most_frequent_answer():
+    """experiments.generalist.palm_e's chance row, against the answers read from the
+    evaluation records' target tokens."""
+    from experiments.generalist.palm_e import majority_answer_rates
+    name = scenes.scenes_dataset_name(length=80, eval_size=60)
+    config = ml_collections.ConfigDict({"data": {"name": name, "eval_split": "test",
+                                                 "data_dir": ""},
+                                        "eval": {"max_test_examples": 50}})
+    source, answers = scenes.get_scene_source(name, "test"), {}
+    for i in range(50):
+        record = source[i]
+        answers.setdefault(scenes.TASKS[record["task"]], []).append(
+            TOKENIZER.decode(record["tokens"][record["loss_mask"]]))
+    most = {task: max(map(given.count, given)) for task, given in answers.items()}
+    expected = {task: most[task] / len(given) for task, given in answers.items()}
+    assert majority_answer_rates(config) == {**expected, "all": sum(most.values()) / 50}
+    assert 0 < expected["count_even"] < 1
 
 
 def test_scene_options_are_checked():

@@ -13,13 +13,16 @@ stages hand over RUNS/encoder and RUNS/lm through the Orbax hand-off and are
 evaluated before training too (RUNS/STAGE/initial.json: answer accuracy and the
 LM's text loss as handed over) and after it. Then the logs (metrics, hand-off
 reports, configs) are copied to OUT/logs/palm_e/, and palm_e_results.json,
-palm_e_results.md and palm_e.png are written to OUT (default: next to this file).
+palm_e_results.md and palm_e.png are written to OUT (default: next to this file), with
+chance: each task's most frequent answer's accuracy on the evaluation scenes
+(`--stages` with no stage only writes these again from the logs in OUT).
 `--set` overrides go to every stage run (e.g. `--set seed=1 --out DIR` for a second seed).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime
 import json
 import os
@@ -31,6 +34,7 @@ import jax
 from experiments.common import add_set_argument, overrides_of, plt, read_json
 from experiments.machine import cpu_model, short_commit
 from jaxssl import config as config_lib
+from jaxssl.data import sources
 from jaxssl.data.scenes import TASKS
 from jaxssl.logging import read_metrics
 from jaxssl.train import Trainer
@@ -79,6 +83,20 @@ def run_stage(stage: str, runs: str, overrides: dict[str, str], logs: str) -> di
     return info
 
 
+def majority_answer_rates(config) -> dict[str, float]:
+    """Per task and for 'all': the fraction of the evaluation questions (the first
+    eval.max_test_examples scenes of the config's eval split) that each task's most
+    frequent answer gets right, the accuracy of a model that reads nothing."""
+    source = sources.get_source(config.data.name, config.data.eval_split, config.data.data_dir)
+    count = min(len(source), config.eval.max_test_examples or len(source))
+    answers = collections.defaultdict(collections.Counter)
+    for index in range(count):
+        _, task, _, answer = source.scene_and_task(index)
+        answers[TASKS[task]][answer] += 1
+    rates = {task: max(c.values()) / sum(c.values()) for task, c in answers.items()}
+    return {**rates, "all": sum(max(c.values()) for c in answers.values()) / count}
+
+
 def summarize(logs: str) -> dict:
     """{stage: {'initial': eval before training, 'final': after, 'wall_s', ...}} from the
     stages' logs in `logs`."""
@@ -112,6 +130,10 @@ def table(summary: dict) -> str:
         cells += [f"{s['initial']['text/loss']:.4f}", f"{s['final']['text/loss']:.4f}",
                   f"{s['final']['answer_loss']:.4f}"]
         rows.append("| " + " | ".join(cells) + " |")
+    if "chance" in summary:
+        cells = ["chance: each task's most frequent answer"]
+        cells += [f"{100 * summary['chance'][c.split('/')[1]]:.1f}" for c in columns]
+        rows.append("| " + " | ".join(cells + ["", "", ""]) + " |")
     return "\n".join(rows)
 
 
@@ -145,7 +167,8 @@ def plot(summary: dict, path: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="/tmp/palm_e_runs")
-    parser.add_argument("--stages", nargs="+", default=list(PRETRAIN + PALM_E))
+    parser.add_argument("--stages", nargs="*", default=list(PRETRAIN + PALM_E),
+                        help="none: only summarise the logs already in OUT")
     parser.add_argument("--out", default=HERE, help="where the logs, results and plot go")
     add_set_argument(parser)
     args = parser.parse_args()
@@ -153,6 +176,8 @@ def main() -> None:
     for stage in args.stages:
         run_stage(stage, args.runs, overrides_of(args), logs)
     summary = summarize(logs)
+    summary["chance"] = majority_answer_rates(
+        config_lib.load(f"{CONFIG}:full", overrides_of(args)))
     with open(os.path.join(args.out, "palm_e_results.json"), "w") as f:
         json.dump(summary, f, indent=2)
     markdown = table(summary)
