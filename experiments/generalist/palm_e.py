@@ -138,8 +138,8 @@ def table(summary: dict) -> str:
 
 
 def plot(summary: dict, path: str) -> None:
-    """Left: accuracy per task of each PaLM-E stage; right: the LM's text loss before and
-    after each stage."""
+    """Left: accuracy per task of each PaLM-E stage (chance dashed); right: the LM's text
+    loss before and after each stage."""
     stages = [s for s in PALM_E if s in summary]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [3, 1]})
     labels = list(TASKS) + ["all"]
@@ -147,6 +147,11 @@ def plot(summary: dict, path: str) -> None:
     for i, stage in enumerate(stages):
         values = [100 * summary[stage]["final"][f"acc/{t}"] for t in labels]
         left.bar([x + i * width for x in range(len(labels))], values, width, label=NAMES[stage])
+    if "chance" in summary:
+        for x, task in enumerate(labels):
+            left.hlines(100 * summary["chance"][task], x - width / 2, x + 0.8 - width / 2,
+                        colors="black", linestyles="dashed", linewidth=1,
+                        label="chance (most frequent answer)" if x == 0 else None)
     left.set_xticks([x + width * (len(stages) - 1) / 2 for x in range(len(labels))], labels)
     left.set_ylabel("exact-match accuracy (%)")
     left.set_title("MNIST scenes, 500 held-out questions")
