@@ -282,19 +282,19 @@ class Checkpointer:
                 abandoned_io.unwatch(self.directory)
 
 
-# Tensorstore's status codes for a storage that refuses a write (its errors are ValueErrors).
-_STORAGE_STATUSES = ("RESOURCE_EXHAUSTED", "PERMISSION_DENIED", "UNAVAILABLE", "DATA_LOSS",
+# Tensorstore's status codes (its errors are ValueErrors) for a storage that refuses a
+# transfer: full, read-only, unreachable or too slow. A failed write also counts DATA_LOSS
+# (a read that hits it has found damage); a failed read also counts a refusal for
+# credentials and an aborted or cancelled transfer.
+_REFUSED_STATUSES = ("RESOURCE_EXHAUSTED", "PERMISSION_DENIED", "UNAVAILABLE",
                      "DEADLINE_EXCEEDED")
+_STORAGE_STATUSES = _REFUSED_STATUSES + ("DATA_LOSS",)
+_REFUSED_READ_STATUSES = _REFUSED_STATUSES + ("UNAUTHENTICATED", "ABORTED", "CANCELLED")
 
 
 def _is_storage_failure(error: Exception) -> bool:
     """Whether a save failed because the storage refused it (full, read-only, gone)."""
     return isinstance(error, OSError) or str(error).startswith(_STORAGE_STATUSES)
-
-
-# Tensorstore's status codes for a read the storage refused, rather than files found damaged.
-_REFUSED_READ_STATUSES = ("PERMISSION_DENIED", "UNAVAILABLE", "DEADLINE_EXCEEDED",
-                          "RESOURCE_EXHAUSTED", "UNAUTHENTICATED", "ABORTED", "CANCELLED")
 
 
 def _is_refused_read(error: BaseException) -> bool:
