@@ -127,14 +127,27 @@ def test_exact_resume(simclr_run, tmp_path):
 def test_data_worker_processes_give_the_same_batches_and_stop_with_the_run(simclr_run,
                                                                             tmp_path):
     """The batches equal the main process's; when the run returns, the worker process has
-    stopped and the shared memory of its batches is freed (not left for the interpreter's
-    exit to report as leaked)."""
+    stopped (its shared memory: the next test)."""
     config = simclr_run.config
     with_workers = config_lib.resolve({**config.to_dict(),
                                        "data": {**config.data.to_dict(), "num_workers": 1}})
     Trainer(with_workers, str(tmp_path)).run(stop_at=2)
     assert computed_metrics(tmp_path) == computed_metrics(simclr_run.workdir)[:2]
     assert multiprocessing.active_children() == []
+
+
+@pytest.mark.slow  # starts a training process with two grain worker processes
+def test_a_run_with_data_worker_processes_leaks_no_shared_memory(tmp_path):
+    """The command line, trained with two data workers, exits without the resource tracker's
+    warning about leaked shared memory (the workers' batches are freed by the run, not left
+    to the interpreter's exit). Checked in its own process, as /dev/shm is shared with the
+    other tests' workers."""
+    done = subprocess.run(
+        [sys.executable, "-m", "jaxssl.main", f"--config={TINY_CONFIG}", f"--workdir={tmp_path}",
+         "--config.total_steps=2", "--config.data.num_workers=2"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "leaked shared_memory" not in done.stderr
 
 
 # A configured peak, so that the logged MFU has a known denominator (not a CPU measurement).
