@@ -268,6 +268,27 @@ def freeze_parts(tx: optax.GradientTransformation, parts) -> optax.GradientTrans
     return train_from(tx, starts)
 
 
+def cap_parameters(tx: optax.GradientTransformation,
+                   caps: Mapping[str, float]) -> optax.GradientTransformation:
+    """`tx` with the top-level parameters named in `caps` held at or below their cap, as a
+    clamp of the parameter after each step would hold them: where p + u would pass the
+    cap, the update becomes cap - p (exact for p within a factor 2 of the cap, so the
+    parameter lands on the cap; one above it, e.g. imported, comes down to it). A parameter
+    held at its cap still gets its gradient, so it can come back down. Every other update is
+    `tx`'s, bitwise; `tx` itself when `caps` is empty."""
+    if not caps:
+        return tx
+
+    def update(updates, state, params=None):
+        updates, state = tx.update(updates, state, params)
+        capped = {name: jnp.where(params[name] + updates[name] > cap, cap - params[name],
+                                  updates[name])
+                  for name, cap in caps.items()}
+        return {**updates, **capped}, state
+
+    return optax.GradientTransformation(tx.init, update)
+
+
 def stop_gradient_parts(params: Mapping[str, Any], parts) -> dict:
     """`params` with stop_gradient on the top-level subtrees named in `parts`: a frozen
     part then costs no weight-gradient computation."""

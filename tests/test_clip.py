@@ -7,10 +7,11 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxssl import config as config_lib, methods, parallel
+from jaxssl import config as config_lib, methods, optim, parallel
 from jaxssl.data import captions, pipeline, tokenizers
 from jaxssl.data.sources import get_source
 from jaxssl.errors import ConfigError, DataError
@@ -247,6 +248,45 @@ def test_method_shapes_initial_scalars_and_overfits_one_batch(method, single):
         assert first["bias"] == pytest.approx(-10.0)
     assert last["loss"] < first["loss"] - 0.3, [float(h["loss"]) for h in history]
     assert 0.0 <= last["i2t_top1"] <= 1.0
+
+
+@pytest.mark.parametrize("method, scalar", [("clip", "logit_scale"), ("siglip", "log_t")])
+def test_a_clip_logit_scale_above_100_is_brought_to_100_by_the_next_step(method, scalar,
+                                                                          single):
+    """CLIP's cap is on the parameter after the step (an imported checkpoint may hold more):
+    the step's loss still uses the scale as it is, and the step lands it on log(100)
+    exactly. SigLIP's temperature has no cap."""
+    trainer, state, host_batch, _ = single[method]
+    state = jax.tree.map(jnp.copy, state)  # the step donates its state; the fixture's stays
+    state = state.replace(params={**state.params, scalar: jnp.float32(5.0)})
+    batch = parallel.host_batch_to_global(host_batch, trainer.mesh)
+    state, metrics = trainer.compile_train_step()(state, batch)
+    reported = "logit_scale" if method == "clip" else "temperature"
+    assert metrics[reported] == pytest.approx(np.exp(5.0), rel=1e-6)
+    after = float(state.params[scalar])
+    if method == "clip":
+        assert after == np.float32(np.log(100.0))
+    else:
+        assert after != 5.0 and abs(after - 5.0) < 0.1
+
+
+def test_a_capped_parameter_lands_on_its_cap_and_comes_back_down():
+    """optim.cap_parameters over SGD (lr 1): an update past the cap lands on it exactly, one
+    below it and every other parameter's are SGD's bitwise, and a parameter held at the cap
+    moves down with its gradient (a clamp inside the loss would give it no gradient)."""
+    tx = optim.cap_parameters(optax.sgd(1.0), {"scale": 4.0})
+    params = {"scale": jnp.float32(3.5), "w": jnp.array([3.5, 9.0], jnp.float32)}
+    state = tx.init(params)
+    down = {"scale": jnp.float32(-2.0), "w": jnp.array([-2.0, 0.25], jnp.float32)}
+    updates, state = tx.update(down, state, params)  # SGD steps against the gradient
+    params = optax.apply_updates(params, updates)
+    assert float(params["scale"]) == 4.0
+    np.testing.assert_array_equal(params["w"], [5.5, 8.75])
+    updates, state = tx.update({"scale": jnp.float32(0.75), "w": jnp.zeros(2)}, state, params)
+    assert float(optax.apply_updates(params, updates)["scale"]) == 3.25
+    updates, _ = tx.update({"scale": jnp.float32(-0.125), "w": jnp.zeros(2)}, state,
+                           {**params, "scale": jnp.float32(3.5)})
+    assert float(updates["scale"]) == 0.125
 
 
 @pytest.mark.slow

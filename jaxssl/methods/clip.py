@@ -12,7 +12,7 @@ Towers:
 E = `embed_dim`. The losses normalise the embeddings themselves.
 
 Learnable scalars: CLIP 'logit_scale' (init log(1/0.07), clamped at log 100
-inside the loss); SigLIP 'log_t' (init log 10) and 'bias' (init -10). They
+after each optimizer step, as OpenAI's code clamps it: `optim.cap_parameters`); SigLIP 'log_t' (init log 10) and 'bias' (init -10). They
 are 0-d, so weight decay (kernels and embedding tables only) leaves them alone.
 
 Data: a batch with 'tokens' int32 [B, L] (a caption dataset such as
@@ -26,7 +26,7 @@ Trainer) whose batch axes ('data', 'fsdp') split the batch, the loss is the
 `*_sharded` variant (`base.batch_sharded_loss`): no device holds the full
 B x B logits, only its [B/S, B] block.
 
-Metrics: 'loss', 'logit_scale' (CLIP: exp of the clamped scale) or
+Metrics: 'loss', 'logit_scale' (CLIP: exp of the scale) or
 'temperature' and 'bias' (SigLIP: t = exp(log_t) and b), 'i2t_top1' (fraction
 of images whose most similar caption in the batch is their own; an equal
 caption counts). Evaluation (the `evaluate` hook): retrieval recall@1/@5 in
@@ -45,7 +45,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
+from jaxssl import optim
 from jaxssl.data import captions, tokenizers
 from jaxssl.evaluate import zero_shot
 from jaxssl.evaluate.representation import gather_split
@@ -154,6 +156,7 @@ class CLIP(base.Method):
 
     name = "clip"
     loss_scalars = (("logit_scale", math.log(1 / 0.07)),)
+    scalar_caps = {"logit_scale": contrastive.MAX_CLIP_LOGIT_SCALE}
 
     @staticmethod
     def default_config() -> ml_collections.ConfigDict:
@@ -226,14 +229,18 @@ class CLIP(base.Method):
                                  f"the data has label {top}")
         return self.model.init(rng, *self._inputs(batch), train=False)
 
+    def optimizer(self) -> tuple[optax.GradientTransformation, optax.Schedule]:
+        """The base optimizer with `scalar_caps` applied after each step."""
+        tx, schedule = super().optimizer()
+        return optim.cap_parameters(tx, self.scalar_caps), schedule
+
     def loss(self, img, txt, scalars) -> jax.Array:
         """`clip_loss`, sharded over the batch axes of the mesh in context when they split it."""
         return base.batch_sharded_loss(contrastive.clip_loss, contrastive.clip_loss_sharded,
                                        (img, txt), scalars["logit_scale"])
 
     def scalar_metrics(self, scalars) -> dict:
-        scale = jnp.minimum(scalars["logit_scale"], contrastive.MAX_CLIP_LOGIT_SCALE)
-        return {"logit_scale": jnp.exp(scale)}
+        return {"logit_scale": jnp.exp(scalars["logit_scale"])}
 
     def loss_fn(self, params, state, batch, rng, step):
         del step
@@ -276,6 +283,7 @@ class SigLIP(CLIP):
 
     name = "siglip"
     loss_scalars = (("log_t", math.log(10.0)), ("bias", -10.0))
+    scalar_caps = {}  # SigLIP's temperature is not capped
 
     def loss(self, img, txt, scalars) -> jax.Array:
         """`siglip_loss`, sharded over the batch axes of the mesh in context when they split it."""

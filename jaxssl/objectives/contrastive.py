@@ -35,7 +35,8 @@ _NORMALIZE_EPS = 1e-6
 # Logit of excluded pairs (NT-Xent self-similarity). Finite, so that
 # exp() underflows to exactly 0 without any -inf * 0 = NaN in the backward.
 _EXCLUDED_LOGIT = -1e9
-# CLIP caps the learnable temperature so that the logit scale stays <= 100.
+# CLIP caps its learnable log logit scale, so that the logit scale stays <= 100; the cap is
+# the optimizer's (jaxssl.methods.clip), the loss takes the scale as it is.
 MAX_CLIP_LOGIT_SCALE = math.log(100.0)
 
 
@@ -101,7 +102,7 @@ def _clip_sum(local, full, offset, logit_scale):
     """
     img, txt = local
     all_img, all_txt = full
-    scale = jnp.exp(jnp.minimum(logit_scale, MAX_CLIP_LOGIT_SCALE))
+    scale = jnp.exp(logit_scale)
     labels = offset + jnp.arange(img.shape[0])
     return (_cross_entropy_sum(scale * _similarity(img, all_txt), labels)
             + _cross_entropy_sum(scale * _similarity(txt, all_img), labels))
@@ -159,10 +160,9 @@ def clip_loss(img, txt, logit_scale):
     Args:
       img, txt: [N, D] image and text embeddings of N matching pairs, unnormalised.
       logit_scale: scalar, log of the multiplicative logit scale (learnable,
-        initialised to log(1 / 0.07)). It is clamped to log(100) before exp,
-        so the gradient w.r.t. it is zero above the clamp: once an optimizer's
-        momentum carries it past log(100) it stays there (OpenAI's code clamps the
-        parameter itself after each step, so it can come back).
+        initialised to log(1 / 0.07)). Used as it is: CLIP's cap at log(100) is on the
+        parameter after each optimizer step (`optim.cap_parameters`), as in OpenAI's
+        code, not here, where it would stop the gradient above the cap.
 
     Returns:
       float32 scalar: mean of the image->text and text->image cross-entropies,
