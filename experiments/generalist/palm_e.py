@@ -155,18 +155,19 @@ def plot(summary: dict, path: str) -> None:
     left.set_xticks([x + width * (len(stages) - 1) / 2 for x in range(len(labels))], labels)
     left.set_ylabel("exact-match accuracy (%)")
     left.set_title("MNIST scenes, 500 held-out questions")
-    left.legend(fontsize=8)
+    # Below the axes: inside, it would hide the tallest bars.
+    left.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)
     left.grid(axis="y", alpha=0.3)
     for i, stage in enumerate(stages):
         before, after = (summary[stage][k]["text/loss"] for k in ("initial", "final"))
         right.bar([i - 0.2, i + 0.2], [before, after], 0.4,
                   color=["tab:gray", f"C{i}"], label=None)
-    right.set_xticks(range(len(stages)), [s for s in stages])
+    right.set_xticks(range(len(stages)), stages, fontsize=8)
     right.set_ylabel("pydoc validation loss (nats/byte)")
     right.set_title("LM text loss: before (grey) / after")
     right.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
 
 
 def main() -> None:
